@@ -1,0 +1,4 @@
+// The bundle's entry point: everything else is importable without side effects.
+import { runAsProgram } from "./main.js";
+
+await runAsProgram();

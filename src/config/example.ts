@@ -1,0 +1,50 @@
+// The annotated configuration example printed by `gnomon config example`. Every setting, commented
+// out, with its default. test/config/example.test.ts parses it against the schema.
+
+export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every setting is optional; defaults are shown.
+# Order of precedence: command-line flags, then environment variables, then this file.
+
+# Log level: trace, debug, info, warn, error, fatal, silent.   env: GNOMON_LOG_LEVEL
+# logLevel: info
+# auto = readable on a terminal, JSON lines otherwise; or json, pretty.   env: GNOMON_LOG_FORMAT
+# logFormat: auto
+# Where gnomon keeps its embedded database, images and credentials.   env: GNOMON_DATA_DIR
+# dataDir: gnomon-data
+
+# RabbitMQ. Without it gnomon uses an in-process queue (one process only).   env: AMQP_URL
+# amqpUrl: amqp://guest:guest@127.0.0.1:5672
+# PostgreSQL. Without it gnomon uses embedded PostgreSQL (PGlite) under dataDir.   env: DATABASE_URL
+# databaseUrl: postgres://gnomon@127.0.0.1:5432/gnomon
+# Key that seals job secrets on the queue: 64 hex characters, the same on every host
+# (openssl rand -hex 32). Without RabbitMQ it is generated once under dataDir.   env: GNOMON_CLUSTER_KEY
+# clusterKey: 0000000000000000000000000000000000000000000000000000000000000000
+# How long a stop waits for running work before cancelling it.   env: GNOMON_SHUTDOWN_TIMEOUT
+# shutdownTimeout: 10m
+
+# orchestrator:
+#   maxVms: 2             # most VMs at once on this host.   env: GNOMON_MAX_VMS
+#   cpus: 0               # vCPU budget; 0 = this host's CPU count.   env: GNOMON_CPUS
+#   memoryMiB: 0          # memory budget; 0 = 75 % of this host's memory.   env: GNOMON_MEMORY_MIB
+#   labels: []            # labels to serve; empty = all in the image catalog.   env: GNOMON_LABELS
+#   leaseTtl: 30s         # a job whose orchestrator is silent this long is taken over.   env: GNOMON_LEASE_TTL
+#   drainTimeout: 10m     # on stop, how long running jobs may finish.   env: GNOMON_DRAIN_TIMEOUT
+#   metricsListen: ""     # e.g. 127.0.0.1:9464 for /healthz and /metrics.   env: GNOMON_METRICS_LISTEN
+#   allowHostLabels: false # allow labels that run steps on this host, unisolated.   env: GNOMON_ALLOW_HOST_LABELS
+
+# forgejo:
+#   credentialsFile: .runner   # written by \`gnomon forgejo register\`.   env: GNOMON_FORGEJO_CREDENTIALS
+#   capacity: 1                # tasks held at once.   env: GNOMON_FORGEJO_CAPACITY
+#   fetchInterval: 2s
+#   fetchIntervalMax: 60s
+#   fetchTimeout: 5s
+#   reportInterval: 1s
+
+# github:
+#   credentialsDir: github     # written by \`gnomon github register\`.   env: GNOMON_GITHUB_CREDENTIALS
+#   capacity: 1                # jobs held at once.   env: GNOMON_GITHUB_CAPACITY
+#   runnerVersion: 2.330.0     # the runner version advertised to GitHub.   env: GNOMON_GITHUB_RUNNER_VERSION
+
+# images:
+#   catalog: ""   # the image catalog; empty = the one shipped with gnomon.   env: GNOMON_IMAGES_CATALOG
+#   dir: ""       # where images are kept; empty = <dataDir>/images.   env: GNOMON_IMAGES_DIR
+`;

@@ -1,0 +1,64 @@
+// The Executor: where a job's processes run (a VM over SSH, or this host). The engine drives it and
+// knows nothing else about the machine; an executor knows nothing about Actions.
+
+export interface ExecutorPlatform {
+  /** The `runner.os` value: Linux, illumos, macOS, Windows, FreeBSD … */
+  readonly os: string;
+  /** The `runner.arch` value: X64, ARM64, X86, ARM. */
+  readonly arch: string;
+  /** Absolute directory under which job workspaces live (the runner's `_work`). */
+  readonly workDir: string;
+  /** RUNNER_TEMP: emptied for every job. */
+  readonly tempDir: string;
+  /** RUNNER_TOOL_CACHE. */
+  readonly toolCacheDir: string;
+  /** HOME of the user steps run as. */
+  readonly homeDir: string;
+}
+
+export interface RunOptions {
+  /** The program and its arguments; argv[0] is looked up in PATH from `env`. */
+  readonly argv: readonly string[];
+  /** Variables added to the executor's base environment (the login environment of its user). */
+  readonly env: Readonly<Record<string, string>>;
+  /** Absolute working directory; it must exist. */
+  readonly cwd: string;
+  /** When it aborts, the whole process tree is stopped: TERM, then KILL after a short grace. */
+  readonly signal: AbortSignal;
+  /** Called once per output line, without its line ending; a last unterminated line is flushed at exit. */
+  readonly onLine: (stream: "stdout" | "stderr", line: string) => void;
+}
+
+export interface RunResult {
+  /** The exit code, or null when the process was ended by a signal. */
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+}
+
+export interface Executor {
+  /** For logs: "host", "ssh:ubuntu-latest@127.0.0.1:40022" … */
+  readonly name: string;
+  readonly platform: ExecutorPlatform;
+  run(opts: RunOptions): Promise<RunResult>;
+  /** Writes a file, creating its parent directories. */
+  writeFile(path: string, data: string | Uint8Array, opts?: { mode?: number }): Promise<void>;
+  /** Reads a file; rejects with FileNotFoundError when it does not exist. */
+  readFile(path: string): Promise<Buffer>;
+  /** Creates a directory and its parents. */
+  mkdirp(path: string): Promise<void>;
+  /** Copies a directory tree from this host into the executor (contents of `localDir` into `remoteDir`). */
+  uploadDir(localDir: string, remoteDir: string, signal?: AbortSignal): Promise<void>;
+  /** Ends the session (closes connections, never touches the VM). Idempotent. */
+  close(): Promise<void>;
+}
+
+export class FileNotFoundError extends Error {
+  override readonly name = "FileNotFoundError";
+  readonly code = "executor.file-not-found";
+  constructor(
+    readonly path: string,
+    options?: ErrorOptions,
+  ) {
+    super(`no such file on the executor: ${path}`, options);
+  }
+}

@@ -1,0 +1,136 @@
+// gnomon's entry point: picks the subcommand, runs it, and turns its outcome into an exit code and
+// one sentence. The only code that touches process signals.
+import {
+  type Command,
+  type CommandContext,
+  EXIT,
+  helpText,
+  notBuilt,
+  parseCommandArgs,
+  UsageError,
+} from "./cli/command.js";
+import { configExampleCommand } from "./cli/config-example.js";
+import { VERSION, versionCommand } from "./cli/version.js";
+import { ConfigError } from "./config/load.js";
+
+const COMMANDS: readonly Command[] = [
+  notBuilt("up", "run orchestrator and the configured forge runners in one process", "issue: orchestrator"),
+  notBuilt("exec", "run a workflow from disk, on this host or in a VM", "issue: job engine"),
+  notBuilt("orchestrator", "run jobs from the queue in VMs", "issue: orchestrator"),
+  notBuilt("forgejo register", "register this runner with a Forgejo instance", "issue: forgejo-runner"),
+  notBuilt("forgejo run", "take jobs from Forgejo", "issue: forgejo-runner"),
+  notBuilt("github register", "register this runner with GitHub", "issue: github-runner"),
+  notBuilt("github run", "take jobs from GitHub", "issue: github-runner"),
+  notBuilt("images list", "list the image catalog", "issue: VM layer"),
+  notBuilt("images build", "build an image from its recipe", "issue: VM layer"),
+  configExampleCommand,
+  versionCommand,
+];
+
+export function usage(commands: readonly Command[] = COMMANDS): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
+  return [
+    "gnomon: runs Forgejo and GitHub Actions jobs, each in a fresh QEMU VM.",
+    "",
+    "Usage: gnomon <command> [options]",
+    "",
+    "Commands:",
+    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    "",
+    "Run `gnomon <command> --help` for a command's options.",
+    "",
+  ].join("\n");
+}
+
+/** Finds the longest command name that prefixes argv ("forgejo register" before "forgejo"). */
+function findCommand(
+  argv: readonly string[],
+  commands: readonly Command[],
+): { cmd: Command; rest: string[] } | undefined {
+  let best: { cmd: Command; rest: string[] } | undefined;
+  for (const cmd of commands) {
+    const words = cmd.name.split(" ");
+    if (words.every((w, i) => argv[i] === w) && (!best || words.length > best.cmd.name.split(" ").length))
+      best = { cmd, rest: argv.slice(words.length) };
+  }
+  return best;
+}
+
+export async function main(
+  argv: readonly string[],
+  ctx: Omit<CommandContext, "argv">,
+  commands: readonly Command[] = COMMANDS,
+): Promise<number> {
+  if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h" || argv[0] === "help") {
+    ctx.stdout.write(usage(commands));
+    return argv.length === 0 ? EXIT.usage : EXIT.ok;
+  }
+  if (argv[0] === "--version") argv = ["version"];
+  const found = findCommand(argv, commands);
+  if (!found) {
+    const group = commands.filter((c) => c.name.startsWith(`${argv[0]} `));
+    if (group.length > 0) {
+      ctx.stderr.write(
+        `gnomon ${argv[0]}: ${argv[1] ? `unknown subcommand "${argv[1]}"` : "needs a subcommand"}; one of: ${group.map((c) => c.name.split(" ")[1]).join(", ")}\n`,
+      );
+    } else ctx.stderr.write(`gnomon: unknown command "${argv[0]}"; run \`gnomon --help\` for the list\n`);
+    return EXIT.usage;
+  }
+  const { cmd, rest } = found;
+  try {
+    const args = parseCommandArgs(cmd, rest, ctx.env);
+    if (args.values["help"]) {
+      ctx.stdout.write(helpText(cmd));
+      return EXIT.ok;
+    }
+    return await cmd.run(args, { ...ctx, argv: rest });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      const lines = err.message.split("\n");
+      ctx.stderr.write(
+        `gnomon ${cmd.name}: bad setting: ${lines.slice(0, 2).join("\n  ")}${lines.length > 2 ? `\n  (and ${lines.length - 2} more)` : ""}\n`,
+      );
+      return EXIT.usage;
+    }
+    if (err instanceof UsageError) {
+      ctx.stderr.write(`gnomon ${cmd.name}: ${err.message}\n`);
+      return EXIT.usage;
+    }
+    const e = err instanceof Error ? err : new Error(String(err));
+    ctx.stderr.write(`gnomon ${cmd.name}: ${e.message}\n`);
+    if (ctx.env["GNOMON_DEBUG"]) ctx.stderr.write(`${e.stack}\n`);
+    return EXIT.failed;
+  }
+}
+
+/** Runs as the program: wires signals, exits with the command's code. */
+export async function runAsProgram(): Promise<void> {
+  let signals = 0;
+  let requestStop!: () => void;
+  const stopRequested = new Promise<void>((r) => {
+    requestStop = r;
+  });
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals += 1;
+    if (signals === 1) {
+      process.stderr.write(`gnomon: ${sig} received, stopping (send it again to force)\n`);
+      requestStop();
+    } else {
+      process.stderr.write(`gnomon: ${sig} received again, exiting now\n`);
+      process.exit(130);
+    }
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const code = await main(process.argv.slice(2), {
+    env: process.env,
+    stopRequested,
+    stdout: process.stdout,
+    stderr: process.stderr,
+  });
+  process.exitCode = code;
+  // Services are stopped by now; anything still holding the loop open must not keep the process alive.
+  setTimeout(() => process.exit(code), 2_000).unref();
+}
+
+export { VERSION };
