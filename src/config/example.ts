@@ -17,7 +17,7 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 # databaseUrl: postgres://gnomon@127.0.0.1:5432/gnomon
 # Key that seals job secrets on the queue: 64 hex characters, the same on every host
 # (openssl rand -hex 32). Without RabbitMQ it is generated once under dataDir.   env: GNOMON_CLUSTER_KEY
-# clusterKey: 0000000000000000000000000000000000000000000000000000000000000000
+# clusterKey: "0000000000000000000000000000000000000000000000000000000000000000"
 # How long a stop waits for running work before cancelling it.   env: GNOMON_SHUTDOWN_TIMEOUT
 # shutdownTimeout: 10m
 
