@@ -1,0 +1,144 @@
+// Forgejo error classes, one per decision a caller makes (stop the daemon, fail the task, retry),
+// and the classification of connect-rpc failures. Messages say what happened and what to do.
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** Converts anything thrown into an Error, keeping Errors as they are. */
+export function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/** True when `err` is the result of an abort (a stop, a cancelled wait), not a failure. */
+export function isAbort(err: unknown): boolean {
+  if (err instanceof ConnectError) return err.code === Code.Canceled;
+  return err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError");
+}
+
+/** The connect code of an error, `undefined` when it did not come from a call. */
+export function codeOf(err: unknown): Code | undefined {
+  return err instanceof ConnectError ? err.code : undefined;
+}
+
+/**
+ * Failures worth retrying later: the server or the network is having a moment. `internal` is on the
+ * list because Forgejo answers it for database trouble and for a request key still in use.
+ */
+export function isTransient(err: unknown): boolean {
+  const code = codeOf(err);
+  if (code === undefined) return !isAbort(err);
+  return (
+    code === Code.Unavailable ||
+    code === Code.DeadlineExceeded ||
+    code === Code.Internal ||
+    code === Code.Unknown ||
+    code === Code.ResourceExhausted ||
+    code === Code.Aborted
+  );
+}
+
+/** The server no longer accepts this runner's credentials: stop and register again. */
+export class RunnerUnregisteredError extends Error {
+  override readonly name = "RunnerUnregisteredError";
+  readonly code = "forgejo.unregistered";
+  constructor(
+    readonly instance: string,
+    readonly runner: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `Forgejo at ${instance} no longer accepts runner ${runner}: the runner was deleted there, or its registration was lost. ` +
+        "Run `gnomon forgejo register` again to register a new runner (it writes a new credentials file).",
+      options,
+    );
+  }
+}
+
+/** Register was refused: a wrong, stale or missing registration token, or a bad name. */
+export class RegistrationRefusedError extends Error {
+  override readonly name = "RegistrationRefusedError";
+  readonly code = "forgejo.registration-refused";
+  constructor(
+    readonly instance: string,
+    readonly problem: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `Forgejo at ${instance} refused the registration: ${problem}. ` +
+        "Copy the current registration token from Forgejo (Settings → Actions → Runners → Create new runner, " +
+        "in the site administration, the organisation, the user or the repository) and run `gnomon forgejo register` again.",
+      options,
+    );
+  }
+}
+
+/** Nothing that speaks Forgejo's runner protocol answered at the address. */
+export class ForgejoUnreachableError extends Error {
+  override readonly name = "ForgejoUnreachableError";
+  readonly code = "forgejo.unreachable";
+  constructor(
+    readonly instance: string,
+    readonly problem: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `Forgejo at ${instance} cannot be reached: ${problem}. ` +
+        "Check the URL (the instance's root, e.g. https://forgejo.example.org/, as in the browser), " +
+        "that Forgejo is running with Actions enabled, and that this host can reach it.",
+      options,
+    );
+  }
+}
+
+/** The credentials file is missing or unreadable. */
+export class CredentialsFileError extends Error {
+  override readonly name = "CredentialsFileError";
+  readonly code = "forgejo.credentials";
+  constructor(
+    readonly path: string,
+    readonly problem: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `The Forgejo credentials file ${path} ${problem}. ` +
+        "Register the runner with `gnomon forgejo register --instance URL --token TOKEN --labels …`, " +
+        "or point forgejo.credentialsFile (GNOMON_FORGEJO_CREDENTIALS) at the file it wrote.",
+      options,
+    );
+  }
+}
+
+/** A label in the configuration or on the command line cannot be used. */
+export class LabelError extends Error {
+  override readonly name = "LabelError";
+  readonly code = "forgejo.label";
+  constructor(
+    readonly label: string,
+    readonly problem: string,
+  ) {
+    super(
+      `The label ${JSON.stringify(label)} ${problem}. Write labels as NAME (a VM from the image catalog entry NAME), ` +
+        "NAME:vm:IMAGE (a VM from catalog entry IMAGE) or NAME:host (steps on this host, only where the orchestrator allows host labels).",
+    );
+  }
+}
+
+/** A task that cannot become a job: it is failed on Forgejo with this message as its last log line. */
+export class TaskRejectedError extends Error {
+  override readonly name = "TaskRejectedError";
+  readonly code = "forgejo.task-rejected";
+}
+
+/** The server acknowledged fewer log rows than it had before: those rows are gone on its side. */
+export class LogsLostError extends Error {
+  override readonly name = "LogsLostError";
+  readonly code = "forgejo.logs-lost";
+  constructor(
+    readonly taskId: bigint,
+    readonly hadAcked: number,
+    readonly nowAcked: number,
+  ) {
+    super(
+      `Forgejo acknowledged ${nowAcked} log rows of task ${taskId} after it had acknowledged ${hadAcked}: ` +
+        "it lost rows it had stored. Check the Forgejo server's log storage; the lost rows cannot be sent again.",
+    );
+  }
+}

@@ -1,0 +1,259 @@
+// Reports one task to Forgejo from the moment it is fetched: every reportInterval the new log rows
+// (UpdateLog) and then the full state (UpdateTask, also the heartbeat that keeps Forgejo's zombie
+// reaper away while the VM boots). It learns forge-side cancellation from UpdateTask answers and
+// asks for a Cancel; at the end it sends the last rows with no_more until acknowledged and only then
+// the final UpdateTask. Calls for one task are never in flight together.
+import { Code } from "@connectrpc/connect";
+import type { JobEvent, JobResult } from "../../contract/job-event.js";
+import type { Logger } from "../../telemetry/log.js";
+import type { Intervals } from "../backoff.js";
+import type { ForgejoClient, TaskResult } from "./client.js";
+import { asError, codeOf, isTransient, LogsLostError, RunnerUnregisteredError } from "./errors.js";
+import { LogsIncompleteError, shipLog } from "./log-shipper.js";
+import { pause, retry } from "./retry.js";
+import type { TaskRecord } from "./task-record.js";
+
+export interface ReporterOptions {
+  readonly client: ForgejoClient;
+  readonly record: TaskRecord;
+  readonly jobId: string;
+  /** For the "registration lost" message. */
+  readonly runnerName: string;
+  /** forgejo-runner's report_interval: 1 s. */
+  readonly reportIntervalMs: number;
+  /** Deadline of each periodic call. */
+  readonly callTimeoutMs: number;
+  /** Backoff of the final report's retries. */
+  readonly retryIntervals: Intervals;
+  /** How long the final report is retried before gnomon gives up on it. */
+  readonly finalTimeoutMs: number;
+  /** After Forgejo ended the task, how long to wait for the job's own result before ending it here. */
+  readonly cancelGraceMs: number;
+  /** The task ends as failed when no result arrived by this instant (ms since the epoch). */
+  readonly watchdogAtMs?: number;
+  /** Publishes a Cancel for the job on the bus; failures are logged by the caller. */
+  readonly requestCancel: (reason: string) => Promise<void>;
+  /** Forgejo stopped accepting the runner's credentials: the runner must stop. */
+  readonly onFatal: (err: Error) => void;
+  readonly log: Logger;
+  readonly now?: () => number;
+}
+
+type Remote = { readonly result: TaskResult; readonly atMs: number } | undefined;
+
+export class TaskReporter {
+  readonly done: Promise<void>;
+  readonly #o: ReporterOptions;
+  readonly #now: () => number;
+  #wake = new AbortController();
+  #remote: Remote;
+  #cancelRequested = false;
+  #failures = 0;
+  #finalTimeoutMs: number;
+  #fatal = false;
+
+  constructor(options: ReporterOptions) {
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+    this.#finalTimeoutMs = options.finalTimeoutMs;
+    this.done = this.#run().catch((err) => {
+      this.#o.log.error({ err }, "task reporter failed");
+    });
+  }
+
+  get taskId(): bigint {
+    return this.#o.record.taskId;
+  }
+
+  /** Applies a job event (duplicates are ignored); a result starts the final report at once. */
+  apply(event: JobEvent): void {
+    const fresh = this.#o.record.apply(event);
+    if (fresh && this.#o.record.finished) this.#wakeUp();
+  }
+
+  /**
+   * Ends the task here, without waiting for the job: a task that cannot run, or a stop whose
+   * deadline passed. The reason becomes the last log line; `finalTimeoutMs` bounds the last report.
+   */
+  endHere(result: JobResult, reason: string, finalTimeoutMs?: number): void {
+    if (finalTimeoutMs !== undefined) this.#finalTimeoutMs = Math.min(this.#finalTimeoutMs, finalTimeoutMs);
+    this.#o.record.finish(result, this.#now(), { reason });
+    this.#wakeUp();
+  }
+
+  /** Cancels the job on the bus and ends the task here as cancelled (a stop whose deadline passed). */
+  abandon(reason: string, finalTimeoutMs: number): void {
+    this.#cancel(reason);
+    this.endHere("cancelled", reason, finalTimeoutMs);
+  }
+
+  #wakeUp(): void {
+    this.#wake.abort();
+  }
+
+  async #run(): Promise<void> {
+    const { record, reportIntervalMs } = this.#o;
+    while (!record.finished && !this.#fatal) {
+      await this.#tick();
+      if (this.#fatal) return;
+      this.#checkDeadlines();
+      if (record.finished) break;
+      if (this.#wake.signal.aborted) this.#wake = new AbortController();
+      await pause(reportIntervalMs, this.#wake.signal);
+    }
+    if (!this.#fatal) await this.#final();
+  }
+
+  /** One periodic report: new rows, then the state. Failures wait for the next tick. */
+  async #tick(): Promise<void> {
+    const { record, client } = this.#o;
+    const report = record.report(); // taken first: a result that arrives meanwhile waits for #final
+    const signal = AbortSignal.timeout(this.#o.callTimeoutMs);
+    try {
+      const shipped = await shipLog(record, client, { noMore: false, signal });
+      if (shipped === "archived")
+        this.#o.log.info({ taskId: String(record.taskId) }, "forgejo closed the task's log; later lines are dropped");
+      const res = await client.updateTask(report, record.unsentOutputs(), { signal });
+      record.outputsAccepted(res.sentOutputs);
+      this.#recovered();
+      if (res.result !== "unspecified") this.#remoteEnded(res.result);
+    } catch (err) {
+      this.#failed(err, "periodic report");
+    }
+  }
+
+  /** Forgejo finished the task itself (cancelled by a user, a newer push, or a reaper). */
+  #remoteEnded(result: TaskResult): void {
+    if (this.#remote) return;
+    this.#remote = { result, atMs: this.#now() };
+    const reason =
+      result === "cancelled"
+        ? "cancelled on Forgejo"
+        : `ended on Forgejo with result ${result} (for example by its stale-task reaper)`;
+    this.#o.log.info({ taskId: String(this.#o.record.taskId), result }, "forgejo ended the task; cancelling the job");
+    this.#cancel(reason);
+  }
+
+  #cancel(reason: string): void {
+    if (this.#cancelRequested) return;
+    this.#cancelRequested = true;
+    this.#o.requestCancel(reason).catch((err) => {
+      this.#o.log.warn({ err, jobId: this.#o.jobId }, "could not publish the cancellation of the job");
+    });
+  }
+
+  #checkDeadlines(): void {
+    const { record } = this.#o;
+    if (record.finished) return;
+    const now = this.#now();
+    if (this.#remote && now - this.#remote.atMs >= this.#o.cancelGraceMs) {
+      record.finish(this.#remote.result === "cancelled" ? "cancelled" : "failure", now, {
+        reason: `Forgejo ended the task; the job did not confirm that it stopped within ${Math.round(this.#o.cancelGraceMs / 1000)} s, so gnomon closed it here.`,
+      });
+    } else if (this.#o.watchdogAtMs !== undefined && now >= this.#o.watchdogAtMs) {
+      this.#cancel("no result in time");
+      record.finish("failure", now, {
+        reason:
+          "No orchestrator reported a result for this job in time (it waited in the queue or its host went away); gnomon gave up on it. " +
+          "Check that an orchestrator serves this job's runs-on label.",
+      });
+    }
+  }
+
+  /** Last words: rows with no_more until all are acknowledged, then the final state. */
+  async #final(): Promise<void> {
+    const { record, client, log } = this.#o;
+    const taskId = String(record.taskId);
+    const signal = AbortSignal.timeout(this.#finalTimeoutMs);
+    const retryable = (err: unknown) =>
+      err instanceof LogsIncompleteError || (isTransient(err) && codeOf(err) !== Code.Unauthenticated);
+    const onRetry = (err: unknown) => this.#failed(err, "final report");
+    const callTimeoutMs = this.#o.callTimeoutMs;
+    try {
+      await retry(
+        () =>
+          shipLog(record, client, {
+            noMore: true,
+            signal: AbortSignal.any([signal, AbortSignal.timeout(callTimeoutMs)]),
+          }),
+        { intervals: this.#o.retryIntervals, signal, retryable, onRetry },
+      );
+    } catch (err) {
+      if (this.#fatalIf(err)) return;
+      if (err instanceof LogsLostError) log.error({ err, taskId }, "forgejo lost log rows of the task");
+      else log.error({ err: asError(err), taskId }, "the task's last log rows could not be sent to forgejo");
+    }
+    try {
+      let rounds = 0;
+      await retry(
+        async () => {
+          const res = await client.updateTask(record.report(), record.unsentOutputs(), {
+            signal: AbortSignal.any([signal, AbortSignal.timeout(callTimeoutMs)]),
+          });
+          record.outputsAccepted(res.sentOutputs);
+          rounds += 1;
+          const missing = Object.keys(record.unsentOutputs());
+          if (missing.length > 0 && rounds < 3) throw new OutputsPendingError(missing);
+          if (missing.length > 0) log.warn({ taskId, missing }, "forgejo did not accept some job outputs");
+        },
+        {
+          intervals: this.#o.retryIntervals,
+          signal,
+          retryable: (e) => e instanceof OutputsPendingError || retryable(e),
+          onRetry,
+        },
+      );
+      this.#recovered();
+      log.info({ taskId, result: record.result, rows: record.rowCount }, "task reported to forgejo");
+    } catch (err) {
+      if (this.#fatalIf(err)) return;
+      log.error(
+        { err: asError(err), taskId },
+        "the task's final state could not be sent to forgejo; it will show as failed there",
+      );
+    }
+  }
+
+  #fatalIf(err: unknown): boolean {
+    if (codeOf(err) !== Code.Unauthenticated) return false;
+    this.#fatal = true;
+    this.#o.onFatal(new RunnerUnregisteredError(this.#o.client.instance, this.#o.runnerName, { cause: err }));
+    return true;
+  }
+
+  /** Logs the first failure of a streak (not every one), and stops on a lost registration. */
+  #failed(err: unknown, what: string): void {
+    if (this.#fatalIf(err)) return;
+    if (err instanceof LogsLostError) {
+      this.#o.log.error(
+        { err, taskId: String(this.#o.record.taskId) },
+        "forgejo lost log rows of the task; later rows are dropped",
+      );
+      this.#o.record.dropPendingRows();
+      return;
+    }
+    this.#failures += 1;
+    if (this.#failures === 1)
+      this.#o.log.warn(
+        { err: asError(err), taskId: String(this.#o.record.taskId), what },
+        "reporting to forgejo failed; retrying",
+      );
+  }
+
+  #recovered(): void {
+    if (this.#failures > 0)
+      this.#o.log.info(
+        { taskId: String(this.#o.record.taskId), failures: this.#failures },
+        "reporting to forgejo works again",
+      );
+    this.#failures = 0;
+  }
+}
+
+/** Forgejo has not confirmed every output yet: send them again. */
+class OutputsPendingError extends Error {
+  override readonly name = "OutputsPendingError";
+  constructor(readonly keys: readonly string[]) {
+    super(`forgejo has not confirmed the outputs ${keys.join(", ")}`);
+  }
+}

@@ -1,0 +1,261 @@
+// The forgejo-runner role as a Service: declares its labels, polls for tasks while there is room,
+// turns each task into a JobRequest on the bus, and reports the job's events back through one
+// TaskReporter per task. Stopping takes no new tasks, lets running ones finish until the deadline,
+// then cancels them and still sends their last words.
+import type { JobRequest } from "../../contract/job-request.js";
+import { deferred, type Service } from "../../lifecycle/service.js";
+import type { Slot } from "../../lifecycle/slots.js";
+import type { EventDelivery, JobBus, Subscription } from "../../queue/bus.js";
+import type { Logger } from "../../telemetry/log.js";
+import type { TaskCapacity } from "./capacity.js";
+import { type ForgejoClient, type ForgejoTask, forgejoClient } from "./client.js";
+import type { RunnerCredentials } from "./credentials-file.js";
+import { asError, isAbort, isTransient } from "./errors.js";
+import type { RunnerLabel } from "./labels.js";
+import { Poller, type PollerState } from "./poller.js";
+import { declareRunner } from "./registration.js";
+import { TaskReporter } from "./reporter.js";
+import { retry } from "./retry.js";
+import { TaskRecord } from "./task-record.js";
+import { jobIdForTask, type ParseJob, payloadStepCount, toJobRequest } from "./to-job-request.js";
+
+export interface ForgejoRunnerOptions {
+  readonly credentials: RunnerCredentials;
+  /** The effective labels (configuration over the credentials file). */
+  readonly labels: readonly RunnerLabel[];
+  readonly bus: JobBus;
+  readonly capacity: TaskCapacity;
+  readonly clusterKey: Buffer;
+  readonly parseJob: ParseJob;
+  /** gnomon's version, sent to Forgejo and in the User-Agent. */
+  readonly version: string;
+  readonly log: Logger;
+  readonly fetchIntervalMs: number;
+  readonly fetchIntervalMaxMs: number;
+  readonly fetchTimeoutMs: number;
+  readonly reportIntervalMs: number;
+  /** Default: a client for credentials.address. */
+  readonly client?: ForgejoClient;
+  /** How long the last report of a task is retried (default 10 min). */
+  readonly finalTimeoutMs?: number;
+  /** After Forgejo cancelled a task, how long the job has to confirm (default 5 min). */
+  readonly cancelGraceMs?: number;
+  readonly onPollerState?: (s: PollerState) => void;
+}
+
+/** The event stream of a runner instance: one per registered runner. */
+export const replyToFor = (uuid: string): string => `forgejo-${uuid}`;
+
+/** codeberg.org throttles polling; forgejo-runner never polls it more often than every 30 s. */
+export function effectiveFetchIntervalMs(instance: string, configuredMs: number): number {
+  let host = "";
+  try {
+    host = new URL(instance).hostname;
+  } catch {
+    return configuredMs;
+  }
+  return host === "codeberg.org" ? Math.max(configuredMs, 30_000) : configuredMs;
+}
+
+export class ForgejoRunner implements Service {
+  readonly name: string;
+  readonly done: Promise<Error | undefined>;
+  readonly replyTo: string;
+  readonly #o: ForgejoRunnerOptions;
+  readonly #client: ForgejoClient;
+  readonly #poller: Poller;
+  readonly #polling = new AbortController();
+  readonly #reporters = new Map<string, TaskReporter>();
+  readonly #ended = deferred<Error | undefined>();
+  #subscription: Subscription | undefined;
+  #loop: Promise<void> = Promise.resolve();
+  #declared = false;
+  #stopping: Promise<void> | undefined;
+  #fatal: Error | undefined;
+
+  constructor(options: ForgejoRunnerOptions) {
+    this.#o = options;
+    const c = options.credentials;
+    this.name = `forgejo-runner ${c.name} (${c.address})`;
+    this.replyTo = replyToFor(c.uuid);
+    this.done = this.#ended.promise;
+    this.#client =
+      options.client ??
+      forgejoClient({
+        instance: c.address,
+        credentials: { uuid: c.uuid, token: c.token },
+        userAgent: `gnomon/${options.version}`,
+      });
+    this.#poller = new Poller({
+      client: this.#client,
+      capacity: options.capacity,
+      labels: options.labels.map((l) => l.name),
+      runnerName: this.#runnerName(),
+      fetchIntervalMs: effectiveFetchIntervalMs(c.address, options.fetchIntervalMs),
+      fetchIntervalMaxMs: options.fetchIntervalMaxMs,
+      fetchTimeoutMs: options.fetchTimeoutMs,
+      handOff: (task, slot) => this.#handOff(task, slot),
+      log: options.log,
+      onState: options.onPollerState,
+    });
+  }
+
+  /** Tasks being reported right now. */
+  get activeTasks(): number {
+    return this.#reporters.size;
+  }
+
+  async start(): Promise<void> {
+    this.#subscription = await this.#o.bus.consumeEvents(this.replyTo, (d) => this.#onEvent(d));
+    try {
+      await this.#declare(this.#polling.signal);
+    } catch (err) {
+      if (!isTransient(err)) {
+        await this.#subscription.cancel();
+        throw err;
+      }
+      this.#o.log.warn({ err: asError(err) }, "forgejo is not answering yet; declaring again before the first fetch");
+    }
+    this.#loop = this.#runLoop();
+  }
+
+  async #declare(signal: AbortSignal): Promise<void> {
+    const names = this.#o.labels.map((l) => l.name);
+    const how = await declareRunner(this.#client, this.#o.credentials, names, this.#o.version, this.#o.log, signal);
+    this.#declared = true;
+    this.#o.log.info({ labels: names, declare: how, instance: this.#o.credentials.address }, "forgejo runner ready");
+  }
+
+  async #runLoop(): Promise<void> {
+    const signal = this.#polling.signal;
+    try {
+      if (!this.#declared)
+        await retry(() => this.#declare(signal), {
+          intervals: { baseMs: this.#o.fetchIntervalMs, maxMs: this.#o.fetchIntervalMaxMs },
+          signal,
+          retryable: isTransient,
+        });
+      await this.#poller.run(signal);
+    } catch (err) {
+      if (signal.aborted && isAbort(err)) return;
+      if (signal.aborted) return;
+      this.#end(asError(err));
+    }
+  }
+
+  /** A fatal error: stop polling, cancel what runs (its reports cannot reach Forgejo), end. */
+  #end(err: Error): void {
+    if (this.#fatal) return;
+    this.#fatal = err;
+    this.#o.log.error({ err }, "forgejo runner stopped");
+    this.#polling.abort(err);
+    for (const r of this.#reporters.values()) r.abandon(err.message, 1_000);
+    void Promise.allSettled([...this.#reporters.values()].map((r) => r.done)).then(async () => {
+      await this.#subscription?.cancel().catch(() => {});
+      this.#ended.resolve(err);
+    });
+  }
+
+  #runnerName(): string {
+    const c = this.#o.credentials;
+    return `${c.name} (${c.uuid})`;
+  }
+
+  #handOff(task: ForgejoTask, slot: Slot): void {
+    const o = this.#o;
+    const jobId = jobIdForTask(o.credentials.address, task.id);
+    if (this.#reporters.has(jobId)) {
+      slot.release(); // Forgejo replayed a task we already hold (a repeated request key)
+      return;
+    }
+    const now = Date.now();
+    const record = new TaskRecord(task.id, payloadStepCount(task));
+    record.log(`gnomon ${o.version}, runner ${o.credentials.name}, took task ${task.id}`, now);
+    const log = o.log.child({ taskId: String(task.id), jobId });
+
+    let request: JobRequest | undefined;
+    let rejection: Error | undefined;
+    try {
+      request = toJobRequest(task, {
+        instance: o.credentials.address,
+        runnerUuid: o.credentials.uuid,
+        replyTo: this.replyTo,
+        labels: o.labels,
+        clusterKey: o.clusterKey,
+        parseJob: o.parseJob,
+        nowMs: now,
+      });
+    } catch (err) {
+      rejection = asError(err);
+    }
+
+    const watchdogAtMs = request
+      ? Date.parse(request.startBy ?? request.queuedAt) +
+        (request.spec.timeoutMinutes + request.spec.cancelTimeoutMinutes + 10) * 60_000
+      : undefined;
+    const reporter = new TaskReporter({
+      client: this.#client,
+      record,
+      jobId,
+      runnerName: this.#runnerName(),
+      reportIntervalMs: o.reportIntervalMs,
+      callTimeoutMs: 30_000,
+      retryIntervals: { baseMs: 100, maxMs: 15_000 },
+      finalTimeoutMs: o.finalTimeoutMs ?? 10 * 60_000,
+      cancelGraceMs: o.cancelGraceMs ?? 5 * 60_000,
+      watchdogAtMs,
+      requestCancel: (reason) => o.bus.publishCancel({ v: 1, jobId, reason, t: Date.now() }),
+      onFatal: (err) => this.#end(err),
+      log,
+    });
+    this.#reporters.set(jobId, reporter);
+    void reporter.done.finally(() => {
+      this.#reporters.delete(jobId);
+      slot.release();
+      this.#poller.lookAgain();
+    });
+
+    if (!request) {
+      log.warn({ err: rejection }, "task cannot run; failing it on forgejo");
+      reporter.endHere("failure", rejection?.message ?? "the task cannot run");
+      return;
+    }
+    record.log(`Waiting for a VM for runs-on "${request.runsOn}"`, now);
+    log.info({ runsOn: request.runsOn }, "task taken; job queued");
+    o.bus.publishJob(request).catch((err) => {
+      log.error({ err }, "could not queue the job");
+      reporter.endHere("failure", `gnomon could not queue the job: ${asError(err).message}`);
+    });
+  }
+
+  #onEvent(delivery: EventDelivery): void {
+    const reporter = this.#reporters.get(delivery.event.jobId);
+    if (reporter) reporter.apply(delivery.event);
+    else
+      this.#o.log.debug(
+        { jobId: delivery.event.jobId, kind: delivery.event.kind },
+        "event for a job this runner does not hold; dropped",
+      );
+    delivery.ack().catch((err) => this.#o.log.warn({ err }, "could not acknowledge a job event"));
+  }
+
+  stop(deadline: AbortSignal): Promise<void> {
+    this.#stopping ??= this.#stop(deadline);
+    return this.#stopping;
+  }
+
+  async #stop(deadline: AbortSignal): Promise<void> {
+    this.#polling.abort();
+    await this.#loop;
+    const all = () => Promise.allSettled([...this.#reporters.values()].map((r) => r.done));
+    if (this.#reporters.size > 0 && !deadline.aborted) {
+      this.#o.log.info({ tasks: this.#reporters.size }, "waiting for running tasks to finish");
+      await Promise.race([all(), new Promise((r) => deadline.addEventListener("abort", r, { once: true }))]);
+    }
+    for (const r of this.#reporters.values())
+      r.abandon("gnomon was stopped before the job finished, so the job was cancelled.", 15_000);
+    await all();
+    await this.#subscription?.cancel().catch(() => {});
+    this.#ended.resolve(this.#fatal);
+  }
+}
