@@ -1,0 +1,158 @@
+// The store as a Service: start() connects (PostgreSQL, or the embedded PGlite under dataDir) and
+// migrates; stop() closes. Its table operations are bound to the database, or to one transaction
+// through transaction(). It holds no job logic: the orchestrator decides, the store records.
+import type { JobRequest } from "../contract/job-request.js";
+import { deferred, type Service } from "../lifecycle/service.js";
+import { type Logger, rootLogger } from "../telemetry/log.js";
+import { type Db, openDb, type Queryable } from "./db.js";
+import { StoreClosedError } from "./errors.js";
+import {
+  assignJob,
+  type Finish,
+  finishJob,
+  getJob,
+  insertJob,
+  markFirstStepStarted,
+  markProvisioning,
+  markRunning,
+  requeueJob,
+} from "./jobs.js";
+import { acquireLease, getLease, listExpiredLeases, releaseLease, renewLease } from "./leases.js";
+import { migrate } from "./migrate.js";
+import { deleteVm, getVm, listOrphanVms, listVmsOnHost, type NewVm, recordVm, setVmPid } from "./vms.js";
+
+export interface StoreOptions {
+  /** PostgreSQL shared by the fleet; absent: the embedded database in `<dataDir>/pglite`. */
+  databaseUrl?: string;
+  dataDir: string;
+  /** `shared_buffers` of the embedded database, e.g. "4MB"; default: pglite-db.ts DEFAULT_SHARED_BUFFERS. */
+  embeddedSharedBuffers?: string;
+  /** Most PostgreSQL connections of this process. */
+  poolMax?: number;
+  log?: Logger;
+}
+
+/** Every table operation, bound to one Queryable (the database or a transaction). */
+export function bindOperations(q: Queryable) {
+  return {
+    jobs: {
+      insert: (request: JobRequest) => insertJob(q, request),
+      get: (id: string) => getJob(q, id),
+      assign: (id: string, orchestrator: string) => assignJob(q, id, orchestrator),
+      markProvisioning: (id: string) => markProvisioning(q, id),
+      markRunning: (id: string) => markRunning(q, id),
+      markFirstStepStarted: (id: string) => markFirstStepStarted(q, id),
+      finish: (id: string, finish: Finish) => finishJob(q, id, finish),
+      requeue: (id: string) => requeueJob(q, id),
+    },
+    leases: {
+      acquire: (jobId: string, owner: string, ttlMs: number) => acquireLease(q, jobId, owner, ttlMs),
+      renew: (jobId: string, owner: string, ttlMs: number) => renewLease(q, jobId, owner, ttlMs),
+      release: (jobId: string, owner: string) => releaseLease(q, jobId, owner),
+      get: (jobId: string) => getLease(q, jobId),
+      listExpired: (limit?: number) => listExpiredLeases(q, limit),
+    },
+    vms: {
+      record: (vm: NewVm) => recordVm(q, vm),
+      setPid: (id: string, pid: number) => setVmPid(q, id, pid),
+      delete: (id: string) => deleteVm(q, id),
+      get: (id: string) => getVm(q, id),
+      listOnHost: (host: string) => listVmsOnHost(q, host),
+      listOrphans: (host: string) => listOrphanVms(q, host),
+    },
+  };
+}
+
+export type StoreOperations = ReturnType<typeof bindOperations>;
+
+export class Store implements Service {
+  readonly name = "store";
+  readonly done: Promise<Error | undefined>;
+  readonly #opts: StoreOptions;
+  readonly #log: Logger;
+  readonly #ended = deferred<Error | undefined>();
+  #db: Db | undefined;
+  #ops: StoreOperations | undefined;
+  #stopping: Promise<void> | undefined;
+
+  constructor(opts: StoreOptions) {
+    this.#opts = opts;
+    this.#log = (opts.log ?? rootLogger()).child({ component: "store" });
+    this.done = this.#ended.promise;
+  }
+
+  async start(): Promise<void> {
+    const startedAt = performance.now();
+    const { databaseUrl, dataDir } = this.#opts;
+    const db = databaseUrl
+      ? await openDb({ kind: "postgres", url: databaseUrl, poolMax: this.#opts.poolMax, log: this.#log })
+      : await openDb({
+          kind: "pglite",
+          dir: `${dataDir.replace(/\/+$/, "")}/pglite`,
+          sharedBuffers: this.#opts.embeddedSharedBuffers,
+          log: this.#log,
+        });
+    try {
+      const outcome = await migrate(db, { log: this.#log });
+      this.#log.info(
+        { db: db.kind, where: db.where, schema: outcome.version, tookMs: Math.round(performance.now() - startedAt) },
+        "store ready",
+      );
+    } catch (err) {
+      await db.close();
+      throw err;
+    }
+    this.#db = db;
+    this.#ops = bindOperations(db);
+  }
+
+  stop(deadline: AbortSignal): Promise<void> {
+    this.#stopping ??= this.#close(deadline);
+    return this.#stopping;
+  }
+
+  /** The database, for queries the operations do not cover. */
+  get db(): Db {
+    if (!this.#db || this.#stopping) throw new StoreClosedError();
+    return this.#db;
+  }
+
+  get jobs(): StoreOperations["jobs"] {
+    return this.#operations().jobs;
+  }
+
+  get leases(): StoreOperations["leases"] {
+    return this.#operations().leases;
+  }
+
+  get vms(): StoreOperations["vms"] {
+    return this.#operations().vms;
+  }
+
+  /** Runs `fn` with every operation bound to one transaction: all of it commits, or none. */
+  transaction<T>(fn: (tx: StoreOperations) => Promise<T>): Promise<T> {
+    return this.db.transaction((tx) => fn(bindOperations(tx)));
+  }
+
+  #operations(): StoreOperations {
+    if (!this.#ops || this.#stopping) throw new StoreClosedError();
+    return this.#ops;
+  }
+
+  async #close(deadline: AbortSignal): Promise<void> {
+    const db = this.#db;
+    if (db) {
+      // Closing waits for queries in flight; past the deadline the process is going down anyway.
+      const aborted = new Promise<void>((resolve) => {
+        if (deadline.aborted) resolve();
+        else deadline.addEventListener("abort", () => resolve(), { once: true });
+      });
+      try {
+        await Promise.race([db.close(), aborted]);
+      } catch (err) {
+        this.#log.warn({ err }, "closing the database failed; nothing is lost, its writes were committed");
+      }
+    }
+    this.#ended.resolve(undefined);
+  }
+}

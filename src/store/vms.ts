@@ -1,0 +1,87 @@
+// VM rows: each VM an orchestrator created and has not torn down, recorded before its process is
+// spawned, so that a reaper can kill it and delete its files after the orchestrator died. This
+// module only records and finds VMs; it never touches a process or a file.
+import type { Queryable } from "./db.js";
+
+export interface VmRecord {
+  readonly id: string;
+  readonly jobId: string;
+  /** The orchestrator id that created it (and holds, or held, the job's lease). */
+  readonly owner: string;
+  /** The machine it runs on: only a reaper on that host can kill it. */
+  readonly host: string;
+  /** Null until the QEMU process is spawned. */
+  readonly pid: number | null;
+  readonly overlayPath: string;
+  readonly seedPath: string | null;
+  readonly sshPort: number | null;
+  readonly qmpSocket: string | null;
+  readonly createdAt: Date;
+}
+
+export type NewVm = Omit<VmRecord, "createdAt" | "pid" | "seedPath" | "sshPort" | "qmpSocket"> &
+  Partial<Pick<VmRecord, "pid" | "seedPath" | "sshPort" | "qmpSocket">>;
+
+const VM = `id, job_id as "jobId", owner, host, pid, overlay_path as "overlayPath", seed_path as "seedPath",
+  ssh_port as "sshPort", qmp_socket as "qmpSocket", created_at as "createdAt"`;
+
+export async function recordVm(q: Queryable, vm: NewVm): Promise<VmRecord> {
+  const r = await q.query<VmRecord>(
+    `insert into vms (id, job_id, owner, host, pid, overlay_path, seed_path, ssh_port, qmp_socket)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     returning ${VM}`,
+    [
+      vm.id,
+      vm.jobId,
+      vm.owner,
+      vm.host,
+      vm.pid ?? null,
+      vm.overlayPath,
+      vm.seedPath ?? null,
+      vm.sshPort ?? null,
+      vm.qmpSocket ?? null,
+    ],
+  );
+  return r.rows[0]!;
+}
+
+/** Records the QEMU process once spawned. False when the VM is not recorded (already torn down). */
+export async function setVmPid(q: Queryable, id: string, pid: number): Promise<boolean> {
+  const r = await q.query("update vms set pid = $2 where id = $1", [id, pid]);
+  return r.rowCount > 0;
+}
+
+/** Forgets a VM after its teardown. False when it was not recorded. */
+export async function deleteVm(q: Queryable, id: string): Promise<boolean> {
+  const r = await q.query("delete from vms where id = $1", [id]);
+  return r.rowCount > 0;
+}
+
+export async function getVm(q: Queryable, id: string): Promise<VmRecord | undefined> {
+  const r = await q.query<VmRecord>(`select ${VM} from vms where id = $1`, [id]);
+  return r.rows[0];
+}
+
+export async function listVmsOnHost(q: Queryable, host: string): Promise<VmRecord[]> {
+  const r = await q.query<VmRecord>(`select ${VM} from vms where host = $1 order by created_at`, [host]);
+  return r.rows;
+}
+
+/**
+ * VMs on `host` whose owner no longer holds a live lease on their job: the owner died (lease
+ * expired), gave the job up, or lost it to a takeover. The reaper on `host` kills and deletes them.
+ */
+export async function listOrphanVms(q: Queryable, host: string): Promise<VmRecord[]> {
+  const r = await q.query<VmRecord>(
+    `select v.id, v.job_id as "jobId", v.owner, v.host, v.pid, v.overlay_path as "overlayPath",
+            v.seed_path as "seedPath", v.ssh_port as "sshPort", v.qmp_socket as "qmpSocket", v.created_at as "createdAt"
+     from vms v
+     where v.host = $1
+       and not exists (
+         select 1 from leases l where l.job_id = v.job_id and l.owner = v.owner and l.expires_at > now()
+       )
+     order by v.created_at`,
+    [host],
+  );
+  return r.rows;
+}
