@@ -2,13 +2,14 @@
 // deleted) and the classic message queue of GHES (AES session key sent RSA-OAEP-encrypted, messages
 // deleted after handling, BrokerMigration polled on the broker). One long poll per call; the
 // poller decides what to do with what arrives and with each typed error.
-import { hostname } from "node:os";
+
 import type { KeyObject } from "node:crypto";
+import { hostname } from "node:os";
 import { type RunnerTokens, sendAuthed } from "./auth.js";
 import {
   type ApiErrorDetail,
   describeDetail,
-  GitHubApiError,
+  type GitHubApiError,
   RegistrationLostError,
   RunnerVersionDeprecatedError,
   SessionConflictError,
@@ -103,7 +104,8 @@ export function classifyMessageError(err: GitHubApiError, id: SessionIdentity): 
   if (d.kind === "broker") {
     if (d.errorKind === "RunnerNotFound") return new RegistrationLostError(id.describe, said, { cause: err });
     if (d.errorKind === "RunnerSessionInvalid") return new SessionExpiredError(said, { cause: err });
-    if (d.errorKind === "HostedRunnerDeprovisioned") return new RegistrationLostError(id.describe, said, { cause: err });
+    if (d.errorKind === "HostedRunnerDeprovisioned")
+      return new RegistrationLostError(id.describe, said, { cause: err });
   }
   if (d.kind === "vss") {
     if (d.typeKey === "TaskAgentSessionExpiredException") return new SessionExpiredError(said, { cause: err });
@@ -161,7 +163,15 @@ export class BrokerSession implements MessageSource {
 
   acknowledge(runnerRequestId: string, status: RunnerStatus, signal: AbortSignal): Promise<void> {
     if (!this.#sessionId) throw new SessionExpiredError("the broker session is not open");
-    return brokerAcknowledge(this.#opts, this.#tokens, this.#brokerUrl, this.#sessionId, runnerRequestId, status, signal);
+    return brokerAcknowledge(
+      this.#opts,
+      this.#tokens,
+      this.#brokerUrl,
+      this.#sessionId,
+      runnerRequestId,
+      status,
+      signal,
+    );
   }
 
   async close(signal: AbortSignal): Promise<void> {
@@ -214,7 +224,8 @@ async function brokerAcknowledge(
 ): Promise<void> {
   const url = joinUrl(brokerUrl, "acknowledge");
   const q = pollQuery(opts.identity, sessionId, status);
-  for (const k of ["sessionId", "status", "runnerVersion", "os", "architecture"] as const) url.searchParams.set(k, q[k]!);
+  for (const k of ["sessionId", "status", "runnerVersion", "os", "architecture"] as const)
+    url.searchParams.set(k, q[k]!);
   const call: HttpCall = {
     what: "acknowledge the job request",
     method: "POST",
@@ -239,6 +250,7 @@ export class ClassicSession implements MessageSource {
   readonly #key: KeyObject;
   #session: { id: string; aesKey: Buffer | undefined } | undefined;
   #lastMessageId: number | undefined;
+  #migratedBroker: string | undefined;
 
   constructor(
     opts: SessionOptions & {
@@ -333,8 +345,6 @@ export class ClassicSession implements MessageSource {
     return brokerAcknowledge(this.#opts, this.#brokerTokens, broker, this.#session.id, runnerRequestId, status, signal);
   }
 
-  #migratedBroker: string | undefined;
-
   /** The official listener polls the broker once with the classic session id (spec 1, 5.6). */
   pollBroker(brokerUrl: string, status: RunnerStatus, signal: AbortSignal): Promise<ReceivedMessage | undefined> {
     const session = this.#session;
@@ -359,5 +369,3 @@ export class ClassicSession implements MessageSource {
     if ((res.status < 200 || res.status > 299) && res.status !== 404) throw apiError(call.what, res);
   }
 }
-
-export { GitHubApiError };

@@ -1,0 +1,253 @@
+// One job GitHub gave this runner, from acquisition to completion: the first renewal, the JobRequest
+// on the bus, the renewal loop, the job's events into its report and onto GitHub, and the
+// completion with last words. Every way out (finished, cancelled, lock lost, shutdown) completes
+// the job on GitHub and publishes a Cancel when the orchestrator may still be running it.
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Cancel } from "../../contract/cancel.js";
+import type { JobRequest } from "../../contract/job-request.js";
+import type { EventDelivery, JobBus } from "../../queue/bus.js";
+import type { Logger } from "../../telemetry/log.js";
+import { asError, JobGoneError } from "./errors.js";
+import type { ChannelTimings, JobChannel } from "./job-channel.js";
+import { JobReport } from "./job-report.js";
+import type { LogMasker } from "./log-masker.js";
+import { firstRenewal, type RenewLoop, type RenewTimings, startRenewing } from "./renewer.js";
+import { withRetries } from "./retry.js";
+import type { GitHubJob, ToJobRequestResult } from "./to-job-request.js";
+
+export interface HeldJobTimings {
+  readonly renew: RenewTimings;
+  readonly channel: ChannelTimings;
+  /** How often changed steps and new lines are sent (official: at most every 500 ms). */
+  readonly reportIntervalMs: number;
+  /** The least time a cancelled job gets to end on its own before it is completed as cancelled. */
+  readonly cancelTimeoutMs: number;
+  /** Deadline for the final flush and completion (the job's own signals are usually aborted by then). */
+  readonly finalFlushMs: number;
+}
+
+export interface HeldJobOptions {
+  readonly job: GitHubJob;
+  readonly channel: JobChannel;
+  readonly bus: JobBus;
+  /** Builds the JobRequest; called once, after the first renewal succeeded. */
+  readonly toRequest: () => ToJobRequestResult;
+  readonly masker: LogMasker;
+  readonly log: Logger;
+  readonly timings: HeldJobTimings;
+  readonly now?: () => number;
+}
+
+type Ending =
+  | { readonly t: "finished" }
+  | { readonly t: "cancel-timeout" }
+  | { readonly t: "lost"; readonly error: Error }
+  | { readonly t: "shutdown"; readonly reason: string };
+
+export class HeldJob {
+  readonly job: GitHubJob;
+  readonly report: JobReport;
+  readonly #o: HeldJobOptions;
+  readonly #now: () => number;
+  readonly #ended: { promise: Promise<Ending>; resolve: (e: Ending) => void };
+  #wake: (() => void) | undefined;
+  /** Something changed since the last sync. */
+  #dirty = false;
+  #renewLoop: RenewLoop | undefined;
+  #published = false;
+  #cancelRequested = false;
+  #done: Promise<void> | undefined;
+
+  constructor(opts: HeldJobOptions) {
+    this.#o = opts;
+    this.job = opts.job;
+    this.#now = opts.now ?? Date.now;
+    this.report = new JobReport(opts.job, { masker: opts.masker });
+    let resolve!: (e: Ending) => void;
+    const promise = new Promise<Ending>((r) => {
+      resolve = r;
+    });
+    let settled = false;
+    this.#ended = {
+      promise,
+      resolve: (e) => {
+        if (settled) return;
+        settled = true;
+        resolve(e);
+      },
+    };
+  }
+
+  /** The JobRequest id: the key of this job's events on the bus. */
+  get id(): string {
+    return this.job.contractId;
+  }
+
+  /** Successful renewals after the first. */
+  get renewals(): number {
+    return this.#renewLoop?.renewals ?? 0;
+  }
+
+  /** Runs the job to its completion on GitHub; settles when nothing more will be sent. Never rejects. */
+  run(): Promise<void> {
+    this.#done ??= this.#run().catch((err) => {
+      this.#o.log.error({ err: asError(err) }, "github job handling failed");
+    });
+    return this.#done;
+  }
+
+  /** A JobEvent for this job from the orchestrator. */
+  onEvent(delivery: EventDelivery): void {
+    const applied = this.report.apply(delivery.event);
+    void delivery.ack().catch((err) => this.#o.log.warn({ err: asError(err) }, "could not acknowledge a job event"));
+    if (!applied) return;
+    if (this.report.outcome) this.#ended.resolve({ t: "finished" });
+    this.#dirty = true;
+    this.#wake?.();
+  }
+
+  /** GitHub asked to cancel the job (JobCancellation). */
+  cancelFromGitHub(timeoutMs: number | undefined): void {
+    if (this.#cancelRequested || this.report.outcome) return;
+    this.#cancelRequested = true;
+    this.#o.log.info("github cancelled the job");
+    void this.#publishCancel("the job was cancelled on GitHub");
+    const waitMs = Math.max(this.#o.timings.cancelTimeoutMs, timeoutMs ?? 0);
+    const timer = setTimeout(() => this.#ended.resolve({ t: "cancel-timeout" }), waitMs);
+    timer.unref();
+    void this.#ended.promise.then(() => clearTimeout(timer));
+  }
+
+  /** The runner is stopping and its deadline passed: cancel the job and complete it. */
+  shutdown(reason: string): void {
+    this.#ended.resolve({ t: "shutdown", reason });
+  }
+
+  async #run(): Promise<void> {
+    const { job, channel, log, timings } = this.#o;
+    const setupSignal = new AbortController();
+    void this.#ended.promise.then(() => setupSignal.abort());
+
+    let lockedUntil: Date;
+    try {
+      lockedUntil = await firstRenewal(channel, timings.renew, setupSignal.signal);
+    } catch (err) {
+      log.error({ err: asError(err) }, "the first renewal of the job failed; leaving the job to GitHub");
+      return;
+    }
+    this.#renewLoop = startRenewing(channel, job.jobId, lockedUntil, timings.renew, this.#now);
+    void this.#renewLoop.done.then((lost) => {
+      if (lost) this.#ended.resolve({ t: "lost", error: lost });
+    });
+
+    const built = this.#o.toRequest();
+    try {
+      await channel.begin(this.report, setupSignal.signal);
+    } catch (err) {
+      log.warn({ err: asError(err) }, "could not mark the job as started on GitHub");
+    }
+    if (!built.ok) {
+      log.error({ reason: built.reason }, "the job cannot run");
+      this.report.finish("failure", {}, `gnomon cannot run this job: ${built.reason}`, this.#now());
+    } else {
+      await this.#publish(built.request, lockedUntil, setupSignal.signal);
+    }
+    if (this.report.outcome) this.#ended.resolve({ t: "finished" });
+
+    const syncing = this.#syncLoop();
+    const ending = await this.#ended.promise;
+    await syncing;
+
+    if (!this.report.outcome) {
+      const at = this.#now();
+      switch (ending.t) {
+        case "cancel-timeout":
+          this.report.finish("cancelled", {}, "the job was cancelled on GitHub", at);
+          break;
+        case "lost":
+          await this.#publishCancel(ending.error.message);
+          this.report.finish("failure", {}, ending.error.message, at);
+          break;
+        case "shutdown":
+          await this.#publishCancel(ending.reason);
+          this.report.finish("cancelled", {}, ending.reason, at);
+          break;
+        case "finished":
+          break;
+      }
+    }
+    log.info({ result: this.report.outcome?.result, ending: ending.t }, "completing the github job");
+    const final = AbortSignal.timeout(timings.finalFlushMs);
+    try {
+      if (ending.t === "lost" && ending.error instanceof JobGoneError) {
+        // GitHub dropped the job; nothing it would accept is left to send.
+      } else await channel.complete(this.report, final);
+    } catch (err) {
+      log.error({ err: asError(err) }, "could not complete the job on GitHub");
+    } finally {
+      this.#renewLoop.stop();
+      await this.#renewLoop.done;
+    }
+  }
+
+  async #publish(request: JobRequest, lockedUntil: Date, signal: AbortSignal): Promise<void> {
+    const { bus, log, timings } = this.#o;
+    const giveUpAt = lockedUntil.getTime() + timings.renew.graceMs;
+    try {
+      await withRetries(() => bus.publishJob(request), {
+        attempts: Number.MAX_SAFE_INTEGER,
+        delayMs: (n) => Math.min(30_000, 1_000 * 2 ** Math.min(n, 5)),
+        retryable: () => this.#now() < giveUpAt,
+        signal,
+        onRetry: (err, n) => {
+          if (n === 1) log.warn({ err: asError(err) }, "could not queue the job; retrying");
+        },
+      });
+      this.#published = true;
+      log.info({ runsOn: request.runsOn }, "github job queued");
+    } catch (err) {
+      if (signal.aborted) return;
+      this.report.finish("failure", {}, `gnomon could not queue the job: ${asError(err).message}`, this.#now());
+    }
+  }
+
+  async #publishCancel(reason: string): Promise<void> {
+    if (!this.#published) return;
+    const cancel: Cancel = { v: 1, jobId: this.id, reason: this.report.mask(reason), t: this.#now() };
+    try {
+      await withRetries(() => this.#o.bus.publishCancel(cancel), { attempts: 5, delayMs: (n) => 500 * n });
+    } catch (err) {
+      this.#o.log.error({ err: asError(err) }, "could not publish the job's cancellation");
+    }
+  }
+
+  /** Sends changes at most every reportIntervalMs until the job has an ending; outages are logged once. */
+  async #syncLoop(): Promise<void> {
+    const { channel, log, timings } = this.#o;
+    const stop = new AbortController();
+    void this.#ended.promise.then(() => stop.abort());
+    let failing = false;
+    while (!stop.signal.aborted) {
+      if (!this.#dirty)
+        await new Promise<void>((resolve) => {
+          this.#wake = resolve;
+          stop.signal.addEventListener("abort", () => resolve(), { once: true });
+        });
+      this.#wake = undefined;
+      if (stop.signal.aborted) break;
+      this.#dirty = false;
+      try {
+        // Not aborted by the ending: a sync cut off midway could make the final one repeat lines.
+        await channel.sync(this.report, AbortSignal.timeout(timings.channel.callTimeoutMs * 2));
+        if (failing) log.info("reporting to GitHub works again");
+        failing = false;
+      } catch (err) {
+        if (stop.signal.aborted) break;
+        if (!failing) log.warn({ err: asError(err) }, "could not report the job's progress to GitHub; will retry");
+        failing = true;
+        this.#dirty = true;
+      }
+      await sleep(timings.reportIntervalMs, undefined, { signal: stop.signal }).catch(() => {});
+    }
+  }
+}

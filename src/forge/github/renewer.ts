@@ -1,0 +1,100 @@
+// Keeps a held job's lock alive from the daemon (never from the VM), as the official runner does
+// (spec 6.4, 8.1): the first renewal must succeed before the job starts; then every 60 s; failures
+// are retried with backoff until the lock has been expired for a grace period, then the job is lost.
+import { setTimeout as sleep } from "node:timers/promises";
+import { JobGoneError, LockLostError } from "./errors.js";
+import type { JobChannel } from "./job-channel.js";
+import { randomBetween } from "./retry.js";
+
+export interface RenewTimings {
+  readonly intervalMs: number;
+  readonly firstAttempts: number;
+  /** Random wait between first attempts. */
+  readonly firstRetryMs: readonly [number, number];
+  /** Random wait after a failed renewal, and after five in a row. */
+  readonly retryMs: readonly [number, number];
+  readonly retryLongMs: readonly [number, number];
+  /** How long past `lockedUntil` renewals are still tried before the job counts as lost. */
+  readonly graceMs: number;
+}
+
+export const DEFAULT_RENEW_TIMINGS: RenewTimings = {
+  intervalMs: 60_000,
+  firstAttempts: 5,
+  firstRetryMs: [1_000, 10_000],
+  retryMs: [5_000, 15_000],
+  retryLongMs: [15_000, 30_000],
+  graceMs: 5 * 60_000,
+};
+
+/** The renewal before the job is handed on; rejects with the last error when all attempts fail. */
+export async function firstRenewal(channel: JobChannel, t: RenewTimings, signal: AbortSignal): Promise<Date> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await channel.renew(signal);
+    } catch (err) {
+      signal.throwIfAborted();
+      if (err instanceof JobGoneError || attempt >= t.firstAttempts) throw err;
+      await sleep(randomBetween(...t.firstRetryMs), undefined, { signal });
+    }
+  }
+}
+
+export interface RenewLoop {
+  /** Renewals that succeeded after the first. */
+  readonly renewals: number;
+  readonly lockedUntil: Date;
+  /** Stops renewing; idempotent. */
+  stop(): void;
+  /** Settles when the loop ends: undefined after stop(), the reason when the job was lost. */
+  readonly done: Promise<JobGoneError | LockLostError | undefined>;
+}
+
+export function startRenewing(
+  channel: JobChannel,
+  jobId: string,
+  lockedUntil: Date,
+  t: RenewTimings,
+  now: () => number = Date.now,
+): RenewLoop {
+  const ctl = new AbortController();
+  const state = { renewals: 0, lockedUntil };
+  const run = async (): Promise<JobGoneError | LockLostError | undefined> => {
+    let failures = 0;
+    let lastError: unknown;
+    while (!ctl.signal.aborted) {
+      const deadline = state.lockedUntil.getTime() + t.graceMs;
+      let wait = failures === 0 ? t.intervalMs : randomBetween(...(failures > 5 ? t.retryLongMs : t.retryMs));
+      // Never sleep past the point where one more try could still save the job.
+      if (failures > 0) wait = Math.min(wait, Math.max(0, deadline - now()));
+      try {
+        await sleep(wait, undefined, { signal: ctl.signal });
+      } catch {
+        return undefined;
+      }
+      try {
+        state.lockedUntil = await channel.renew(ctl.signal);
+        state.renewals += 1;
+        failures = 0;
+      } catch (err) {
+        if (ctl.signal.aborted) return undefined;
+        if (err instanceof JobGoneError) return err;
+        failures += 1;
+        lastError = err;
+        if (now() >= deadline) return new LockLostError(jobId, state.lockedUntil, { cause: lastError });
+      }
+    }
+    return undefined;
+  };
+  const done = run();
+  return {
+    get renewals() {
+      return state.renewals;
+    },
+    get lockedUntil() {
+      return state.lockedUntil;
+    },
+    stop: () => ctl.abort(),
+    done,
+  };
+}
