@@ -1,0 +1,72 @@
+// RabbitMQ for tests: the shared broker on this machine, isolated per test by a queue prefix (a
+// vhost per test would need `rabbitmqctl add_vhost`, ~0.7 s each). Each test deletes what its
+// prefix created, and leftovers() lists anything still there, for a leak check at the end of a file.
+import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { promisify } from "node:util";
+import { type Channel, type ChannelModel, connect } from "amqplib";
+import { type AmqpTopology, amqpTopology } from "../../src/queue/amqp-topology.js";
+
+export const RABBIT_URL = process.env["GNOMON_TEST_AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672";
+
+const run = promisify(execFile);
+
+/** Runs rabbitmqctl (the broker runs on this machine); returns stdout. */
+export async function rabbitmqctl(...args: string[]): Promise<string> {
+  const { stdout } = await run("rabbitmqctl", args, { timeout: 120_000 });
+  return stdout;
+}
+
+/** A prefix no other test uses; all its names start with `${runPrefix}`. */
+export function testPrefix(runPrefix: string): string {
+  return `${runPrefix}-${randomUUID().slice(0, 8)}`;
+}
+
+/** A plain connection and channel for inspecting and injecting, outside any bus. */
+export async function rawChannel(): Promise<{ model: ChannelModel; channel: Channel; close(): Promise<void> }> {
+  const model = await connect(RABBIT_URL, { noDelay: true });
+  model.on("error", () => {});
+  const channel = await model.createChannel();
+  channel.on("error", () => {});
+  return { model, channel, close: () => model.close().catch(() => {}) };
+}
+
+/** Ready messages in a queue; 0 when it does not exist. */
+export async function readyMessages(queue: string): Promise<number> {
+  const raw = await rawChannel();
+  try {
+    return (await raw.channel.checkQueue(queue)).messageCount;
+  } catch {
+    return 0;
+  } finally {
+    await raw.close();
+  }
+}
+
+/** Deletes the queues and exchanges a prefix created for these labels and runner instances. */
+export async function deleteTopology(
+  prefix: string,
+  used: { labels: readonly string[]; instances: readonly string[] },
+): Promise<void> {
+  const t: AmqpTopology = amqpTopology(prefix);
+  const raw = await rawChannel();
+  try {
+    const queues = [...used.labels.map(t.jobQueue), ...used.instances.map(t.eventQueue), t.deadLetterQueue];
+    for (const q of queues) await raw.channel.deleteQueue(q);
+    for (const x of [t.deadLetterExchange, t.cancelExchange]) await raw.channel.deleteExchange(x);
+  } finally {
+    await raw.close();
+  }
+}
+
+/** Queues and exchanges whose names start with `prefix`, as the broker lists them. */
+export async function leftovers(prefix: string): Promise<string[]> {
+  const [queues, exchanges] = await Promise.all([
+    rabbitmqctl("list_queues", "-q", "--no-table-headers", "name"),
+    rabbitmqctl("list_exchanges", "-q", "--no-table-headers", "name"),
+  ]);
+  return `${queues}\n${exchanges}`
+    .split("\n")
+    .map((s) => s.trim())
+    .filter((s) => s.startsWith(prefix));
+}
