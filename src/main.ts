@@ -10,6 +10,7 @@ import {
   UsageError,
 } from "./cli/command.js";
 import { configExampleCommand } from "./cli/config-example.js";
+import { githubRegisterCommand, githubRemoveCommand, githubRunCommand } from "./cli/github.js";
 import { VERSION, versionCommand } from "./cli/version.js";
 import { ConfigError } from "./config/load.js";
 
@@ -19,8 +20,9 @@ const COMMANDS: readonly Command[] = [
   notBuilt("orchestrator", "run jobs from the queue in VMs", "issue: orchestrator"),
   notBuilt("forgejo register", "register this runner with a Forgejo instance", "issue: forgejo-runner"),
   notBuilt("forgejo run", "take jobs from Forgejo", "issue: forgejo-runner"),
-  notBuilt("github register", "register this runner with GitHub", "issue: github-runner"),
-  notBuilt("github run", "take jobs from GitHub", "issue: github-runner"),
+  githubRegisterCommand,
+  githubRunCommand,
+  githubRemoveCommand,
   notBuilt("images list", "list the image catalog", "issue: VM layer"),
   notBuilt("images build", "build an image from its recipe", "issue: VM layer"),
   configExampleCommand,
