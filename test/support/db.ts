@@ -127,10 +127,25 @@ async function postgresTemplate(): Promise<string> {
   return template;
 }
 
-async function pgliteDatabase(migrated: boolean): Promise<TestDatabase> {
+/**
+ * A Store dataDir holding a closed PGlite database (`<dataDir>/pglite`), opened by nobody yet;
+ * deleted when `t` ends.
+ */
+export async function freshPgliteDataDir(t: TestContext, opts: TestDatabaseOptions = {}): Promise<string> {
+  const location = await pgliteCopy(opts.migrated ?? true);
+  t.after(() => rm(location, { recursive: true, force: true }));
+  return location;
+}
+
+async function pgliteCopy(migrated: boolean): Promise<string> {
   const location = await mkdtemp(join(tmpdir(), "gnomon-test-"));
+  await cp(await pgliteTemplate(migrated), join(location, "pglite"), { recursive: true });
+  return location;
+}
+
+async function pgliteDatabase(migrated: boolean): Promise<TestDatabase> {
+  const location = await pgliteCopy(migrated);
   const dir = join(location, "pglite");
-  await cp(await pgliteTemplate(migrated), dir, { recursive: true });
   const handles: Db[] = [];
   const open = async () => {
     const db = await openDb({ kind: "pglite", dir });
