@@ -29,8 +29,6 @@ export interface ReporterOptions {
   readonly finalTimeoutMs: number;
   /** After Forgejo ended the task, how long to wait for the job's own result before ending it here. */
   readonly cancelGraceMs: number;
-  /** The task ends as failed when no result arrived by this instant (ms since the epoch). */
-  readonly watchdogAtMs?: number;
   /** Publishes a Cancel for the job on the bus; failures are logged by the caller. */
   readonly requestCancel: (reason: string) => Promise<void>;
   /** Forgejo stopped accepting the runner's credentials: the runner must stop. */
@@ -51,6 +49,7 @@ export class TaskReporter {
   #failures = 0;
   #finalTimeoutMs: number;
   #fatal = false;
+  #watchdogAtMs: number | undefined;
 
   constructor(options: ReporterOptions) {
     this.#o = options;
@@ -79,6 +78,11 @@ export class TaskReporter {
     if (finalTimeoutMs !== undefined) this.#finalTimeoutMs = Math.min(this.#finalTimeoutMs, finalTimeoutMs);
     this.#o.record.finish(result, this.#now(), { reason });
     this.#wakeUp();
+  }
+
+  /** The task ends as failed when no result arrived by this instant (ms since the epoch). */
+  setWatchdog(atMs: number): void {
+    this.#watchdogAtMs = atMs;
   }
 
   /** Cancels the job on the bus and ends the task here as cancelled (a stop whose deadline passed). */
@@ -150,7 +154,7 @@ export class TaskReporter {
       record.finish(this.#remote.result === "cancelled" ? "cancelled" : "failure", now, {
         reason: `Forgejo ended the task; the job did not confirm that it stopped within ${Math.round(this.#o.cancelGraceMs / 1000)} s, so gnomon closed it here.`,
       });
-    } else if (this.#o.watchdogAtMs !== undefined && now >= this.#o.watchdogAtMs) {
+    } else if (this.#watchdogAtMs !== undefined && now >= this.#watchdogAtMs) {
       this.#cancel("no result in time");
       record.finish("failure", now, {
         reason:

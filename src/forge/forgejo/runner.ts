@@ -17,7 +17,7 @@ import { declareRunner } from "./registration.js";
 import { TaskReporter } from "./reporter.js";
 import { retry } from "./retry.js";
 import { TaskRecord } from "./task-record.js";
-import { jobIdForTask, type ParseJob, payloadStepCount, toJobRequest } from "./to-job-request.js";
+import { jobIdForTask, payloadStepCount, toJobRequest } from "./to-job-request.js";
 
 export interface ForgejoRunnerOptions {
   readonly credentials: RunnerCredentials;
@@ -26,7 +26,6 @@ export interface ForgejoRunnerOptions {
   readonly bus: JobBus;
   readonly capacity: TaskCapacity;
   readonly clusterKey: Buffer;
-  readonly parseJob: ParseJob;
   /** gnomon's version, sent to Forgejo and in the User-Agent. */
   readonly version: string;
   readonly log: Logger;
@@ -173,26 +172,6 @@ export class ForgejoRunner implements Service {
     record.log(`gnomon ${o.version}, runner ${o.credentials.name}, took task ${task.id}`, now);
     const log = o.log.child({ taskId: String(task.id), jobId });
 
-    let request: JobRequest | undefined;
-    let rejection: Error | undefined;
-    try {
-      request = toJobRequest(task, {
-        instance: o.credentials.address,
-        runnerUuid: o.credentials.uuid,
-        replyTo: this.replyTo,
-        labels: o.labels,
-        clusterKey: o.clusterKey,
-        parseJob: o.parseJob,
-        nowMs: now,
-      });
-    } catch (err) {
-      rejection = asError(err);
-    }
-
-    const watchdogAtMs = request
-      ? Date.parse(request.startBy ?? request.queuedAt) +
-        (request.spec.timeoutMinutes + request.spec.cancelTimeoutMinutes + 10) * 60_000
-      : undefined;
     const reporter = new TaskReporter({
       client: this.#client,
       record,
@@ -203,7 +182,6 @@ export class ForgejoRunner implements Service {
       retryIntervals: { baseMs: 100, maxMs: 15_000 },
       finalTimeoutMs: o.finalTimeoutMs ?? 10 * 60_000,
       cancelGraceMs: o.cancelGraceMs ?? 5 * 60_000,
-      watchdogAtMs,
       requestCancel: (reason) => o.bus.publishCancel({ v: 1, jobId, reason, t: Date.now() }),
       onFatal: (err) => this.#end(err),
       log,
@@ -214,18 +192,39 @@ export class ForgejoRunner implements Service {
       slot.release();
       this.#poller.lookAgain();
     });
+    void this.#queue(task, reporter, record, log, now);
+  }
 
-    if (!request) {
-      log.warn({ err: rejection }, "task cannot run; failing it on forgejo");
-      reporter.endHere("failure", rejection?.message ?? "the task cannot run");
+  /** Converts the task and puts the job on the bus; a task that cannot run is failed on Forgejo. */
+  async #queue(task: ForgejoTask, reporter: TaskReporter, record: TaskRecord, log: Logger, now: number): Promise<void> {
+    const o = this.#o;
+    let request: JobRequest;
+    try {
+      request = await toJobRequest(task, {
+        instance: o.credentials.address,
+        runnerUuid: o.credentials.uuid,
+        replyTo: this.replyTo,
+        labels: o.labels,
+        clusterKey: o.clusterKey,
+        nowMs: now,
+      });
+    } catch (err) {
+      log.warn({ err }, "task cannot run; failing it on forgejo");
+      reporter.endHere("failure", asError(err).message);
       return;
     }
-    record.log(`Waiting for a VM for runs-on "${request.runsOn}"`, now);
-    log.info({ runsOn: request.runsOn }, "task taken; job queued");
-    o.bus.publishJob(request).catch((err) => {
+    reporter.setWatchdog(
+      Date.parse(request.startBy ?? request.queuedAt) +
+        (request.spec.timeoutMinutes + request.spec.cancelTimeoutMinutes + 10) * 60_000,
+    );
+    record.log(`Waiting for a VM for runs-on "${request.runsOn}"`, Date.now());
+    try {
+      await o.bus.publishJob(request);
+      log.info({ runsOn: request.runsOn }, "task taken; job queued");
+    } catch (err) {
       log.error({ err }, "could not queue the job");
       reporter.endHere("failure", `gnomon could not queue the job: ${asError(err).message}`);
-    });
+    }
   }
 
   #onEvent(delivery: EventDelivery): void {

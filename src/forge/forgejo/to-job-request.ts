@@ -1,16 +1,16 @@
-// Pure: a Forgejo task → a contract JobRequest. The single-job workflow payload becomes the job
-// spec, the task context the github context (without any token), and the job token, the runtime
-// token and the task's secrets are sealed. Never logs, never reads a clock or the environment.
+// Pure: a Forgejo task → a contract JobRequest. The single-job workflow payload is parsed by
+// src/workflow into the job spec, the task context becomes the github context (without any token),
+// and the job token, the runtime token and the task's secrets are sealed. Never logs, never reads a
+// clock or the environment (async only because the workflow parser is).
 import { createHash } from "node:crypto";
-import { parse as parseYaml } from "yaml";
-import { type JobContexts, JobRequest, type JobSpec } from "../../contract/job-request.js";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import { JobRequest } from "../../contract/job-request.js";
 import { sealSecrets } from "../../contract/sealed-secrets.js";
+import type { PlannedJob } from "../../workflow/job-plan.js";
+import { parseSingleJobWorkflow, planSingleJob } from "../../workflow/single-job.js";
 import { type ForgejoTask, type JsonObject, taskNeeds, taskPayloadText } from "./client.js";
 import { TaskRejectedError } from "./errors.js";
 import { labelForJob, type RunnerLabel } from "./labels.js";
-
-/** Turns the payload (YAML of a workflow with exactly one job) into the job spec; throws with a sentence. */
-export type ParseJob = (payloadYaml: string, options: { readonly fileName: string }) => JobSpec;
 
 export interface ConversionContext {
   /** The instance URL (credentials `address`). */
@@ -20,7 +20,6 @@ export interface ConversionContext {
   readonly replyTo: string;
   readonly labels: readonly RunnerLabel[];
   readonly clusterKey: Buffer;
-  readonly parseJob: ParseJob;
   readonly nowMs: number;
   /** How long the job may wait in the queue; Forgejo fails tasks running longer than 3 h. */
   readonly startWithinMs?: number;
@@ -43,6 +42,10 @@ const str = (v: unknown): string | undefined => (typeof v === "string" && v !== 
 /** Context keys holding credentials: `token`, `*_runtime_token`, `*_id_token_request_token` … */
 const isTokenKey = (k: string) => /(^|_)token$/.test(k);
 
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
 /** The JobRequest id: stable for one task of one instance, so a re-delivered task is the same job. */
 export function jobIdForTask(instance: string, taskId: bigint): string {
   const h = createHash("sha256")
@@ -54,13 +57,15 @@ export function jobIdForTask(instance: string, taskId: bigint): string {
   return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
 }
 
-interface PayloadJob {
-  readonly key: string;
-  readonly body: Record<string, unknown>;
-  readonly workflowName: string | undefined;
+interface Payload {
+  readonly yaml: string;
+  readonly jobKey: string;
+  /** Non-null entries of the job's steps: Forgejo made one step row per entry. */
+  readonly stepCount: number;
 }
 
-function payloadJob(task: ForgejoTask): { text: string; job: PayloadJob } {
+/** The payload's text, its one job's key and step count; src/workflow undoes Forgejo's quirks. */
+export function readPayload(task: ForgejoTask): Payload {
   const text = taskPayloadText(task);
   if (text === undefined || text.trim() === "")
     throw new TaskRejectedError(
@@ -68,7 +73,7 @@ function payloadJob(task: ForgejoTask): { text: string; job: PayloadJob } {
     );
   let doc: unknown;
   try {
-    doc = parseYaml(text);
+    doc = parseYaml(text, { uniqueKeys: false });
   } catch (err) {
     throw new TaskRejectedError(
       `The workflow Forgejo sent for task ${task.id} is not valid YAML: ${(err as Error).message.split("\n")[0]}.`,
@@ -76,66 +81,40 @@ function payloadJob(task: ForgejoTask): { text: string; job: PayloadJob } {
   }
   const jobs = isRecord(doc) ? doc["jobs"] : undefined;
   const keys = isRecord(jobs) ? Object.keys(jobs) : [];
-  if (!isRecord(doc) || !isRecord(jobs) || keys.length !== 1)
+  if (!isRecord(jobs) || keys.length !== 1)
     throw new TaskRejectedError(
       `The workflow Forgejo sent for task ${task.id} does not hold exactly one job (found ${keys.length}).`,
     );
-  const key = keys[0]!;
-  const body = jobs[key];
-  if (!isRecord(body)) throw new TaskRejectedError(`Job "${key}" of task ${task.id} is not a mapping.`);
-  return { text, job: { key, body, workflowName: str(doc["name"]) } };
+  const jobKey = keys[0]!;
+  const job = jobs[jobKey];
+  const steps: unknown = isRecord(job) ? job["steps"] : undefined;
+  const stepCount = Array.isArray(steps) ? steps.filter((x) => x !== null && x !== undefined).length : 0;
+  // forgejo-runner ≥ 8.0.1 tolerates these as strings ("30"), which the schema does not; the other
+  // quirks (bookkeeping keys, needs, strategy scalars, null steps) are undone by src/workflow.
+  let changed = false;
+  if (isRecord(job))
+    for (const k of ["timeout-minutes", "cancel-timeout-minutes"]) {
+      const v = job[k];
+      if (typeof v === "string" && /^\d+$/.test(v.trim())) {
+        job[k] = Number(v);
+        changed = true;
+      }
+    }
+  return { yaml: changed ? stringifyYaml(doc, { lineWidth: 0 }) : text, jobKey, stepCount };
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-/** `runs-on` as the server evaluated it: a string, a list, or a mapping with `labels`. */
-export function runsOnList(value: unknown): string[] {
-  if (typeof value === "string") return [value];
-  if (Array.isArray(value)) return value.filter((v): v is string => typeof v === "string");
-  if (isRecord(value)) return runsOnList(value["labels"]);
-  return [];
-}
-
-/** The job's one matrix combination: Forgejo stores each dimension as a one-element list. */
-export function matrixOf(job: Record<string, unknown>): Record<string, unknown> | null {
-  const strategy = job["strategy"];
-  const matrix = isRecord(strategy) ? strategy["matrix"] : undefined;
-  if (!isRecord(matrix)) return null;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(matrix)) {
-    if (k === "include" || k === "exclude") continue;
-    out[k] = Array.isArray(v) && v.length === 1 ? v[0] : v;
+/** The number of steps Forgejo created rows for (0 when the payload is unreadable). */
+export function payloadStepCount(task: ForgejoTask): number {
+  try {
+    return readPayload(task).stepCount;
+  } catch {
+    return 0;
   }
-  return Object.keys(out).length > 0 ? out : null;
 }
 
-function strategyOf(job: Record<string, unknown>): Record<string, unknown> {
-  const s = isRecord(job["strategy"]) ? job["strategy"] : {};
-  // Forgejo serialises these scalars as strings ("true", "5").
-  const failFast = s["fail-fast"];
-  const maxParallel = Number(s["max-parallel"]);
-  return {
-    "fail-fast": !(failFast === false || failFast === "false"),
-    "job-index": 0,
-    "job-total": 1,
-    "max-parallel": Number.isInteger(maxParallel) && maxParallel > 0 ? maxParallel : 1,
-  };
-}
-
-export function toJobRequest(task: ForgejoTask, cx: ConversionContext): JobRequest {
-  const { text, job } = payloadJob(task);
+export async function toJobRequest(task: ForgejoTask, cx: ConversionContext): Promise<JobRequest> {
+  const payload = readPayload(task);
   const context: JsonObject = task.context ?? {};
-
-  const runsOn = runsOnList(job.body["runs-on"]);
-  if (runsOn.length === 0) throw new TaskRejectedError(`Job "${job.key}" has no runs-on.`);
-  const label = labelForJob(runsOn, cx.labels);
-  if (!label)
-    throw new TaskRejectedError(
-      `Job "${job.key}" runs on ${runsOn.map((l) => JSON.stringify(l)).join(", ")}, which this runner no longer serves ` +
-        `(its labels are ${cx.labels.map((l) => l.name).join(", ") || "none"}); restart gnomon so that it declares its labels again.`,
-    );
 
   const actionsUrl = compat(context, "default_actions_url");
   if (!actionsUrl)
@@ -143,18 +122,35 @@ export function toJobRequest(task: ForgejoTask, cx: ConversionContext): JobReque
       "The task carries no default actions URL (forgejo_default_actions_url or gitea_default_actions_url), so `uses:` cannot be resolved; upgrade Forgejo.",
     );
 
-  const fileName = str(context["workflow"]) ?? `${job.key}.yml`;
-  let spec: JobSpec;
+  const github: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(context)) if (!isTokenKey(k)) github[k] = v;
+  const event = isRecord(context["event"]) ? context["event"] : {};
+  const inputs = context["event_name"] === "workflow_dispatch" && isRecord(event["inputs"]) ? event["inputs"] : {};
+  const needs = taskNeeds(task);
+  const planNeeds = Object.fromEntries(
+    Object.entries(needs).map(
+      ([k, n]) => [k, { result: n.result === "unspecified" ? "failure" : n.result, outputs: n.outputs }] as const,
+    ),
+  );
+
+  const fileName = str(context["workflow"]) ?? `${payload.jobKey}.yml`;
+  let leg: PlannedJob;
   try {
-    spec = cx.parseJob(text, { fileName });
+    const single = await parseSingleJobWorkflow(payload.yaml, fileName);
+    leg = planSingleJob(single, { github, vars: { ...task.vars }, inputs, needs: planNeeds });
   } catch (err) {
-    throw new TaskRejectedError(`The workflow of job "${job.key}" cannot be run: ${(err as Error).message}`, {
+    throw new TaskRejectedError(`The workflow of job "${payload.jobKey}" cannot be run: ${(err as Error).message}`, {
       cause: err,
     });
   }
 
-  const github: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(context)) if (!isTokenKey(k)) github[k] = v;
+  if (leg.runsOn.length === 0) throw new TaskRejectedError(`Job "${payload.jobKey}" has no runs-on.`);
+  const label = labelForJob(leg.runsOn, cx.labels);
+  if (!label)
+    throw new TaskRejectedError(
+      `Job "${payload.jobKey}" runs on ${leg.runsOn.map((l) => JSON.stringify(l)).join(", ")}, which this runner no longer serves ` +
+        `(its labels are ${cx.labels.map((l) => l.name).join(", ") || "none"}); restart gnomon so that it declares its labels again.`,
+    );
 
   const jobToken = str(context["token"]) ?? task.secrets["GITHUB_TOKEN"] ?? task.secrets["FORGEJO_TOKEN"];
   const secrets: Record<string, string> = { ...task.secrets };
@@ -163,30 +159,22 @@ export function toJobRequest(task: ForgejoTask, cx: ConversionContext): JobReque
     secrets["GITEA_TOKEN"] ??= jobToken;
     secrets["FORGEJO_TOKEN"] ??= jobToken;
   }
-  // Not secrets to the workflow, but credentials: sealed so they never cross the queue in clear.
+  // Not secrets to the workflow but credentials: sealed so that they never cross the queue in clear.
   const runtimeToken = compat(context, "runtime_token") ?? jobToken;
   if (runtimeToken) secrets["ACTIONS_RUNTIME_TOKEN"] = runtimeToken;
   const idToken = compat(context, "actions_id_token_request_token") ?? str(context["actions_id_token_request_token"]);
   if (idToken) secrets["ACTIONS_ID_TOKEN_REQUEST_TOKEN"] = idToken;
 
-  const event = isRecord(context["event"]) ? context["event"] : {};
-  const inputs = context["event_name"] === "workflow_dispatch" && isRecord(event["inputs"]) ? event["inputs"] : {};
-
-  const contexts: JobContexts = {
-    github,
-    vars: { ...task.vars },
-    matrix: matrixOf(job.body),
-    strategy: strategyOf(job.body),
-    needs: taskNeeds(task),
-    inputs,
-  };
-
   const id = jobIdForTask(cx.instance, task.id);
-  const queuedAt = new Date(cx.nowMs);
-  const ref: Record<string, string | number> = { taskId: Number(task.id), job: job.key };
-  for (const k of ["run_id", "run_number", "run_attempt", "repository"] as const) {
+  const ref: Record<string, string | number> = { taskId: Number(task.id), job: payload.jobKey };
+  for (const [k, name] of [
+    ["run_id", "runId"],
+    ["run_number", "runNumber"],
+    ["run_attempt", "runAttempt"],
+    ["repository", "repository"],
+  ] as const) {
     const v = str(context[k]);
-    if (v) ref[k.replace(/_(\w)/g, (_, c: string) => c.toUpperCase())] = v;
+    if (v) ref[name] = v;
   }
 
   const request = JobRequest.safeParse({
@@ -195,28 +183,18 @@ export function toJobRequest(task: ForgejoTask, cx: ConversionContext): JobReque
     source: { forge: "forgejo", instance: cx.instance, runner: cx.runnerUuid, ref },
     replyTo: cx.replyTo,
     runsOn: label.runsOn,
-    spec,
-    contexts,
+    spec: leg.spec,
+    contexts: { ...leg.contexts, github: { ...github, job: payload.jobKey }, needs },
     secrets: sealSecrets(secrets, cx.clusterKey, id),
     actionsUrl,
-    queuedAt: queuedAt.toISOString(),
+    queuedAt: new Date(cx.nowMs).toISOString(),
     startBy: new Date(cx.nowMs + (cx.startWithinMs ?? FORGEJO_ENDLESS_TASK_MS)).toISOString(),
   });
   if (!request.success) {
     const issue = request.error.issues[0];
     throw new TaskRejectedError(
-      `Job "${job.key}" of task ${task.id} does not make a valid job request (${issue?.path.join(".")}: ${issue?.message}); this is a bug in gnomon, please report it with the workflow.`,
+      `Job "${payload.jobKey}" of task ${task.id} does not make a valid job request (${issue?.path.join(".")}: ${issue?.message}); this is a bug in gnomon, please report it with the workflow.`,
     );
   }
   return request.data;
-}
-
-/** The number of steps Forgejo created rows for: the payload job's non-null `steps` entries. */
-export function payloadStepCount(task: ForgejoTask): number {
-  try {
-    const steps = payloadJob(task).job.body["steps"];
-    return Array.isArray(steps) ? steps.filter((s) => s !== null && s !== undefined).length : 0;
-  } catch {
-    return 0;
-  }
 }
