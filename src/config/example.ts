@@ -33,6 +33,7 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 
 # forgejo:
 #   credentialsFile: .runner   # written by \`gnomon forgejo register\`.   env: GNOMON_FORGEJO_CREDENTIALS
+#   labels: []                 # declared labels, e.g. [linux:vm:debian-12]; empty = those in the credentials file.   env: GNOMON_FORGEJO_LABELS
 #   capacity: 1                # tasks held at once.   env: GNOMON_FORGEJO_CAPACITY
 #   fetchInterval: 2s
 #   fetchIntervalMax: 60s

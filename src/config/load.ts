@@ -29,6 +29,7 @@ export const ENV_KEYS: Readonly<Record<string, readonly [path: string, kind: Kin
   GNOMON_ALLOW_HOST_LABELS: ["orchestrator.allowHostLabels", "bool"],
   GNOMON_FORGEJO_CREDENTIALS: ["forgejo.credentialsFile", "string"],
   GNOMON_FORGEJO_CAPACITY: ["forgejo.capacity", "int"],
+  GNOMON_FORGEJO_LABELS: ["forgejo.labels", "list"],
   GNOMON_GITHUB_CREDENTIALS: ["github.credentialsDir", "string"],
   GNOMON_GITHUB_CAPACITY: ["github.capacity", "int"],
   GNOMON_GITHUB_RUNNER_VERSION: ["github.runnerVersion", "string"],

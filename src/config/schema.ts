@@ -41,6 +41,8 @@ export const ForgejoConfig = z
   .object({
     /** Where `gnomon forgejo register` writes and `run` reads the runner's credentials. */
     credentialsFile: z.string().default(".runner"),
+    /** Labels to declare (name[:vm[:image]] or name:host); empty = the labels in the credentials file. */
+    labels: z.array(z.string().min(1)).default([]),
     capacity: z.number().int().min(1).default(1),
     fetchInterval: duration("2s"),
     fetchIntervalMax: duration("60s"),
