@@ -10,6 +10,7 @@ import {
   UsageError,
 } from "./cli/command.js";
 import { configExampleCommand } from "./cli/config-example.js";
+import { forgejoRegisterCommand, forgejoRunCommand } from "./cli/forgejo.js";
 import { githubRegisterCommand, githubRemoveCommand, githubRunCommand } from "./cli/github.js";
 import { VERSION, versionCommand } from "./cli/version.js";
 import { ConfigError } from "./config/load.js";
@@ -18,8 +19,8 @@ const COMMANDS: readonly Command[] = [
   notBuilt("up", "run orchestrator and the configured forge runners in one process", "issue: orchestrator"),
   notBuilt("exec", "run a workflow from disk, on this host or in a VM", "issue: job engine"),
   notBuilt("orchestrator", "run jobs from the queue in VMs", "issue: orchestrator"),
-  notBuilt("forgejo register", "register this runner with a Forgejo instance", "issue: forgejo-runner"),
-  notBuilt("forgejo run", "take jobs from Forgejo", "issue: forgejo-runner"),
+  forgejoRegisterCommand,
+  forgejoRunCommand,
   githubRegisterCommand,
   githubRunCommand,
   githubRemoveCommand,
