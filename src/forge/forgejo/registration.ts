@@ -27,11 +27,12 @@ export interface RegisterInput {
 
 function unreachable(instance: string, err: unknown): ForgejoUnreachableError {
   const e = asError(err);
-  const cause = e.cause instanceof Error ? `: ${e.cause.message}` : "";
+  const said = e instanceof ConnectError ? e.rawMessage : e.message;
+  const cause = e.cause instanceof Error && !said.includes(e.cause.message) ? `: ${e.cause.message}` : "";
   const problem =
     codeOf(err) === Code.Unimplemented
       ? "no Forgejo runner API answered there (is it the instance's root URL, and are Actions enabled?)"
-      : `${e instanceof ConnectError ? e.rawMessage : e.message}${cause}`;
+      : `${said}${cause}`;
   return new ForgejoUnreachableError(instance, problem, { cause: err });
 }
 

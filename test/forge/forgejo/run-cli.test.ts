@@ -1,0 +1,131 @@
+// `gnomon forgejo run` as shipped (bin/gnomon.js), against the fake Forgejo and the real RabbitMQ:
+// this test plays the orchestrator on the bus, as a real one would, and checks what Forgejo holds.
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import type { JobEvent, JobEventBody } from "../../../src/contract/job-event.js";
+import { openSecrets } from "../../../src/contract/sealed-secrets.js";
+import { AmqpBus } from "../../../src/queue/amqp.js";
+import { amqpTopology } from "../../../src/queue/amqp-topology.js";
+import type { JobDelivery } from "../../../src/queue/bus.js";
+import { startFakeForgejo } from "../../fakes/forgejo-server.js";
+import { GNOMON_BIN, runGnomon } from "../../support/cli.js";
+import { RABBIT_URL, rawChannel } from "../../support/rabbit.js";
+import { workflow } from "./harness.js";
+
+function startGnomon(
+  args: string[],
+  cwd: string,
+  env: NodeJS.ProcessEnv,
+): { child: ChildProcess; exit: Promise<number | null>; stderr: () => string } {
+  const child = spawn(process.execPath, [GNOMON_BIN, ...args], {
+    cwd,
+    env: { PATH: process.env["PATH"], HOME: process.env["HOME"], ...env },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let err = "";
+  child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+    err += d;
+  });
+  const exit = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+  return { child, exit, stderr: () => err };
+}
+
+describe("gnomon forgejo run", () => {
+  it("takes a task, queues it on RabbitMQ sealed, and reports the orchestrator's events back to Forgejo", async (t) => {
+    const forgejo = await startFakeForgejo(t);
+    const cwd = mkdtempSync(join(tmpdir(), "gnomon-run-"));
+    const image = `forgejo-cli-${randomUUID().slice(0, 8)}`;
+    const reg = await runGnomon(
+      [
+        "forgejo",
+        "register",
+        "--no-interactive",
+        "--instance",
+        forgejo.url,
+        "--token",
+        forgejo.registrationToken,
+        "--labels",
+        `linux:vm:${image}`,
+      ],
+      { cwd },
+    );
+    assert.equal(reg.code, 0, reg.stderr);
+    const uuid = (JSON.parse(readFileSync(join(cwd, ".runner"), "utf8")) as { uuid: string }).uuid;
+    writeFileSync(join(cwd, "gnomon.yaml"), "forgejo:\n  fetchInterval: 100ms\n  reportInterval: 100ms\n");
+    const key = randomBytes(32);
+
+    const topology = amqpTopology();
+    t.after(async () => {
+      const raw = await rawChannel();
+      await raw.channel.deleteQueue(topology.jobQueue(image)).catch(() => {});
+      await raw.channel.deleteQueue(topology.eventQueue(`forgejo-${uuid}`)).catch(() => {});
+      await raw.close();
+    });
+
+    const orchestrator = new AmqpBus({ url: RABBIT_URL, connectionName: "test-orchestrator" });
+    await orchestrator.start();
+    t.after(() => orchestrator.stop(AbortSignal.timeout(5_000)));
+    const jobs: JobDelivery[] = [];
+    const consumer = await orchestrator.consumeJobs([image], 1, (j) => jobs.push(j));
+    t.after(() => consumer.cancel());
+
+    const gnomon = startGnomon(["forgejo", "run"], cwd, {
+      AMQP_URL: RABBIT_URL,
+      GNOMON_CLUSTER_KEY: key.toString("hex"),
+      GNOMON_LOG_LEVEL: "warn",
+    });
+    t.after(() => {
+      gnomon.child.kill("SIGKILL");
+    });
+
+    const jobId = forgejo.queueJob({ workflow: workflow(1), secrets: { API_KEY: "k-123" } });
+    const job = await forgejo.waitFor(() => jobs[0], "the job on RabbitMQ", 30_000);
+    const task = forgejo.taskOfJob(jobId)!;
+    const secrets = openSecrets(job.request.secrets, key, job.request.id);
+    assert.equal(secrets["GITHUB_TOKEN"], task.token);
+    assert.equal(secrets["API_KEY"], "k-123");
+    assert.equal(job.request.runsOn, image);
+
+    let seq = 0;
+    const emit = (body: JobEventBody) =>
+      orchestrator.publishEvent(job.request.replyTo, {
+        v: 1,
+        jobId: job.request.id,
+        seq: seq++,
+        t: Date.now(),
+        ...body,
+      } as JobEvent);
+    await emit({ kind: "accepted", orchestrator: "test" });
+    await emit({ kind: "step-started", step: 0, stage: "main", name: "step 1" });
+    await emit({ kind: "log", step: 0, stage: "main", lines: [{ t: Date.now(), text: "hello from the VM" }] });
+    await emit({
+      kind: "step-finished",
+      step: 0,
+      stage: "main",
+      outcome: "success",
+      conclusion: "success",
+      outputs: {},
+    });
+    await emit({ kind: "job-finished", result: "success", outputs: {} });
+    await job.ack();
+
+    const done = await forgejo.waitFor(
+      () => {
+        const x = forgejo.taskOfJob(jobId);
+        return x?.status === "success" && x.logArchived ? x : undefined;
+      },
+      "the task to succeed",
+      30_000,
+    );
+    const s = done.steps[0]!;
+    assert.deepEqual(done.rows.slice(s.logIndex, s.logIndex + s.logLength), ["hello from the VM"]);
+
+    gnomon.child.kill("SIGTERM");
+    assert.equal(await gnomon.exit, 0, gnomon.stderr());
+  });
+});
