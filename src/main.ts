@@ -10,6 +10,7 @@ import {
   UsageError,
 } from "./cli/command.js";
 import { configExampleCommand } from "./cli/config-example.js";
+import { execCommand } from "./cli/exec.js";
 import { forgejoRegisterCommand, forgejoRunCommand } from "./cli/forgejo.js";
 import { githubRegisterCommand, githubRemoveCommand, githubRunCommand } from "./cli/github.js";
 import { VERSION, versionCommand } from "./cli/version.js";
@@ -17,7 +18,7 @@ import { ConfigError } from "./config/load.js";
 
 const COMMANDS: readonly Command[] = [
   notBuilt("up", "run orchestrator and the configured forge runners in one process", "issue: orchestrator"),
-  notBuilt("exec", "run a workflow from disk, on this host or in a VM", "issue: job engine"),
+  execCommand,
   notBuilt("orchestrator", "run jobs from the queue in VMs", "issue: orchestrator"),
   forgejoRegisterCommand,
   forgejoRunCommand,

@@ -3,6 +3,7 @@
 // (with `${{ insert }}` merging and expression keys). Pure: contexts in, JSON out.
 import { data, Evaluator, Lexer, Parser } from "@actions/expressions";
 import type { FunctionDefinition, FunctionInfo } from "@actions/expressions/funcs/info";
+import { TokenType as LexTokenType, type Token } from "@actions/expressions/lexer";
 import {
   BasicExpressionToken,
   BooleanToken,
@@ -124,11 +125,23 @@ export function statusFunctions(status: Status): Map<string, FunctionDefinition>
   ]);
 }
 
+/**
+ * The expression's tokens. @actions/expressions 0.3.61 unescapes only the first doubled quote
+ * of a string literal (String.replace with a string pattern), so later ones would stay doubled;
+ * string values are recomputed from their lexemes with every doubled quote unescaped.
+ */
+function lex(expr: string): Token[] {
+  const tokens = new Lexer(expr).lex().tokens;
+  for (const t of tokens)
+    if (t.type === LexTokenType.STRING && t.lexeme.length >= 2) t.value = t.lexeme.slice(1, -1).replaceAll("''", "'");
+  return tokens;
+}
+
 /** Evaluates expression text (without `${{ }}`); throws ExpressionFailedError with the reason. */
 export function evaluateExpression(expr: string, scope: Scope): Json {
   try {
     const infos: FunctionInfo[] = [...(scope.functions?.values() ?? [])];
-    const tree = new Parser(new Lexer(expr).lex().tokens, Object.keys(scope.contexts), infos).parse();
+    const tree = new Parser(lex(expr), Object.keys(scope.contexts), infos).parse();
     const ctx = new data.Dictionary(
       ...Object.entries(scope.contexts).map(([key, value]) => ({ key, value: toData(value) })),
     );
