@@ -10,7 +10,7 @@ import type { Logger } from "../../telemetry/log.js";
 import type { TaskCapacity } from "./capacity.js";
 import { type ForgejoClient, type ForgejoTask, forgejoClient } from "./client.js";
 import type { RunnerCredentials } from "./credentials-file.js";
-import { asError, isAbort, isTransient } from "./errors.js";
+import { asError, isTransient } from "./errors.js";
 import type { RunnerLabel } from "./labels.js";
 import { Poller, type PollerState } from "./poller.js";
 import { declareRunner } from "./registration.js";
@@ -136,8 +136,7 @@ export class ForgejoRunner implements Service {
         });
       await this.#poller.run(signal);
     } catch (err) {
-      if (signal.aborted && isAbort(err)) return;
-      if (signal.aborted) return;
+      if (signal.aborted) return; // a stop (or #end itself) ended the loop
       this.#end(asError(err));
     }
   }
