@@ -1168,7 +1168,11 @@ export class FakeGitHubServer {
     if (!job) throw runError(404, `job message ${String(body["jobMessageId"])} not found`);
     job.acquireAttempts += 1;
     if (this.faults.acquireConflicts > 0) {
+      // Another runner won the race for this job.
       this.faults.acquireConflicts -= 1;
+      job.state = "acquired";
+      job.runnerId = -1;
+      job.lockedUntil = Number.POSITIVE_INFINITY;
       throw runError(409, "job assignment is invalid: MissingKey");
     }
     if (job.runnerId !== runner.id || job.state !== "assigned")

@@ -135,7 +135,7 @@ export class NotRegisteredError extends Error {
     missing: string,
   ) {
     super(
-      `no GitHub runner registration in ${dir} (${missing}); run \`gnomon github register --url https://github.com/OWNER/REPO --token TOKEN\` ` +
+      `no GitHub runner registration in ${dir} (${missing}); run \`gnomon github register --url https://github.com/OWNER/REPO --token TOKEN --labels LABEL\` ` +
         "or pass --jitconfig to `gnomon github run`",
     );
   }

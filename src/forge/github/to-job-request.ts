@@ -90,6 +90,9 @@ export function describeJob(msg: AgentJobRequestMessage, flow: JobFlow): Describ
     for (const line of t.split(/\r?\n/)) if (line.trim()) maskValues.add(line.trim());
   };
   for (const v of Object.values(msg.variables ?? {})) if (v.isSecret && v.value) addMask(v.value);
+  // git's basic-auth form of the job token, which checkout writes into .git/config as base64.
+  const githubToken = variable(msg, "system.github.token") ?? variable(msg, "github_token");
+  if (githubToken?.value) addMask(`x-access-token:${githubToken.value}`);
   for (const v of Object.values(params)) if (v) addMask(v);
   const maskPatterns: string[] = [];
   for (const hint of msg.mask ?? [])

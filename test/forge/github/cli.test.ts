@@ -1,0 +1,182 @@
+// `gnomon github register | run | remove` through the shipped bundle (`npm run build` first), as a
+// user runs them, against the fake GitHub; `run` uses the real RabbitMQ.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { startFakeGitHub } from "../../fakes/github-server.js";
+import { runGnomon } from "../../support/cli.js";
+
+const AMQP_URL = process.env["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672";
+const dirFor = () => join(mkdtempSync(join(tmpdir(), "gnomon-gh-cli-")), "github");
+
+describe("gnomon github (bundled CLI)", () => {
+  it("registers with the v2 flow, refuses a second registration into the same directory, and removes it", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2" });
+    const dir = dirFor();
+    const reg = await runGnomon([
+      "github",
+      "register",
+      "--url",
+      fake.repoUrl,
+      "--token",
+      fake.registrationToken(),
+      "--name",
+      "gnomon-cli",
+      "--labels",
+      "debian-12,fast",
+      "--credentials-dir",
+      dir,
+    ]);
+    assert.equal(reg.code, 0, reg.stderr);
+    const [runner] = fake.runners();
+    assert.ok(runner);
+    assert.equal(
+      reg.stdout,
+      `registered runner gnomon-cli (id ${runner.id}) with ${fake.repoUrl} (runner-admin flow, group Default, labels self-hosted,debian-12,fast); credentials in ${dir}\n`,
+    );
+    assert.deepEqual(runner.labels, ["self-hosted", "debian-12", "fast"]);
+    for (const f of [".runner", ".credentials", ".credentials_rsaparams"])
+      assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600, `${f} is 0600`);
+
+    const again = await runGnomon([
+      "github",
+      "register",
+      "--url",
+      fake.repoUrl,
+      "--token",
+      fake.registrationToken(),
+      "--labels",
+      "debian-12",
+      "--credentials-dir",
+      dir,
+    ]);
+    assert.equal(again.code, 2);
+    assert.match(
+      again.stderr,
+      /already holds the registration of runner gnomon-cli .*run `gnomon github remove` first/,
+    );
+
+    const rm = await runGnomon(["github", "remove", "--token", fake.removalToken(), "--credentials-dir", dir]);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.match(rm.stdout, /^removed runner gnomon-cli \(id \d+\) from .* and deleted its files/);
+    assert.equal(fake.runners().length, 0);
+    assert.ok(!existsSync(join(dir, ".runner")));
+  });
+
+  it("registers with the classic flow and advertises the configured runner version", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "classic" });
+    const dir = dirFor();
+    const reg = await runGnomon(
+      [
+        "github",
+        "register",
+        "--url",
+        fake.repoUrl,
+        "--token",
+        fake.registrationToken(),
+        "--labels",
+        "omnios",
+        "--credentials-dir",
+        dir,
+      ],
+      { env: { GNOMON_GITHUB_RUNNER_VERSION: "2.331.5" } },
+    );
+    assert.equal(reg.code, 0, reg.stderr);
+    assert.match(reg.stdout, /\(classic flow, group Default, labels self-hosted,omnios\)/);
+    assert.equal(fake.runners()[0]?.version, "2.331.5");
+  });
+
+  it("explains a rejected token and exits 1", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2" });
+    const r = await runGnomon([
+      "github",
+      "register",
+      "--url",
+      fake.repoUrl,
+      "--token",
+      "AEXPIRED",
+      "--labels",
+      "debian-12",
+      "--credentials-dir",
+      dirFor(),
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /^gnomon github register: GitHub did not accept the registration token .*create a new one at/,
+    );
+  });
+
+  it("run stops at once with 'run gnomon github register again' when GitHub deleted the runner", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2" });
+    const dir = dirFor();
+    const reg = await runGnomon([
+      "github",
+      "register",
+      "--url",
+      fake.repoUrl,
+      "--token",
+      fake.registrationToken(),
+      "--labels",
+      "debian-12",
+      "--credentials-dir",
+      dir,
+    ]);
+    assert.equal(reg.code, 0, reg.stderr);
+    fake.deleteRunner(fake.runners()[0]!.id);
+    const run = await runGnomon(["github", "run", "--credentials-dir", dir], {
+      env: { AMQP_URL, GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"), GNOMON_LOG_LEVEL: "silent" },
+    });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(run.stderr, /no longer exists .*run `gnomon github register` again/);
+  });
+
+  it("run says what to set when GitHub refuses the advertised version", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", minRunnerVersion: "2.331.0" });
+    const dir = dirFor();
+    const reg = await runGnomon([
+      "github",
+      "register",
+      "--url",
+      fake.repoUrl,
+      "--token",
+      fake.registrationToken(),
+      "--labels",
+      "debian-12",
+      "--credentials-dir",
+      dir,
+    ]);
+    assert.equal(reg.code, 0, reg.stderr);
+    const run = await runGnomon(["github", "run", "--credentials-dir", dir, "--runner-version", "2.330.0"], {
+      env: { AMQP_URL, GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"), GNOMON_LOG_LEVEL: "silent" },
+    });
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(
+      run.stderr,
+      /refuses runner version 2\.330\.0 .*set github\.runnerVersion \(or GNOMON_GITHUB_RUNNER_VERSION\)/,
+    );
+  });
+
+  it("run without RabbitMQ points at amqpUrl and gnomon up", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2" });
+    const dir = dirFor();
+    await runGnomon([
+      "github",
+      "register",
+      "--url",
+      fake.repoUrl,
+      "--token",
+      fake.registrationToken(),
+      "--labels",
+      "debian-12",
+      "--credentials-dir",
+      dir,
+    ]);
+    const run = await runGnomon(["github", "run", "--credentials-dir", dir]);
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /set amqpUrl \(AMQP_URL\), or run `gnomon up`/);
+  });
+});

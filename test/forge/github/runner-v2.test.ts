@@ -1,0 +1,266 @@
+// The github.com (broker) flow end to end against the fake: session, long-poll, acquire on the run
+// service, the JobRequest on the in-process bus, the orchestrator's JobEvents reported as steps and
+// logs through the Results service, completion with result and outputs; renewal, cancellation,
+// acquire conflicts, capacity, version refusal, a lost registration and ephemeral runners.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { openSecrets } from "../../../src/contract/sealed-secrets.js";
+import { RegistrationLostError, RunnerVersionDeprecatedError } from "../../../src/forge/github/errors.js";
+import { Slots } from "../../../src/lifecycle/slots.js";
+import { startFakeGitHub } from "../../fakes/github-server.js";
+import { happyEvents, startRunner } from "./harness.js";
+
+const SECRET = "hunter2-is-not-a-password";
+const TS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z /;
+
+describe("github runner, broker flow (github.com)", () => {
+  it("delivers a job onto the bus and reports the orchestrator's events as steps, logs and result, in order", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
+    const { orchestrator, runner, clusterKey } = await startRunner(t, fake);
+    const job = fake.queueJob({
+      labels: ["self-hosted", "debian-12"],
+      secrets: { MY_SECRET: SECRET },
+      outputs: { answer: "x" },
+    });
+
+    const req = await orchestrator.nextJob();
+    assert.equal(req.id, job.jobId);
+    assert.equal(req.runsOn, "debian-12");
+    assert.equal(req.replyTo, runner.replyTo);
+    assert.equal(openSecrets(req.secrets, clusterKey, req.id)["MY_SECRET"], SECRET);
+    const acquired = fake.job(job.jobId);
+    assert.equal(acquired.state, "acquired");
+    assert.ok(acquired.renewals.length >= 1, "the first renewal came before the job was queued");
+    assert.equal(runner.heldJobs, 1);
+
+    const message = fake.jobMessage(job.jobId, "v2") as { steps: { id: string }[] };
+    const all = happyEvents(
+      ["hello linux", `the secret is ${SECRET}`, `base64: ${Buffer.from(SECRET).toString("base64")}`, "bye"],
+      { answer: "42" },
+    );
+    // Up to "Say hello" started: GitHub shows it running before anything else happens.
+    await orchestrator.emit(req, ...all.slice(0, 7));
+    const inProgress = (s: Record<string, unknown>) => s["external_id"] === message.steps[1]?.id && s["status"] === 3;
+    await fake.waitFor(
+      () => fake.job(job.jobId).stepUpdates.some((u) => u.steps.some(inProgress)),
+      "Say hello in progress",
+    );
+    const events = await orchestrator.emit(req, ...all.slice(7));
+    // At-least-once delivery: a redelivered event must not repeat a line.
+    await orchestrator.bus.publishEvent(req.replyTo, events[0]!);
+
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed");
+    const done = fake.job(job.jobId);
+    assert.equal(done.conclusion, "succeeded");
+    assert.deepEqual(done.outputs, { answer: { value: "42", isSecret: false } });
+    const steps = done.stepResults ?? [];
+    assert.deepEqual(
+      steps.map((s) => [s["name"], s["number"], s["status"], s["conclusion"]]),
+      [
+        ["Set up job", 1, "completed", "succeeded"],
+        ["Run actions/checkout@v4", 2, "completed", "succeeded"],
+        ["Say hello", 3, "completed", "succeeded"],
+        ["Complete job", 4, "completed", "succeeded"],
+      ],
+    );
+    assert.equal(steps[1]?.["external_id"], message.steps[0]?.id, "a step's record is the job message's step id");
+    assert.equal(steps[1]?.["action_name"], "actions/checkout");
+
+    // Step updates: change orders strictly increase; each step goes in progress before it completes.
+    const orders = done.stepUpdates.map((u) => u.changeOrder);
+    assert.deepEqual(
+      orders,
+      [...orders].sort((a, b) => a - b),
+    );
+    const hello = done.stepUpdates.flatMap((u) => u.steps).filter((s) => s["external_id"] === message.steps[1]?.id);
+    assert.equal(hello[0]?.["status"], 3, "first seen in progress");
+    assert.equal(hello.at(-1)?.["status"], 6, "last seen completed");
+    assert.equal(hello.at(-1)?.["conclusion"], 2);
+
+    const helloLog = done.stepLogs.get(message.steps[1]!.id);
+    assert.ok(helloLog);
+    const lines = helloLog.content.trimEnd().split("\n");
+    assert.equal(helloLog.lineCount, 4);
+    assert.ok(
+      lines.every((l) => TS.test(l)),
+      "each line starts with the runner's time format",
+    );
+    assert.deepEqual(
+      lines.map((l) => l.replace(TS, "")),
+      ["hello linux", "the secret is ***", "base64: ***", "bye"],
+    );
+    const setupLog = [...done.stepLogs.values()][0]!.content;
+    assert.match(setupLog, /job accepted by host-1.*\n.*debian-12: booting/s);
+    assert.match(done.jobLog?.content ?? "", /Syncing repository[\s\S]*hello linux[\s\S]*bye[\s\S]*Cleaning up the VM/);
+
+    const everything = fake.everythingReceived();
+    for (const s of [SECRET, Buffer.from(SECRET).toString("base64"), job.githubToken])
+      assert.ok(!everything.includes(s), `nothing the fake received contains ${s.slice(0, 6)}…`);
+    await fake.waitFor(() => runner.heldJobs === 0, "the runner let go of the job");
+  });
+
+  it("skips a job another runner acquired first (409) quietly and takes the next one", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
+    fake.faults.acquireConflicts = 1;
+    const lost = fake.queueJob({ labels: ["debian-12"] });
+    const { orchestrator, records } = await startRunner(t, fake);
+    await fake.waitFor(() => fake.job(lost.jobId).acquireAttempts === 1, "the first acquire");
+    const next = fake.queueJob({ labels: ["debian-12"] });
+    const req = await orchestrator.nextJob();
+    assert.equal(req.id, next.jobId, "the next job was taken");
+    assert.equal(orchestrator.jobs.length, 1, "the conflicting job never reached the bus");
+    assert.deepEqual(
+      records.filter((r) => r.level >= 40).map((r) => r.msg),
+      [],
+      "nothing worse than debug was logged about it",
+    );
+    await orchestrator.emit(req, ...happyEvents(["ok"]));
+    await fake.waitFor(() => fake.job(next.jobId).state === "completed", "the next job completed");
+  });
+
+  it("finishes a log upload that broke after the blob was stored, without a second copy", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
+    const { orchestrator } = await startRunner(t, fake);
+    const job = fake.queueJob({ labels: ["debian-12"] });
+    const req = await orchestrator.nextJob();
+    fake.faults.uploadFailuresAfterStore = 1;
+    await orchestrator.emit(req, ...happyEvents(["x", "y"]));
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed");
+    const done = fake.job(job.jobId);
+    assert.equal(fake.faults.uploadFailuresAfterStore, 0, "the fault happened");
+    assert.equal(done.stepLogs.size, 4, "every step's log has its metadata");
+    for (const [, log] of done.stepLogs) assert.equal(log.content.trimEnd().split("\n").length, log.lineCount);
+  });
+
+  it("keeps a job alive past several lock periods by renewing from the daemon", async (t) => {
+    const lockMs = 600;
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300, lockMs });
+    const { orchestrator } = await startRunner(t, fake);
+    const job = fake.queueJob({ labels: ["debian-12"] });
+    const req = await orchestrator.nextJob();
+    const started = fake.job(job.jobId).renewals[0]!;
+    await orchestrator.emit(req, { kind: "accepted", orchestrator: "host-1" });
+    await fake.waitFor(
+      () => (fake.job(job.jobId).renewals.at(-1) ?? 0) - started > 4 * lockMs,
+      "renewals over four lock periods",
+    );
+    const alive = fake.job(job.jobId);
+    assert.equal(alive.state, "acquired", "the lock never ran out");
+    assert.equal(alive.lockExpiredAt, undefined);
+    const gaps = alive.renewals.slice(1).map((at, i) => at - alive.renewals[i]!);
+    assert.ok(Math.max(...gaps) < lockMs, `every renewal came within the lock (gaps ${gaps.join(", ")} ms)`);
+    await orchestrator.emit(req, ...happyEvents(["done"]).slice(1));
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed");
+  });
+
+  it("publishes a Cancel when renewal keeps failing past the lock, so the VM is destroyed", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300, lockMs: 500 });
+    const { orchestrator, runner } = await startRunner(t, fake);
+    const job = fake.queueJob({ labels: ["debian-12"] });
+    const req = await orchestrator.nextJob();
+    await orchestrator.emit(
+      req,
+      { kind: "accepted", orchestrator: "host-1" },
+      { kind: "step-started", step: 0, stage: "main", name: "checkout" },
+    );
+    fake.faults.renewFailing = true;
+    const cancel = await orchestrator.until(
+      () => orchestrator.cancels.find((c) => c.jobId === req.id),
+      "a Cancel for the job",
+    );
+    // Depending on the race with GitHub's own expiry, the last renewal fails or finds the job gone.
+    assert.match(cancel.reason, /lock of GitHub job .* expired .* could not be renewed|no longer knows job/);
+    assert.equal(fake.job(job.jobId).state, "lost", "GitHub gave the job up too");
+    await fake.waitFor(() => runner.heldJobs === 0, "the runner let go of the job");
+  });
+
+  it("turns a cancellation on GitHub into a Cancel on the bus and completes the job cancelled", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
+    const { orchestrator } = await startRunner(t, fake);
+    const job = fake.queueJob({ labels: ["debian-12"] });
+    const req = await orchestrator.nextJob();
+    await orchestrator.emit(
+      req,
+      { kind: "accepted", orchestrator: "host-1" },
+      { kind: "step-started", step: 1, stage: "main", name: "Say hello" },
+    );
+    fake.cancelJob(job.jobId);
+    const cancel = await orchestrator.until(() => orchestrator.cancels.find((c) => c.jobId === req.id), "a Cancel");
+    assert.equal(cancel.reason, "the job was cancelled on GitHub");
+    await orchestrator.emit(
+      req,
+      { kind: "step-finished", step: 1, stage: "main", outcome: "cancelled", conclusion: "cancelled", outputs: {} },
+      { kind: "job-finished", result: "cancelled", outputs: {}, reason: "cancelled on GitHub" },
+    );
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed");
+    assert.equal(fake.job(job.jobId).conclusion, "canceled");
+    assert.deepEqual(
+      fake.job(job.jobId).stepResults?.map((s) => s["conclusion"]),
+      ["succeeded", "canceled", "succeeded"],
+    );
+  });
+
+  it("completes a cancelled job itself when the orchestrator does not answer in time", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
+    const { orchestrator } = await startRunner(t, fake);
+    const job = fake.queueJob({ labels: ["debian-12"] });
+    await orchestrator.nextJob();
+    fake.cancelJob(job.jobId, "00:00:01");
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed");
+    assert.equal(fake.job(job.jobId).conclusion, "canceled");
+  });
+
+  it("does not poll for jobs while every slot is taken", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
+    const slots = new Slots(1);
+    const held = await slots.acquire();
+    await startRunner(t, fake, { capacity: slots });
+    await fake.waitFor(() => fake.calls("/broker/session", "POST").length === 1, "the session");
+    await sleep(300); // nothing to wait on: the point is that no poll happens
+    assert.equal(fake.calls("/broker/message").length, 0);
+    held.release();
+    await fake.waitFor(() => fake.calls("/broker/message").length > 0, "a poll once a slot is free");
+  });
+
+  it("refuses to start with an advertised version GitHub calls deprecated, saying what to set", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", minRunnerVersion: "2.331.0" });
+    const { runner } = await startRunner(t, fake, { start: false });
+    await assert.rejects(runner.start(), (err: unknown) => {
+      assert.ok(err instanceof RunnerVersionDeprecatedError);
+      assert.match(
+        err.message,
+        /refuses runner version 2\.330\.0 .*deprecated.*set github\.runnerVersion.*GNOMON_GITHUB_RUNNER_VERSION/,
+      );
+      return true;
+    });
+  });
+
+  it("stops with 'run gnomon github register again' when the registration is deleted while it runs", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 200 });
+    const { runner, registration } = await startRunner(t, fake);
+    await fake.waitFor(() => fake.calls("/broker/message").length > 0, "polling");
+    const exchanges = fake.tokenExchanges;
+    fake.deleteRunner(registration.settings.agentId);
+    const why = await runner.done;
+    assert.ok(why instanceof RegistrationLostError, String(why));
+    assert.match(why.message, /run `gnomon github register` again/);
+    assert.ok(fake.tokenExchanges === exchanges, "no token was granted afterwards");
+    const polls = fake.calls("/broker/message").length;
+    await sleep(300);
+    assert.equal(fake.calls("/broker/message").length, polls, "and it stopped asking");
+  });
+
+  it("an ephemeral runner takes one job and then ends", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 200 });
+    const { orchestrator, runner } = await startRunner(t, fake, { ephemeral: true });
+    const first = fake.queueJob({ labels: ["debian-12"] });
+    fake.queueJob({ labels: ["debian-12"] });
+    const req = await orchestrator.nextJob();
+    assert.equal(req.id, first.jobId);
+    await orchestrator.emit(req, ...happyEvents(["once"]));
+    assert.equal(await runner.done, undefined);
+    assert.ok(runner.finishedEphemeral);
+    assert.equal(orchestrator.jobs.length, 1, "the second job was left to another runner");
+  });
+});
