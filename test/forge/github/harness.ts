@@ -15,6 +15,7 @@ import { GitHubRunner, type GitHubRunnerTimings } from "../../../src/forge/githu
 import { Slots } from "../../../src/lifecycle/slots.js";
 import type { JobDelivery } from "../../../src/queue/bus.js";
 import { MemoryBus } from "../../../src/queue/memory.js";
+import type { Logger } from "../../../src/telemetry/log.js";
 import type { FakeGitHubServer } from "../../fakes/github-server.js";
 
 export const http = new HttpClient({ userAgent: "GitHubActionsRunner-linux-x64/2.330.0 gnomon/test" });
@@ -46,7 +47,7 @@ export interface LogRecord {
   readonly [k: string]: unknown;
 }
 
-export function capturingLogger(): { log: ReturnType<typeof pino>; records: LogRecord[] } {
+export function capturingLogger(): { log: Logger; records: LogRecord[] } {
   const records: LogRecord[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -54,7 +55,7 @@ export function capturingLogger(): { log: ReturnType<typeof pino>; records: LogR
       cb();
     },
   });
-  return { log: pino({ level: "debug" }, stream), records };
+  return { log: pino<never>({ level: "debug" }, stream), records };
 }
 
 export async function registerOn(
