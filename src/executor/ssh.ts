@@ -1,0 +1,491 @@
+// The ssh executor: runs a job's processes in a VM over one SSH connection (ssh2) with the job's
+// ephemeral key. Each run is an exec channel whose login shell is the session leader (OpenSSH
+// makes every session its own session and process group), so an abort signals the whole group
+// from a second channel: TERM, then KILL. Files go over one SFTP channel. It never touches the VM
+// itself: closing the executor closes the connection, nothing more.
+import { lstat, readdir, readlink } from "node:fs/promises";
+import { join, posix } from "node:path";
+import { StringDecoder } from "node:string_decoder";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Client, type ClientChannel, type SFTPWrapper } from "ssh2";
+import {
+  type Executor,
+  type ExecutorPlatform,
+  FileNotFoundError,
+  type RunOptions,
+  type RunResult,
+} from "./executor.js";
+
+/** Where to connect; the VM layer's SshEndpoint has this shape. */
+export interface SshTarget {
+  readonly host: string;
+  readonly port: number;
+  readonly username: string;
+  /** OpenSSH or PEM private key, kept in memory only. */
+  readonly privateKey: Buffer | string;
+  /** Pin the server's host key (as first seen when the VM booted); omitted: accept any. */
+  readonly hostKey?: Buffer;
+}
+
+export interface SshExecutorOptions {
+  /** For the executor's name in logs: "ssh:<label>@host:port". */
+  readonly label?: string;
+  /** Time between TERM and KILL when a run is aborted. */
+  readonly killGraceMs?: number;
+  /** After the program exits, how long leftovers may hold its output open before they are killed. */
+  readonly outputGraceMs?: number;
+  readonly readyTimeoutMs?: number;
+  readonly signal?: AbortSignal;
+}
+
+/** The connection dropped while the executor was using it; the job's VM is probably gone. */
+export class SshDisconnectedError extends Error {
+  override readonly name = "SshDisconnectedError";
+  readonly code = "executor.ssh-disconnected";
+  constructor(
+    readonly target: string,
+    detail: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `The SSH connection to ${target} was lost (${detail}); the VM may have crashed or run out of memory.`,
+      options,
+    );
+  }
+}
+
+/** A file operation the SSH server refused. */
+export class SshFileError extends Error {
+  override readonly name = "SshFileError";
+  readonly code = "executor.ssh-file";
+  constructor(
+    readonly op: string,
+    readonly path: string,
+    detail: string,
+    /** The SFTP status code, when the server sent one (2 = no such file). */
+    readonly status?: number,
+    options?: ErrorOptions,
+  ) {
+    super(`${op} ${path} on the VM failed: ${detail}`, options);
+  }
+}
+
+const SFTP_NO_SUCH_FILE = 2;
+const DEFAULT_KILL_GRACE_MS = 5_000;
+const DEFAULT_OUTPUT_GRACE_MS = 5_000;
+const UPLOAD_CONCURRENCY = 8;
+/** First stderr line of every run: the pid of the session leader, which is also its process group. */
+const PID_MARK = "\u001egnomon-pid ";
+const NO_CWD_MARK = "\u001egnomon-no-cwd";
+
+/** Quotes one word for a POSIX shell. */
+export function shellQuote(word: string): string {
+  return `'${word.replaceAll("'", "'\\''")}'`;
+}
+
+/**
+ * Pure: the command line an exec channel runs for `opts`. The login shell reports its pid, changes
+ * directory, and execs env (so the program keeps the shell's pid, the group leader) with the
+ * variables; env looks argv[0] up in the PATH it was given.
+ */
+export function remoteCommand(argv: readonly string[], env: Readonly<Record<string, string>>, cwd: string): string {
+  const assignments = Object.entries(env).map(([k, v]) => {
+    if (k === "" || k.includes("=")) throw new TypeError(`environment variable name ${JSON.stringify(k)} is not valid`);
+    return shellQuote(`${k}=${v}`);
+  });
+  if (argv[0]?.startsWith("-") || argv[0]?.includes("="))
+    throw new TypeError(`program name ${JSON.stringify(argv[0])} cannot start with "-" or contain "="`);
+  return [
+    `printf '${PID_MARK}%s\\n' "$$" >&2;`,
+    `cd -- ${shellQuote(cwd)} 2>/dev/null || { printf '${NO_CWD_MARK}\\n' >&2; exit 1; };`,
+    "exec env",
+    ...assignments,
+    ...argv.map(shellQuote),
+  ].join(" ");
+}
+
+/** Opens an authenticated connection, pinning the host key when the target has one. */
+export function connectSsh(target: SshTarget, opts: { readyTimeoutMs?: number; signal?: AbortSignal } = {}) {
+  return new Promise<Client>((resolve, reject) => {
+    const client = new Client();
+    const onAbort = () => {
+      client.end();
+      reject(opts.signal?.reason);
+    };
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    client.once("ready", () => {
+      opts.signal?.removeEventListener("abort", onAbort);
+      resolve(client);
+    });
+    client.once("error", (err) => {
+      opts.signal?.removeEventListener("abort", onAbort);
+      reject(err);
+    });
+    client.connect({
+      host: target.host,
+      port: target.port,
+      username: target.username,
+      privateKey: target.privateKey,
+      readyTimeout: opts.readyTimeoutMs ?? 20_000,
+      keepaliveInterval: 15_000,
+      keepaliveCountMax: 4,
+      hostVerifier: (key: Buffer) => !target.hostKey || target.hostKey.length === 0 || key.equals(target.hostKey),
+    });
+  });
+}
+
+/**
+ * An executor on an open connection (the VM layer hands over the one it logged in with) or a
+ * target to connect to. Probes the guest once for its OS, architecture and home directory, and
+ * creates the work, temp and tool-cache directories under the home directory.
+ */
+export async function createSshExecutor(conn: Client | SshTarget, opts: SshExecutorOptions = {}): Promise<SshExecutor> {
+  const client = conn instanceof Client ? conn : await connectSsh(conn, opts);
+  const where = conn instanceof Client ? "the VM" : `${conn.host}:${conn.port}`;
+  const ex = new SshExecutor(client, `ssh:${opts.label ?? "vm"}@${where}`, opts);
+  try {
+    await ex.probe(opts.signal);
+  } catch (err) {
+    await ex.close();
+    throw err;
+  }
+  return ex;
+}
+
+export class SshExecutor implements Executor {
+  #platform: ExecutorPlatform | undefined;
+  #sftp: Promise<SFTPWrapper> | undefined;
+  #closed = false;
+  #lost: Error | undefined;
+  readonly #life = new AbortController();
+  readonly #killGraceMs: number;
+  readonly #outputGraceMs: number;
+
+  constructor(
+    private readonly client: Client,
+    readonly name: string,
+    opts: SshExecutorOptions,
+  ) {
+    this.#killGraceMs = opts.killGraceMs ?? DEFAULT_KILL_GRACE_MS;
+    this.#outputGraceMs = opts.outputGraceMs ?? DEFAULT_OUTPUT_GRACE_MS;
+    const lost = (why: string) => (err?: Error) => {
+      if (!this.#closed) this.#lost ??= new SshDisconnectedError(this.name, err?.message ?? why, { cause: err });
+    };
+    client.on("error", lost("connection error"));
+    client.on("close", lost("connection closed"));
+  }
+
+  get platform(): ExecutorPlatform {
+    if (!this.#platform) throw new Error("SshExecutor used before probe(); create it with createSshExecutor()");
+    return this.#platform;
+  }
+
+  /** Reads uname and $HOME and creates the job directories. */
+  async probe(signal?: AbortSignal): Promise<void> {
+    const out = await this.#capture(
+      'uname -s; uname -m; printf "%s\\n" "$HOME"; mkdir -p "$HOME/work/_temp" "$HOME/work/_tool"',
+      signal,
+    );
+    const [sys = "", machine = "", home = ""] = out.stdout.split("\n");
+    if (out.code !== 0 || !home.startsWith("/"))
+      throw new SshFileError("probe", "$HOME", `the guest answered ${JSON.stringify(out.stdout + out.stderr)}`);
+    this.#platform = {
+      os: runnerOs(sys),
+      arch: runnerArch(machine),
+      workDir: `${home}/work`,
+      tempDir: `${home}/work/_temp`,
+      toolCacheDir: `${home}/work/_tool`,
+      homeDir: home,
+    };
+  }
+
+  async run(opts: RunOptions): Promise<RunResult> {
+    if (opts.argv.length === 0) throw new TypeError("run() needs a program: argv is empty");
+    if (opts.signal.aborted) return { exitCode: null, signal: "SIGTERM" };
+    const command = remoteCommand(opts.argv, opts.env, opts.cwd);
+    const channel = await this.#exec(command);
+    return new Promise<RunResult>((resolve, reject) => {
+      let pgid: number | undefined;
+      let exit: RunResult | undefined;
+      let noCwd = false;
+      let aborted = false;
+      let outputTimer: NodeJS.Timeout | undefined;
+      const out = lineSplitter((line) => opts.onLine("stdout", line));
+      const err = lineSplitter((line) => {
+        if (pgid === undefined && line.startsWith(PID_MARK)) {
+          pgid = Number(line.slice(PID_MARK.length));
+          if (aborted) void this.#killGroup(pgid);
+          return;
+        }
+        if (line === NO_CWD_MARK) {
+          noCwd = true;
+          return;
+        }
+        opts.onLine("stderr", line);
+      });
+      const onAbort = () => {
+        aborted = true;
+        if (pgid !== undefined && !exit) void this.#killGroup(pgid);
+      };
+      opts.signal.addEventListener("abort", onAbort, { once: true });
+      channel.on("data", (b: Buffer) => out.push(b));
+      channel.stderr.on("data", (b: Buffer) => err.push(b));
+      channel.on("exit", (code: number | null, signalName?: string) => {
+        exit = { exitCode: code ?? null, signal: signalName ? `SIG${signalName}` : null };
+        // Something the program started in the background may still hold its output open.
+        outputTimer = setTimeout(() => {
+          if (pgid !== undefined) void this.#signalGroup(pgid, "KILL");
+        }, this.#outputGraceMs);
+      });
+      channel.on("close", () => {
+        clearTimeout(outputTimer);
+        opts.signal.removeEventListener("abort", onAbort);
+        out.end();
+        err.end();
+        if (noCwd) reject(new FileNotFoundError(opts.cwd));
+        else if (exit) resolve(exit);
+        else if (aborted) resolve({ exitCode: null, signal: "SIGKILL" });
+        else reject(this.#lost ?? new SshDisconnectedError(this.name, "the channel closed without an exit status"));
+      });
+    });
+  }
+
+  async writeFile(path: string, data: string | Uint8Array, opts?: { mode?: number }): Promise<void> {
+    await this.mkdirp(posix.dirname(path));
+    const sftp = await this.#sftpSession();
+    const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data);
+    await sftpCall<void>((cb) => sftp.writeFile(path, bytes, cb), "write", path);
+    if (opts?.mode !== undefined) await sftpCall<void>((cb) => sftp.chmod(path, opts.mode!, cb), "chmod", path);
+  }
+
+  async readFile(path: string): Promise<Buffer> {
+    const sftp = await this.#sftpSession();
+    try {
+      return await sftpCall<Buffer>((cb) => sftp.readFile(path, cb), "read", path);
+    } catch (err) {
+      if (sftpCode(err) === SFTP_NO_SUCH_FILE) throw new FileNotFoundError(path, { cause: err });
+      // Reading a directory fails generically; to callers it is "no such file" as on the host.
+      const st = await sftpCall<{ isDirectory(): boolean }>((cb) => sftp.stat(path, cb), "stat", path).catch(
+        () => undefined,
+      );
+      if (st?.isDirectory()) throw new FileNotFoundError(path, { cause: err });
+      throw err;
+    }
+  }
+
+  async mkdirp(path: string): Promise<void> {
+    const sftp = await this.#sftpSession();
+    await mkdirpWith(sftp, posix.normalize(path));
+  }
+
+  async uploadDir(localDir: string, remoteDir: string, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
+    const sftp = await this.#sftpSession();
+    await mkdirpWith(sftp, remoteDir);
+    const files: { local: string; remote: string; mode: number }[] = [];
+    const links: { target: string; remote: string }[] = [];
+    const walk = async (local: string, remote: string): Promise<void> => {
+      for (const e of await readdir(local, { withFileTypes: true })) {
+        const l = join(local, e.name);
+        const r = posix.join(remote, e.name);
+        if (e.isDirectory()) {
+          await sftpCall<void>((cb) => sftp.mkdir(r, cb), "mkdir", r).catch(async (err) => {
+            if (!(await isRemoteDir(sftp, r))) throw err;
+          });
+          await walk(l, r);
+        } else if (e.isSymbolicLink()) links.push({ target: await readlink(l), remote: r });
+        else if (e.isFile()) files.push({ local: l, remote: r, mode: (await lstat(l)).mode & 0o7777 });
+      }
+    };
+    await walk(localDir, remoteDir);
+    let next = 0;
+    const worker = async () => {
+      while (next < files.length) {
+        signal?.throwIfAborted();
+        const f = files[next++]!;
+        await sftpCall<void>((cb) => sftp.fastPut(f.local, f.remote, { mode: f.mode }, cb), "upload", f.remote);
+        await sftpCall<void>((cb) => sftp.chmod(f.remote, f.mode, cb), "chmod", f.remote);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(UPLOAD_CONCURRENCY, files.length) }, worker));
+    for (const link of links) {
+      await sftpCall<void>((cb) => sftp.unlink(link.remote, cb), "unlink", link.remote).catch(() => undefined);
+      await sftpCall<void>((cb) => sftp.symlink(link.target, link.remote, cb), "symlink", link.remote);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#life.abort();
+    this.client.end();
+  }
+
+  #exec(command: string): Promise<ClientChannel> {
+    if (this.#lost) return Promise.reject(this.#lost);
+    if (this.#closed) return Promise.reject(new Error(`${this.name} is closed`));
+    return new Promise((resolve, reject) => {
+      this.client.exec(command, (err, channel) => {
+        if (err) reject(this.#lost ?? new SshDisconnectedError(this.name, err.message, { cause: err }));
+        else resolve(channel);
+      });
+    });
+  }
+
+  /** Runs a short helper command and collects its output. */
+  async #capture(
+    command: string,
+    signal?: AbortSignal,
+  ): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    signal?.throwIfAborted();
+    const channel = await this.#exec(command);
+    return new Promise((resolve) => {
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      let code: number | null = null;
+      channel.on("data", (b: Buffer) => out.push(b));
+      channel.stderr.on("data", (b: Buffer) => err.push(b));
+      channel.on("exit", (c: number | null) => {
+        code = c;
+      });
+      channel.on("close", () =>
+        resolve({ code, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") }),
+      );
+    });
+  }
+
+  #signalGroup(pgid: number, sig: "TERM" | "KILL"): Promise<unknown> {
+    // The group first; if the shell was not a group leader (a server that does not make each
+    // session its own group), at least the process itself.
+    return this.#capture(`kill -${sig} -${pgid} 2>/dev/null || kill -${sig} ${pgid} 2>/dev/null; true`).catch(
+      () => undefined,
+    );
+  }
+
+  async #killGroup(pgid: number): Promise<void> {
+    await this.#signalGroup(pgid, "TERM");
+    const waited = await sleep(this.#killGraceMs, true, { signal: this.#life.signal }).catch(() => false);
+    if (!waited) return;
+    const alive = await this.#capture(`kill -0 -${pgid} 2>/dev/null && echo alive`).catch(() => undefined);
+    if (alive?.stdout.includes("alive")) await this.#signalGroup(pgid, "KILL");
+  }
+
+  #sftpSession(): Promise<SFTPWrapper> {
+    if (this.#lost) return Promise.reject(this.#lost);
+    this.#sftp ??= new Promise<SFTPWrapper>((resolve, reject) => {
+      this.client.sftp((err, sftp) => {
+        if (err) {
+          this.#sftp = undefined;
+          reject(
+            new SshFileError("open sftp", this.name, `${err.message}; the guest needs an sftp subsystem`, undefined, {
+              cause: err,
+            }),
+          );
+        } else {
+          sftp.on("close", () => {
+            this.#sftp = undefined;
+          });
+          resolve(sftp);
+        }
+      });
+    });
+    return this.#sftp;
+  }
+}
+
+function sftpCode(err: unknown): number | undefined {
+  if (err instanceof SshFileError) return err.status;
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === "number" ? code : undefined;
+}
+
+function sftpCall<T>(op: (cb: (err: Error | null | undefined, value: T) => void) => void, what: string, path: string) {
+  return new Promise<T>((resolve, reject) => {
+    op((err, value) => {
+      if (err) reject(new SshFileError(what, path, err.message, sftpCode(err), { cause: err }));
+      else resolve(value);
+    });
+  });
+}
+
+async function isRemoteDir(sftp: SFTPWrapper, path: string): Promise<boolean> {
+  return sftpCall<{ isDirectory(): boolean }>((cb) => sftp.stat(path, cb), "stat", path).then(
+    (st) => st.isDirectory(),
+    () => false,
+  );
+}
+
+/** mkdir -p over SFTP: try the path, create missing parents on "no such file", accept existing dirs. */
+async function mkdirpWith(sftp: SFTPWrapper, path: string): Promise<void> {
+  if (path === "/" || path === "." || path === "") return;
+  try {
+    await sftpCall<void>((cb) => sftp.mkdir(path, cb), "mkdir", path);
+  } catch (err) {
+    if (sftpCode(err) === SFTP_NO_SUCH_FILE) {
+      await mkdirpWith(sftp, posix.dirname(path));
+      await sftpCall<void>((cb) => sftp.mkdir(path, cb), "mkdir", path).catch(async (again) => {
+        if (!(await isRemoteDir(sftp, path))) throw again;
+      });
+    } else if (!(await isRemoteDir(sftp, path))) throw err;
+  }
+}
+
+/** Splits a byte stream into lines without their line endings ("\n" or "\r\n"). */
+function lineSplitter(onLine: (line: string) => void): { push(b: Buffer): void; end(): void } {
+  const decoder = new StringDecoder("utf8");
+  let pending = "";
+  const emit = (text: string) => {
+    pending += text;
+    for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      onLine(line.endsWith("\r") ? line.slice(0, -1) : line);
+    }
+  };
+  return {
+    push: (b) => emit(decoder.write(b)),
+    end: () => {
+      emit(decoder.end());
+      if (pending) onLine(pending.endsWith("\r") ? pending.slice(0, -1) : pending);
+      pending = "";
+    },
+  };
+}
+
+/** `runner.os` for a `uname -s`. */
+export function runnerOs(uname: string): string {
+  switch (uname.trim()) {
+    case "Linux":
+      return "Linux";
+    case "SunOS":
+      return "illumos";
+    case "FreeBSD":
+      return "FreeBSD";
+    case "OpenBSD":
+      return "OpenBSD";
+    case "NetBSD":
+      return "NetBSD";
+    case "Darwin":
+      return "macOS";
+    default:
+      return uname.trim() || "unknown";
+  }
+}
+
+/** `runner.arch` for a `uname -m` (illumos reports i86pc on 64-bit x86). */
+export function runnerArch(machine: string): string {
+  switch (machine.trim()) {
+    case "x86_64":
+    case "amd64":
+    case "i86pc":
+      return "X64";
+    case "aarch64":
+    case "arm64":
+      return "ARM64";
+    case "i386":
+    case "i686":
+      return "X86";
+    default:
+      return machine.trim().toUpperCase() || "unknown";
+  }
+}

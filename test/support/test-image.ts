@@ -1,0 +1,51 @@
+// The offline test guest for the test suite: built once from images/recipes/test into a cache that
+// survives test runs (rebuilt only when the recipe changes), resolved through the shipped catalog,
+// and booted per test file with guaranteed teardown. KVM is used when it works, TCG otherwise.
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { TestContext } from "node:test";
+import { buildRecipe } from "../../src/vm/build-recipe.js";
+import { type ImageSpec, loadCatalog, resolveImage } from "../../src/vm/catalog.js";
+import { bootMachine, type Machine, type MachineOptions } from "../../src/vm/machine.js";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** Where tests keep built images: GNOMON_TEST_IMAGES_DIR or .cache/images in the checkout. */
+export const TEST_IMAGES_DIR = process.env["GNOMON_TEST_IMAGES_DIR"] ?? join(ROOT, ".cache", "images");
+/** Where test VMs keep their overlay and seed while they run. */
+export const TEST_RUN_DIR = join(ROOT, ".cache", "test-vms");
+
+let built: Promise<ImageSpec> | undefined;
+
+/** The test image's ImageSpec, building the image first if this recipe has not been built yet. */
+export function testImage(): Promise<ImageSpec> {
+  built ??= (async () => {
+    const started = Date.now();
+    const { built: didBuild } = await buildRecipe("test", {
+      imagesDir: TEST_IMAGES_DIR,
+      onProgress: (p) =>
+        process.stderr.write(`# test image [${p.step}/${p.steps}] ${p.title}${p.detail ? `: ${p.detail}` : ""}\n`),
+    });
+    if (didBuild) process.stderr.write(`# test image built in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+    await mkdir(TEST_RUN_DIR, { recursive: true });
+    return resolveImage(await loadCatalog(), "test", TEST_IMAGES_DIR);
+  })();
+  return built;
+}
+
+/** The test image with extra kernel arguments (the guest's rcS knows gnomon.net/keys/ssh=off). */
+export function withKernelArgs(image: ImageSpec, ...args: string[]): ImageSpec {
+  if (image.boot.method !== "direct") throw new Error("the test image boots its kernel directly");
+  return { ...image, boot: { ...image.boot, cmdline: [image.boot.cmdline, ...args].join(" ") } };
+}
+
+/** Boots a test VM that is destroyed when the test (or the suite hook given as `t`) ends. */
+export async function bootTestVm(
+  t: Pick<TestContext, "after"> | { after: (fn: () => Promise<void>) => void },
+  image?: ImageSpec,
+  opts: Partial<MachineOptions> = {},
+): Promise<Machine> {
+  const vm = await bootMachine(image ?? (await testImage()), { runDir: TEST_RUN_DIR, ...opts });
+  t.after(() => vm.destroy());
+  return vm;
+}
