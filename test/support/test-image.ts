@@ -3,7 +3,6 @@
 // and booted per test file with guaranteed teardown. KVM is used when it works, TCG otherwise.
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import type { TestContext } from "node:test";
 import { buildRecipe } from "../../src/vm/build-recipe.js";
 import { type ImageSpec, loadCatalog, resolveImage } from "../../src/vm/catalog.js";
 import { bootMachine, type Machine, type MachineOptions } from "../../src/vm/machine.js";
@@ -41,7 +40,7 @@ export function withKernelArgs(image: ImageSpec, ...args: string[]): ImageSpec {
 
 /** Boots a test VM that is destroyed when the test (or the suite hook given as `t`) ends. */
 export async function bootTestVm(
-  t: Pick<TestContext, "after"> | { after: (fn: () => Promise<void>) => void },
+  t: { after(fn: () => Promise<void>): unknown },
   image?: ImageSpec,
   opts: Partial<MachineOptions> = {},
 ): Promise<Machine> {
