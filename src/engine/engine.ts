@@ -161,7 +161,8 @@ export async function executeJob(input: JobInput, opts: EngineOptions): Promise<
       hashFiles: new HashFiles(executor, paths.workspace),
     });
   } catch (err) {
-    return finish(signal.aborted ? "cancelled" : "failure", {}, `setting up the job failed: ${errorMessage(err)}`);
+    if (opts.signal.aborted) return finish("cancelled", {}, reasonOf(opts.signal, "the job was cancelled"));
+    return finish("failure", {}, `setting up the job failed: ${errorMessage(err)}`);
   }
   const top = new Frame(job, 0, "main");
   const onAbort = () => {
