@@ -60,6 +60,8 @@ export interface StepScript {
   readonly uses?: string;
   readonly env?: Readonly<Record<string, string>>;
   readonly id?: string;
+  /** Fields merged into the step as sent, for steps the script cannot describe otherwise. */
+  readonly raw?: Readonly<Record<string, unknown>>;
 }
 
 export interface JobScript {
@@ -517,7 +519,7 @@ export class FakeGitHubServer {
         const pair = (k: string, v: unknown) => (i % 2 === 0 ? { Key: lit(k), Value: v } : { key: lit(k), value: v });
         base["inputs"] = { type: 2, map: [pair("script", toFormatExpression(s.run ?? "true"))] };
       }
-      return base;
+      return { ...base, ...s.raw };
     });
     const variables: Record<string, { value: string; isSecret?: boolean }> = {
       "system.github.token": { value: githubToken, isSecret: true },
@@ -1294,7 +1296,7 @@ export class FakeGitHubServer {
       serviceType: "distributedtask",
       identifier,
       displayName,
-      relativeToSetting: 0,
+      relativeToSetting: "context",
       relativePath,
       resourceVersion: 1,
       minVersion: "1.0",

@@ -65,28 +65,32 @@ const FALLBACK: Readonly<Record<LocationId, Route>> = {
 export type RouteValues = Readonly<Record<string, string | number | undefined>>;
 
 /**
- * Expands a VSS route template: `{area}`/`{resource}` and the route values fill their placeholders
- * (`{*name}` too); a segment whose placeholder has no value is dropped with the rest of the path.
+ * Expands a VSS route template as the official SDK's ReplaceRouteValues does: `{area}`,
+ * `{resource}` and the route values fill their placeholders (`{*name}` too, matched
+ * case-insensitively); a placeholder without a value contributes nothing, and a segment left empty
+ * is dropped. `{{` and `}}` are literal braces.
  */
 export function expandRoute(template: string, area: string, resource: string, values: RouteValues): string {
-  const all: Record<string, string | number | undefined> = { ...values, area, resource };
-  const out: string[] = [];
+  const all = new Map<string, string | number | undefined>();
+  for (const [k, v] of Object.entries(values)) all.set(k.toLowerCase(), v);
+  all.set("area", area);
+  all.set("resource", resource);
+  const segments: string[] = [];
   for (const segment of template.split("/")) {
-    if (segment === "") continue;
-    let dropped = false;
-    const filled = segment.replace(/\{\*?([A-Za-z0-9_]+)\}/g, (_m, name: string) => {
-      const key = Object.keys(all).find((k) => k.toLowerCase() === name.toLowerCase());
-      const v = key === undefined ? undefined : all[key];
-      if (v === undefined || v === "") {
-        dropped = true;
-        return "";
-      }
-      return encodeURIComponent(String(v));
-    });
-    if (dropped) break;
-    out.push(filled);
+    const filled = segment
+      .replace(/\{\{/g, "\u0000")
+      .replace(/\}\}/g, "\u0001")
+      .replace(/\{(\*?)([^}]+)\}/g, (_m, star: string, name: string) => {
+        const v = all.get(name.toLowerCase());
+        if (v === undefined || v === "") return "";
+        // A wildcard value may span segments (`a/b`); ordinary values are one segment.
+        return star ? String(v) : encodeURIComponent(String(v));
+      })
+      .replace(/\u0000/g, "{")
+      .replace(/\u0001/g, "}");
+    if (filled !== "") segments.push(filled);
   }
-  return out.join("/");
+  return segments.join("/");
 }
 
 export class Locations {

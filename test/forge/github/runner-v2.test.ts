@@ -100,6 +100,24 @@ describe("github runner, broker flow (github.com)", () => {
     await fake.waitFor(() => runner.heldJobs === 0, "the runner let go of the job");
   });
 
+  it("fails a job it cannot run on GitHub with the reason, without queueing it", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
+    const { orchestrator } = await startRunner(t, fake);
+    const job = fake.queueJob({
+      labels: ["debian-12"],
+      steps: [{ name: "Wait for services", run: "true", raw: { type: "backgroundStepControl" } }],
+    });
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed");
+    const done = fake.job(job.jobId);
+    assert.equal(done.conclusion, "failed");
+    assert.match(
+      String(done.annotations?.[0]?.["message"]),
+      /gnomon cannot run this job: step 1 \(Wait for services\) is of type "backgroundStepControl"/,
+    );
+    assert.equal(done.annotations?.[0]?.["level"], "FAILURE");
+    assert.equal(orchestrator.jobs.length, 0, "nothing was queued");
+  });
+
   it("skips a job another runner acquired first (409) quietly and takes the next one", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
     fake.faults.acquireConflicts = 1;

@@ -142,6 +142,14 @@ describe("VSS route templates", () => {
       ),
       "00000000-0000-0000-0000-000000000000/_apis/distributedtask/hubs/Actions/plans/p/logs/7",
     );
+    assert.equal(
+      expandRoute("_apis/{area}/pools/{poolId}/jobrequests/{requestId}", "distributedtask", "jobrequests", {
+        requestId: 9,
+      }),
+      "_apis/distributedtask/pools/jobrequests/9",
+      "a missing value drops its own segment only, as the official SDK does",
+    );
+    assert.equal(expandRoute("_apis/{{x}}/{*path}", "a", "r", { path: "d/e f" }), "_apis/{x}/d/e f");
   });
 });
 
