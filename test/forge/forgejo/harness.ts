@@ -14,6 +14,7 @@ import { localCapacity } from "../../../src/forge/forgejo/capacity.js";
 import { forgejoClient } from "../../../src/forge/forgejo/client.js";
 import type { RunnerCredentials } from "../../../src/forge/forgejo/credentials-file.js";
 import { parseLabels } from "../../../src/forge/forgejo/labels.js";
+import type { PollerState } from "../../../src/forge/forgejo/poller.js";
 import { registerRunner } from "../../../src/forge/forgejo/registration.js";
 import { ForgejoRunner, type ForgejoRunnerOptions } from "../../../src/forge/forgejo/runner.js";
 import { Slots } from "../../../src/lifecycle/slots.js";
@@ -43,6 +44,8 @@ export interface Harness {
   readonly cancels: Cancel[];
   /** Resolves with the next job delivered to the stand-in orchestrator. */
   nextJob(timeoutMs?: number): Promise<JobDelivery>;
+  /** Resolves when the poller next enters `state` (at once if it is there now). */
+  reached(state: PollerState, timeoutMs?: number): Promise<void>;
   /** An event publisher for one job: stamps v, jobId, seq and t like the orchestrator's EventStream. */
   emitter(job: JobRequest): Emitter;
 }
@@ -73,7 +76,16 @@ export async function startHarness(t: TestContext, o: HarnessOptions = {}): Prom
   const bus = new MemoryBus();
   await bus.start();
   const slots = new Slots(o.capacity ?? 1);
+  let pollerState: PollerState | undefined;
+  const stateWaiters: { state: PollerState; resolve: () => void }[] = [];
   const runner = new ForgejoRunner({
+    onPollerState: (st) => {
+      pollerState = st;
+      for (const w of stateWaiters.filter((x) => x.state === st)) {
+        stateWaiters.splice(stateWaiters.indexOf(w), 1);
+        w.resolve();
+      }
+    },
     credentials: creds,
     labels: parseLabels(creds.labels),
     bus,
@@ -116,6 +128,19 @@ export async function startHarness(t: TestContext, o: HarnessOptions = {}): Prom
     slots,
     jobs,
     cancels,
+    reached(state, timeoutMs = 10_000) {
+      if (pollerState === state) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`the poller did not reach ${state}`)), timeoutMs);
+        stateWaiters.push({
+          state,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
+      });
+    },
     nextJob(timeoutMs = 20_000) {
       const have = jobs[seen];
       if (have) {

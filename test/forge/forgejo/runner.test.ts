@@ -142,7 +142,7 @@ describe("Forgejo runner", () => {
     const h = await startHarness(t, { capacity: 1 });
     await h.forgejo.nextCall("FetchTask");
     const held = await h.slots.acquire(AbortSignal.timeout(5_000));
-    await new Promise((r) => setTimeout(r, 100)); // a fetch in flight when the slot was taken ends
+    await h.reached("waiting-for-slot"); // a fetch in flight when the slot was taken has ended
     const before = h.forgejo.calls("FetchTask");
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(h.forgejo.calls("FetchTask"), before);
@@ -159,10 +159,10 @@ describe("Forgejo runner", () => {
   });
 
   it("keeps a task alive on Forgejo while the VM boots (no events), so the zombie reaper spares it", async (t) => {
-    const h = await startHarness(t, { fake: { zombieTimeoutMs: 300, reapEveryMs: 50 } });
+    const h = await startHarness(t, { fake: { zombieTimeoutMs: 1_000, reapEveryMs: 50 } });
     const jobId = h.forgejo.queueJob({ workflow: workflow(1) });
     const job = await h.nextJob();
-    await new Promise((r) => setTimeout(r, 1_000)); // far longer than the zombie timeout
+    await new Promise((r) => setTimeout(r, 2_500)); // far longer than the zombie timeout
     assert.equal(h.forgejo.taskOfJob(jobId)?.status, "running");
     await job.ack();
     await runJob(h.emitter(job.request), [{ lines: ["done"] }]);
@@ -260,6 +260,39 @@ describe("Forgejo runner", () => {
     await job.ack();
     await runJob(h.emitter(job.request), [{ lines: ["x"] }]);
     await h.forgejo.waitFor(() => h.forgejo.jobStatus(jobId) === "success", "success");
+  });
+});
+
+describe("Forgejo runner outages", () => {
+  it("keeps polling through failing FetchTask calls and takes the job once Forgejo answers again", async (t) => {
+    const h = await startHarness(t);
+    await h.forgejo.nextCall("FetchTask");
+    h.forgejo.failNext("FetchTask", 4, "before");
+    const jobId = h.forgejo.queueJob({ workflow: workflow(1) });
+    const job = await h.nextJob();
+    assert.equal(h.forgejo.faultsInjected("FetchTask"), 4);
+    await job.ack();
+    await runJob(h.emitter(job.request), [{ lines: ["after the outage"] }]);
+    await h.forgejo.waitFor(() => h.forgejo.jobStatus(jobId) === "success", "success");
+  });
+
+  it("stops the job when Forgejo's stale-task reaper failed the task, and gives up the closed log", async (t) => {
+    const h = await startHarness(t);
+    const jobId = h.forgejo.queueJob({ workflow: workflow(1) });
+    const job = await h.nextJob();
+    await job.ack();
+    const e = h.emitter(job.request);
+    await e.emit({ kind: "step-started", step: 0, stage: "main", name: "step 1" });
+    await h.forgejo.waitFor(() => h.forgejo.taskOfJob(jobId)?.steps[0]?.status === "running", "the step to run");
+    assert.equal(h.forgejo.reap(Date.now() + 60 * 60_000), 1);
+    const cancel = await h.forgejo.waitFor(() => h.cancels.find((c) => c.jobId === job.request.id), "a Cancel");
+    assert.match(cancel.reason, /ended on Forgejo with result failure/);
+    await e.emit({ kind: "log", step: 0, stage: "main", lines: [{ t: Date.now(), text: "too late" }] });
+    await e.emit({ kind: "job-finished", result: "cancelled", outputs: {} });
+    await h.forgejo.waitFor(() => h.runner.activeTasks === 0, "the runner to let go of the task");
+    const task = h.forgejo.taskOfJob(jobId);
+    assert.equal(task?.status, "failure", "the server's verdict stands");
+    assert.ok(!task?.rows.includes("too late"), "the archived log took no more rows");
   });
 });
 
