@@ -1,6 +1,7 @@
 // The store as a Service: start() connects (PostgreSQL, or the embedded PGlite under dataDir) and
 // migrates; stop() closes. Its table operations are bound to the database, or to one transaction
 // through transaction(). It holds no job logic: the orchestrator decides, the store records.
+import { join } from "node:path";
 import type { JobRequest } from "../contract/job-request.js";
 import { deferred, type Service } from "../lifecycle/service.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
@@ -88,7 +89,7 @@ export class Store implements Service {
       ? await openDb({ kind: "postgres", url: databaseUrl, poolMax: this.#opts.poolMax, log: this.#log })
       : await openDb({
           kind: "pglite",
-          dir: `${dataDir.replace(/\/+$/, "")}/pglite`,
+          dir: join(dataDir, "pglite"),
           sharedBuffers: this.#opts.embeddedSharedBuffers,
           log: this.#log,
         });

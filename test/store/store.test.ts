@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { describe, it, type TestContext } from "node:test";
+import { after, before, describe, it, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import {
   DatabaseTooNewError,
@@ -19,7 +19,7 @@ import {
 } from "../../src/store/errors.js";
 import { MIGRATIONS, migrate, toMigration } from "../../src/store/migrate.js";
 import { Store, type StoreOptions } from "../../src/store/store.js";
-import { BACKENDS, type Backend, freshDatabase, freshPgliteDataDir, type TestDatabase } from "../support/db.js";
+import { BACKENDS, createTestDatabase, freshDatabase, freshPgliteDataDir, type TestDatabase } from "../support/db.js";
 import { sampleJobRequest } from "../support/samples.js";
 
 const STOP_TIMEOUT_MS = 10_000;
@@ -35,10 +35,6 @@ async function startedStore(t: TestContext, opts: StoreOptions): Promise<Store> 
   await store.start();
   t.after(() => store.stop(AbortSignal.timeout(STOP_TIMEOUT_MS)));
   return store;
-}
-
-async function startedOn(t: TestContext, backend: Backend, migrated = true): Promise<Store> {
-  return startedStore(t, optionsFor(await freshDatabase(t, backend, { migrated })));
 }
 
 for (const backend of BACKENDS) {
@@ -59,45 +55,56 @@ for (const backend of BACKENDS) {
       assert.throws(() => store.db, StoreClosedError);
     });
 
-    it("commits every operation of a transaction together", async (t) => {
-      const store = await startedOn(t, backend);
-      const request = sampleJobRequest();
-      await store.transaction(async (tx) => {
-        await tx.jobs.insert(request);
-        assert.ok((await tx.leases.acquire(request.id, "orch-a", 30_000)).acquired);
-        await tx.jobs.assign(request.id, "orch-a");
+    describe("once started", () => {
+      let td: TestDatabase;
+      let store: Store;
+      before(async () => {
+        td = await createTestDatabase(backend);
+        store = new Store(optionsFor(td));
+        await store.start();
       });
-      assert.equal((await store.jobs.get(request.id))?.state, "assigned");
-      assert.equal((await store.leases.get(request.id))?.owner, "orch-a");
-    });
+      after(async () => {
+        await store?.stop(AbortSignal.timeout(STOP_TIMEOUT_MS));
+        await td?.drop();
+      });
 
-    it("keeps nothing of a transaction that throws", async (t) => {
-      const store = await startedOn(t, backend);
-      const request = sampleJobRequest();
-      const boom = new Error("the VM could not be created");
-      await assert.rejects(
-        store.transaction(async (tx) => {
+      it("commits every operation of a transaction together", async () => {
+        const request = sampleJobRequest();
+        await store.transaction(async (tx) => {
           await tx.jobs.insert(request);
-          await tx.leases.acquire(request.id, "orch-a", 30_000);
-          throw boom;
-        }),
-        (err: unknown) => err === boom,
-      );
-      assert.equal(await store.jobs.get(request.id), undefined);
-      assert.equal(await store.leases.get(request.id), undefined);
-    });
+          assert.ok((await tx.leases.acquire(request.id, "orch-a", 30_000)).acquired);
+          await tx.jobs.assign(request.id, "orch-a");
+        });
+        assert.equal((await store.jobs.get(request.id))?.state, "assigned");
+        assert.equal((await store.leases.get(request.id))?.owner, "orch-a");
+      });
 
-    it("refuses the outer handle inside its own transaction or connection, instead of escaping or deadlocking", async (t) => {
-      const store = await startedOn(t, backend);
-      await assert.rejects(
-        store.transaction(() => store.jobs.get(sampleJobRequest().id)),
-        NestedQueryError,
-      );
-      await assert.rejects(
-        store.db.withConnection(() => store.db.query("select 1")),
-        NestedQueryError,
-      );
-      assert.equal((await store.db.query<{ one: number }>("select 1 as one")).rows[0]?.one, 1, "still usable");
+      it("keeps nothing of a transaction that throws", async () => {
+        const request = sampleJobRequest();
+        const boom = new Error("the VM could not be created");
+        await assert.rejects(
+          store.transaction(async (tx) => {
+            await tx.jobs.insert(request);
+            await tx.leases.acquire(request.id, "orch-a", 30_000);
+            throw boom;
+          }),
+          (err: unknown) => err === boom,
+        );
+        assert.equal(await store.jobs.get(request.id), undefined);
+        assert.equal(await store.leases.get(request.id), undefined);
+      });
+
+      it("refuses the outer handle inside its own transaction or connection, instead of escaping or deadlocking", async () => {
+        await assert.rejects(
+          store.transaction(() => store.jobs.get(sampleJobRequest().id)),
+          NestedQueryError,
+        );
+        await assert.rejects(
+          store.db.withConnection(() => store.db.query("select 1")),
+          NestedQueryError,
+        );
+        assert.equal((await store.db.query<{ one: number }>("select 1 as one")).rows[0]?.one, 1, "still usable");
+      });
     });
 
     it("refuses to start against a database a newer gnomon migrated, changing nothing in it", async (t) => {

@@ -1,13 +1,16 @@
 // Databases for tests, on both back ends: a fresh PostgreSQL database per test file, cloned from a
 // template migrated once; a fresh PGlite data directory, copied from a template directory created
 // once. Every database is dropped (or deleted) when its test or file ends.
+
+import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { cp, mkdtemp, rename, rm } from "node:fs/promises";
+import { mkdtemp, rename, rm } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { TestContext } from "node:test";
+import { promisify } from "node:util";
 import { Client } from "pg";
 import { type Db, openDb } from "../../src/store/db.js";
 import { MIGRATIONS, migrate } from "../../src/store/migrate.js";
@@ -139,7 +142,8 @@ export async function freshPgliteDataDir(t: TestContext, opts: TestDatabaseOptio
 
 async function pgliteCopy(migrated: boolean): Promise<string> {
   const location = await mkdtemp(join(tmpdir(), "gnomon-test-"));
-  await cp(await pgliteTemplate(migrated), join(location, "pglite"), { recursive: true });
+  // cp -a copies the template's ~1 000 small files in a fraction of fs.cp's time.
+  await promisify(execFile)("cp", ["-a", await pgliteTemplate(migrated), join(location, "pglite")]);
   return location;
 }
 
