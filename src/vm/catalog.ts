@@ -178,7 +178,7 @@ export function imageNameFor(catalog: Catalog, labelOrName: string): string {
 
 /** Where `gnomon images pull` stores a URL image: <imagesDir>/<name>/<file name without compression suffix>. */
 export function pulledImagePath(imagesDir: string, name: string, url: string): string {
-  const file = basename(new URL(url).pathname).replace(/\.(zst|zstd|xz|gz|bz2)$/, "");
+  const file = basename(new URL(url).pathname).replace(/\.(zst|zstd|xz|gz)$/, "");
   return join(imagesDir, name, file);
 }
 

@@ -1,0 +1,223 @@
+// `gnomon images list | build | pull`: what the image catalog offers and what is on this host, the
+// offline recipe builds, and verified, resumable downloads. Also wires VM targets into
+// `gnomon exec --label NAME=IMAGE`: a fresh VM per job and an ssh executor into it.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { loadConfig } from "../config/load.js";
+import type { Config } from "../config/schema.js";
+import { createSshExecutor } from "../executor/ssh.js";
+import { rootLogger } from "../telemetry/log.js";
+import { buildRecipe } from "../vm/build-recipe.js";
+import { type Catalog, catalogStatus, imageNameFor, loadCatalog, resolveImage } from "../vm/catalog.js";
+import { bootMachine } from "../vm/machine.js";
+import { type PullProgress, pullImage } from "../vm/pull.js";
+import { type Command, EXIT, UsageError } from "./command.js";
+import { type ExecutorProvider, setVmProvider } from "./exec.js";
+
+export function imagesDir(config: Readonly<Config>): string {
+  return config.images.dir || join(config.dataDir, "images");
+}
+
+function catalogOf(config: Readonly<Config>): Promise<Catalog> {
+  return loadCatalog(config.images.catalog || undefined);
+}
+
+function abortOn(stopRequested: Promise<void>): AbortSignal {
+  const ctl = new AbortController();
+  void stopRequested.then(() => ctl.abort(new Error("stopped by a signal")));
+  return ctl.signal;
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let i = -1;
+  do {
+    v /= 1024;
+    i++;
+  } while (v >= 1024 && i < units.length - 1);
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+function oneName(positionals: readonly string[], cmd: string): string {
+  if (positionals.length !== 1) throw new UsageError(`needs exactly one image name; see \`gnomon ${cmd} --help\``);
+  return positionals[0]!;
+}
+
+export const imagesListCommand: Command = {
+  name: "images list",
+  summary: "list the image catalog and which images are on this host",
+  usage: `Usage: gnomon images list [--json]
+
+Lists every image of the catalog: its name, the runs-on labels it serves, its OS, where it comes
+from (url, recipe or a local path), whether it is on this host, and its size on disk.`,
+  options: { json: { type: "boolean" } },
+  async run(args, ctx) {
+    const config = args.config();
+    const rows = await catalogStatus(await catalogOf(config), imagesDir(config));
+    if (args.values["json"]) {
+      ctx.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      return EXIT.ok;
+    }
+    const table = [
+      ["NAME", "LABELS", "OS", "SOURCE", "PRESENT", "SIZE"],
+      ...rows.map((r) => [
+        r.name,
+        r.labels.join(", "),
+        r.os,
+        r.source,
+        r.present ? "yes" : "no",
+        r.bytes !== undefined ? formatBytes(r.bytes) : "-",
+      ]),
+    ];
+    const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
+    for (const row of table)
+      ctx.stdout.write(
+        `${row
+          .map((cell, c) => cell.padEnd(widths[c]!))
+          .join("  ")
+          .trimEnd()}\n`,
+      );
+    return EXIT.ok;
+  },
+};
+
+export const imagesBuildCommand: Command = {
+  name: "images build",
+  summary: "build a recipe image offline from Debian packages",
+  usage: `Usage: gnomon images build NAME [--force]
+
+Builds the catalog image NAME from its recipe (images/recipes/<recipe>/) into the images folder:
+Debian packages are fetched with apt-get download and unpacked with dpkg-deb, the disk is written
+with mke2fs -d; no network beyond the Debian archive, no mounts, no containers. A build is reused
+until a file of its recipe changes; --force builds again anyway.`,
+  options: { force: { type: "boolean" } },
+  allowPositionals: true,
+  async run(args, ctx) {
+    const config = args.config();
+    const catalog = await catalogOf(config);
+    const name = imageNameFor(catalog, oneName(args.positionals, "images build"));
+    const src = catalog.images.get(name)!.source;
+    if (!("recipe" in src))
+      throw new UsageError(`${name} is not built from a recipe; download it with \`gnomon images pull ${name}\``);
+    const started = Date.now();
+    const { image, built } = await buildRecipe(src.recipe, {
+      imagesDir: imagesDir(config),
+      force: args.values["force"] === true,
+      signal: abortOn(ctx.stopRequested),
+      onProgress: (p) => ctx.stderr.write(`[${p.step}/${p.steps}] ${p.title}${p.detail ? `: ${p.detail}` : ""}\n`),
+    });
+    const b = image.manifest.bytes;
+    const sizes = `disk ${formatBytes(b.disk)} (qcow2 of ${formatBytes(b.rootFiles)} of files), kernel ${formatBytes(b.kernel)}, initrd ${formatBytes(b.initrd)}`;
+    if (built)
+      ctx.stdout.write(
+        `built ${name} in ${((Date.now() - started) / 1000).toFixed(1)} s: ${image.manifest.packages.length} packages, ${sizes}\n  ${image.dir}\n`,
+      );
+    else ctx.stdout.write(`${name} is up to date (built ${image.manifest.builtAt}): ${sizes}\n  ${image.dir}\n`);
+    for (const w of image.manifest.warnings) ctx.stderr.write(`warning: ${w}\n`);
+    return EXIT.ok;
+  },
+};
+
+/** Renders download progress: a redrawn bar on a terminal, a line every 10 % otherwise. */
+export function progressPrinter(out: NodeJS.WriteStream, now: () => number = Date.now): (p: PullProgress) => void {
+  const started = now();
+  let lastDecile = -1;
+  let lastDraw = 0;
+  return (p) => {
+    if (p.stage !== "download") {
+      if (out.isTTY && lastDraw > 0) out.write("\n");
+      lastDraw = 0;
+      if (p.stage !== "done")
+        out.write(
+          `${p.stage === "checksum" ? "fetching the checksum file" : p.stage === "verify" ? "verifying the checksum" : "decompressing"}…\n`,
+        );
+      return;
+    }
+    const total = p.totalBytes;
+    const pct = total ? Math.min(100, Math.floor((p.receivedBytes / total) * 100)) : undefined;
+    const secs = Math.max((now() - started) / 1000, 0.001);
+    const rate = `${formatBytes(p.receivedBytes / secs)}/s`;
+    const amount = total ? `${formatBytes(p.receivedBytes)} / ${formatBytes(total)}` : formatBytes(p.receivedBytes);
+    if (out.isTTY) {
+      if (now() - lastDraw < 100 && pct !== 100) return;
+      lastDraw = now();
+      const width = 30;
+      const filled = pct === undefined ? 0 : Math.round((pct / 100) * width);
+      const bar =
+        pct === undefined ? "" : `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${String(pct).padStart(3)}% `;
+      out.write(`\r${bar}${amount}  ${rate}\x1b[K`);
+    } else {
+      const decile = pct === undefined ? Math.floor(p.receivedBytes / (100 * 1024 * 1024)) : Math.floor(pct / 10);
+      if (decile === lastDecile) return;
+      lastDecile = decile;
+      out.write(`downloading ${pct !== undefined ? `${pct}% ` : ""}${amount}  ${rate}\n`);
+    }
+  };
+}
+
+export const imagesPullCommand: Command = {
+  name: "images pull",
+  summary: "download a catalog image, checksum-verified and resumable",
+  usage: `Usage: gnomon images pull NAME
+
+Downloads the disk image of the catalog image NAME (or of the image serving label NAME) into the
+images folder. An interrupted pull resumes where it stopped (HTTP Range); the file is verified
+against the catalog's checksum (or the vendor's checksum file) before use, and decompressed when
+the download is .zst, .xz or .gz.`,
+  options: {},
+  allowPositionals: true,
+  async run(args, ctx) {
+    const config = args.config();
+    const catalog = await catalogOf(config);
+    const r = await pullImage(catalog, oneName(args.positionals, "images pull"), {
+      imagesDir: imagesDir(config),
+      signal: abortOn(ctx.stopRequested),
+      onProgress: progressPrinter(ctx.stderr),
+    });
+    const how = r.pinned
+      ? "matches the catalog's pinned checksum"
+      : "matches the vendor's checksum file (not pinned in the catalog)";
+    if (r.alreadyPresent)
+      ctx.stdout.write(`${r.name} is already here and verified: ${formatBytes(r.bytes)}\n  ${r.path}\n`);
+    else
+      ctx.stdout.write(
+        `pulled ${r.name}: ${formatBytes(r.bytes)}${r.resumedFrom ? ` (resumed after ${formatBytes(r.resumedFrom)})` : ""}; ${r.checksum.split(":")[0]} ${how}\n  ${r.path}\n`,
+      );
+    return EXIT.ok;
+  },
+};
+
+/**
+ * `gnomon exec --label NAME=IMAGE`: boots a fresh VM of IMAGE per job and hands the engine an ssh
+ * executor into it; release() closes the connection and destroys the VM. exec's provider seam
+ * passes no configuration, so settings come from the environment and ./gnomon.yaml (or
+ * GNOMON_CONFIG), as for every command.
+ */
+export const vmExecutorProvider: ExecutorProvider = async (target, signal) => {
+  const file = process.env["GNOMON_CONFIG"] ?? (existsSync("gnomon.yaml") ? "gnomon.yaml" : undefined);
+  const config = loadConfig({ file, env: process.env });
+  const log = rootLogger();
+  const image = await resolveImage(await catalogOf(config), target, imagesDir(config));
+  const vm = await bootMachine(image, { runDir: join(config.dataDir, "vms"), signal, logger: log });
+  try {
+    const executor = await createSshExecutor(vm.takeSshClient() ?? vm.ssh, { label: target, signal });
+    return {
+      executor,
+      release: async () => {
+        await executor.close();
+        await vm.destroy();
+      },
+    };
+  } catch (err) {
+    await vm.destroy();
+    throw err;
+  }
+};
+
+/** The images commands for main.ts's COMMANDS; also lets `gnomon exec` run jobs in VMs. */
+export function imagesCommands(): Command[] {
+  setVmProvider(vmExecutorProvider);
+  return [imagesListCommand, imagesBuildCommand, imagesPullCommand];
+}
