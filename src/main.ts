@@ -13,6 +13,7 @@ import { configExampleCommand } from "./cli/config-example.js";
 import { execCommand } from "./cli/exec.js";
 import { forgejoRegisterCommand, forgejoRunCommand } from "./cli/forgejo.js";
 import { githubRegisterCommand, githubRemoveCommand, githubRunCommand } from "./cli/github.js";
+import { imagesCommands } from "./cli/images.js";
 import { VERSION, versionCommand } from "./cli/version.js";
 import { ConfigError } from "./config/load.js";
 
@@ -25,8 +26,7 @@ const COMMANDS: readonly Command[] = [
   githubRegisterCommand,
   githubRunCommand,
   githubRemoveCommand,
-  notBuilt("images list", "list the image catalog", "issue: VM layer"),
-  notBuilt("images build", "build an image from its recipe", "issue: VM layer"),
+  ...imagesCommands(),
   configExampleCommand,
   versionCommand,
 ];
