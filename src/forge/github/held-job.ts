@@ -205,6 +205,8 @@ export class HeldJob {
       });
       this.#published = true;
       log.info({ runsOn: request.runsOn }, "github job queued");
+      // A cancellation that came while the job was being queued could not be passed on yet.
+      if (this.#cancelRequested) await this.#publishCancel("the job was cancelled on GitHub");
     } catch (err) {
       if (signal.aborted) return;
       this.report.finish("failure", {}, `gnomon could not queue the job: ${asError(err).message}`, this.#now());

@@ -132,6 +132,7 @@ export class JobReport {
         this.#closeSetup(ev.t, "succeeded");
         this.#anyStepStarted = true;
         const r = this.#step(ev.step, ev.stage, ev.t);
+        if (r.kind !== "step") return true; // a step the job message does not have: its lines still land
         r.name = this.mask(ev.name) || r.name;
         r.state = "inProgress";
         r.result = null;
@@ -163,6 +164,7 @@ export class JobReport {
       }
       case "step-finished": {
         const r = this.#step(ev.step, ev.stage, ev.t);
+        if (r.kind !== "step") return true;
         r.startTime ??= ev.t;
         r.state = "completed";
         r.result = toTaskResult(ev.conclusion);
