@@ -167,7 +167,6 @@ export function createForgejoRunner(config: Readonly<Config>, deps: ForgejoRunne
     fetchIntervalMaxMs: config.forgejo.fetchIntervalMax,
     fetchTimeoutMs: config.forgejo.fetchTimeout,
     reportIntervalMs: config.forgejo.reportInterval,
-    cancelGraceMs: Math.max(60_000, config.shutdownTimeout),
   });
 }
 

@@ -27,7 +27,7 @@ export interface ReporterOptions {
   readonly retryIntervals: Intervals;
   /** How long the final report is retried before gnomon gives up on it. */
   readonly finalTimeoutMs: number;
-  /** After Forgejo ended the task, how long to wait for the job's own result before ending it here. */
+  /** After Forgejo ended the task, how long to wait for the job's own result before ending it here (until setLimits). */
   readonly cancelGraceMs: number;
   /** Publishes a Cancel for the job on the bus; failures are logged by the caller. */
   readonly requestCancel: (reason: string) => Promise<void>;
@@ -50,11 +50,13 @@ export class TaskReporter {
   #finalTimeoutMs: number;
   #fatal = false;
   #watchdogAtMs: number | undefined;
+  #cancelGraceMs: number;
 
   constructor(options: ReporterOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
     this.#finalTimeoutMs = options.finalTimeoutMs;
+    this.#cancelGraceMs = options.cancelGraceMs;
     this.done = this.#run().catch((err) => {
       this.#o.log.error({ err }, "task reporter failed");
     });
@@ -80,9 +82,13 @@ export class TaskReporter {
     this.#wakeUp();
   }
 
-  /** The task ends as failed when no result arrived by this instant (ms since the epoch). */
-  setWatchdog(atMs: number): void {
-    this.#watchdogAtMs = atMs;
+  /**
+   * Limits from the job once it is known: the task ends as failed when no result arrived by
+   * `watchdogAtMs`; after Forgejo ended the task, the job has `cancelGraceMs` to confirm.
+   */
+  setLimits(limits: { watchdogAtMs: number; cancelGraceMs: number }): void {
+    this.#watchdogAtMs = limits.watchdogAtMs;
+    this.#cancelGraceMs = limits.cancelGraceMs;
   }
 
   /** Cancels the job on the bus and ends the task here as cancelled (a stop whose deadline passed). */
@@ -150,9 +156,9 @@ export class TaskReporter {
     const { record } = this.#o;
     if (record.finished) return;
     const now = this.#now();
-    if (this.#remote && now - this.#remote.atMs >= this.#o.cancelGraceMs) {
+    if (this.#remote && now - this.#remote.atMs >= this.#cancelGraceMs) {
       record.finish(this.#remote.result === "cancelled" ? "cancelled" : "failure", now, {
-        reason: `Forgejo ended the task; the job did not confirm that it stopped within ${Math.round(this.#o.cancelGraceMs / 1000)} s, so gnomon closed it here.`,
+        reason: `Forgejo ended the task; the job did not confirm that it stopped within ${Math.round(this.#cancelGraceMs / 1000)} s, so gnomon closed it here.`,
       });
     } else if (this.#watchdogAtMs !== undefined && now >= this.#watchdogAtMs) {
       this.#cancel("no result in time");

@@ -37,7 +37,7 @@ export interface ForgejoRunnerOptions {
   readonly client?: ForgejoClient;
   /** How long the last report of a task is retried (default 10 min). */
   readonly finalTimeoutMs?: number;
-  /** After Forgejo cancelled a task, how long the job has to confirm (default 5 min). */
+  /** After Forgejo cancelled a task, how long the job has to confirm (default: its cancel-timeout-minutes + 1). */
   readonly cancelGraceMs?: number;
   readonly onPollerState?: (s: PollerState) => void;
 }
@@ -180,7 +180,7 @@ export class ForgejoRunner implements Service {
       callTimeoutMs: 30_000,
       retryIntervals: { baseMs: 100, maxMs: 15_000 },
       finalTimeoutMs: o.finalTimeoutMs ?? 10 * 60_000,
-      cancelGraceMs: o.cancelGraceMs ?? 5 * 60_000,
+      cancelGraceMs: o.cancelGraceMs ?? 6 * 60_000,
       requestCancel: (reason) => o.bus.publishCancel({ v: 1, jobId, reason, t: Date.now() }),
       onFatal: (err) => this.#end(err),
       log,
@@ -212,10 +212,13 @@ export class ForgejoRunner implements Service {
       reporter.endHere("failure", asError(err).message);
       return;
     }
-    reporter.setWatchdog(
-      Date.parse(request.startBy ?? request.queuedAt) +
-        (request.spec.timeoutMinutes + request.spec.cancelTimeoutMinutes + 10) * 60_000,
-    );
+    const { timeoutMinutes, cancelTimeoutMinutes } = request.spec;
+    reporter.setLimits({
+      // startBy bounds the wait in the queue; then the job's own timeouts, and some slack for teardown.
+      watchdogAtMs:
+        Date.parse(request.startBy ?? request.queuedAt) + (timeoutMinutes + cancelTimeoutMinutes + 10) * 60_000,
+      cancelGraceMs: o.cancelGraceMs ?? (cancelTimeoutMinutes + 1) * 60_000,
+    });
     record.log(`Waiting for a VM for runs-on "${request.runsOn}"`, Date.now());
     try {
       await o.bus.publishJob(request);

@@ -316,3 +316,18 @@ describe("Forgejo runner stop", () => {
     assert.equal(h.forgejo.tasks().length, 1, "no task was taken after the stop began");
   });
 });
+
+describe("Forgejo runner cancellation without an answer", () => {
+  it("closes a cancelled task itself when the job never confirms, and frees the slot", async (t) => {
+    const h = await startHarness(t, { runner: { cancelGraceMs: 300 } });
+    const jobId = h.forgejo.queueJob({ workflow: workflow(1) });
+    await h.nextJob(); // taken off the queue, but the orchestrator never says a word
+    h.forgejo.cancelJob(jobId);
+    await h.forgejo.waitFor(() => h.cancels.length > 0, "a Cancel on the bus");
+    await h.forgejo.waitFor(() => h.runner.activeTasks === 0, "the runner to give the task up");
+    const task = h.forgejo.taskOfJob(jobId);
+    assert.equal(task?.logArchived, true);
+    assert.match(task?.rows.at(-1) ?? "", /did not confirm that it stopped within 0 s, so gnomon closed it here/);
+    await h.forgejo.nextCall("FetchTask"); // the freed slot lets the poller ask again
+  });
+});
