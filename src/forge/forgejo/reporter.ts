@@ -45,7 +45,7 @@ export class TaskReporter {
   readonly #now: () => number;
   #wake = new AbortController();
   #remote: Remote;
-  #cancelRequested = false;
+  #cancelReason: string | undefined;
   #failures = 0;
   #finalTimeoutMs: number;
   #fatal = false;
@@ -64,6 +64,11 @@ export class TaskReporter {
 
   get taskId(): bigint {
     return this.#o.record.taskId;
+  }
+
+  /** Why the job was asked to stop, once it was (Forgejo ended the task, a stop, the watchdog). */
+  get cancelReason(): string | undefined {
+    return this.#cancelReason;
   }
 
   /** Applies a job event (duplicates are ignored); a result starts the final report at once. */
@@ -145,8 +150,8 @@ export class TaskReporter {
   }
 
   #cancel(reason: string): void {
-    if (this.#cancelRequested) return;
-    this.#cancelRequested = true;
+    if (this.#cancelReason !== undefined) return;
+    this.#cancelReason = reason;
     this.#o.requestCancel(reason).catch((err) => {
       this.#o.log.warn({ err, jobId: this.#o.jobId }, "could not publish the cancellation of the job");
     });

@@ -197,6 +197,7 @@ export class ForgejoRunner implements Service {
   /** Converts the task and puts the job on the bus; a task that cannot run is failed on Forgejo. */
   async #queue(task: ForgejoTask, reporter: TaskReporter, record: TaskRecord, log: Logger, now: number): Promise<void> {
     const o = this.#o;
+    const jobId = jobIdForTask(o.credentials.address, task.id);
     let request: JobRequest;
     try {
       request = await toJobRequest(task, {
@@ -219,14 +220,26 @@ export class ForgejoRunner implements Service {
         Date.parse(request.startBy ?? request.queuedAt) + (timeoutMinutes + cancelTimeoutMinutes + 10) * 60_000,
       cancelGraceMs: o.cancelGraceMs ?? (cancelTimeoutMinutes + 1) * 60_000,
     });
+    if (reporter.cancelReason !== undefined) {
+      // Forgejo ended the task while it was being converted: nothing to queue.
+      reporter.endHere("cancelled", `The job was not started: it was ${reporter.cancelReason}.`);
+      return;
+    }
     record.log(`Waiting for a VM for runs-on "${request.runsOn}"`, Date.now());
     try {
       await o.bus.publishJob(request);
-      log.info({ runsOn: request.runsOn }, "task taken; job queued");
     } catch (err) {
       log.error({ err }, "could not queue the job");
       reporter.endHere("failure", `gnomon could not queue the job: ${asError(err).message}`);
+      return;
     }
+    log.info({ runsOn: request.runsOn }, "task taken; job queued");
+    const late = reporter.cancelReason;
+    // A Cancel broadcast before the job was on the queue reached no orchestrator holding it: repeat it.
+    if (late !== undefined)
+      await o.bus
+        .publishCancel({ v: 1, jobId, reason: late, t: Date.now() })
+        .catch((err) => log.warn({ err }, "could not publish the cancellation of the job"));
   }
 
   #onEvent(delivery: EventDelivery): void {
