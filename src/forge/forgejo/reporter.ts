@@ -51,6 +51,7 @@ export class TaskReporter {
   #fatal = false;
   #watchdogAtMs: number | undefined;
   #cancelGraceMs: number;
+  #logClosed = false;
 
   constructor(options: ReporterOptions) {
     this.#o = options;
@@ -126,8 +127,10 @@ export class TaskReporter {
     const signal = AbortSignal.timeout(this.#o.callTimeoutMs);
     try {
       const shipped = await shipLog(record, client, { noMore: false, signal });
-      if (shipped === "archived")
+      if (shipped === "archived" && !this.#logClosed) {
+        this.#logClosed = true;
         this.#o.log.info({ taskId: String(record.taskId) }, "forgejo closed the task's log; later lines are dropped");
+      }
       const res = await client.updateTask(report, record.unsentOutputs(), { signal });
       record.outputsAccepted(res.sentOutputs);
       this.#recovered();
