@@ -5,6 +5,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { type ChannelModel, connect } from "amqplib";
 import type { Logger } from "../telemetry/log.js";
+import { closeQuietly } from "./amqp-close.js";
 import { type BackoffOptions, backoffMs, jitter } from "./backoff.js";
 import { asError, BrokerAccessRefusedError, BrokerUnreachableError } from "./errors.js";
 
@@ -105,7 +106,7 @@ export class AmqpConnection {
     const m = this.#model;
     if (!m || !this.#up) return;
     this.#opts.log.warn({ err: reason.message }, "recycling the rabbitmq connection to recover");
-    m.close().catch(() => {});
+    void closeQuietly(m);
   }
 
   async close(): Promise<void> {
@@ -113,7 +114,7 @@ export class AmqpConnection {
     this.#up = false;
     const m = this.#model;
     this.#model = undefined;
-    if (m) await m.close().catch(() => {});
+    if (m) await closeQuietly(m);
     await this.#loop?.catch(() => {});
   }
 
@@ -135,7 +136,7 @@ export class AmqpConnection {
       await this.#opts.onUp(model);
     } catch (err) {
       this.#model = undefined;
-      await model.close().catch(() => {});
+      await closeQuietly(model);
       throw err;
     }
     if (this.#model !== model || this.#stop.signal.aborted) throw new Error("connection closed while restoring");

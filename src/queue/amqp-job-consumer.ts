@@ -19,6 +19,7 @@ import type { Channel, ChannelModel, ConsumeMessage } from "amqplib";
 import { decodeJobRequest } from "../contract/codec.js";
 import type { JobRequest } from "../contract/job-request.js";
 import type { Logger } from "../telemetry/log.js";
+import { closeQuietly } from "./amqp-close.js";
 import type { AmqpDeclarations } from "./amqp-declarations.js";
 import type { AmqpTopology } from "./amqp-topology.js";
 import type { JobConsumer, JobDelivery } from "./bus.js";
@@ -120,7 +121,7 @@ export class AmqpJobConsumer implements JobConsumer {
     this.#detachState();
     this.#deps.onGone(this);
     // Closing the channel returns every unacked job (held or parked) to the front of its queue.
-    if (ch) await ch.close().catch(() => {});
+    if (ch) await closeQuietly(ch);
   }
 
   /** Starts (again) on a fresh connection: new channel, queues declared, credit planned. */
@@ -132,11 +133,11 @@ export class AmqpJobConsumer implements JobConsumer {
     try {
       await Promise.all(this.labels.map((l) => this.#deps.declarations.workQueue(this.#queue(l))));
     } catch (err) {
-      await ch.close().catch(() => {});
+      await closeQuietly(ch);
       throw err;
     }
     if (this.#cancelled) {
-      await ch.close().catch(() => {});
+      await closeQuietly(ch);
       return;
     }
     this.#channel = ch;

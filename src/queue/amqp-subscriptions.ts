@@ -6,6 +6,7 @@ import type { Channel, ChannelModel, ConsumeMessage } from "amqplib";
 import type { Cancel } from "../contract/cancel.js";
 import { decodeCancel, decodeJobEvent } from "../contract/codec.js";
 import type { Logger } from "../telemetry/log.js";
+import { closeQuietly } from "./amqp-close.js";
 import type { AmqpDeclarations } from "./amqp-declarations.js";
 import type { EventDelivery, Subscription } from "./bus.js";
 import { asError } from "./errors.js";
@@ -53,17 +54,17 @@ abstract class ChannelConsumer implements Restorable, Subscription {
         if (msg === null) {
           // The broker cancelled us: the queue was deleted. Closing the channel restores everything.
           this.deps.declarations.forget(this.queue);
-          ch.close().catch(() => {});
+          void closeQuietly(ch);
           return;
         }
         if (this.channel === ch && !this.closed) this.handle(ch, msg);
       });
     } catch (err) {
       if (this.channel === ch) this.channel = undefined;
-      await ch.close().catch(() => {});
+      await closeQuietly(ch);
       throw err;
     }
-    if (this.closed) await ch.close().catch(() => {});
+    if (this.closed) await closeQuietly(ch);
   }
 
   detach(): void {
@@ -81,7 +82,7 @@ abstract class ChannelConsumer implements Restorable, Subscription {
     this.channel = undefined;
     this.deps.onGone(this);
     // Unacked messages go back to the front of the queue.
-    if (ch) await ch.close().catch(() => {});
+    if (ch) await closeQuietly(ch);
     if (graceful) await this.afterClose();
   }
 

@@ -28,6 +28,7 @@ import type { JobEvent } from "../contract/job-event.js";
 import type { JobRequest } from "../contract/job-request.js";
 import { deferred } from "../lifecycle/service.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
+import { closeQuietly } from "./amqp-close.js";
 import { AmqpConnection, redactUrl } from "./amqp-connection.js";
 import { AmqpDeclarations } from "./amqp-declarations.js";
 import { AmqpJobConsumer, checkPrefetch } from "./amqp-job-consumer.js";
@@ -263,7 +264,7 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
         });
       }
     } finally {
-      await ch.close().catch(() => {});
+      await closeQuietly(ch);
     }
     return out;
   }

@@ -60,8 +60,12 @@ export async function holdsFor(ms: number, check: () => void | Promise<void>): P
   await check();
 }
 
+let template: JobRequest | undefined;
+
+/** A valid JobRequest for `label` with a fresh id (the sealed secrets are shared: the bus never opens them). */
 export function job(label: string, over: Partial<JobRequest> = {}): JobRequest {
-  return { ...sampleJobRequest({ runsOn: label }), ...over };
+  template ??= sampleJobRequest();
+  return { ...template, id: randomUUID(), runsOn: label, ...over };
 }
 
 export function event(jobId: string, seq: number): JobEvent {

@@ -1,0 +1,154 @@
+// Fault tests for the RabbitMQ bus: connections cut mid-stream through a TCP proxy the test
+// controls, and a broker restart. Publisher and consumer are separate buses (separate connections);
+// both must recover on their own, and every job must be consumed exactly once after dedupe by id.
+import assert from "node:assert/strict";
+import { after, describe, it, type TestContext } from "node:test";
+import { pino } from "pino";
+import { AmqpBus } from "../../src/queue/amqp.js";
+import { amqpTopology } from "../../src/queue/amqp-topology.js";
+import type { JobDelivery } from "../../src/queue/bus.js";
+import type { Logger } from "../../src/telemetry/log.js";
+import { deleteTopology, leftovers, RABBIT_URL, rabbitmqctl, readyMessages, testPrefix } from "../support/rabbit.js";
+import { TcpProxy } from "../support/tcp-proxy.js";
+import { holdsFor, job, uid, until } from "./helpers.js";
+
+const RUN = `gt-faults-${process.pid}`;
+
+interface LogLine {
+  level: number;
+  msg: string;
+}
+
+function capturedLog(): { log: Logger; lines: LogLine[]; count(re: RegExp, level?: number): number } {
+  const lines: LogLine[] = [];
+  const log = pino({ level: "debug" }, { write: (s: string) => lines.push(JSON.parse(s) as LogLine) });
+  return {
+    log,
+    lines,
+    count: (re, level) => lines.filter((l) => re.test(l.msg) && (level === undefined || l.level === level)).length,
+  };
+}
+
+const WARN = 40;
+const INFO = 30;
+
+/** Two buses on one prefix: the forge side publishes, the orchestrator side consumes and acks. */
+async function pair(t: TestContext, url: string) {
+  const prefix = testPrefix(RUN);
+  const label = `l-${uid()}`;
+  const [pubLog, conLog] = [capturedLog(), capturedLog()];
+  const opts = { url, prefix, reconnectBackoff: { baseMs: 50, maxMs: 400 }, startTimeoutMs: 10_000 };
+  const forge = new AmqpBus({ ...opts, log: pubLog.log });
+  const orchestrator = new AmqpBus({ ...opts, log: conLog.log });
+  await forge.start();
+  await orchestrator.start();
+  t.after(async () => {
+    await Promise.all([forge, orchestrator].map((b) => b.stop(AbortSignal.timeout(10_000))));
+    await deleteTopology(prefix, { labels: [label], instances: [] });
+  });
+  const deliveries = new Map<string, number>();
+  let redelivered = 0;
+  const consumer = await orchestrator.consumeJobs([label], 64, (d: JobDelivery) => {
+    deliveries.set(d.request.id, (deliveries.get(d.request.id) ?? 0) + 1);
+    if (d.redelivered) redelivered += 1;
+    void d.ack();
+  });
+  t.after(() => consumer.cancel());
+  return {
+    prefix,
+    label,
+    forge,
+    orchestrator,
+    pubLog,
+    conLog,
+    deliveries,
+    redelivered: () => redelivered,
+  };
+}
+
+/** Publishes `total` jobs with at most `window` unconfirmed at a time; returns every id and promise. */
+function publishStream(bus: AmqpBus, label: string, total: number, window: number) {
+  const ids: string[] = [];
+  const confirmed: Promise<void>[] = [];
+  let inFlight = 0;
+  let room: (() => void) | undefined;
+  const done = (async () => {
+    for (let i = 0; i < total; i++) {
+      if (inFlight >= window) await new Promise<void>((r) => (room = r));
+      const j = job(label);
+      ids.push(j.id);
+      inFlight += 1;
+      const p = bus.publishJob(j).finally(() => {
+        inFlight -= 1;
+        room?.();
+        room = undefined;
+      });
+      confirmed.push(p);
+    }
+    await Promise.all(confirmed);
+  })();
+  return { ids, done };
+}
+
+describe("RabbitMQ bus under faults", () => {
+  after(async () => {
+    assert.deepEqual(await leftovers(RUN), [], "every test deleted its queues and exchanges");
+  });
+
+  it("rides out connections cut mid-stream and refused for a while; every job is consumed exactly once after dedupe", async (t) => {
+    const proxy = new TcpProxy({ host: "127.0.0.1", port: 5672 });
+    await proxy.listen();
+    const p = await pair(t, `amqp://guest:guest@127.0.0.1:${proxy.port}`);
+    t.after(() => proxy.close()); // after the buses stopped (hooks run in the order added)
+    const TOTAL = 3_000;
+    const stream = publishStream(p.forge, p.label, TOTAL, 200);
+
+    await until(() => p.deliveries.size >= TOTAL / 3, "a third consumed");
+    proxy.dropAll();
+    await proxy.refuse();
+    const failedAttempts = (l: ReturnType<typeof capturedLog>) => l.count(/reconnect attempt failed/);
+    await until(
+      () => failedAttempts(p.pubLog) >= 2 && failedAttempts(p.conLog) >= 2,
+      "both sides tried to reconnect and were refused twice",
+    );
+    await proxy.accept();
+
+    await until(() => p.deliveries.size >= (2 * TOTAL) / 3, "two thirds consumed");
+    proxy.dropAll(); // and straight back
+
+    await stream.done; // every publish resolved: confirmed on some connection
+    await until(() => p.deliveries.size === TOTAL, "every job consumed", 60_000);
+    const queue = amqpTopology(p.prefix).jobQueue(p.label);
+    await holdsFor(300, async () => {
+      assert.equal(await readyMessages(queue), 0, "nothing left behind");
+    });
+
+    assert.deepEqual(new Set(p.deliveries.keys()), new Set(stream.ids), "exactly the published jobs, once each");
+    const extra = [...p.deliveries.values()].reduce((a, b) => a + b, 0) - TOTAL;
+    t.diagnostic(`${TOTAL} jobs, ${extra} duplicate deliveries (deduped), ${p.redelivered()} marked redelivered`);
+    for (const [side, l] of [
+      ["publisher", p.pubLog],
+      ["consumer", p.conLog],
+    ] as const) {
+      assert.equal(l.count(/lost the rabbitmq connection/, WARN), 2, `${side}: one warning per outage`);
+      assert.equal(l.count(/reconnected to rabbitmq/, INFO), 2, `${side}: one line per recovery`);
+    }
+    assert.ok(proxy.accepted >= 6, "both buses connected three times");
+  });
+
+  it("survives a RabbitMQ restart (stop_app, start_app) with publishes waiting for it", async (t) => {
+    t.after(() => rabbitmqctl("start_app")); // never leave the broker stopped
+    const p = await pair(t, RABBIT_URL);
+    const first = publishStream(p.forge, p.label, 300, 100);
+    await first.done;
+    await until(() => p.deliveries.size >= 100, "some consumed");
+    await rabbitmqctl("stop_app");
+    const during = publishStream(p.forge, p.label, 100, 100); // pending until the broker is back
+    await rabbitmqctl("start_app");
+    await during.done;
+    await until(() => p.deliveries.size === 400, "every job consumed", 60_000);
+    assert.deepEqual(new Set(p.deliveries.keys()), new Set([...first.ids, ...during.ids]));
+    assert.equal(p.pubLog.count(/lost the rabbitmq connection/, WARN), 1);
+    assert.equal(p.conLog.count(/reconnected to rabbitmq/, INFO), 1);
+  });
+});
