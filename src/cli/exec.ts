@@ -172,6 +172,9 @@ const ICON = { success: "✓", failure: "✗", cancelled: "⊘", skipped: "-" } 
 class JobRenderer {
   private readonly started = new Map<string, number>();
   private depth = 0;
+  private stepName = "";
+  /** Inside the engine's step header group (the script and shell), shown only when debugging. */
+  private inHeader = false;
   private readonly t0 = Date.now();
 
   constructor(
@@ -190,6 +193,7 @@ class JobRenderer {
       case "step-started":
         this.started.set(`${e.step}/${e.stage}`, Date.now());
         this.depth = 0;
+        this.stepName = e.name;
         this.write(`  ${p.cyan("▸")} ${p.bold(e.name)}`);
         return;
       case "log":
@@ -225,6 +229,14 @@ class JobRenderer {
 
   private line(text: string, indent: string): void {
     const p = this.p;
+    if (this.inHeader && !this.debug) {
+      if (text === "##[endgroup]") this.inHeader = false;
+      return;
+    }
+    if (!this.debug && text === `##[group]${this.stepName}`) {
+      this.inHeader = true;
+      return;
+    }
     const pad = indent + "  ".repeat(this.depth);
     const m = /^##\[(group|endgroup|error|warning|notice|debug|command)\](.*)$/.exec(text);
     if (!m) {
@@ -288,6 +300,11 @@ export const execCommand: Command = {
     matrix: { type: "string", multiple: true },
   },
   async run(args, ctx) {
+    // `gnomon exec | head` closes the pipe early: the jobs still run to their end, unseen.
+    const quietPipe = (err: NodeJS.ErrnoException) => {
+      if (err.code !== "EPIPE") throw err;
+    };
+    ctx.stdout.on("error", quietPipe);
     const v = args.values;
     const workspace = resolve(typeof v["workspace"] === "string" ? v["workspace"] : ".");
     const wsStat = await stat(workspace).catch(() => undefined);

@@ -144,7 +144,7 @@ async function gitFetch(
   });
   if (r.exitCode !== 0)
     throw new ActionUnavailableError(
-      `could not fetch the action ${name} from ${url}: ${lines.slice(-3).join(" ") || `git exited with ${r.exitCode}`}. Check the name and ref, and that the machine can reach ${base}`,
+      `could not fetch the action ${name} from ${url}: ${[...new Set(lines)].slice(-2).join(" ") || `git exited with ${r.exitCode}`}. Check the name and ref, and that the machine can reach ${base}`,
     );
   return dir;
 }

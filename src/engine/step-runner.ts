@@ -3,6 +3,7 @@
 // still holds after a cancel keeps running), continue-on-error, the steps context. `run:` scripts
 // are executed here; `uses:` goes to uses-step.ts.
 import { randomUUID } from "node:crypto";
+import { posix } from "node:path";
 import type { StepSpec } from "../contract/job-request.js";
 import { FileNotFoundError } from "../executor/executor.js";
 import {
@@ -250,10 +251,11 @@ async function runScript(call: StepCall, step: Extract<StepSpec, { kind: "run" }
   return await runProcess(call, shellArgv(plan, path), cwd, step.id);
 }
 
+/** A path relative to the workspace (or absolute), normalized, on the executor (POSIX). */
 export function resolvePath(workspace: string, p: string | undefined): string {
   if (p === undefined || p.trim() === "") return workspace;
-  if (p.startsWith("/")) return p;
-  return `${workspace}/${p.replace(/^\.\//, "")}`.replace(/\/+$/, "");
+  const full = posix.normalize(p.startsWith("/") ? p : `${workspace}/${p}`);
+  return full.length > 1 ? full.replace(/\/+$/, "") : full;
 }
 
 export interface ProcessOptions {
