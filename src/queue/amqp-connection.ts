@@ -7,7 +7,7 @@ import { type ChannelModel, connect } from "amqplib";
 import type { Logger } from "../telemetry/log.js";
 import { closeQuietly } from "./amqp-close.js";
 import { type BackoffOptions, backoffMs, jitter } from "./backoff.js";
-import { asError, BrokerAccessRefusedError, BrokerUnreachableError } from "./errors.js";
+import { asError, BrokerAccessRefusedError, BrokerUnreachableError, TopologyConflictError } from "./errors.js";
 
 export interface AmqpConnectionOptions {
   readonly url: string;
@@ -85,6 +85,7 @@ export class AmqpConnection {
         const err = asError(e);
         if (this.#stop.signal.aborted) throw err;
         if (isAccessRefused(err)) throw new BrokerAccessRefusedError(redactUrl(this.#opts.url), { cause: err });
+        if (err instanceof TopologyConflictError) throw err;
         attempt += 1;
         const delay = jitter(backoffMs(this.#opts.backoff, attempt));
         if (Date.now() + delay >= deadline)
@@ -159,6 +160,7 @@ export class AmqpConnection {
     this.#opts.log.warn({ err: cause.message }, "lost the rabbitmq connection; reconnecting");
     let attempt = 0;
     let last = cause;
+    let loggedConflict: string | undefined;
     while (!this.#stop.signal.aborted) {
       attempt += 1;
       try {
@@ -180,6 +182,11 @@ export class AmqpConnection {
           this.#opts.log.error({ err: fatal.message }, "rabbitmq refused the login; giving up");
           this.#opts.onFatal(fatal);
           return;
+        }
+        // The broker answered but refused our topology: not an outage, and it needs an operator.
+        if (last instanceof TopologyConflictError && last.message !== loggedConflict) {
+          loggedConflict = last.message;
+          this.#opts.log.error({ err: last.message }, "rabbitmq refused gnomon's topology; retrying");
         }
         this.#opts.log.debug({ err: last.message, attempt }, "reconnect attempt failed");
       }

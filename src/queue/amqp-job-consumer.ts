@@ -214,7 +214,15 @@ export class AmqpJobConsumer implements JobConsumer {
       tag.parked += 1;
       this.#parked.push(held);
     }
-    void this.#reconcile();
+    this.#replanAfter(tag);
+  }
+
+  /**
+   * A delivery or settle on a live tag of a single-label consumer cannot change its plan (credit =
+   * prefetch − what is held outside live tags): skip planning on that hot path.
+   */
+  #replanAfter(tag: Tag): void {
+    if (this.labels.length > 1 || tag.phase !== "live") void this.#reconcile();
   }
 
   #accept(h: Held): void {
@@ -246,7 +254,7 @@ export class AmqpJobConsumer implements JobConsumer {
     this.#brokerSettle(h.tag, h.msg, how);
     this.#gc(h.tag);
     this.#drainParked();
-    void this.#reconcile();
+    this.#replanAfter(h.tag);
   }
 
   async #settleDead(h: Held, reason: string): Promise<void> {

@@ -3,6 +3,7 @@
 // RabbitMQ confirmed it — on this connection or, after an outage, on a later one: whatever was not
 // confirmed when a connection died is published again, in its original order. It never drops a
 // message silently: a negative confirm rejects, an unroutable message is declared for and resent.
+import { setTimeout as sleep } from "node:timers/promises";
 import type { ChannelModel, ConfirmChannel, Message, Options } from "amqplib";
 import type { Logger } from "../telemetry/log.js";
 import { asError, PublishRefusedError, PublishUnconfirmedError, TopologyConflictError } from "./errors.js";
@@ -48,6 +49,7 @@ export class AmqpPublisher {
   readonly #closed = new WeakSet<ConfirmChannel>();
   readonly #idleWaiters = new Set<() => void>();
   #channel: ConfirmChannel | undefined;
+  readonly #stop = new AbortController();
   #blocked = false;
   #pumping = false;
   #seq = 0;
@@ -108,6 +110,7 @@ export class AmqpPublisher {
 
   /** Rejects every unconfirmed publish: the bus is stopping for good. */
   failAll(): void {
+    this.#stop.abort();
     for (const o of this.#pending.values()) o.reject(new PublishUnconfirmedError(o.properties.messageId));
     this.#pending.clear();
     this.#unsent = [];
@@ -125,6 +128,7 @@ export class AmqpPublisher {
           continue;
         }
         if (o.queue && !this.#deps.isDeclared(o.queue)) {
+          const before = this.#channel;
           try {
             await this.#deps.declare(o.queue);
           } catch (err) {
@@ -134,8 +138,14 @@ export class AmqpPublisher {
               this.#settle(o, asError(err));
               continue;
             }
-            // Connection trouble: the next attach() starts the pump again.
             this.#deps.log.debug({ err: asError(err).message, queue: o.queue }, "declaring before publish failed");
+            // A new connection arrived meanwhile (its attach() found this pump busy): go on with it.
+            if (this.#channel && this.#channel !== before) continue;
+            // The same connection still looks alive: try again shortly; else attach() restarts the pump.
+            if (this.#channel) {
+              await sleep(200, undefined, { signal: this.#stop.signal }).catch(() => {});
+              continue;
+            }
             return;
           }
           continue;

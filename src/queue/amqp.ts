@@ -44,7 +44,7 @@ import {
   REASON_HEADER,
   SOURCE_HEADER,
 } from "./dead-letters.js";
-import { asError, BusStoppedError } from "./errors.js";
+import { asError, BusStoppedError, TopologyConflictError } from "./errors.js";
 
 export interface AmqpBusOptions {
   /** amqp://user:pass@host:5672/vhost */
@@ -339,8 +339,14 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
     this.#declarations.reset(model);
     await this.#declarations.base();
     await this.#publisher.attach(model);
-    await Promise.all([...this.#consumers].map((c) => c.attach(model)));
-    await Promise.all([...this.#subscriptions].map((s) => s.attach(model)));
+    // One consumer whose queue now conflicts must not keep the whole connection down.
+    const attach = (r: { attach(m: ChannelModel): Promise<void> }, what: string) =>
+      r.attach(model).catch((err: unknown) => {
+        if (!(err instanceof TopologyConflictError)) throw err;
+        this.#log.error({ err: err.message }, `${what} could not be restored; it stays idle until the next reconnect`);
+      });
+    await Promise.all([...this.#consumers].map((c) => attach(c, `job consumer for ${c.labels.join(", ")}`)));
+    await Promise.all([...this.#subscriptions].map((s) => attach(s, "a subscription")));
   }
 
   #lost(): void {
