@@ -34,12 +34,15 @@ export interface Job {
   /** When its first step started: from then on a lost job fails instead of being requeued. */
   readonly firstStepAt: Date | null;
   readonly finishedAt: Date | null;
+  /** The next JobEvent seq its owner will use, as last recorded (0 before any). */
+  readonly eventSeq: number;
 }
 
 const JOB = `id, runs_on as "runsOn", forge, instance, runner, source_ref as "sourceRef", reply_to as "replyTo",
   state, result, outputs, failure_reason as "failureReason", attempts, assigned_to as "assignedTo",
   queued_at as "queuedAt", start_by as "startBy", created_at as "createdAt", updated_at as "updatedAt",
-  assigned_at as "assignedAt", started_at as "startedAt", first_step_at as "firstStepAt", finished_at as "finishedAt"`;
+  assigned_at as "assignedAt", started_at as "startedAt", first_step_at as "firstStepAt", finished_at as "finishedAt",
+  event_seq as "eventSeq"`;
 
 export interface Inserted {
   readonly job: Job;
@@ -162,6 +165,12 @@ export async function requeueJob(q: Queryable, id: string): Promise<Job> {
     [id, sourcesOf("queued")],
   );
   return r.rows[0] ?? refuse(q, id, "queued");
+}
+
+/** Records the job's next event seq; it only ever grows. False when the job is not recorded. */
+export async function recordEventSeq(q: Queryable, id: string, nextSeq: number): Promise<boolean> {
+  const r = await q.query("update jobs set event_seq = greatest(event_seq, $2) where id = $1", [id, nextSeq]);
+  return r.rowCount > 0;
 }
 
 /** Builds the error for a guarded update that changed nothing: the job is missing or in the wrong state. */

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import type { JobRequest } from "../contract/job-request.js";
 import { deferred, type Service } from "../lifecycle/service.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
+import { getCancellation, requestCancellation } from "./cancellations.js";
 import { type Db, openDb, type Queryable } from "./db.js";
 import { StoreClosedError } from "./errors.js";
 import {
@@ -16,6 +17,7 @@ import {
   markFirstStepStarted,
   markProvisioning,
   markRunning,
+  recordEventSeq,
   requeueJob,
 } from "./jobs.js";
 import { acquireLease, getLease, listExpiredLeases, releaseLease, renewLease } from "./leases.js";
@@ -45,6 +47,11 @@ export function bindOperations(q: Queryable) {
       markFirstStepStarted: (id: string) => markFirstStepStarted(q, id),
       finish: (id: string, finish: Finish) => finishJob(q, id, finish),
       requeue: (id: string) => requeueJob(q, id),
+      recordEventSeq: (id: string, nextSeq: number) => recordEventSeq(q, id, nextSeq),
+    },
+    cancellations: {
+      request: (jobId: string, reason: string) => requestCancellation(q, jobId, reason),
+      get: (jobId: string) => getCancellation(q, jobId),
     },
     leases: {
       acquire: (jobId: string, owner: string, ttlMs: number) => acquireLease(q, jobId, owner, ttlMs),
@@ -124,6 +131,10 @@ export class Store implements Service {
 
   get leases(): StoreOperations["leases"] {
     return this.#operations().leases;
+  }
+
+  get cancellations(): StoreOperations["cancellations"] {
+    return this.#operations().cancellations;
   }
 
   get vms(): StoreOperations["vms"] {

@@ -32,14 +32,14 @@ describe("embedded migrations", () => {
     assert.equal(run.status, 0, run.stderr);
   });
 
-  it("are numbered 1, 2, 3 … and start with the jobs, leases and vms tables", () => {
+  it("are numbered 1, 2, 3 … and start with the jobs, leases and vms tables, then the orchestrator's additions", () => {
     assert.deepEqual(
       MIGRATIONS.map((m) => m.version),
       MIGRATIONS.map((_, i) => i + 1),
     );
     assert.deepEqual(
-      MIGRATIONS.slice(0, 3).map((m) => m.name),
-      ["0001_jobs", "0002_leases", "0003_vms"],
+      MIGRATIONS.slice(0, 4).map((m) => m.name),
+      ["0001_jobs", "0002_leases", "0003_vms", "0004_orchestrator"],
     );
   });
 });
