@@ -202,7 +202,11 @@ export const vmExecutorProvider: ExecutorProvider = async (target, signal) => {
   const image = await resolveImage(await catalogOf(config), target, imagesDir(config));
   const vm = await bootMachine(image, { runDir: join(config.dataDir, "vms"), signal, logger: log });
   try {
-    const executor = await createSshExecutor(vm.takeSshClient() ?? vm.ssh, { label: target, signal });
+    const executor = await createSshExecutor(vm.takeSshClient() ?? vm.ssh, {
+      label: target,
+      address: `${vm.ssh.host}:${vm.ssh.port}`,
+      signal,
+    });
     return {
       executor,
       release: async () => {

@@ -28,8 +28,10 @@ export interface SshTarget {
 }
 
 export interface SshExecutorOptions {
-  /** For the executor's name in logs: "ssh:<label>@host:port". */
+  /** For the executor's name in logs: "ssh:<label>@<address>". */
   readonly label?: string;
+  /** host:port for the name when `conn` is an open Client (which does not tell). */
+  readonly address?: string;
   /** Time between TERM and KILL when a run is aborted. */
   readonly killGraceMs?: number;
   /** After the program exits, how long leftovers may hold its output open before they are killed. */
@@ -141,7 +143,7 @@ export function connectSsh(target: SshTarget, opts: { readyTimeoutMs?: number; s
  */
 export async function createSshExecutor(conn: Client | SshTarget, opts: SshExecutorOptions = {}): Promise<SshExecutor> {
   const client = conn instanceof Client ? conn : await connectSsh(conn, opts);
-  const where = conn instanceof Client ? "the VM" : `${conn.host}:${conn.port}`;
+  const where = conn instanceof Client ? (opts.address ?? "vm") : `${conn.host}:${conn.port}`;
   const ex = new SshExecutor(client, `ssh:${opts.label ?? "vm"}@${where}`, opts);
   try {
     await ex.probe(opts.signal);

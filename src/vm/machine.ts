@@ -406,13 +406,14 @@ class QemuMachine implements Machine {
     const child = this.#child;
     try {
       if (child && child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
-        if (graceMs > 0) await this.#qmp((q) => q.powerdown(), graceMs);
-        if (!(await this.#exitWithin(graceMs))) {
-          await this.#qmp((q) => q.quit(), 2_000);
-          if (!(await this.#exitWithin(2_000))) {
-            child.kill("SIGKILL");
-            await this.#exitWithin(10_000);
-          }
+        if (graceMs > 0 && (await this.#qmp((q) => q.powerdown(), graceMs))) await this.#exitWithin(graceMs);
+        // QMP quit when QMP answers (it may not yet, right after spawn); SIGKILL otherwise or if quit hangs.
+        if (
+          !(await this.#exitWithin(0)) &&
+          !((await this.#qmp((q) => q.quit(), 2_000)) && (await this.#exitWithin(2_000)))
+        ) {
+          child.kill("SIGKILL");
+          await this.#exitWithin(10_000);
         }
       }
     } catch (err) {
@@ -428,13 +429,16 @@ class QemuMachine implements Machine {
     }
   }
 
-  async #qmp(action: (q: QmpClient) => Promise<void>, timeoutMs: number): Promise<void> {
+  /** Runs one QMP action; false when QMP could not be reached. */
+  async #qmp(action: (q: QmpClient) => Promise<void>, timeoutMs: number): Promise<boolean> {
     let q: QmpClient | undefined;
     try {
       q = await QmpClient.connect(this.#paths.qmpSocket, Math.min(timeoutMs, 2_000));
       await Promise.race([action(q), sleep(timeoutMs)]);
+      return true;
     } catch (err) {
       this.#log?.debug({ err: asError(err) }, "vm teardown: QMP unavailable");
+      return false;
     } finally {
       q?.close();
     }
