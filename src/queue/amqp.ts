@@ -15,7 +15,8 @@
 // - Ordering: FIFO per label. nack({ requeue: true }) puts a job at the BACK of its quorum queue;
 //   jobs held by a consumer whose channel or connection closes go back to the FRONT, in order.
 // - A JobDelivery or EventDelivery settled after its connection died is a no-op: the broker has put
-//   it back already and delivers it again (redelivered: true).
+//   it back already and delivers it again (redelivered: true). Until it is settled, such a job still
+//   counts against its consumer's prefetch: the orchestrator is still running it.
 // - Cancel subscriptions use a durable queue with x-expires instead of an exclusive one: it outlives
 //   a dropped connection, so no Cancel is lost during an outage; the bus deletes it on cancel/stop,
 //   the broker once it has been unused for cancelQueueExpiresMs.
@@ -112,6 +113,11 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
       onDown: () => this.#lost(),
       onFatal: (err) => this.#fatal(err),
     });
+  }
+
+  /** Connected and restored right now (for health checks): false during an outage. */
+  get isConnected(): boolean {
+    return this.#conn.isUp;
   }
 
   async start(): Promise<void> {

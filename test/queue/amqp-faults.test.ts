@@ -1,6 +1,7 @@
 // Fault tests for the RabbitMQ bus: connections cut mid-stream through a TCP proxy the test
-// controls, and a broker restart. Publisher and consumer are separate buses (separate connections);
-// both must recover on their own, and every job must be consumed exactly once after dedupe by id.
+// controls, and a broker restart. Forge side and orchestrator side are separate buses (separate
+// connections); both must recover on their own, and every job (and the event the orchestrator
+// reports for it) must arrive exactly once after dedupe by id.
 import assert from "node:assert/strict";
 import { after, describe, it, type TestContext } from "node:test";
 import { pino } from "pino";
@@ -10,7 +11,7 @@ import type { JobDelivery } from "../../src/queue/bus.js";
 import type { Logger } from "../../src/telemetry/log.js";
 import { deleteTopology, leftovers, RABBIT_URL, rabbitmqctl, readyMessages, testPrefix } from "../support/rabbit.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
-import { holdsFor, job, uid, until } from "./helpers.js";
+import { event, holdsFor, job, uid, until } from "./helpers.js";
 
 const RUN = `gt-faults-${process.pid}`;
 
@@ -36,6 +37,7 @@ const INFO = 30;
 async function pair(t: TestContext, url: string) {
   const prefix = testPrefix(RUN);
   const label = `l-${uid()}`;
+  const instance = `i-${uid()}`;
   const [pubLog, conLog] = [capturedLog(), capturedLog()];
   const opts = { url, prefix, reconnectBackoff: { baseMs: 50, maxMs: 400 }, startTimeoutMs: 10_000 };
   const forge = new AmqpBus({ ...opts, log: pubLog.log });
@@ -44,16 +46,24 @@ async function pair(t: TestContext, url: string) {
   await orchestrator.start();
   t.after(async () => {
     await Promise.all([forge, orchestrator].map((b) => b.stop(AbortSignal.timeout(10_000))));
-    await deleteTopology(prefix, { labels: [label], instances: [] });
+    await deleteTopology(prefix, { labels: [label], instances: [instance] });
   });
   const deliveries = new Map<string, number>();
+  const events = new Map<string, number>();
   let redelivered = 0;
+  // As an orchestrator does: report on the job's event stream, then ack the job.
   const consumer = await orchestrator.consumeJobs([label], 64, (d: JobDelivery) => {
     deliveries.set(d.request.id, (deliveries.get(d.request.id) ?? 0) + 1);
     if (d.redelivered) redelivered += 1;
+    void orchestrator.publishEvent(instance, event(d.request.id, 0)).then(() => d.ack());
+  });
+  const stream = await forge.consumeEvents(instance, (d) => {
+    const key = `${d.event.jobId}:${d.event.seq}`;
+    events.set(key, (events.get(key) ?? 0) + 1);
     void d.ack();
   });
   t.after(() => consumer.cancel());
+  t.after(() => stream.cancel());
   return {
     prefix,
     label,
@@ -62,6 +72,7 @@ async function pair(t: TestContext, url: string) {
     pubLog,
     conLog,
     deliveries,
+    events,
     redelivered: () => redelivered,
   };
 }
@@ -124,6 +135,8 @@ describe("RabbitMQ bus under faults", () => {
     });
 
     assert.deepEqual(new Set(p.deliveries.keys()), new Set(stream.ids), "exactly the published jobs, once each");
+    await until(() => p.events.size === TOTAL, "every job's event reached the runner's stream");
+    assert.deepEqual(new Set(p.events.keys()), new Set(stream.ids.map((id) => `${id}:0`)));
     const extra = [...p.deliveries.values()].reduce((a, b) => a + b, 0) - TOTAL;
     t.diagnostic(`${TOTAL} jobs, ${extra} duplicate deliveries (deduped), ${p.redelivered()} marked redelivered`);
     for (const [side, l] of [
@@ -134,6 +147,51 @@ describe("RabbitMQ bus under faults", () => {
       assert.equal(l.count(/reconnected to rabbitmq/, INFO), 2, `${side}: one line per recovery`);
     }
     assert.ok(proxy.accepted >= 6, "both buses connected three times");
+  });
+
+  it("restores a consumer with its current prefetch, counting jobs still held from before the drop", async (t) => {
+    const prefix = testPrefix(RUN);
+    const label = `l-${uid()}`;
+    const proxy = new TcpProxy({ host: "127.0.0.1", port: 5672 });
+    await proxy.listen();
+    const forge = new AmqpBus({ url: RABBIT_URL, prefix });
+    const orchestrator = new AmqpBus({
+      url: `amqp://guest:guest@127.0.0.1:${proxy.port}`,
+      prefix,
+      reconnectBackoff: { baseMs: 50, maxMs: 200 },
+    });
+    await forge.start();
+    await orchestrator.start();
+    t.after(async () => {
+      await Promise.all([forge, orchestrator].map((b) => b.stop(AbortSignal.timeout(10_000))));
+      await proxy.close();
+      await deleteTopology(prefix, { labels: [label], instances: [] });
+    });
+    const jobs = Array.from({ length: 12 }, () => job(label));
+    await Promise.all(jobs.map((j) => forge.publishJob(j)));
+    const got: JobDelivery[] = [];
+    const c = await orchestrator.consumeJobs([label], 2, (d) => got.push(d));
+    await until(() => got.length === 2, "two held");
+    await c.setPrefetch(5);
+    await until(() => got.length === 5, "five held");
+    const before = proxy.accepted;
+    proxy.dropAll(); // the broker puts the five back; the orchestrator still runs them
+    await until(() => proxy.accepted > before && orchestrator.isConnected, "reconnected");
+    const queue = amqpTopology(prefix).jobQueue(label);
+    await holdsFor(300, async () => {
+      assert.equal(got.length, 5, "held jobs still count: nothing new while five are held");
+      assert.equal(await readyMessages(queue), 12, "all twelve are ready again at the broker");
+    });
+    for (const d of got.splice(0)) await d.ack(); // acks of a dead connection: no-ops that free room
+    await until(() => got.length === 5, "exactly the current prefetch again");
+    await holdsFor(300, () => assert.equal(got.length, 5));
+    assert.deepEqual(
+      got.map((d) => d.request.id),
+      jobs.slice(0, 5).map((j) => j.id),
+      "the five it held come first again, in order",
+    );
+    assert.ok(got.every((d) => d.redelivered));
+    for (const d of got) await d.ack();
   });
 
   it("survives a RabbitMQ restart (stop_app, start_app) with publishes waiting for it", async (t) => {
@@ -148,6 +206,7 @@ describe("RabbitMQ bus under faults", () => {
     await during.done;
     await until(() => p.deliveries.size === 400, "every job consumed", 60_000);
     assert.deepEqual(new Set(p.deliveries.keys()), new Set([...first.ids, ...during.ids]));
+    await until(() => p.events.size === 400, "every job's event reached the runner's stream");
     assert.equal(p.pubLog.count(/lost the rabbitmq connection/, WARN), 1);
     assert.equal(p.conLog.count(/reconnected to rabbitmq/, INFO), 1);
   });
