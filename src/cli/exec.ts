@@ -143,6 +143,8 @@ async function localGithub(workspace: string, event: string): Promise<Record<str
   };
 }
 
+const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
 /* ---------- rendering ---------- */
 
 interface Paint {
@@ -350,7 +352,7 @@ export const execCommand: Command = {
     if (only && !triggered.some((w) => w.jobs.some((j) => j.id === only)))
       throw new UsageError(`--job ${only}: no workflow that runs on '${event}' has that job`);
 
-    const p = paint(Boolean((ctx.stdout as NodeJS.WriteStream).isTTY) && !ctx.env["NO_COLOR"]);
+    const p = paint(Boolean(ctx.stdout.isTTY) && !ctx.env["NO_COLOR"]);
     const stop = new AbortController();
     void ctx.stopRequested.then(() => stop.abort(new Error("cancelled: gnomon exec was asked to stop")));
     const github = await localGithub(workspace, event);
@@ -377,9 +379,9 @@ export const execCommand: Command = {
             cancelled: stop.signal.aborted,
           });
         } catch (err) {
-          ctx.stdout.write(`${p.red("✗")} ${p.bold(display)}: ${(err as Error).message}\n`);
+          ctx.stdout.write(`${p.red("✗")} ${p.bold(display)}: ${messageOf(err)}\n`);
           results.set(job.id, { result: "failure", outputs: {} });
-          rows.push({ name: display, result: "failure", note: (err as Error).message });
+          rows.push({ name: display, result: "failure", note: messageOf(err) });
           continue;
         }
         if (!runIt) {
@@ -395,9 +397,9 @@ export const execCommand: Command = {
         try {
           legs = planJob(w, job, planCtx, { matrixFilter });
         } catch (err) {
-          ctx.stdout.write(`${p.red("✗")} ${p.bold(display)}: ${(err as Error).message}\n`);
+          ctx.stdout.write(`${p.red("✗")} ${p.bold(display)}: ${messageOf(err)}\n`);
           results.set(job.id, { result: "failure", outputs: {} });
-          rows.push({ name: display, result: "failure", note: (err as Error).message });
+          rows.push({ name: display, result: "failure", note: messageOf(err) });
           continue;
         }
         const legResults: NeedResult[] = [];
@@ -472,7 +474,7 @@ async function runLeg(
   try {
     lease = await provider(target, o.stop);
   } catch (err) {
-    const reason = `could not get a machine for ${target}: ${(err as Error).message}`;
+    const reason = `could not get a machine for ${target}: ${messageOf(err)}`;
     out.write(`${p.red(`✗ ${reason}`)}\n`);
     return { result: "failure", outputs: {}, reason, ms: 0 };
   }

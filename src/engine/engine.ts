@@ -223,18 +223,16 @@ async function setUp(job: JobRuntime, top: Frame, containers: "fail" | "run-on-e
       "warning",
       `${where} asks for the job container ${image}; this host executor has no container runtime, so the steps run directly on the host with the container's env and \`sh\` as their default shell.`,
     );
-    if (container !== null && typeof container === "object" && !Array.isArray(container)) {
-      const env = container["env"];
-      if (env !== null && typeof env === "object" && !Array.isArray(env))
-        for (const [k, v] of Object.entries(env)) job.env = { ...job.env, [k]: coerceString(v ?? null) };
-    }
+    const env = isRecord(container) ? container["env"] : undefined;
+    if (env !== undefined && isRecord(env))
+      for (const [k, v] of Object.entries(env)) job.env = { ...job.env, [k]: coerceString(v ?? null) };
     job.defaultShell = "sh";
   }
   try {
     for (const token of spec.defaults) {
       const d = evaluateToken(token, top.scope(job.env));
-      const run = d !== null && typeof d === "object" && !Array.isArray(d) ? d["run"] : undefined;
-      if (run === null || typeof run !== "object" || Array.isArray(run) || run === undefined) continue;
+      const run = isRecord(d) ? d["run"] : undefined;
+      if (run === undefined || !isRecord(run)) continue;
       if (run["shell"] !== undefined) job.defaultShell = coerceString(run["shell"]);
       if (run["working-directory"] !== undefined) job.defaultWorkingDirectory = coerceString(run["working-directory"]);
     }
@@ -242,6 +240,10 @@ async function setUp(job: JobRuntime, top: Frame, containers: "fail" | "run-on-e
     return `${where}.defaults: ${errorMessage(err)}`;
   }
   return undefined;
+}
+
+function isRecord(v: Json): v is { [key: string]: Json } {
+  return v !== null && typeof v === "object" && !Array.isArray(v);
 }
 
 /** Post steps, last registered first, each with its post-if (always() by default). */

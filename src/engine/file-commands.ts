@@ -38,7 +38,8 @@ export async function createFileCommands(job: JobRuntime): Promise<FileCommandPa
     state: `${dir}/save_state_${id}`,
     summary: `${dir}/step_summary_${id}`,
   };
-  for (const p of Object.values(paths)) await job.executor.writeFile(p, "");
+  // In parallel: over ssh each file is a round trip, and steps are many.
+  await Promise.all(Object.values(paths).map((p) => job.executor.writeFile(p, "")));
   return paths;
 }
 
@@ -71,11 +72,14 @@ export async function readFileCommands(job: JobRuntime, p: FileCommandPaths): Pr
       return [];
     }
   };
-  const env = await pairs(p.env, "env");
-  const output = await pairs(p.output, "output");
-  const state = await pairs(p.state, "state");
-  const path = parsePathFile(await read(p.path));
-  const summary = await read(p.summary);
+  const [env, output, state, pathText, summary] = await Promise.all([
+    pairs(p.env, "env"),
+    pairs(p.output, "output"),
+    pairs(p.state, "state"),
+    read(p.path),
+    read(p.summary),
+  ]);
+  const path = parsePathFile(pathText);
   if (Buffer.byteLength(summary) > MAX_SUMMARY_BYTES)
     return {
       env,

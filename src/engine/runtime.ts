@@ -238,8 +238,8 @@ export class Frame {
     return out;
   }
 
-  inputsContext(): Readonly<Record<string, Json>> {
-    return this.opts.inputs ?? (this.job.contexts.inputs as Record<string, Json>);
+  inputsContext(): Readonly<Record<string, unknown>> {
+    return this.opts.inputs ?? this.job.contexts.inputs;
   }
 
   /** Contexts for expressions of a step in this scope, given its env context. */
