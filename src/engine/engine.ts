@@ -3,7 +3,7 @@
 // result. Emits contract JobEvents (masked) through `emit`; knows no forge, queue or VM, and
 // never closes the executor (its owner does).
 import type { JobResult } from "../contract/job-event.js";
-import type { JobContexts, JobSpec } from "../contract/job-request.js";
+import type { JobContexts, JobRequest, JobSpec } from "../contract/job-request.js";
 import type { Secrets } from "../contract/sealed-secrets.js";
 import type { Executor } from "../executor/executor.js";
 import { WorkflowError } from "../workflow/errors.js";
@@ -36,6 +36,11 @@ export interface JobInput {
   readonly secrets: Secrets;
   /** Where `uses: owner/repo@ref` is fetched from. */
   readonly actionsUrl: string;
+}
+
+/** The engine's input for a queued JobRequest, given its secrets opened with openSecrets(). */
+export function jobInputOf(request: JobRequest, secrets: Secrets): JobInput {
+  return { spec: request.spec, contexts: request.contexts, secrets, actionsUrl: request.actionsUrl };
 }
 
 export interface EngineOptions {
