@@ -5,7 +5,6 @@ import {
   type CommandContext,
   EXIT,
   helpText,
-  notBuilt,
   parseCommandArgs,
   UsageError,
 } from "./cli/command.js";
@@ -14,13 +13,14 @@ import { execCommand } from "./cli/exec.js";
 import { forgejoRegisterCommand, forgejoRunCommand } from "./cli/forgejo.js";
 import { githubRegisterCommand, githubRemoveCommand, githubRunCommand } from "./cli/github.js";
 import { imagesCommands } from "./cli/images.js";
+import { orchestratorCommand, upCommand } from "./cli/orchestrator.js";
 import { VERSION, versionCommand } from "./cli/version.js";
 import { ConfigError } from "./config/load.js";
 
 const COMMANDS: readonly Command[] = [
-  notBuilt("up", "run orchestrator and the configured forge runners in one process", "issue: orchestrator"),
+  upCommand,
   execCommand,
-  notBuilt("orchestrator", "run jobs from the queue in VMs", "issue: orchestrator"),
+  orchestratorCommand,
   forgejoRegisterCommand,
   forgejoRunCommand,
   githubRegisterCommand,

@@ -111,19 +111,3 @@ export function helpText(cmd: Command): string {
   }
   return `${lines.join("\n")}\n`;
 }
-
-/** A command that exists in the CLI but whose role is not built yet: says so, exits 2. */
-export function notBuilt(name: string, summary: string, issue: string): Command {
-  return {
-    name,
-    summary,
-    usage: `Usage: gnomon ${name}\n\n${summary}\n\nNot built yet in this version (${issue}).`,
-    options: {},
-    allowPositionals: true,
-    async run(args, ctx) {
-      args.config(); // a bad setting is reported first, as the finished command will
-      ctx.stderr.write(`gnomon ${name}: not built yet in this version of gnomon (${issue}).\n`);
-      return EXIT.usage;
-    },
-  };
-}

@@ -1,0 +1,87 @@
+// Builds the shared pieces of every long-running command from Config: the bus (RabbitMQ or the
+// in-process one), the store (PostgreSQL or PGlite), the cluster key, and the orchestrator with
+// its provisioner. Each stage gets its own small options object; only this file sees Config.
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { availableParallelism, totalmem } from "node:os";
+import { join } from "node:path";
+import type { Config } from "../config/schema.js";
+import { parseClusterKey } from "../contract/sealed-secrets.js";
+import { Orchestrator } from "../orchestrator/orchestrator.js";
+import { createVmProvisioner } from "../orchestrator/provisioner.js";
+import { AmqpBus } from "../queue/amqp.js";
+import type { JobBus } from "../queue/bus.js";
+import { MemoryBus } from "../queue/memory.js";
+import { Store } from "../store/store.js";
+import type { Logger } from "../telemetry/log.js";
+import type { Metrics } from "../telemetry/metrics.js";
+import { loadCatalog } from "../vm/catalog.js";
+import { UsageError } from "./command.js";
+import { imagesDir } from "./images.js";
+
+export function createBus(config: Readonly<Config>, log: Logger, role: string): JobBus {
+  return config.amqpUrl ? new AmqpBus({ url: config.amqpUrl, connectionName: role, log }) : new MemoryBus({ log });
+}
+
+export function createStore(config: Readonly<Config>, log: Logger): Store {
+  return new Store({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, log });
+}
+
+/**
+ * The cluster key: from configuration, or, for a single process on the embedded queue, generated
+ * once under the data directory (0600). Several hosts on RabbitMQ must share one configured key.
+ */
+export function clusterKeyOf(config: Readonly<Config>): Buffer {
+  if (config.clusterKey) return parseClusterKey(config.clusterKey);
+  if (config.amqpUrl)
+    throw new UsageError(
+      "with RabbitMQ (amqpUrl) every host must seal job secrets with the same key: set clusterKey or GNOMON_CLUSTER_KEY (create one with `openssl rand -hex 32`)",
+    );
+  const file = join(config.dataDir, "cluster.key");
+  if (existsSync(file)) return parseClusterKey(readFileSync(file, "utf8"));
+  mkdirSync(config.dataDir, { recursive: true });
+  writeFileSync(file, `${randomBytes(32).toString("hex")}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return parseClusterKey(readFileSync(file, "utf8"));
+}
+
+export async function createOrchestrator(
+  config: Readonly<Config>,
+  deps: { bus: JobBus; store: Store; log: Logger; metrics: Metrics; clusterKey: Buffer },
+): Promise<Orchestrator> {
+  const o = config.orchestrator;
+  const hostLabels = o.labels.filter((l) => l.endsWith(":host"));
+  if (hostLabels.length > 0 && !o.allowHostLabels)
+    throw new UsageError(
+      `orchestrator.labels has ${hostLabels.join(", ")}, which would run jobs on this host without a VM; set orchestrator.allowHostLabels (GNOMON_ALLOW_HOST_LABELS=true) only if you trust every workflow`,
+    );
+  const catalog = await loadCatalog(config.images.catalog || undefined);
+  const provisioner = createVmProvisioner({
+    catalog,
+    imagesDir: imagesDir(config),
+    runDir: join(config.dataDir, "vms"),
+    labels: o.labels.filter((l) => !l.endsWith(":host")),
+    hostLabels,
+    hostWorkDir: join(config.dataDir, "host-jobs"),
+  });
+  const unknown = o.labels.filter((l) => !l.endsWith(":host") && !provisioner.labels.includes(l));
+  if (o.labels.length > 0 && unknown.length > 0)
+    throw new UsageError(
+      `orchestrator.labels names ${unknown.join(", ")}, which no image in ${catalog.path} serves; add an image for it (docs/images.md) or remove it`,
+    );
+  return new Orchestrator({
+    bus: deps.bus,
+    store: deps.store,
+    provisioner,
+    budget: {
+      maxVms: o.maxVms,
+      cpus: o.cpus || availableParallelism(),
+      memoryMiB: o.memoryMiB || Math.floor((totalmem() / 1024 / 1024) * 0.75),
+    },
+    clusterKey: deps.clusterKey,
+    leaseTtlMs: o.leaseTtl,
+    drainTimeoutMs: o.drainTimeout,
+    metrics: deps.metrics,
+    log: deps.log,
+  });
+}

@@ -1,0 +1,159 @@
+// `gnomon orchestrator`: runs jobs from the queue in VMs on this host, and `gnomon up`: the
+// orchestrator plus the configured forge runners in one process, on the embedded queue and
+// database unless AMQP_URL / DATABASE_URL are set.
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { Config } from "../config/schema.js";
+import { readRegistration } from "../forge/github/credentials.js";
+import { createGitHubRunner } from "../forge/github/runner.js";
+import { runServices, type Service } from "../lifecycle/service.js";
+import { Slots } from "../lifecycle/slots.js";
+import type { Orchestrator } from "../orchestrator/orchestrator.js";
+import type { Logger } from "../telemetry/log.js";
+import { createMetrics, type Metrics } from "../telemetry/metrics.js";
+import { MetricsServer } from "../telemetry/metrics-server.js";
+import { type Command, EXIT, UsageError } from "./command.js";
+import { createForgejoRunner } from "./forgejo.js";
+import { clusterKeyOf, createBus, createOrchestrator, createStore } from "./infrastructure.js";
+import { VERSION } from "./version.js";
+
+const ORCHESTRATOR_FLAGS = {
+  "max-vms": "orchestrator.maxVms",
+  labels: "orchestrator.labels",
+  "metrics-listen": "orchestrator.metricsListen",
+} as const;
+
+const ORCHESTRATOR_OPTIONS = {
+  "max-vms": { type: "string" },
+  labels: { type: "string" },
+  "metrics-listen": { type: "string" },
+} as const;
+
+function metricsEndpoint(config: Readonly<Config>, metrics: Metrics, orchestrator: Orchestrator): Service[] {
+  if (!config.orchestrator.metricsListen) return [];
+  return [
+    new MetricsServer({
+      listen: config.orchestrator.metricsListen,
+      metrics,
+      health: () => ({
+        ok: true,
+        detail: {
+          orchestrator: orchestrator.id,
+          labels: orchestrator.labels,
+          runningJobs: orchestrator.runningJobs.length,
+          freeVms: orchestrator.capacity.freeVms,
+        },
+      }),
+    }),
+  ];
+}
+
+async function serve(
+  services: Service[],
+  config: Readonly<Config>,
+  stopRequested: Promise<void>,
+  log: Logger,
+  stderr: NodeJS.WritableStream,
+  name: string,
+): Promise<number> {
+  const why = await runServices(services, stopRequested, config.shutdownTimeout);
+  if (why === undefined) {
+    log.info("stopped");
+    return EXIT.ok;
+  }
+  stderr.write(`gnomon ${name}: ${why.message}\n`);
+  return (why as { code?: string }).code?.startsWith("config") || why instanceof UsageError ? EXIT.usage : EXIT.failed;
+}
+
+/** Flag values arrive as strings; the schema wants numbers and lists. */
+function normaliseFlags(values: Record<string, unknown>): void {
+  if (typeof values["max-vms"] === "string") values["max-vms"] = Number(values["max-vms"]);
+  if (typeof values["labels"] === "string")
+    values["labels"] = values["labels"]
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+}
+
+export const orchestratorCommand: Command = {
+  name: "orchestrator",
+  summary: "run jobs from the queue in VMs on this host",
+  usage: `Usage: gnomon orchestrator [--max-vms N] [--labels a,b] [--metrics-listen HOST:PORT]
+
+Consumes jobs for the labels of the image catalog (or orchestrator.labels), at most as many as this
+host has free VM slots, runs each in a fresh VM and reports its events back to the forge runner.
+With RabbitMQ (AMQP_URL) and PostgreSQL (DATABASE_URL) any number of hosts share the work; set the
+same GNOMON_CLUSTER_KEY everywhere.`,
+  options: ORCHESTRATOR_OPTIONS,
+  configFlags: ORCHESTRATOR_FLAGS,
+  async run(args, ctx) {
+    normaliseFlags(args.values as Record<string, unknown>);
+    const config = args.config();
+    const log = args.logger();
+    const clusterKey = clusterKeyOf(config);
+    const metrics = createMetrics();
+    const bus = createBus(config, log, "orchestrator");
+    const store = createStore(config, log);
+    const orchestrator = await createOrchestrator(config, { bus, store, log, metrics, clusterKey });
+    return serve(
+      [store, bus, orchestrator, ...metricsEndpoint(config, metrics, orchestrator)],
+      config,
+      ctx.stopRequested,
+      log,
+      ctx.stderr,
+      "orchestrator",
+    );
+  },
+};
+
+export const upCommand: Command = {
+  name: "up",
+  summary: "run the orchestrator and the configured forge runners in one process",
+  usage: `Usage: gnomon up [--max-vms N] [--labels a,b] [--metrics-listen HOST:PORT]
+
+Runs everything on one host: the orchestrator, a Forgejo runner when \`gnomon forgejo register\` wrote
+its credentials file (forgejo.credentialsFile), and a GitHub runner when \`gnomon github register\`
+wrote github.credentialsDir. Without AMQP_URL and DATABASE_URL it uses the embedded queue and the
+embedded PostgreSQL under the data directory.`,
+  options: ORCHESTRATOR_OPTIONS,
+  configFlags: ORCHESTRATOR_FLAGS,
+  async run(args, ctx) {
+    normaliseFlags(args.values as Record<string, unknown>);
+    const config = args.config();
+    const log = args.logger();
+    const clusterKey = clusterKeyOf(config);
+    const metrics = createMetrics();
+    const bus = createBus(config, log, "gnomon-up");
+    const store = createStore(config, log);
+    const orchestrator = await createOrchestrator(config, { bus, store, log, metrics, clusterKey });
+    const runners: Service[] = [];
+    const forgejoFile = resolve(config.forgejo.credentialsFile);
+    if (existsSync(forgejoFile)) runners.push(createForgejoRunner(config, { bus, clusterKey, log }));
+    const githubDir = resolve(config.github.credentialsDir);
+    if (existsSync(join(githubDir, ".runner")))
+      runners.push(
+        createGitHubRunner({
+          registration: readRegistration(githubDir),
+          bus,
+          clusterKey,
+          capacity: new Slots(config.github.capacity),
+          runnerVersion: config.github.runnerVersion,
+          gnomonVersion: VERSION,
+          log,
+        }),
+      );
+    if (runners.length === 0)
+      log.warn(
+        { forgejo: forgejoFile, github: githubDir },
+        "no forge runner is registered here: run `gnomon forgejo register` or `gnomon github register` first; serving the queue only",
+      );
+    return serve(
+      [store, bus, orchestrator, ...metricsEndpoint(config, metrics, orchestrator), ...runners],
+      config,
+      ctx.stopRequested,
+      log,
+      ctx.stderr,
+      "up",
+    );
+  },
+};

@@ -1,0 +1,198 @@
+// The orchestrator role: consumes JobRequests for the labels its host serves, never holding more
+// than it can start (prefetch = free VM slots), runs each job (run-job.ts), acts on Cancel
+// broadcasts, and reaps what a crashed predecessor left. Stop: no new jobs, running ones may
+// finish until the drain deadline, then they are cancelled with a reason and cleaned up.
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import type { Cancel } from "../contract/cancel.js";
+import { deferred, type Service } from "../lifecycle/service.js";
+import type { JobBus, JobConsumer, JobDelivery, Subscription } from "../queue/bus.js";
+import type { Store } from "../store/store.js";
+import { type Logger, rootLogger } from "../telemetry/log.js";
+import type { Metrics } from "../telemetry/metrics.js";
+import { type Budget, Capacity } from "./capacity.js";
+import type { Provisioner } from "./provisioner.js";
+import { Reaper } from "./reaper.js";
+import { JobCancelledError, runJob } from "./run-job.js";
+
+export interface OrchestratorOptions {
+  readonly bus: JobBus;
+  readonly store: Store;
+  readonly provisioner: Provisioner;
+  readonly budget: Budget;
+  readonly clusterKey: Buffer;
+  readonly leaseTtlMs: number;
+  /** How long running jobs may finish after stop() before they are cancelled. */
+  readonly drainTimeoutMs: number;
+  readonly metrics: Metrics;
+  readonly log?: Logger;
+  /** Default: <hostname>-<pid>-<random>. */
+  readonly id?: string;
+  /** The host name VM records carry; default os.hostname(). */
+  readonly host?: string;
+  /** How often the reaper looks for lost jobs and orphan VMs. */
+  readonly reapIntervalMs?: number;
+}
+
+interface Running {
+  readonly cancel: AbortController;
+  readonly done: Promise<void>;
+}
+
+export class Orchestrator implements Service {
+  readonly name = "orchestrator";
+  readonly id: string;
+  readonly host: string;
+  readonly done: Promise<Error | undefined>;
+  readonly capacity: Capacity;
+  readonly #opts: OrchestratorOptions;
+  readonly #log: Logger;
+  readonly #ended = deferred<Error | undefined>();
+  readonly #running = new Map<string, Running>();
+  readonly #reaper: Reaper;
+  #consumer: JobConsumer | undefined;
+  #cancels: Subscription | undefined;
+  #offCapacity: (() => void) | undefined;
+  #stopping: Promise<void> | undefined;
+  #prefetch = -1;
+
+  constructor(opts: OrchestratorOptions) {
+    this.#opts = opts;
+    this.host = opts.host ?? hostname();
+    this.id = opts.id ?? `${this.host}-${process.pid}-${randomBytes(3).toString("hex")}`;
+    this.#log = (opts.log ?? rootLogger()).child({ component: "orchestrator", orchestrator: this.id });
+    this.capacity = new Capacity(opts.budget);
+    this.done = this.#ended.promise;
+    this.#reaper = new Reaper({
+      store: opts.store,
+      bus: opts.bus,
+      host: this.host,
+      self: this.id,
+      metrics: opts.metrics,
+      log: this.#log,
+      intervalMs: opts.reapIntervalMs ?? Math.max(1_000, Math.floor(opts.leaseTtlMs / 2)),
+      isRunningHere: (jobId) => this.#running.has(jobId),
+    });
+  }
+
+  /** Labels this orchestrator consumes. */
+  get labels(): readonly string[] {
+    return this.#opts.provisioner.labels;
+  }
+
+  /** Jobs running here now. */
+  get runningJobs(): readonly string[] {
+    return [...this.#running.keys()];
+  }
+
+  async start(): Promise<void> {
+    const labels = this.labels;
+    if (labels.length === 0)
+      throw new Error(
+        "this orchestrator serves no labels: the image catalog is empty or orchestrator.labels names none of its labels",
+      );
+    await this.#reaper.reapOnce(); // before taking work: what a crashed predecessor left goes first
+    this.#cancels = await this.#opts.bus.consumeCancels((c) => this.#onCancel(c));
+    this.#prefetch = this.capacity.freeVms;
+    this.#consumer = await this.#opts.bus.consumeJobs(labels, this.#prefetch, (d) => this.#onJob(d));
+    this.#offCapacity = this.capacity.onChange(() => this.#syncPrefetch());
+    this.#reaper.start();
+    this.#log.info(
+      {
+        labels,
+        maxVms: this.#opts.budget.maxVms,
+        cpus: this.#opts.budget.cpus,
+        memoryMiB: this.#opts.budget.memoryMiB,
+      },
+      "orchestrator ready",
+    );
+  }
+
+  stop(deadline: AbortSignal): Promise<void> {
+    this.#stopping ??= this.#stop(deadline);
+    return this.#stopping;
+  }
+
+  async #stop(deadline: AbortSignal): Promise<void> {
+    this.#offCapacity?.();
+    await this.#consumer?.setPrefetch(0).catch(() => undefined);
+    this.#reaper.stop();
+    if (this.#running.size > 0) {
+      this.#log.info(
+        { jobs: this.#running.size, drainMs: this.#opts.drainTimeoutMs },
+        "stopping: letting running jobs finish",
+      );
+      const drain = AbortSignal.any([deadline, AbortSignal.timeout(this.#opts.drainTimeoutMs)]);
+      const all = Promise.all([...this.#running.values()].map((r) => r.done));
+      await Promise.race([all, new Promise((r) => drain.addEventListener("abort", r, { once: true }))]);
+      if (this.#running.size > 0) {
+        this.#log.warn({ jobs: this.#running.size }, "drain time is up: cancelling the jobs still running");
+        for (const r of this.#running.values())
+          r.cancel.abort(
+            new JobCancelledError("the gnomon orchestrator running this job was stopped (its drain time ran out)"),
+          );
+        await all;
+      }
+    }
+    await this.#consumer?.cancel().catch(() => undefined);
+    await this.#cancels?.cancel().catch(() => undefined);
+    this.#ended.resolve(undefined);
+  }
+
+  #onJob(delivery: JobDelivery): void {
+    const id = delivery.request.id;
+    const existing = this.#running.get(id);
+    if (existing) {
+      // A reconnect redelivered a job we are running: the new delivery is the one to ack, later.
+      void existing.done.then(() => delivery.ack().catch(() => undefined));
+      return;
+    }
+    if (this.#stopping) {
+      void delivery.nack({ requeue: true }).catch(() => undefined);
+      return;
+    }
+    const cancel = new AbortController();
+    const done = runJob(delivery, cancel.signal, {
+      orchestratorId: this.id,
+      host: this.host,
+      bus: this.#opts.bus,
+      store: this.#opts.store,
+      provisioner: this.#opts.provisioner,
+      capacity: this.capacity,
+      clusterKey: this.#opts.clusterKey,
+      leaseTtlMs: this.#opts.leaseTtlMs,
+      metrics: this.#opts.metrics,
+      log: this.#log,
+      runnerName: this.id,
+    })
+      .catch((err: unknown) => this.#log.error({ err, jobId: id }, "job runner failed"))
+      .finally(() => {
+        this.#running.delete(id);
+        this.#syncPrefetch();
+      });
+    this.#running.set(id, { cancel, done });
+    this.#syncPrefetch();
+  }
+
+  #onCancel(c: Cancel): void {
+    const running = this.#running.get(c.jobId);
+    if (running) {
+      this.#log.info({ jobId: c.jobId, reason: c.reason }, "cancelling job");
+      running.cancel.abort(new JobCancelledError(c.reason));
+      return;
+    }
+    // Not running here: remember it, so whoever consumes the job later drops it.
+    this.#opts.store.cancellations
+      .request(c.jobId, c.reason)
+      .catch((err: unknown) => this.#log.warn({ err, jobId: c.jobId }, "could not record a cancellation"));
+  }
+
+  /** Prefetch = VMs that could still start: held jobs count until they end. */
+  #syncPrefetch(): void {
+    if (this.#stopping || !this.#consumer) return;
+    const free = Math.max(0, this.#opts.budget.maxVms - this.#running.size);
+    if (free === this.#prefetch) return;
+    this.#prefetch = free;
+    this.#consumer.setPrefetch(free).catch((err: unknown) => this.#log.warn({ err }, "could not change the prefetch"));
+  }
+}

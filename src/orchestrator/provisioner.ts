@@ -1,0 +1,155 @@
+// Where a job's steps run: a fresh VM for a catalog label (the normal case) or this host for an
+// explicitly allowed `host` label. The orchestrator asks a Provisioner for a Workspace and always
+// destroys it; nothing else in the orchestrator knows about QEMU.
+import type { ProvisioningPhase } from "../contract/job-event.js";
+import type { Executor } from "../executor/executor.js";
+import { createHostExecutor } from "../executor/host.js";
+import { createSshExecutor } from "../executor/ssh.js";
+import type { Logger } from "../telemetry/log.js";
+import { type Catalog, type ImageSpec, resolveImage } from "../vm/catalog.js";
+import { bootMachine, type SpawnedVm } from "../vm/machine.js";
+import type { Accel } from "../vm/qemu-args.js";
+import type { Size } from "./capacity.js";
+
+export interface Workspace {
+  readonly executor: Executor;
+  /** Tears everything down (VM, overlay, seed); idempotent, never throws. */
+  destroy(): Promise<void>;
+  readonly describe: string;
+}
+
+export interface ProvisionHooks {
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+  /** A boot phase began; the forge shows it while the job waits for its machine. */
+  onPhase(phase: ProvisioningPhase, message?: string): void;
+  /** QEMU started: record it so a crash of this process still gets it reaped. */
+  onSpawn(vm: SpawnedVm): Promise<void>;
+  /** The last serial console lines, when boot failed, for the job log. */
+  onSerialTail?(lines: readonly string[]): void;
+}
+
+/** What a label resolves to on this host. */
+export type Target =
+  | { readonly kind: "vm"; readonly label: string; readonly image: ImageSpec }
+  | { readonly kind: "host"; readonly label: string };
+
+export interface Provisioner {
+  /** The labels this host serves. */
+  readonly labels: readonly string[];
+  /**
+   * Resolves a label to what runs it; throws UnknownLabelError (not served here) or
+   * ImageMissingError (served, but the image is not on this host), both with the fix in the message.
+   */
+  resolve(label: string): Promise<Target>;
+  sizeOf(target: Target): Size;
+  provision(target: Target, hooks: ProvisionHooks): Promise<Workspace>;
+}
+
+export interface VmProvisionerOptions {
+  readonly catalog: Catalog;
+  readonly imagesDir: string;
+  /** Per-VM run folders (overlays, seeds, QMP sockets). */
+  readonly runDir: string;
+  /** Labels to serve: empty = every catalog label. */
+  readonly labels?: readonly string[];
+  /** Labels that run on this host without a VM, as `<name>:host` (never by default). */
+  readonly hostLabels?: readonly string[];
+  readonly accel?: Accel;
+  /** Where host-label jobs get their per-job directories. */
+  readonly hostWorkDir?: string;
+}
+
+export class NotServedError extends Error {
+  override readonly name = "NotServedError";
+  readonly code = "orchestrator.label-not-served";
+  constructor(
+    readonly label: string,
+    readonly served: readonly string[],
+  ) {
+    super(
+      `no VM image serves runs-on "${label}" here; this fleet serves: ${served.join(", ") || "(nothing)"}. ` +
+        "Use one of those labels, or add an image for it to the catalog (docs/images.md).",
+    );
+  }
+}
+
+export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
+  const hostLabels = new Set(opts.hostLabels ?? []);
+  // A queue exists per label and per image name: `name:vm:image` labels queue under the image name.
+  const catalogLabels = [...new Set([...opts.catalog.labels.keys(), ...opts.catalog.images.keys()])];
+  const vmLabels =
+    opts.labels && opts.labels.length > 0 ? opts.labels.filter((l) => !hostLabels.has(l)) : catalogLabels;
+  const labels = [...new Set([...vmLabels, ...hostLabels])].sort();
+  return {
+    labels,
+    async resolve(label) {
+      if (hostLabels.has(label)) return { kind: "host", label };
+      if (!vmLabels.includes(label) || !catalogLabels.includes(label)) throw new NotServedError(label, labels);
+      return { kind: "vm", label, image: await resolveImage(opts.catalog, label, opts.imagesDir) };
+    },
+    sizeOf(target) {
+      return target.kind === "vm"
+        ? { cpus: target.image.cpus, memoryMiB: target.image.memoryMiB }
+        : { cpus: 0, memoryMiB: 0 };
+    },
+    async provision(target, hooks) {
+      if (target.kind === "host") {
+        const executor = await createHostExecutor({ parentDir: opts.hostWorkDir });
+        hooks.onPhase("ready", "running on this host (no VM): the job is not isolated from it");
+        return { executor, describe: "this host", destroy: () => executor.close().catch(() => undefined) };
+      }
+      const image = target.image;
+      hooks.onPhase("creating-disk", `creating a disk for ${image.name}`);
+      const machine = await bootMachine(image, {
+        runDir: opts.runDir,
+        signal: hooks.signal,
+        logger: hooks.log,
+        accel: opts.accel,
+        onSpawn: (vm) => hooks.onSpawn(vm),
+        onPhase: (step) => hooks.onPhase(step, phaseMessage(step, image)),
+      }).catch((err: unknown) => {
+        const tail = (err as { serialTail?: readonly string[] }).serialTail;
+        if (tail && hooks.onSerialTail) hooks.onSerialTail(tail);
+        throw err;
+      });
+      let executor: Executor;
+      try {
+        const client = machine.takeSshClient();
+        executor = await createSshExecutor(client ?? machine.ssh, { label: target.label, signal: hooks.signal });
+      } catch (err) {
+        await machine.destroy({ why: "boot-failed" });
+        throw err;
+      }
+      hooks.onPhase(
+        "ready",
+        `${image.name} is up after ${(machine.bootMs / 1000).toFixed(1)} s (${machine.accel.toUpperCase()})`,
+      );
+      return {
+        executor,
+        describe: `${image.name} VM ${machine.id} (pid ${machine.pid})`,
+        async destroy() {
+          await executor.close().catch(() => undefined);
+          await machine.destroy({ graceMs: 2_000 }).catch(() => undefined);
+        },
+      };
+    },
+  };
+}
+
+function phaseMessage(step: string, image: ImageSpec): string {
+  switch (step) {
+    case "creating-disk":
+      return `creating a disk for ${image.name}`;
+    case "booting":
+      return `booting ${image.name}…`;
+    case "kernel":
+      return `${image.name}: kernel running, waiting for the network`;
+    case "network":
+      return `${image.name}: network up, waiting for SSH`;
+    case "ssh":
+      return `${image.name}: SSH is answering, logging in`;
+    default:
+      return `${image.name}: ${step}`;
+  }
+}

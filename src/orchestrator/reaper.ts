@@ -1,0 +1,154 @@
+// Cleans up after orchestrators that died: at start-up (before taking work) and on a timer. It
+// kills QEMU processes and removes the files of VMs on this host whose owner no longer holds their
+// job's lease, and ends jobs whose lease expired after a step started ("orchestrator lost"). Jobs
+// lost before any step ran go back to queued: their queue message comes back to a live consumer.
+import { readFile, rm } from "node:fs/promises";
+import { dirname } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { JobBus } from "../queue/bus.js";
+import { afterLostOwner } from "../store/job-state.js";
+import type { Store } from "../store/store.js";
+import type { VmRecord } from "../store/vms.js";
+import type { Logger } from "../telemetry/log.js";
+import type { Metrics } from "../telemetry/metrics.js";
+import { EventStream } from "./event-stream.js";
+import { TAKEOVER_SEQ_GAP } from "./run-job.js";
+
+export interface ReaperOptions {
+  readonly store: Store;
+  readonly bus: JobBus;
+  readonly host: string;
+  /** This orchestrator's id: it takes leases over under it. */
+  readonly self: string;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly intervalMs: number;
+  /** Jobs this process runs are never reaped, whatever their lease says. */
+  readonly isRunningHere: (jobId: string) => boolean;
+}
+
+export interface ReapReport {
+  readonly vmsKilled: number;
+  readonly jobsFailed: number;
+  readonly jobsRequeued: number;
+}
+
+export class Reaper {
+  readonly #o: ReaperOptions;
+  readonly #stop = new AbortController();
+  #loop: Promise<void> | undefined;
+
+  constructor(opts: ReaperOptions) {
+    this.#o = opts;
+  }
+
+  start(): void {
+    this.#loop ??= (async () => {
+      while (!this.#stop.signal.aborted) {
+        try {
+          await sleep(this.#o.intervalMs, undefined, { signal: this.#stop.signal });
+        } catch {
+          return;
+        }
+        await this.reapOnce().catch((err: unknown) => this.#o.log.warn({ err }, "reaping failed; trying again later"));
+      }
+    })();
+  }
+
+  stop(): void {
+    this.#stop.abort();
+  }
+
+  async reapOnce(): Promise<ReapReport> {
+    const jobs = await this.#reapJobs();
+    const vmsKilled = await this.#reapVms();
+    return { vmsKilled, ...jobs };
+  }
+
+  async #reapVms(): Promise<number> {
+    const { store, host, log, metrics } = this.#o;
+    let killed = 0;
+    for (const vm of await store.vms.listOrphans(host)) {
+      if (this.#o.isRunningHere(vm.jobId)) continue;
+      const wasAlive = await killQemu(vm);
+      await rm(dirname(vm.overlayPath), { recursive: true, force: true }).catch(() => undefined);
+      if (vm.seedPath) await rm(vm.seedPath, { force: true }).catch(() => undefined);
+      await store.vms.delete(vm.id);
+      const job = await store.jobs.get(vm.jobId);
+      metrics.vmsReaped.inc({ label: job?.runsOn ?? "unknown" });
+      log.warn(
+        { vm: vm.id, jobId: vm.jobId, pid: vm.pid, owner: vm.owner, wasAlive },
+        "reaped a VM whose orchestrator is gone",
+      );
+      killed += 1;
+    }
+    return killed;
+  }
+
+  async #reapJobs(): Promise<{ jobsFailed: number; jobsRequeued: number }> {
+    const { store, bus, self, log } = this.#o;
+    let jobsFailed = 0;
+    let jobsRequeued = 0;
+    for (const lease of await store.leases.listExpired()) {
+      if (this.#o.isRunningHere(lease.jobId)) continue;
+      const action = afterLostOwner(lease.jobState, lease.firstStepStarted);
+      const got = await store.leases.acquire(lease.jobId, self, 60_000);
+      if (!got.acquired) continue; // someone else took it over first
+      try {
+        if (action === "fail") {
+          const reason = `orchestrator lost while running: ${lease.owner} stopped renewing the job's lease (it expired at ${lease.expiresAt.toISOString()}); steps may have run, so the job is not retried`;
+          const job = await store.jobs.finish(lease.jobId, { result: "failure", reason });
+          const events = new EventStream({
+            jobId: job.id,
+            replyTo: job.replyTo,
+            sink: bus,
+            firstSeq: job.eventSeq + TAKEOVER_SEQ_GAP,
+            onPublishError: (err) => log.warn({ err, jobId: job.id }, "could not publish the lost job's result"),
+          });
+          events.log(`gnomon: ${reason}`);
+          events.emit({ kind: "job-finished", result: "failure", outputs: {}, reason });
+          await events.flush();
+          await store.jobs.recordEventSeq(job.id, events.nextSeq);
+          log.warn({ jobId: job.id, owner: lease.owner }, "failed a job whose orchestrator was lost while it ran");
+          jobsFailed += 1;
+        } else if (action === "requeue") {
+          await store.jobs.requeue(lease.jobId);
+          log.info(
+            { jobId: lease.jobId, owner: lease.owner },
+            "requeued a job whose orchestrator was lost before it started",
+          );
+          jobsRequeued += 1;
+        }
+      } finally {
+        await store.leases.release(lease.jobId, self);
+      }
+    }
+    return { jobsFailed, jobsRequeued };
+  }
+}
+
+/** Kills the VM's QEMU if that pid still is this VM's QEMU (pids are reused). True if it was alive. */
+async function killQemu(vm: VmRecord): Promise<boolean> {
+  if (vm.pid === null) return false;
+  let cmdline: string;
+  try {
+    cmdline = (await readFile(`/proc/${vm.pid}/cmdline`, "utf8")).replaceAll("\0", " ");
+  } catch {
+    return false;
+  }
+  if (!cmdline.includes("qemu") || !cmdline.includes(vm.id)) return false;
+  try {
+    process.kill(vm.pid, "SIGKILL");
+  } catch {
+    return false;
+  }
+  for (let i = 0; i < 50; i++) {
+    try {
+      process.kill(vm.pid, 0);
+    } catch {
+      return true;
+    }
+    await sleep(100);
+  }
+  return true;
+}

@@ -1,0 +1,76 @@
+// The /healthz and /metrics HTTP endpoint, as a Service. Health is computed by the caller from the
+// services it runs; metrics come from the Prometheus registry. It never exposes job data.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { deferred, type Service } from "../lifecycle/service.js";
+import type { Metrics } from "./metrics.js";
+
+export interface Health {
+  readonly ok: boolean;
+  readonly detail: Readonly<Record<string, unknown>>;
+}
+
+export interface MetricsServerOptions {
+  /** host:port; port 0 picks a free one (see `address`). */
+  readonly listen: string;
+  readonly metrics: Metrics;
+  readonly health: () => Health;
+}
+
+export class MetricsServer implements Service {
+  readonly name = "metrics endpoint";
+  readonly done: Promise<Error | undefined>;
+  readonly #ended = deferred<Error | undefined>();
+  readonly #opts: MetricsServerOptions;
+  #server: Server | undefined;
+
+  constructor(opts: MetricsServerOptions) {
+    this.#opts = opts;
+    this.done = this.#ended.promise;
+  }
+
+  /** Where it listens, once started: "127.0.0.1:9464". */
+  get address(): string {
+    const a = this.#server?.address() as AddressInfo | null | undefined;
+    return a ? `${a.address}:${a.port}` : "";
+  }
+
+  async start(): Promise<void> {
+    const m = /^(.*):(\d+)$/.exec(this.#opts.listen);
+    if (!m)
+      throw new Error(`orchestrator.metricsListen must be host:port, e.g. 127.0.0.1:9464 (got "${this.#opts.listen}")`);
+    const host = m[1]!.replace(/^\[|\]$/g, "") || "0.0.0.0";
+    const server = createServer((req, res) => {
+      const path = (req.url ?? "/").split("?")[0];
+      if (req.method !== "GET") {
+        res.writeHead(405).end();
+      } else if (path === "/metrics") {
+        this.#opts.metrics.registry
+          .metrics()
+          .then((text) => res.writeHead(200, { "content-type": this.#opts.metrics.registry.contentType }).end(text))
+          .catch((err: unknown) => res.writeHead(500).end(String(err)));
+      } else if (path === "/healthz") {
+        const h = this.#opts.health();
+        res
+          .writeHead(h.ok ? 200 : 503, { "content-type": "application/json" })
+          .end(`${JSON.stringify({ ok: h.ok, ...h.detail })}\n`);
+      } else res.writeHead(404, { "content-type": "text/plain" }).end("try /healthz or /metrics\n");
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(Number(m[2]), host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    this.#server = server;
+  }
+
+  async stop(): Promise<void> {
+    const s = this.#server;
+    this.#server = undefined;
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+    s?.closeAllConnections();
+    this.#ended.resolve(undefined);
+  }
+}
