@@ -77,32 +77,31 @@ export async function runSteps(frame: Frame, steps: readonly StepSpec[], top: bo
 /** One step; emits step-started/step-finished when it is a job step (top), group lines otherwise. */
 export async function runStep(frame: Frame, step: StepSpec, top: boolean): Promise<StepRecord> {
   const job = frame.job;
-  const f = frame;
   const index = frame.index;
-  const setupSignal = AbortSignal.any([job.signal, AbortSignal.timeout(60_000)]);
+  // hashFiles() may list and read a large workspace: GitHub allows it 120 s too.
+  const setupSignal = AbortSignal.any([job.signal, AbortSignal.timeout(120_000)]);
 
-  let env: Record<string, string> = f.baseEnv();
+  let env: Record<string, string> = frame.baseEnv();
   let stepEnv: Record<string, string> = {};
   let setupError: string | undefined;
   try {
-    stepEnv = await evaluateIn(f, env, (s) => evaluateStringMap(step.env, s), setupSignal);
+    stepEnv = await evaluateIn(frame, env, (s) => evaluateStringMap(step.env, s), setupSignal);
     env = { ...env, ...stepEnv };
   } catch (err) {
     setupError = `the step's env could not be evaluated: ${errorMessage(err)}`;
   }
 
-  let name = defaultName(step, f, env);
+  let name = defaultName(step, frame, env);
   if (step.name !== undefined)
     try {
-      const n = coerceString(evaluateToken(step.name, f.scope(env)));
+      const n = coerceString(evaluateToken(step.name, frame.scope(env)));
       if (n.trim() !== "") name = n;
     } catch {
       // the display name is best effort, as on GitHub
     }
-  if (f.stage === "pre") name = `Pre ${name}`;
 
-  if (top) job.log.event({ kind: "step-started", step: index, stage: f.stage, name });
-  else f.line(`##[group]${name}`);
+  if (top) job.log.event({ kind: "step-started", step: index, stage: frame.stage, name });
+  else frame.line(`##[group]${name}`);
 
   const finish = (
     outcome: Conclusion,
@@ -119,26 +118,26 @@ export async function runStep(frame: Frame, step: StepSpec, top: boolean): Promi
       job.log.event({
         kind: "step-finished",
         step: index,
-        stage: f.stage,
+        stage: frame.stage,
         outcome,
         conclusion,
         outputs: { ...outputs },
       });
-    else f.line("##[endgroup]");
+    else frame.line("##[endgroup]");
     job.hashFiles.reset();
     return record;
   };
 
   if (setupError) {
-    annotate(f, "error", setupError);
+    annotate(frame, "error", setupError);
     return finish("failure", "failure", {});
   }
 
   let run: boolean;
   try {
-    run = await evaluateIn(f, env, (s) => evaluateCondition(step.if, s), setupSignal);
+    run = await evaluateIn(frame, env, (s) => evaluateCondition(step.if, s), setupSignal);
   } catch (err) {
-    annotate(f, "error", `the step's condition \`if: ${step.if}\` could not be evaluated: ${errorMessage(err)}`);
+    annotate(frame, "error", `the step's condition \`if: ${step.if}\` could not be evaluated: ${errorMessage(err)}`);
     return finish("failure", "failure", {});
   }
   if (!run) return finish("skipped", "skipped", {});
@@ -147,67 +146,77 @@ export async function runStep(frame: Frame, step: StepSpec, top: boolean): Promi
   if (step.timeoutMinutes !== undefined)
     try {
       timeoutMinutes = await evaluateIn(
-        f,
+        frame,
         env,
         (s) => evaluateNumber(step.timeoutMinutes ?? 0, s, "timeout-minutes"),
         setupSignal,
       );
     } catch (err) {
-      annotate(f, "error", `An error occurred when attempting to determine the step timeout: ${errorMessage(err)}`);
+      annotate(frame, "error", `An error occurred when attempting to determine the step timeout: ${errorMessage(err)}`);
     }
 
-  // The step's own signal: its timeout, and the job's cancellation unless its condition still
-  // holds once the job is cancelled (then it gets the cancel timeout instead).
-  const controller = new AbortController();
-  const timeout = timeoutMinutes > 0 ? AbortSignal.timeout(timeoutMinutes * 60_000) : undefined;
-  const onTimeout = () => controller.abort(new Error("step timeout"));
-  timeout?.addEventListener("abort", onTimeout, { once: true });
-  let cancelTimer: AbortSignal | undefined;
-  const onCancel = () => {
-    let stillRuns = false;
-    try {
-      stillRuns = evaluateCondition(step.if, f.scope(env));
-    } catch {
-      stillRuns = false;
-    }
-    if (!stillRuns) controller.abort(job.signal.reason);
-    else {
-      cancelTimer = AbortSignal.timeout(job.cancelTimeoutMs);
-      cancelTimer.addEventListener("abort", () => controller.abort(job.signal.reason), { once: true });
-    }
-  };
-  if (job.signal.aborted) onCancel();
-  else job.signal.addEventListener("abort", onCancel, { once: true });
-  const outer = f.signal;
-  const onOuter = () => controller.abort(outer?.reason);
-  if (outer?.aborted) onOuter();
-  else outer?.addEventListener("abort", onOuter, { once: true });
-
+  const stop = stepSignal(frame, step, env, timeoutMinutes);
   let body: StepBody;
   try {
-    const call: StepCall = { frame: f, env, stepEnv, name, signal: controller.signal };
+    const call: StepCall = { frame, env, stepEnv, name, signal: stop.signal };
     body = step.kind === "run" ? await runScript(call, step, top) : await runUsesStep(call, step);
   } catch (err) {
-    annotate(f, "error", errorMessage(err));
-    body = { result: controller.signal.aborted && !timeout?.aborted ? "cancelled" : "failure", outputs: {} };
+    annotate(frame, "error", errorMessage(err));
+    body = { result: "failure", outputs: {} };
   } finally {
-    job.signal.removeEventListener("abort", onCancel);
-    outer?.removeEventListener("abort", onOuter);
-    timeout?.removeEventListener("abort", onTimeout);
+    stop.dispose();
   }
-  if (timeout?.aborted) {
-    annotate(f, "error", `The action '${name}' has timed out after ${timeoutMinutes} minutes.`);
+  if (stop.timedOut()) {
+    annotate(frame, "error", `The action '${name}' has timed out after ${timeoutMinutes} minutes.`);
     body = { ...body, result: "failure" };
-  } else if (controller.signal.aborted && body.result !== "success") body = { ...body, result: "cancelled" };
+  } else if (stop.signal.aborted && body.result !== "success") body = { ...body, result: "cancelled" };
 
   let conclusion: Conclusion = body.result;
   if (body.result === "failure" && step.continueOnError !== undefined)
     try {
-      if (evaluateBoolean(step.continueOnError, f.scope(env))) conclusion = "success";
+      if (evaluateBoolean(step.continueOnError, frame.scope(env))) conclusion = "success";
     } catch (err) {
-      annotate(f, "error", `continue-on-error could not be evaluated: ${errorMessage(err)}`);
+      annotate(frame, "error", `continue-on-error could not be evaluated: ${errorMessage(err)}`);
     }
   return finish(body.result, conclusion, body.outputs);
+}
+
+/**
+ * The signal a step runs under: its timeout, the enclosing `uses:` step's signal, and the job's
+ * cancellation, unless its condition still holds once the job is cancelled (then it gets the
+ * cancel timeout instead, as on GitHub).
+ */
+function stepSignal(frame: Frame, step: StepSpec, env: Readonly<Record<string, string>>, timeoutMinutes: number) {
+  const job = frame.job;
+  const controller = new AbortController();
+  const timeout = timeoutMinutes > 0 ? AbortSignal.timeout(timeoutMinutes * 60_000) : undefined;
+  const onTimeout = () => controller.abort(new Error("step timeout"));
+  const onCancel = () => {
+    let stillRuns = false;
+    try {
+      stillRuns = evaluateCondition(step.if, frame.scope(env));
+    } catch {
+      stillRuns = false;
+    }
+    if (!stillRuns) controller.abort(job.signal.reason);
+    else AbortSignal.timeout(job.cancelTimeoutMs).addEventListener("abort", () => controller.abort(job.signal.reason));
+  };
+  const outer = frame.signal;
+  const onOuter = () => controller.abort(outer?.reason);
+  timeout?.addEventListener("abort", onTimeout, { once: true });
+  if (job.signal.aborted) onCancel();
+  else job.signal.addEventListener("abort", onCancel, { once: true });
+  if (outer?.aborted) onOuter();
+  else outer?.addEventListener("abort", onOuter, { once: true });
+  return {
+    signal: controller.signal,
+    timedOut: () => timeout?.aborted === true,
+    dispose: () => {
+      job.signal.removeEventListener("abort", onCancel);
+      outer?.removeEventListener("abort", onOuter);
+      timeout?.removeEventListener("abort", onTimeout);
+    },
+  };
 }
 
 /** Runs a `run:` step's script with its shell, then reads its file commands. */
