@@ -22,10 +22,10 @@ import { registerRunner } from "../forge/forgejo/registration.js";
 import { ForgejoRunner } from "../forge/forgejo/runner.js";
 import { runServices } from "../lifecycle/service.js";
 import { Slots } from "../lifecycle/slots.js";
-import { AmqpBus } from "../queue/amqp.js";
 import type { JobBus } from "../queue/bus.js";
 import type { Logger } from "../telemetry/log.js";
 import { type Command, EXIT, type ParsedArgs, UsageError } from "./command.js";
+import { amqpBus } from "./infrastructure.js";
 import { VERSION } from "./version.js";
 
 const CONFIG_FLAGS = { "credentials-file": "forgejo.credentialsFile" } as const;
@@ -192,7 +192,7 @@ cluster key shared with the orchestrators; \`gnomon up\` runs everything in one 
       throw new UsageError(
         "set clusterKey (GNOMON_CLUSTER_KEY) to the orchestrators' cluster key: job secrets are sealed with it",
       );
-    const bus = new AmqpBus({ url: config.amqpUrl, connectionName: "forgejo-runner", log });
+    const bus = amqpBus(config.amqpUrl, config, log, "forgejo-runner");
     let runner: ForgejoRunner;
     try {
       runner = createForgejoRunner(config, { bus, clusterKey: parseClusterKey(config.clusterKey), log });

@@ -20,8 +20,8 @@ import { register, remove, SYSTEM_LABELS } from "../forge/github/registration.js
 import { createGitHubRunner, platformLabels } from "../forge/github/runner.js";
 import { runServices } from "../lifecycle/service.js";
 import { Slots } from "../lifecycle/slots.js";
-import { AmqpBus } from "../queue/amqp.js";
 import { type Command, EXIT, type ParsedArgs, UsageError } from "./command.js";
+import { amqpBus } from "./infrastructure.js";
 import { VERSION } from "./version.js";
 
 const CONFIG_FLAGS = { "credentials-dir": "github.credentialsDir", "runner-version": "github.runnerVersion" } as const;
@@ -164,7 +164,7 @@ the orchestrators serving its label; reports steps, logs and results back to Git
       throw new UsageError(
         "set clusterKey (GNOMON_CLUSTER_KEY) to the orchestrators' cluster key: job secrets are sealed with it",
       );
-    const bus = new AmqpBus({ url: config.amqpUrl, connectionName: "github-runner", log });
+    const bus = amqpBus(config.amqpUrl, config, log, "github-runner");
     const runner = createGitHubRunner({
       registration,
       bus,

@@ -20,7 +20,11 @@ import { UsageError } from "./command.js";
 import { imagesDir } from "./images.js";
 
 export function createBus(config: Readonly<Config>, log: Logger, role: string): JobBus {
-  return config.amqpUrl ? new AmqpBus({ url: config.amqpUrl, connectionName: role, log }) : new MemoryBus({ log });
+  return config.amqpUrl ? amqpBus(config.amqpUrl, config, log, role) : new MemoryBus({ log });
+}
+
+export function amqpBus(url: string, config: Readonly<Config>, log: Logger, role: string): AmqpBus {
+  return new AmqpBus({ url, prefix: config.amqpPrefix, connectionName: role, log });
 }
 
 export function createStore(config: Readonly<Config>, log: Logger): Store {

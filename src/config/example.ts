@@ -13,6 +13,8 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 
 # RabbitMQ. Without it gnomon uses an in-process queue (one process only).   env: AMQP_URL
 # amqpUrl: amqp://guest:guest@127.0.0.1:5672
+# Prefix of every queue and exchange, for installations sharing one vhost.   env: GNOMON_AMQP_PREFIX
+# amqpPrefix: gnomon
 # Prefix of every RabbitMQ queue and exchange name, so installations can share a vhost.   env: GNOMON_QUEUE_PREFIX
 # queuePrefix: gnomon
 # PostgreSQL. Without it gnomon uses embedded PostgreSQL (PGlite) under dataDir.   env: DATABASE_URL

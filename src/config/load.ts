@@ -15,6 +15,7 @@ export const ENV_KEYS: Readonly<Record<string, readonly [path: string, kind: Kin
   GNOMON_DATA_DIR: ["dataDir", "string"],
   AMQP_URL: ["amqpUrl", "string"],
   GNOMON_AMQP_URL: ["amqpUrl", "string"],
+  GNOMON_AMQP_PREFIX: ["amqpPrefix", "string"],
   GNOMON_QUEUE_PREFIX: ["queuePrefix", "string"],
   DATABASE_URL: ["databaseUrl", "string"],
   GNOMON_DATABASE_URL: ["databaseUrl", "string"],

@@ -86,6 +86,11 @@ export const Config = z
       .string()
       .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1–64 letters, digits, ".", "_" or "-", e.g. "gnomon"')
       .default("gnomon"),
+    /** Prefix of every RabbitMQ queue and exchange: installations sharing one vhost use different ones. */
+    amqpPrefix: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "must be letters, digits, . _ or -")
+      .default("gnomon"),
     /** Absent: embedded PostgreSQL (PGlite) under dataDir. */
     databaseUrl: url("postgres://user@host:5432/db").optional(),
     /** 64 hex characters; absent with the embedded queue: generated once under dataDir. */

@@ -52,9 +52,7 @@ export class Orchestrator implements Service {
   readonly #reaper: Reaper;
   #consumer: JobConsumer | undefined;
   #cancels: Subscription | undefined;
-  #offCapacity: (() => void) | undefined;
   #stopping: Promise<void> | undefined;
-  #prefetch = -1;
 
   constructor(opts: OrchestratorOptions) {
     this.#opts = opts;
@@ -93,9 +91,9 @@ export class Orchestrator implements Service {
       );
     await this.#reaper.reapOnce(); // before taking work: what a crashed predecessor left goes first
     this.#cancels = await this.#opts.bus.consumeCancels((c) => this.#onCancel(c));
-    this.#prefetch = this.capacity.freeVms;
-    this.#consumer = await this.#opts.bus.consumeJobs(labels, this.#prefetch, (d) => this.#onJob(d));
-    this.#offCapacity = this.capacity.onChange(() => this.#syncPrefetch());
+    // Prefetch bounds the jobs held unacknowledged, and a job is held until it ends: so the bus
+    // never hands this host more jobs than it has VM slots, and free slots are what it may take.
+    this.#consumer = await this.#opts.bus.consumeJobs(labels, this.#opts.budget.maxVms, (d) => this.#onJob(d));
     this.#reaper.start();
     this.#log.info(
       {
@@ -114,7 +112,6 @@ export class Orchestrator implements Service {
   }
 
   async #stop(deadline: AbortSignal): Promise<void> {
-    this.#offCapacity?.();
     await this.#consumer?.setPrefetch(0).catch(() => undefined);
     this.#reaper.stop();
     if (this.#running.size > 0) {
@@ -166,12 +163,8 @@ export class Orchestrator implements Service {
       runnerName: this.id,
     })
       .catch((err: unknown) => this.#log.error({ err, jobId: id }, "job runner failed"))
-      .finally(() => {
-        this.#running.delete(id);
-        this.#syncPrefetch();
-      });
+      .finally(() => this.#running.delete(id));
     this.#running.set(id, { cancel, done });
-    this.#syncPrefetch();
   }
 
   #onCancel(c: Cancel): void {
@@ -185,14 +178,5 @@ export class Orchestrator implements Service {
     this.#opts.store.cancellations
       .request(c.jobId, c.reason)
       .catch((err: unknown) => this.#log.warn({ err, jobId: c.jobId }, "could not record a cancellation"));
-  }
-
-  /** Prefetch = VMs that could still start: held jobs count until they end. */
-  #syncPrefetch(): void {
-    if (this.#stopping || !this.#consumer) return;
-    const free = Math.max(0, this.#opts.budget.maxVms - this.#running.size);
-    if (free === this.#prefetch) return;
-    this.#prefetch = free;
-    this.#consumer.setPrefetch(free).catch((err: unknown) => this.#log.warn({ err }, "could not change the prefetch"));
   }
 }

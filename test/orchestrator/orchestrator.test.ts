@@ -1,0 +1,202 @@
+// The orchestrator on the in-process bus and real PostgreSQL, with explicit host labels so that
+// each job takes milliseconds: the event stream, outcomes in the store, cancellation, capacity,
+// a cancelled queued job, and the metrics. The VM journeys are in test/e2e/.
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { MemoryBus } from "../../src/queue/memory.js";
+import { createTestDatabase, type TestDatabase } from "../support/db.js";
+import { jobRequestFromYaml } from "../support/job-requests.js";
+import { EventCollector, logText, resultOf, startOrchestrator } from "../support/orchestrators.js";
+
+const HOST = "local:host";
+
+const TWO_STEPS = `
+on: push
+jobs:
+  build:
+    runs-on: local
+    steps:
+      - run: echo "hello from $GITHUB_JOB"
+      - id: out
+        run: echo "answer=42" >> "$GITHUB_OUTPUT"
+    outputs:
+      answer: \${{ steps.out.outputs.answer }}
+`;
+
+describe("orchestrator (in-process bus, PostgreSQL, host labels)", () => {
+  let td: TestDatabase;
+  before(async () => {
+    td = await createTestDatabase("postgres");
+  });
+  after(() => td?.drop());
+
+  async function setup(t: import("node:test").TestContext, opts: { maxVms?: number } = {}) {
+    const bus = new MemoryBus();
+    await bus.start();
+    t.after(() => bus.stop(AbortSignal.timeout(5_000)));
+    const replyTo = `runner-${randomUUID().slice(0, 8)}`;
+    const events = await EventCollector.start(t, bus, replyTo);
+    const o = await startOrchestrator(t, {
+      bus,
+      databaseUrl: td.location,
+      labels: [],
+      hostLabels: [HOST],
+      maxVms: opts.maxVms,
+    });
+    return { bus, replyTo, events, ...o };
+  }
+
+  it("runs a job and sends the whole event stream in order, then records the outcome", async (t) => {
+    const { bus, replyTo, events, store } = await setup(t);
+    const req = await jobRequestFromYaml(TWO_STEPS, { runsOn: HOST, replyTo });
+    await bus.publishJob(req);
+    const got = await events.finished(req.id);
+    const kinds = got.map((e) => e.kind);
+    assert.equal(kinds[0], "accepted");
+    assert.ok(kinds.indexOf("provisioning") > 0);
+    assert.deepEqual(
+      got.filter((e) => e.kind === "step-started").map((e) => (e.kind === "step-started" ? e.step : -1)),
+      [0, 1],
+    );
+    assert.equal(kinds.at(-1), "job-finished");
+    assert.deepEqual(
+      got.map((e) => e.seq),
+      got.map((_, i) => i),
+      "seq counts up from 0 without gaps",
+    );
+    assert.ok(logText(got).includes("hello from build"), logText(got).join("\n"));
+    const fin = resultOf(got);
+    assert.equal(fin?.result, "success");
+    assert.deepEqual(fin?.outputs, { answer: "42" });
+    const job = await store.jobs.get(req.id);
+    assert.equal(job?.state, "succeeded");
+    assert.ok(job?.firstStepAt instanceof Date);
+    assert.equal((await store.leases.get(req.id)) === undefined, true, "the lease is released");
+  });
+
+  it("ends a failing job as failure with the failing step's conclusion", async (t) => {
+    const { bus, replyTo, events, store } = await setup(t);
+    const req = await jobRequestFromYaml(
+      "on: push\njobs:\n  j:\n    runs-on: local\n    steps:\n      - run: exit 3\n      - run: echo never\n",
+      { runsOn: HOST, replyTo },
+    );
+    await bus.publishJob(req);
+    const got = await events.finished(req.id);
+    const finished = got.filter((e) => e.kind === "step-finished");
+    assert.deepEqual(
+      finished.map((e) => (e.kind === "step-finished" ? [e.step, e.conclusion] : [])),
+      [
+        [0, "failure"],
+        [1, "skipped"],
+      ],
+    );
+    assert.equal(resultOf(got)?.result, "failure");
+    assert.equal((await store.jobs.get(req.id))?.state, "failed");
+  });
+
+  it("masks secrets in the event stream", async (t) => {
+    const { bus, replyTo, events } = await setup(t);
+    const req = await jobRequestFromYaml(
+      'on: push\njobs:\n  j:\n    runs-on: local\n    steps:\n      - run: echo "token is ${{ secrets.API_TOKEN }}"\n',
+      { runsOn: HOST, replyTo, secrets: { API_TOKEN: "hunter2-very-secret" } },
+    );
+    await bus.publishJob(req);
+    const got = await events.finished(req.id);
+    assert.ok(!JSON.stringify(got).includes("hunter2-very-secret"));
+    assert.ok(logText(got).includes("token is ***"), logText(got).join("\n"));
+  });
+
+  it("cancels a job mid-step: cleanup steps run and the job ends cancelled within seconds", async (t) => {
+    const { bus, replyTo, events, store } = await setup(t);
+    const req = await jobRequestFromYaml(
+      "on: push\njobs:\n  j:\n    runs-on: local\n    steps:\n      - run: echo started; sleep 300\n      - if: cancelled()\n        run: echo cleaning up\n",
+      { runsOn: HOST, replyTo },
+    );
+    await bus.publishJob(req);
+    await events.until(req.id, (es) => logText(es).includes("started"), 30_000, "the first step's output");
+    const at = Date.now();
+    await bus.publishCancel({ v: 1, jobId: req.id, reason: "cancelled on the forge by a test", t: Date.now() });
+    const got = await events.finished(req.id, 15_000);
+    assert.ok(Date.now() - at < 10_000, `cancelled in ${Date.now() - at} ms`);
+    const fin = resultOf(got);
+    assert.equal(fin?.result, "cancelled");
+    assert.match(fin?.reason ?? "", /cancelled on the forge by a test/);
+    assert.ok(logText(got).includes("cleaning up"));
+    assert.equal((await store.jobs.get(req.id))?.state, "cancelled");
+  });
+
+  it("drops a job cancelled while it was still queued, without running it", async (t) => {
+    const bus = new MemoryBus();
+    await bus.start();
+    t.after(() => bus.stop(AbortSignal.timeout(5_000)));
+    const replyTo = `runner-${randomUUID().slice(0, 8)}`;
+    const events = await EventCollector.start(t, bus, replyTo);
+    // One orchestrator is busy; the cancellation for the queued job reaches it before the job does.
+    const { store } = await startOrchestrator(t, {
+      bus,
+      databaseUrl: td.location,
+      labels: [],
+      hostLabels: [HOST],
+      maxVms: 1,
+    });
+    const blocker = await jobRequestFromYaml(
+      "on: push\njobs:\n  j:\n    runs-on: local\n    steps:\n      - run: sleep 2\n",
+      { runsOn: HOST, replyTo },
+    );
+    const queued = await jobRequestFromYaml(
+      "on: push\njobs:\n  j:\n    runs-on: local\n    steps:\n      - run: echo should-not-run\n",
+      { runsOn: HOST, replyTo },
+    );
+    await bus.publishJob(blocker);
+    await events.until(blocker.id, (es) => es.some((e) => e.kind === "step-started"), 30_000, "the blocker's step");
+    await bus.publishJob(queued);
+    await bus.publishCancel({ v: 1, jobId: queued.id, reason: "cancelled before it started", t: Date.now() });
+    const got = await events.finished(queued.id, 30_000);
+    assert.equal(resultOf(got)?.result, "cancelled");
+    assert.equal(resultOf(got)?.reason, "cancelled before it started");
+    assert.ok(!got.some((e) => e.kind === "step-started"));
+    assert.ok(!logText(got).includes("should-not-run"));
+    assert.equal((await store.jobs.get(queued.id))?.state, "cancelled");
+  });
+
+  it("never runs more jobs at once than its VM slots, and runs all of them once", async (t) => {
+    const { bus, replyTo, events, orchestrator } = await setup(t, { maxVms: 2 });
+    const reqs = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        jobRequestFromYaml("on: push\njobs:\n  j:\n    runs-on: local\n    steps:\n      - run: sleep 0.5\n", {
+          runsOn: HOST,
+          replyTo,
+        }),
+      ),
+    );
+    let most = 0;
+    const timer = setInterval(() => {
+      most = Math.max(most, orchestrator.runningJobs.length);
+    }, 20);
+    t.after(() => clearInterval(timer));
+    for (const r of reqs) await bus.publishJob(r);
+    for (const r of reqs) assert.equal(resultOf(await events.finished(r.id))?.result, "success");
+    clearInterval(timer);
+    assert.ok(most <= 2, `held ${most} jobs at once`);
+    assert.equal(most, 2, "both slots were used");
+    for (const r of reqs) assert.equal(events.events(r.id).filter((e) => e.kind === "accepted").length, 1);
+  });
+
+  it("reports jobs, durations and boot phases on /metrics after a job ran", async (t) => {
+    const { bus, replyTo, events, metrics } = await setup(t);
+    const req = await jobRequestFromYaml(TWO_STEPS, { runsOn: HOST, replyTo });
+    await bus.publishJob(req);
+    await events.finished(req.id);
+    const { MetricsServer } = await import("../../src/telemetry/metrics-server.js");
+    const server = new MetricsServer({ listen: "127.0.0.1:0", metrics, health: () => ({ ok: true, detail: {} }) });
+    await server.start();
+    t.after(() => server.stop());
+    const text = await (await fetch(`http://${server.address}/metrics`)).text();
+    assert.match(text, /gnomon_jobs_finished_total\{result="success",label="local:host"\} 1/);
+    assert.match(text, /gnomon_job_duration_seconds_count\{label="local:host",result="success"\} 1/);
+    assert.match(text, /gnomon_job_queue_wait_seconds_count\{label="local:host"\} 1/);
+    const health = await fetch(`http://${server.address}/healthz`);
+    assert.equal(health.status, 200);
+  });
+});
