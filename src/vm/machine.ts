@@ -342,8 +342,13 @@ class QemuMachine implements Machine {
       const settle = (v: "ready" | "auth-failed" | "refused") => {
         if (settled) return;
         settled = true;
-        if (v === "ready") this.#client = client;
-        else client.end();
+        client.removeAllListeners("error");
+        client.removeAllListeners("close");
+        if (v === "ready") {
+          // Until someone takes the connection, a late error only ends it; the taker listens itself.
+          client.on("error", (err) => this.#log?.debug({ err }, "vm boot connection error"));
+          this.#client = client;
+        } else client.end();
         resolve(v);
       };
       client.once("ready", () => settle("ready"));
