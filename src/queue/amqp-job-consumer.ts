@@ -11,9 +11,15 @@
 // a busy label), less means cancelling tags (their held jobs stay held and ackable). With one label
 // the plan is simply credit = prefetch. With several, credit is shared max-min fairly by known
 // backlog, probed with passive declares every probeIntervalMs, and ties go to the label served
-// longest ago. The one remaining race, deliveries already in flight when setPrefetch lowers the
-// limit, is parked in order (not returned) and handed over first when room frees; a cancelled
-// consumer's channel close returns parked and held jobs to the FRONT of their queues, in order.
+// longest ago. What the broker sent before a lower setPrefetch took effect is parked in order (not
+// returned) and handed over first when room frees; a cancelled consumer's channel close returns
+// parked and held jobs to the FRONT of their queues, in order.
+//
+// One thing the broker does by itself: a delivery still in transit to a consumer tag that is being
+// cancelled is returned by the quorum queue (measured on 3.10), redelivered and possibly a place
+// behind the next job. So tags are cancelled only when they must be: a lower setPrefetch, or, for
+// fairness between labels, a tag nothing can be in transit to (full, or idle on an empty queue).
+// A single-label consumer with a steady prefetch never cancels a tag at all.
 import { setInterval as every } from "node:timers/promises";
 import type { Channel, ChannelModel, ConsumeMessage } from "amqplib";
 import { decodeJobRequest } from "../contract/codec.js";

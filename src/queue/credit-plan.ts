@@ -115,6 +115,9 @@ export function planChanges(input: CreditInput): CreditChanges {
 
   // 2. Fairness: labels with known backlog below their share take credit from labels above theirs.
   //    A cancelled tag's credit comes back once what it holds is settled, instead of replenishing it.
+  //    Only tags nothing can be on its way to are taken: full ones, or idle ones of an empty queue.
+  //    (A quorum queue returns a delivery in transit to a cancelled consumer: redelivered, and it
+  //    can lose its place to the next job.)
   let free = budget - totalCredit;
   const backlogDeficit = sum(
     labels.map((l) =>
@@ -127,7 +130,8 @@ export function planChanges(input: CreditInput): CreditChanges {
     const surplus = labels.filter((l) => credit.get(l.label)! > target.get(l.label)!);
     for (const l of surplus) {
       let c = credit.get(l.label)!;
-      for (const t of [...l.tags].sort((a, b) => a.held - b.held || b.credit - a.credit)) {
+      const quiet = (t: TagState): boolean => t.held >= t.credit || l.depth === 0;
+      for (const t of l.tags.filter(quiet).sort((a, b) => a.held - b.held || b.credit - a.credit)) {
         if (toFree <= 0 || c <= target.get(l.label)!) break;
         cancel.push(t.id);
         c -= t.credit;

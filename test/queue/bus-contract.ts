@@ -166,6 +166,43 @@ export function jobBusContract(name: string, harness: HarnessFactory): void {
       await ack(held.size);
     });
 
+    it("applies a lower prefetch set inside the callback at once, and still hands over every job exactly once", async (t) => {
+      const h = await harness(t);
+      const [forge, orchestrator] = [await h.bus(), await h.bus()];
+      const label = h.label();
+      const jobs = Array.from({ length: 10 }, () => job(label));
+      const got = new Recorder<JobDelivery>();
+      let held = 0;
+      let maxHeld = 0;
+      let consumer: { setPrefetch(n: number): Promise<void> } | undefined;
+      const c = await orchestrator.consumeJobs([label], 10, (d) => {
+        held += 1;
+        maxHeld = Math.max(maxHeld, held);
+        got.push(d);
+        // The first job makes this orchestrator go down to one slot; up to nine more may be in flight.
+        if (got.items.length === 1) void consumer?.setPrefetch(1);
+        if (got.items.length > 1)
+          setImmediate(() => {
+            held -= 1;
+            void d.ack();
+          });
+      });
+      consumer = c;
+      t.after(() => c.cancel());
+      for (const j of jobs) await forge.publishJob(j); // to a consumer that is already waiting
+      await got.count(1);
+      await holdsFor(200, () => assert.equal(got.items.length, 1, "nothing more while the one slot is taken"));
+      held -= 1;
+      await got.items[0]!.ack();
+      const all = await got.count(10);
+      assert.equal(maxHeld, 1, "never two at once after lowering to one");
+      // A job on its way when the limit dropped may come back redelivered, a place late (RabbitMQ
+      // returns deliveries in transit to a cancelled consumer); none is lost or handed over twice.
+      assert.equal(all[0]!.request.id, jobs[0]!.id);
+      assert.deepEqual(new Set(ids(all)), new Set(jobs.map((j) => j.id)));
+      await holdsFor(200, () => assert.equal(got.items.length, 10, "and nothing twice"));
+    });
+
     it("dead-letters a message it cannot decode with the reason, never hands it over, and goes on", async (t) => {
       const h = await harness(t);
       const [forge, orchestrator] = [await h.bus(), await h.bus()];
