@@ -156,6 +156,10 @@ async function build(
   await mkdir(root, { recursive: true });
   await mkdir(kroot, { recursive: true });
   const warnings: string[] = [];
+  if (process.getuid?.() !== 0)
+    warnings.push(
+      `built as uid ${process.getuid?.()}: the image's files belong to that uid, not root (mke2fs -d copies owners); setuid programs in it will not work`,
+    );
   try {
     progress(1, "resolving packages", `${recipe.packages.length} requested`);
     const rules = { exclude: new Set(recipe.exclude), provides: recipe.provides };

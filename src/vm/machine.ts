@@ -410,13 +410,12 @@ class QemuMachine implements Machine {
     this.#client = undefined;
     const child = this.#child;
     try {
-      if (child && child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+      if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
         if (graceMs > 0 && (await this.#qmp((q) => q.powerdown(), graceMs))) await this.#exitWithin(graceMs);
         // QMP quit when QMP answers (it may not yet, right after spawn); SIGKILL otherwise or if quit hangs.
-        if (
-          !(await this.#exitWithin(0)) &&
-          !((await this.#qmp((q) => q.quit(), 2_000)) && (await this.#exitWithin(2_000)))
-        ) {
+        const ended =
+          (await this.#exitWithin(0)) || ((await this.#qmp((q) => q.quit(), 2_000)) && (await this.#exitWithin(2_000)));
+        if (!ended) {
           child.kill("SIGKILL");
           await this.#exitWithin(10_000);
         }
@@ -439,7 +438,7 @@ class QemuMachine implements Machine {
     let q: QmpClient | undefined;
     try {
       q = await QmpClient.connect(this.#paths.qmpSocket, Math.min(timeoutMs, 2_000));
-      await Promise.race([action(q), sleep(timeoutMs)]);
+      await within(action(q), timeoutMs, undefined);
       return true;
     } catch (err) {
       this.#log?.debug({ err: asError(err) }, "vm teardown: QMP unavailable");
@@ -452,7 +451,21 @@ class QemuMachine implements Machine {
   async #exitWithin(ms: number): Promise<boolean> {
     if (this.#exitedAc.signal.aborted) return true;
     if (ms <= 0) return false;
-    return Promise.race([this.#exited.then(() => true), sleep(ms, false)]);
+    return within(
+      this.#exited.then(() => true),
+      ms,
+      false,
+    );
+  }
+}
+
+/** `p`'s value, or `fallback` after `ms`; the timer never outlives the race. */
+async function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  const ac = new AbortController();
+  try {
+    return await Promise.race([p, sleep(ms, fallback, { signal: ac.signal })]);
+  } finally {
+    ac.abort();
   }
 }
 
