@@ -1,6 +1,7 @@
-// RabbitMQ for tests: the shared broker on this machine, isolated per test by a queue prefix (a
-// vhost per test would need `rabbitmqctl add_vhost`, ~0.7 s each). Each test deletes what its
-// prefix created, and leftovers() lists anything still there, for a leak check at the end of a file.
+// RabbitMQ for tests: the shared broker on this machine, isolated per test by a queue prefix. A vhost
+// per test would need rabbitmqctl add_vhost + set_permissions + delete_vhost (~7 s together here;
+// the management plugin is not enabled). Each test deletes what its prefix created, and leftovers()
+// lists anything still there, for a leak check at the end of a file.
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { promisify } from "node:util";
