@@ -15,8 +15,6 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 # amqpUrl: amqp://guest:guest@127.0.0.1:5672
 # Prefix of every queue and exchange, for installations sharing one vhost.   env: GNOMON_AMQP_PREFIX
 # amqpPrefix: gnomon
-# Prefix of every RabbitMQ queue and exchange name, so installations can share a vhost.   env: GNOMON_QUEUE_PREFIX
-# queuePrefix: gnomon
 # PostgreSQL. Without it gnomon uses embedded PostgreSQL (PGlite) under dataDir.   env: DATABASE_URL
 # databaseUrl: postgres://gnomon@127.0.0.1:5432/gnomon
 # Key that seals job secrets on the queue: 64 hex characters, the same on every host

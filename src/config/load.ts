@@ -16,7 +16,6 @@ export const ENV_KEYS: Readonly<Record<string, readonly [path: string, kind: Kin
   AMQP_URL: ["amqpUrl", "string"],
   GNOMON_AMQP_URL: ["amqpUrl", "string"],
   GNOMON_AMQP_PREFIX: ["amqpPrefix", "string"],
-  GNOMON_QUEUE_PREFIX: ["queuePrefix", "string"],
   DATABASE_URL: ["databaseUrl", "string"],
   GNOMON_DATABASE_URL: ["databaseUrl", "string"],
   GNOMON_CLUSTER_KEY: ["clusterKey", "string"],

@@ -81,11 +81,6 @@ export const Config = z
     dataDir: z.string().min(1).default("gnomon-data"),
     /** Absent: the embedded in-process queue (one process only). */
     amqpUrl: url("amqp://user:pass@host:5672/vhost").optional(),
-    /** Prefix of every RabbitMQ queue and exchange name: installations sharing a vhost use different ones. */
-    queuePrefix: z
-      .string()
-      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1–64 letters, digits, ".", "_" or "-", e.g. "gnomon"')
-      .default("gnomon"),
     /** Prefix of every RabbitMQ queue and exchange: installations sharing one vhost use different ones. */
     amqpPrefix: z
       .string()
