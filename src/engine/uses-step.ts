@@ -15,7 +15,15 @@ import {
 import { isCheckout, runCheckout } from "./checkout.js";
 import type { Conclusion, Frame } from "./runtime.js";
 import { annotate } from "./step-output.js";
-import { errorMessage, evaluateIn, runProcess, runSteps, type StepBody, type StepCall } from "./step-runner.js";
+import {
+  errorMessage,
+  evaluateIn,
+  resolvePath,
+  runProcess,
+  runSteps,
+  type StepBody,
+  type StepCall,
+} from "./step-runner.js";
 
 type UsesStep = Extract<StepSpec, { kind: "uses" }>;
 
@@ -35,7 +43,7 @@ async function resolve(frame: Frame, ref: ActionReference, uses: string, signal:
     case "docker":
       throw dockerUnsupported(uses);
     case "local": {
-      const dir = `${job.paths.workspace}/${ref.path.replace(/^\.\/?/, "")}`.replace(/\/+$/, "");
+      const dir = resolvePath(job.paths.workspace, ref.path);
       const repository = String(job.contexts.github["repository"] ?? "");
       return { dir, def: await loadAction(job, dir, ref.path), repository, ref: "" };
     }

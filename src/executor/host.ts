@@ -3,7 +3,7 @@
 // Only for tests and explicit `NAME=host` labels: it never isolates a job from this host.
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
-import { chmod, cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, cp, lstat, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { StringDecoder } from "node:string_decoder";
@@ -218,6 +218,11 @@ export class HostExecutor implements Executor {
       force: true,
       verbatimSymlinks: true,
       mode: fsConstants.COPYFILE_FICLONE,
+      // Sockets, FIFOs and devices in a working tree cannot be copied and mean nothing to a job.
+      filter: async (src) => {
+        const s = await lstat(src);
+        return s.isFile() || s.isDirectory() || s.isSymbolicLink();
+      },
     });
   }
 

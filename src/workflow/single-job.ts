@@ -4,7 +4,7 @@
 // strategy scalars written as strings. Pure.
 import { parseDocument, stringify } from "yaml";
 import { WorkflowError } from "./errors.js";
-import { type PlanContexts, type PlannedJob, planJob } from "./job-plan.js";
+import { evaluateJobIf, type PlanContexts, type PlannedJob, planJob } from "./job-plan.js";
 import { parseWorkflowFile, type Workflow, type WorkflowJob } from "./workflow.js";
 
 const WORKFLOW_KEYS = new Set(["name", "run-name", "on", "permissions", "env", "defaults", "concurrency", "jobs"]);
@@ -102,4 +102,13 @@ export function planSingleJob(single: SingleJob, ctx: PlanContexts): PlannedJob 
       },
     ]);
   return leg;
+}
+
+/**
+ * The job's `if:` for the task (the runner decides it, not Forgejo): the status functions see the
+ * results of the needed jobs the task lists, the only ones Forgejo sends.
+ */
+export function singleJobShouldRun(single: SingleJob, ctx: PlanContexts, cancelled = false): boolean {
+  const upstream = Object.values(ctx.needs ?? {}).map((n) => n.result);
+  return evaluateJobIf(single.workflow, single.job, ctx, { upstream, cancelled });
 }

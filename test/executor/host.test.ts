@@ -1,7 +1,10 @@
 // The host executor: the shared executor contract, plus what only the host does (its per-job
 // directory, keeping gnomon's settings out of steps, cleaning up what a job left running).
 import assert from "node:assert/strict";
-import { access } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { access, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { createHostExecutor } from "../../src/executor/host.js";
 import { executorContract } from "./executor-contract.js";
@@ -73,6 +76,18 @@ describe("host executor", () => {
     assert.deepEqual(result, { exitCode: 0, signal: null });
     assert.deepEqual(out, ["started"]);
     assert.ok(Date.now() - started < 5_000, "it did not wait for the background sleep");
+  });
+
+  it("uploads a working tree that holds a FIFO, leaving the FIFO out", async (t) => {
+    const ex = await createHostExecutor();
+    t.after(() => ex.close());
+    const local = await mkdtemp(join(tmpdir(), "gnomon-fifo-"));
+    t.after(() => rm(local, { recursive: true, force: true }));
+    await writeFile(join(local, "kept.txt"), "kept\n");
+    execFileSync("mkfifo", [join(local, "pipe")]);
+    await ex.uploadDir(local, `${ex.platform.workDir}/copy`);
+    assert.equal((await ex.readFile(`${ex.platform.workDir}/copy/kept.txt`)).toString(), "kept\n");
+    await assert.rejects(access(`${ex.platform.workDir}/copy/pipe`));
   });
 
   it("rejects a working directory that does not exist", async (t) => {

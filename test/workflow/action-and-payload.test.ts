@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 import { JobSpec } from "../../src/contract/job-request.js";
 import { parseActionFile } from "../../src/workflow/action-file.js";
 import { WorkflowError } from "../../src/workflow/errors.js";
-import { parseSingleJobWorkflow, planSingleJob } from "../../src/workflow/single-job.js";
+import { parseSingleJobWorkflow, planSingleJob, singleJobShouldRun } from "../../src/workflow/single-job.js";
 
 describe("action files", () => {
   it("read a composite action's inputs, outputs and steps; name and description are optional", () => {
@@ -110,6 +110,15 @@ jobs:
     assert.deepEqual(leg.runsOn, ["ubuntu-22.04"]);
     assert.deepEqual(leg.contexts.needs, { build: { result: "success", outputs: { v: "7" } } });
     assert.doesNotThrow(() => JobSpec.parse(leg.spec));
+  });
+
+  it("decides the job's if: from the needed jobs' results the task lists", async () => {
+    const single = await parseSingleJobWorkflow(payload);
+    const needs = (result: "success" | "failure") => ({ build: { result, outputs: {} } });
+    assert.equal(singleJobShouldRun(single, { github: {}, needs: needs("success") }), true);
+    assert.equal(singleJobShouldRun(single, { github: {}, needs: needs("failure") }), false);
+    const always = await parseSingleJobWorkflow(payload.replace("    steps:", "    if: failure()\n    steps:"));
+    assert.equal(singleJobShouldRun(always, { github: {}, needs: needs("failure") }), true);
   });
 
   it("accepts a payload without `on:` and refuses one with two jobs", async () => {
