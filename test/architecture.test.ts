@@ -9,7 +9,7 @@ const SRC = new URL("../src/", import.meta.url).pathname;
 const mayImport: Record<string, readonly string[]> = {
   contract: [],
   lifecycle: [],
-  telemetry: [],
+  telemetry: ["lifecycle"],
   config: [],
   gen: [],
   queue: ["contract", "lifecycle", "telemetry"],
