@@ -91,7 +91,9 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
   }
   job = lease.job;
 
+  const gauge = stateGauge(deps.metrics, req.runsOn);
   const end = async (result: JobResult, reason?: string, outputs: Readonly<Record<string, string>> = {}) => {
+    gauge.clear();
     try {
       await deps.store.jobs.finish(req.id, { result, reason, outputs });
     } catch (err) {
@@ -130,6 +132,7 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
 
   try {
     job = await deps.store.jobs.assign(req.id, deps.orchestratorId);
+    gauge.set("assigned");
   } catch (err) {
     log.warn({ err }, "job could not be assigned");
     await end("failure", `gnomon could not assign the job: ${(err as Error).message}`);
@@ -180,6 +183,7 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
     }
 
     await deps.store.jobs.markProvisioning(req.id);
+    gauge.set("provisioning");
     const phaseStarted = new Map<string, number>();
     let lastPhase: { name: string; at: number } | undefined;
     try {
@@ -222,6 +226,7 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
     log.info({ machine: workspace.describe }, "machine ready");
 
     await deps.store.jobs.markRunning(req.id);
+    gauge.set("running");
     let firstStep = true;
     const secrets = openSecrets(req.secrets, deps.clusterKey, req.id);
     const outcome = await executeJob(
@@ -268,6 +273,17 @@ async function teardown(workspace: Workspace, deps: RunJobDeps, req: JobRequest,
     await deps.store.vms.delete(vm.id).catch((err: unknown) => log.warn({ err }, "could not delete the VM record"));
     deps.metrics.vmsRunning.dec({ label: req.runsOn });
   }
+}
+
+/** Moves this job between the states of the jobs-by-state gauge; clear() when it ends. */
+function stateGauge(metrics: Metrics, label: string): { set(state: string): void; clear(): void } {
+  let current: string | undefined;
+  const set = (state: string | undefined) => {
+    if (current) metrics.jobsByState.dec({ state: current, label });
+    if (state) metrics.jobsByState.inc({ state, label });
+    current = state;
+  };
+  return { set, clear: () => set(undefined) };
 }
 
 function reasonOf(signal: AbortSignal, fallback: string): string {

@@ -7,6 +7,7 @@ import { AmqpBus } from "../../src/queue/amqp.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { jobRequestFromYaml } from "../support/job-requests.js";
 import { EventCollector, logText, resultOf, startOrchestrator } from "../support/orchestrators.js";
+import { isAlive, qemuProcesses, until } from "../support/qemu-processes.js";
 import { deleteTopology, RABBIT_URL, testPrefix } from "../support/rabbit.js";
 import { testImage } from "../support/test-image.js";
 
@@ -70,5 +71,94 @@ describe("orchestrator end to end (RabbitMQ, PostgreSQL, a real VM)", () => {
       got.filter((e) => e.kind === "step-finished").map((e) => (e.kind === "step-finished" ? e.conclusion : "")),
       ["success", "success", "success"],
     );
+  });
+
+  it("a cancellation mid-step ends the job cancelled and its VM is gone within 10 s", async (t) => {
+    const prefix = testPrefix("e2e-cancel");
+    const bus = new AmqpBus({ url: RABBIT_URL, prefix });
+    await bus.start();
+    t.after(async () => {
+      await bus.stop(AbortSignal.timeout(5_000));
+      await deleteTopology(prefix);
+    });
+    const replyTo = `runner-${randomUUID().slice(0, 8)}`;
+    const events = await EventCollector.start(t, bus, replyTo);
+    const { store } = await startOrchestrator(t, { bus, databaseUrl: td.location, labels: ["test"], maxVms: 1 });
+    const req = await jobRequestFromYaml(
+      "on: push\njobs:\n  j:\n    runs-on: test\n    steps:\n      - run: echo started; sleep 600\n      - if: always()\n        run: echo cleanup ran\n",
+      { runsOn: "test", replyTo },
+    );
+    await bus.publishJob(req);
+    await events.until(req.id, (es) => logText(es).includes("started"), 180_000, "the step's first line");
+    const vm = (
+      await store.db.query<{ id: string; pid: number }>("select id, pid from vms where job_id = $1", [req.id])
+    ).rows[0];
+    assert.ok(vm && isAlive(vm.pid));
+    const at = Date.now();
+    await bus.publishCancel({ v: 1, jobId: req.id, reason: "cancelled by a test", t: at });
+    const fin = resultOf(await events.finished(req.id, 30_000));
+    assert.equal(fin?.result, "cancelled");
+    assert.equal(fin?.reason, "cancelled by a test");
+    assert.ok(logText(events.events(req.id)).includes("cleanup ran"));
+    await until(
+      () => !isAlive(vm.pid) && qemuProcesses(vm.id).length === 0,
+      10_000 - (Date.now() - at),
+      "the VM is gone",
+    );
+    assert.ok(Date.now() - at < 10_000, `VM gone ${Date.now() - at} ms after the cancel`);
+  });
+
+  it("two orchestrators with one VM slot each share four jobs: at most one VM each, every job once", async (t) => {
+    const prefix = testPrefix("e2e-share");
+    const publisher = new AmqpBus({ url: RABBIT_URL, prefix });
+    await publisher.start();
+    t.after(async () => {
+      await publisher.stop(AbortSignal.timeout(5_000));
+      await deleteTopology(prefix);
+    });
+    const replyTo = `runner-${randomUUID().slice(0, 8)}`;
+    const events = await EventCollector.start(t, publisher, replyTo);
+    const orchestrators = [];
+    for (const name of ["a", "b"]) {
+      const bus = new AmqpBus({ url: RABBIT_URL, prefix });
+      await bus.start();
+      t.after(() => bus.stop(AbortSignal.timeout(5_000)));
+      orchestrators.push(
+        (
+          await startOrchestrator(t, {
+            bus,
+            databaseUrl: td.location,
+            labels: ["test"],
+            maxVms: 1,
+            id: `share-${name}-${prefix}`,
+          })
+        ).orchestrator,
+      );
+    }
+    const most = new Map<string, number>();
+    const timer = setInterval(() => {
+      for (const o of orchestrators) most.set(o.id, Math.max(most.get(o.id) ?? 0, o.runningJobs.length));
+    }, 25);
+    t.after(() => clearInterval(timer));
+    const reqs = await Promise.all(
+      [1, 2, 3, 4].map((n) =>
+        jobRequestFromYaml(`on: push\njobs:\n  j:\n    runs-on: test\n    steps:\n      - run: echo job ${n}\n`, {
+          runsOn: "test",
+          replyTo,
+        }),
+      ),
+    );
+    for (const r of reqs) await publisher.publishJob(r);
+    for (const r of reqs) assert.equal(resultOf(await events.finished(r.id, 400_000))?.result, "success");
+    clearInterval(timer);
+    for (const o of orchestrators) assert.ok((most.get(o.id) ?? 0) <= 1, `${o.id} held ${most.get(o.id)} jobs at once`);
+    const ran = reqs.map((r) =>
+      events
+        .events(r.id)
+        .filter((e) => e.kind === "accepted")
+        .map((e) => (e.kind === "accepted" ? e.orchestrator : "")),
+    );
+    for (const r of ran) assert.equal(r.length, 1, "each job was accepted once");
+    assert.deepEqual(new Set(ran.flat()).size, 2, "both orchestrators ran jobs");
   });
 });

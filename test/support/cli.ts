@@ -34,3 +34,73 @@ export function runGnomon(
     child.stdin.end(opts.input ?? "");
   });
 }
+
+export interface GnomonProcess {
+  readonly child: import("node:child_process").ChildProcess;
+  /** Everything it wrote to stderr so far (its JSON log lines). */
+  stderr(): string;
+  /** Resolves when a log line's msg matches, rejects after timeoutMs or when it exits first. */
+  waitForLog(msg: RegExp, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Resolves with the exit code (or signal name). */
+  readonly exited: Promise<number | string | null>;
+}
+
+/** Starts the shipped program in the background (a daemon role); the caller stops it. */
+export function spawnGnomon(
+  args: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): GnomonProcess {
+  const child = spawn(process.execPath, [GNOMON_BIN, ...args], {
+    cwd: opts.cwd,
+    env: { PATH: process.env["PATH"], HOME: process.env["HOME"], GNOMON_LOG_FORMAT: "json", ...opts.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let err = "";
+  const listeners = new Set<() => void>();
+  child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+    err += d;
+    for (const l of [...listeners]) l();
+  });
+  child.stdout?.resume();
+  const exited = new Promise<number | string | null>((resolve) =>
+    child.on("exit", (code, sig) => resolve(code ?? sig)),
+  );
+  return {
+    child,
+    stderr: () => err,
+    exited,
+    waitForLog(msg, timeoutMs = 60_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          for (const line of err.split("\n")) {
+            if (!line.startsWith("{")) continue;
+            try {
+              const o = JSON.parse(line) as Record<string, unknown>;
+              if (typeof o["msg"] === "string" && msg.test(o["msg"])) {
+                cleanup();
+                resolve(o);
+                return;
+              }
+            } catch {}
+          }
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`no log line matching ${msg} within ${timeoutMs} ms; stderr:\n${err.slice(-3_000)}`));
+        }, timeoutMs);
+        const onExit = () => {
+          cleanup();
+          reject(new Error(`gnomon exited before logging ${msg}; stderr:\n${err.slice(-3_000)}`));
+        };
+        const cleanup = () => {
+          clearTimeout(timer);
+          listeners.delete(check);
+          child.off("exit", onExit);
+        };
+        listeners.add(check);
+        child.once("exit", onExit);
+        check();
+      });
+    },
+  };
+}

@@ -1,0 +1,134 @@
+// The orchestrator under faults, with real processes, RabbitMQ, PostgreSQL and VMs: an
+// orchestrator killed with SIGKILL mid-job is cleaned up after by the next one (VM reaped, job
+// ended "orchestrator lost"), /metrics shows what happened, and a SIGTERM stops cleanly.
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { AmqpBus } from "../../src/queue/amqp.js";
+import { spawnGnomon } from "../support/cli.js";
+import { createTestDatabase, type TestDatabase } from "../support/db.js";
+import { jobRequestFromYaml } from "../support/job-requests.js";
+import { EventCollector, logText, resultOf } from "../support/orchestrators.js";
+import { isAlive, qemuProcesses, until } from "../support/qemu-processes.js";
+import { deleteTopology, RABBIT_URL, testPrefix } from "../support/rabbit.js";
+import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
+import { TEST_IMAGES_DIR, testImage } from "../support/test-image.js";
+
+const LEASE_TTL_S = 6;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
+  let td: TestDatabase;
+  before(async () => {
+    await testImage();
+    td = await createTestDatabase("postgres");
+  });
+  after(() => td?.drop());
+
+  it("a SIGKILLed orchestrator's VM is reaped and its job ends 'orchestrator lost' within the lease expiry; metrics show it", async (t) => {
+    const prefix = testPrefix("e2e-faults");
+    const bus = new AmqpBus({ url: RABBIT_URL, prefix });
+    await bus.start();
+    t.after(async () => {
+      await bus.stop(AbortSignal.timeout(5_000));
+      await deleteTopology(prefix);
+    });
+    const replyTo = `runner-${randomUUID().slice(0, 8)}`;
+    const events = await EventCollector.start(t, bus, replyTo);
+    const metricsPort = await freePort();
+    const env = (name: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
+      AMQP_URL: RABBIT_URL,
+      DATABASE_URL: td.location,
+      GNOMON_AMQP_PREFIX: prefix,
+      GNOMON_CLUSTER_KEY: SAMPLE_CLUSTER_KEY.toString("hex"),
+      GNOMON_DATA_DIR: mkdtempSync(join(tmpdir(), `gnomon-${name}-`)),
+      GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
+      GNOMON_LABELS: "test",
+      GNOMON_MAX_VMS: "1",
+      GNOMON_LEASE_TTL: `${LEASE_TTL_S}s`,
+      ...extra,
+    });
+
+    const first = spawnGnomon(["orchestrator"], { env: env("first") });
+    t.after(() => first.child.kill("SIGKILL"));
+    await first.waitForLog(/orchestrator ready/, 60_000);
+
+    const lost = await jobRequestFromYaml(
+      "on: push\njobs:\n  j:\n    runs-on: test\n    steps:\n      - run: echo started; sleep 600\n",
+      { runsOn: "test", replyTo },
+    );
+    await bus.publishJob(lost);
+    await events.until(lost.id, (es) => logText(es).includes("started"), 180_000, "the step's first line");
+    const vms = await td.db.query<{ id: string; pid: number }>("select id, pid from vms where job_id = $1", [lost.id]);
+    const vm = vms.rows[0];
+    assert.ok(vm, "the running VM is recorded");
+    assert.ok(isAlive(vm.pid), "its QEMU runs");
+
+    first.child.kill("SIGKILL");
+    await first.exited;
+    const killedAt = Date.now();
+
+    const second = spawnGnomon(["orchestrator"], {
+      env: env("second", { GNOMON_METRICS_LISTEN: `127.0.0.1:${metricsPort}` }),
+    });
+    t.after(() => second.child.kill("SIGKILL"));
+    await second.waitForLog(/orchestrator ready/, 60_000);
+
+    const got = await events.finished(lost.id, (LEASE_TTL_S + 30) * 1000);
+    const fin = resultOf(got);
+    assert.equal(fin?.result, "failure");
+    assert.match(fin?.reason ?? "", /orchestrator lost while running/);
+    assert.ok(Date.now() - killedAt < (LEASE_TTL_S + 30) * 1000);
+    await until(() => !isAlive(vm.pid), 30_000, "the lost VM's QEMU is killed");
+    assert.deepEqual(qemuProcesses(vm.id), [], "no QEMU process of the lost VM remains");
+    await until(
+      async () => (await td.db.query("select 1 from vms where id = $1", [vm.id])).rowCount === 0,
+      15_000,
+      "the VM record is removed",
+    );
+    assert.equal(
+      (await td.db.query<{ state: string }>("select state from jobs where id = $1", [lost.id])).rows[0]?.state,
+      "failed",
+    );
+
+    const fine = await jobRequestFromYaml(
+      "on: push\njobs:\n  j:\n    runs-on: test\n    steps:\n      - run: echo all good\n",
+      { runsOn: "test", replyTo },
+    );
+    await bus.publishJob(fine);
+    assert.equal(resultOf(await events.finished(fine.id, 180_000))?.result, "success");
+
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    for (const re of [
+      /gnomon_jobs_finished_total\{result="failure",label="test"\} 1/,
+      /gnomon_jobs_finished_total\{result="success",label="test"\} 1/,
+      /gnomon_vms_reaped_total\{label="test"\} 1/,
+      /gnomon_vms_running\{label="test"\} 0/,
+      /gnomon_jobs\{state="running",label="test"\} 0/,
+      /gnomon_job_queue_wait_seconds_count\{label="test"\} 1/,
+      /gnomon_vm_boot_phase_seconds_count\{phase="booting",label="test"\} 1/,
+      /gnomon_job_duration_seconds_count\{label="test",result="success"\} 1/,
+    ])
+      assert.match(text, re);
+    const health = (await (await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).json()) as Record<string, unknown>;
+    assert.equal(health["ok"], true);
+
+    second.child.kill("SIGTERM");
+    assert.equal(await second.exited, 0, second.stderr().slice(-2_000));
+    assert.deepEqual(qemuProcesses(), [], "no gnomon QEMU process is left at all");
+  });
+});
