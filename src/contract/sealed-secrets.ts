@@ -17,6 +17,13 @@ export type SealedSecrets = z.infer<typeof SealedSecrets>;
 
 export type Secrets = Readonly<Record<string, string>>;
 
+/**
+ * Sealed entries whose name starts with this are regex mask hints (GitHub's `mask` hints), not
+ * secrets: the engine masks their matches and leaves them out of the `secrets` context. `::` can
+ * start no secret's name.
+ */
+export const MASK_HINT_PREFIX = "::mask::";
+
 export class ClusterKeyError extends Error {
   override readonly name = "ClusterKeyError";
   readonly code = "contract.cluster-key";

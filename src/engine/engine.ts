@@ -16,7 +16,7 @@ import {
 } from "../workflow/expressions.js";
 import { HashFiles } from "./hash-files.js";
 import { type Emit, JobLog } from "./job-log.js";
-import { Masker } from "./masker.js";
+import { Masker, splitMaskHints } from "./masker.js";
 import {
   type CheckoutSource,
   type Conclusion,
@@ -126,9 +126,11 @@ const reasonOf = (signal: AbortSignal, fallback: string) =>
 
 /** Runs one job to its end; never throws for anything the job did (that is its result). */
 export async function executeJob(input: JobInput, opts: EngineOptions): Promise<JobOutcome> {
-  const { spec, contexts, secrets } = input;
+  const { spec, contexts } = input;
+  const { secrets, patterns } = splitMaskHints(input.secrets);
   const masker = new Masker();
   for (const v of Object.values(secrets)) masker.add(v);
+  for (const p of patterns) masker.addPattern(p);
   const log = new JobLog(opts.emit, masker, { now: opts.now });
   const jobLine = (text: string) => log.line(null, "main", text);
   const timeout = AbortSignal.timeout(spec.timeoutMinutes * 60_000);

@@ -1,6 +1,7 @@
 // Secret masking: every registered value, each line of a multi-line value, and the encodings a
 // step is likely to print it in (base64 at any alignment, JSON and URL escaping) become `***`.
 // Pure; applied to every line before it leaves the engine. Never log what it was given.
+import { MASK_HINT_PREFIX } from "../contract/sealed-secrets.js";
 
 /** Lines of a multi-line secret shorter than this are not masked alone (one `}` would mask every brace). */
 export const MIN_PART_LENGTH = 3;
@@ -31,9 +32,40 @@ function encodings(value: string): string[] {
   return [json, uri, ...base64Variants(value)];
 }
 
+/** A job's opened secrets split into the `secrets` context and the regex mask hints. */
+export function splitMaskHints(all: Readonly<Record<string, string>>): {
+  secrets: Record<string, string>;
+  patterns: string[];
+} {
+  const secrets: Record<string, string> = {};
+  const patterns: string[] = [];
+  for (const [k, v] of Object.entries(all)) {
+    if (k.startsWith(MASK_HINT_PREFIX)) patterns.push(v);
+    else secrets[k] = v;
+  }
+  return { secrets, patterns };
+}
+
 export class Masker {
   private readonly values = new Set<string>();
+  private readonly regexes: RegExp[] = [];
   private pattern: RegExp | undefined;
+
+  /**
+   * Registers a regex whose matches are masked (a forge's mask hint). A pattern that does not
+   * compile, or matches the empty string, is ignored: it would mask nothing or everything.
+   */
+  addPattern(source: string): boolean {
+    let re: RegExp;
+    try {
+      re = new RegExp(source, "g");
+    } catch {
+      return false;
+    }
+    if (re.test("")) return false;
+    this.regexes.push(re);
+    return true;
+  }
 
   /** Registers a secret: the value, its lines (trimmed, when long enough) and their encodings. */
   add(secret: string): void {
@@ -54,7 +86,9 @@ export class Masker {
 
   /** The text with every registered value replaced by `***`. */
   mask(text: string): string {
-    if (this.values.size === 0 || text === "") return text;
+    if (text === "") return text;
+    for (const re of this.regexes) text = text.replace(re, MASK);
+    if (this.values.size === 0) return text;
     this.pattern ??= new RegExp(
       [...this.values]
         .sort((a, b) => b.length - a.length)

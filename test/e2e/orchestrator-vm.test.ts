@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
+import type { Orchestrator } from "../../src/orchestrator/orchestrator.js";
 import { AmqpBus } from "../../src/queue/amqp.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { jobRequestFromYaml } from "../support/job-requests.js";
@@ -118,7 +119,7 @@ describe("orchestrator end to end (RabbitMQ, PostgreSQL, a real VM)", () => {
     });
     const replyTo = `runner-${randomUUID().slice(0, 8)}`;
     const events = await EventCollector.start(t, publisher, replyTo);
-    const orchestrators = [];
+    const orchestrators: Orchestrator[] = [];
     for (const name of ["a", "b"]) {
       const bus = new AmqpBus({ url: RABBIT_URL, prefix });
       await bus.start();

@@ -3,11 +3,26 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { EnvFileError, parseEnvFile, parsePathFile } from "../../src/engine/env-files.js";
 import { matchFiles } from "../../src/engine/glob.js";
-import { Masker } from "../../src/engine/masker.js";
+import { Masker, splitMaskHints } from "../../src/engine/masker.js";
 import { planShell, ShellError, shellArgv, splitArgs } from "../../src/engine/shell.js";
 import { CommandStream, parseCommand, prop } from "../../src/engine/workflow-commands.js";
 
 describe("masker", () => {
+  it("masks the matches of a forge's regex mask hint, and ignores hints that would mask nothing or everything", () => {
+    const m = new Masker();
+    assert.equal(m.addPattern("ghs_[A-Za-z0-9]{8}"), true);
+    assert.equal(m.addPattern("(unclosed"), false);
+    assert.equal(m.addPattern("x*"), false);
+    assert.equal(m.mask("token ghs_abcd1234 and ghs_zzzz9999."), "token *** and ***.");
+    assert.equal(m.mask("no token"), "no token");
+  });
+
+  it("keeps mask hints out of the secrets context", () => {
+    const { secrets, patterns } = splitMaskHints({ API: "v", "::mask::0": "ghs_[a-z]+" });
+    assert.deepEqual(secrets, { API: "v" });
+    assert.deepEqual(patterns, ["ghs_[a-z]+"]);
+  });
+
   it("masks a secret wherever it appears, and leaves text without secrets alone", () => {
     const m = new Masker();
     m.add("hunter2-secret");

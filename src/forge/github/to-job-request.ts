@@ -2,7 +2,7 @@
 // daemon keeps for itself (ids, endpoints, the step table, what to mask). Steps and their inputs stay
 // template tokens with `${{ }}` unevaluated; secrets are sealed. No I/O, no clock (both passed in).
 import { JobRequest, type JobSpec, type StepSpec } from "../../contract/job-request.js";
-import { sealSecrets } from "../../contract/sealed-secrets.js";
+import { MASK_HINT_PREFIX, sealSecrets } from "../../contract/sealed-secrets.js";
 import type { SerializedToken } from "../../contract/template-token.js";
 import { derivedGuid } from "./guid.js";
 import { type AgentJobRequestMessage, decodeContextData, type WireStep } from "./wire.js";
@@ -58,8 +58,8 @@ const ZERO_GUID = "00000000-0000-0000-0000-000000000000";
 /** Variables that are secret but never part of the `secrets` context (spec 7.2). */
 const NOT_IN_SECRETS_CONTEXT = new Set(["system.accesstoken", "system.github.token", "github_token"]);
 
-/** Prefix of sealed entries that are mask hints, not secrets: `::` cannot start a secret's name. */
-export const MASK_ENTRY_PREFIX = "::mask::";
+/** Prefix of sealed entries that are mask hints, not secrets (the contract's MASK_HINT_PREFIX). */
+export const MASK_ENTRY_PREFIX = MASK_HINT_PREFIX;
 
 function variable(msg: AgentJobRequestMessage, name: string): { value: string; isSecret: boolean } | undefined {
   const vars = msg.variables ?? {};
