@@ -1,7 +1,8 @@
 // Boot-to-first-command time of the offline test image: from bootMachine() (overlay and seed
 // included) to the first command's exit over the handed-over SSH connection, with the time each
 // boot phase was reached. Runs under TCG and, when KVM really works here, under KVM; prints medians.
-// Usage: node --import tsx bench/boot.ts [--runs 5] [--accel auto|tcg|kvm|both] [--append "kernel args"] [--memory MiB]
+// Usage: node --import tsx bench/boot.ts [--runs 5] [--accel auto|tcg|kvm|both] [--append "kernel args"]
+//        [--memory MiB]
 import { parseArgs } from "node:util";
 import { createSshExecutor } from "../src/executor/ssh.js";
 import { detectAccel } from "../src/vm/accel.js";

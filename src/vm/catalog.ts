@@ -58,11 +58,6 @@ export const ImageEntry = z
     boot: z.enum(["bios", "uefi", "direct"]),
     /** direct boot: the kernel command line; default: the recipe's. */
     kernelCmdline: z.string().optional(),
-    /**
-     * direct boot: the BIOS that loads the kernel. qboot (QEMU's minimal firmware) starts the kernel
-     * about a second sooner under TCG than SeaBIOS; seabios for a QEMU built without qboot.rom.
-     */
-    directBios: z.enum(["qboot", "seabios"]).default("qboot"),
     /** uefi boot: OVMF firmware (Debian's ovmf package by default). */
     firmware: z
       .object({ code: z.string(), vars: z.string() })
@@ -107,13 +102,7 @@ export type OsFamily = ImageEntry["os"];
 export type BootSpec =
   | { readonly method: "bios" }
   | { readonly method: "uefi"; readonly code: string; readonly vars: string }
-  | {
-      readonly method: "direct";
-      readonly kernel: string;
-      readonly initrd: string;
-      readonly cmdline: string;
-      readonly bios: "qboot" | "seabios";
-    };
+  | { readonly method: "direct"; readonly kernel: string; readonly initrd: string; readonly cmdline: string };
 
 /** Everything needed to boot one image on this host; what bootMachine takes. */
 export interface ImageSpec {
@@ -248,13 +237,7 @@ export async function resolveImage(
       throw new CatalogError(catalog.path, [
         `images.${name}: boot: direct needs a kernel and initrd (a recipe source)`,
       ]);
-    boot = {
-      method: "direct",
-      kernel: files.kernel,
-      initrd: files.initrd,
-      cmdline: files.cmdline ?? "",
-      bios: entry.directBios,
-    };
+    boot = { method: "direct", kernel: files.kernel, initrd: files.initrd, cmdline: files.cmdline ?? "" };
   } else if (entry.boot === "uefi") {
     boot = { method: "uefi", code: entry.firmware.code, vars: entry.firmware.vars };
   } else boot = { method: "bios" };

@@ -74,8 +74,6 @@ export function qemuArgs(image: ImageSpec, paths: RunPaths, run: RunSettings): s
   const boot = image.boot;
   switch (boot.method) {
     case "direct":
-      // QEMU finds a bare firmware file name in its data folder (/usr/share/qemu).
-      if (boot.bios === "qboot") args.push("-bios", "qboot.rom");
       args.push("-kernel", boot.kernel, "-initrd", boot.initrd, "-append", boot.cmdline);
       break;
     case "uefi":

@@ -15,7 +15,6 @@ const image: ImageSpec = {
     kernel: "/images/test/vmlinuz",
     initrd: "/images/test/initrd.img",
     cmdline: "console=ttyS0 root=/dev/vda rw",
-    bios: "qboot",
   },
   seedFormat: "vfat",
   login: { user: "runner", shell: "/bin/bash" },
@@ -66,13 +65,6 @@ describe("qemuArgs", () => {
     assert.deepEqual(values(args, "-kernel"), ["/images/test/vmlinuz"]);
     assert.deepEqual(values(args, "-initrd"), ["/images/test/initrd.img"]);
     assert.deepEqual(values(args, "-append"), ["console=ttyS0 root=/dev/vda rw"]);
-    assert.deepEqual(values(args, "-bios"), ["qboot.rom"], "qboot loads the kernel sooner than SeaBIOS");
-    const seabios = qemuArgs({ ...image, boot: { ...image.boot, bios: "seabios" } } as typeof image, paths, {
-      id: "vm1",
-      sshPort: 1,
-      accel: "tcg",
-    });
-    assert.deepEqual(values(seabios, "-bios"), []);
   });
 
   it("boots BIOS images from their disk and UEFI images with OVMF and a per-VM variables copy", () => {
