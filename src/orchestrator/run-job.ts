@@ -235,6 +235,7 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
         executor: workspace.executor,
         signal,
         runnerName: deps.runnerName,
+        baseEnv: forgeEnv(req),
         emit: (body) => {
           if (body.kind === "step-started" && firstStep) {
             firstStep = false;
@@ -272,6 +273,17 @@ async function teardown(workspace: Workspace, deps: RunJobDeps, req: JobRequest,
   for (const vm of vms.filter((v) => v.jobId === req.id && v.owner === deps.orchestratorId)) {
     await deps.store.vms.delete(vm.id).catch((err: unknown) => log.warn({ err }, "could not delete the VM record"));
     deps.metrics.vmsRunning.dec({ label: req.runsOn });
+  }
+}
+
+/** What the forge's own runner sets for every step, so workflows can tell where they run. */
+function forgeEnv(req: JobRequest): Record<string, string> {
+  switch (req.source.forge) {
+    case "forgejo":
+      return { FORGEJO_ACTIONS: "true", GITEA_ACTIONS: "true" };
+    case "github":
+    case "local":
+      return {};
   }
 }
 

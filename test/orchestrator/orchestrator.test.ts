@@ -107,6 +107,18 @@ describe("orchestrator (in-process bus, PostgreSQL, host labels)", () => {
     assert.ok(logText(got).includes("token is ***"), logText(got).join("\n"));
   });
 
+  it("sets what Forgejo's runner sets for a Forgejo job, and not for others", async (t) => {
+    const { bus, replyTo, events } = await setup(t);
+    const yaml =
+      'on: push\njobs:\n  j:\n    runs-on: local\n    steps:\n      - run: echo "forgejo=${FORGEJO_ACTIONS:-unset} gitea=${GITEA_ACTIONS:-unset}"\n';
+    const forgejo = await jobRequestFromYaml(yaml, { runsOn: HOST, replyTo, forge: "forgejo" });
+    const github = await jobRequestFromYaml(yaml, { runsOn: HOST, replyTo, forge: "github" });
+    await bus.publishJob(forgejo);
+    await bus.publishJob(github);
+    assert.ok(logText(await events.finished(forgejo.id)).includes("forgejo=true gitea=true"));
+    assert.ok(logText(await events.finished(github.id)).includes("forgejo=unset gitea=unset"));
+  });
+
   it("cancels a job mid-step: cleanup steps run and the job ends cancelled within seconds", async (t) => {
     const { bus, replyTo, events, store } = await setup(t);
     const req = await jobRequestFromYaml(

@@ -13,6 +13,7 @@ export interface FromYamlOptions {
   readonly secrets?: Record<string, string>;
   readonly job?: string;
   readonly id?: string;
+  readonly forge?: "forgejo" | "github" | "local";
 }
 
 export async function jobRequestFromYaml(yaml: string, opts: FromYamlOptions): Promise<JobRequest> {
@@ -33,7 +34,11 @@ export async function jobRequestFromYaml(yaml: string, opts: FromYamlOptions): P
   return JobRequest.parse({
     v: 1,
     id,
-    source: { forge: "local", instance: "local", runner: "test" },
+    source: {
+      forge: opts.forge ?? "local",
+      instance: opts.forge && opts.forge !== "local" ? "https://forge.invalid" : "local",
+      runner: "test",
+    },
     replyTo: opts.replyTo,
     runsOn: opts.runsOn,
     spec: planned.spec,
