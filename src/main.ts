@@ -1,13 +1,6 @@
 // gnomon's entry point: picks the subcommand, runs it, and turns its outcome into an exit code and
 // one sentence. The only code that touches process signals.
-import {
-  type Command,
-  type CommandContext,
-  EXIT,
-  helpText,
-  parseCommandArgs,
-  UsageError,
-} from "./cli/command.js";
+import { type Command, type CommandContext, EXIT, helpText, parseCommandArgs, UsageError } from "./cli/command.js";
 import { configExampleCommand } from "./cli/config-example.js";
 import { execCommand } from "./cli/exec.js";
 import { forgejoRegisterCommand, forgejoRunCommand } from "./cli/forgejo.js";
