@@ -41,7 +41,12 @@ describe("compose.yml", () => {
     for (const name of ["orchestrator", "forgejo-runner", "github-runner"]) {
       const svc = compose.services[name]!;
       let out = "";
-      const sink = { write: (s: string) => ((out += s), true) } as unknown as NodeJS.WriteStream;
+      const sink = {
+        write(s: string) {
+          out += s;
+          return true;
+        },
+      } as unknown as NodeJS.WriteStream;
       const code = await main([...(svc.command ?? []), "--help"], {
         env: {},
         stopRequested: new Promise(() => {}),
