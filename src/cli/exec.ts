@@ -16,6 +16,7 @@ import { evaluateJobIf, type NeedResult, type PlannedJob, planJob } from "../wor
 import { combineLegs, jobsInOrder, transitiveNeeds } from "../workflow/run-plan.js";
 import { parseWorkflowFile, type Workflow } from "../workflow/workflow.js";
 import { type Command, EXIT, UsageError } from "./command.js";
+import { gitIgnoredPaths } from "./working-tree.js";
 
 const USAGE = `Usage: gnomon exec [--workflows FILE|DIR] [--event NAME] [--job ID] [--workspace DIR]
                    [--label NAME=host|IMAGE]... [--secret K=V]... [--var K=V]... [--matrix K:V]...
@@ -356,6 +357,8 @@ export const execCommand: Command = {
     const stop = new AbortController();
     void ctx.stopRequested.then(() => stop.abort(new Error("cancelled: gnomon exec was asked to stop")));
     const github = await localGithub(workspace, event);
+    let skip: Promise<((relativePath: string) => boolean) | undefined> | undefined;
+    const skipOf = () => (skip ??= gitIgnoredPaths(workspace));
     const rows: Row[] = [];
     const debug = secrets["ACTIONS_STEP_DEBUG"] === "true" || vars["ACTIONS_STEP_DEBUG"] === "true";
 
@@ -426,6 +429,7 @@ export const execCommand: Command = {
           }
           const outcome = await runLeg(leg, target, name, {
             workspace,
+            skip: await skipOf(),
             secrets,
             stop: stop.signal,
             p,
@@ -458,6 +462,7 @@ async function runLeg(
   name: string,
   o: {
     workspace: string;
+    skip: ((relativePath: string) => boolean) | undefined;
     secrets: Record<string, string>;
     stop: AbortSignal;
     p: Paint;
@@ -485,7 +490,7 @@ async function runLeg(
         executor: lease.executor,
         emit: renderer.onEvent,
         signal: o.stop,
-        checkout: { kind: "local", dir: o.workspace },
+        checkout: { kind: "local", dir: o.workspace, skip: o.skip },
         baseEnv: { ACT: "true" },
         jobContainer: target === "host" ? "run-on-executor" : "fail",
         runnerName: `gnomon-exec-${target}`,

@@ -83,7 +83,7 @@ export async function runCheckout(call: StepCall, step: Extract<StepSpec, { kind
         signal: call.signal,
         onLine: (_s, l) => frame.line(l),
       });
-    await job.executor.uploadDir(job.checkout.dir, target, call.signal);
+    await job.executor.uploadDir(job.checkout.dir, target, { signal: call.signal, skip: job.checkout.skip });
     return { result: "success", outputs: { ref: String(github["ref"] ?? ""), commit: String(github["sha"] ?? "") } };
   }
 

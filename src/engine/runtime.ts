@@ -45,7 +45,10 @@ export interface JobPaths {
 }
 
 /** How actions/checkout gets the repository: a copy of a local directory, or git from the forge. */
-export type CheckoutSource = { readonly kind: "local"; readonly dir: string } | { readonly kind: "git" };
+export type CheckoutSource =
+  /** Copy this folder (gnomon exec); `skip` leaves out paths relative to it, e.g. what git ignores. */
+  | { readonly kind: "local"; readonly dir: string; readonly skip?: (relativePath: string) => boolean }
+  | { readonly kind: "git" };
 
 export interface PostStep {
   /** Index of the job step that registered it (the composite's, for nested actions). */

@@ -47,9 +47,15 @@ export interface Executor {
   /** Creates a directory and its parents. */
   mkdirp(path: string): Promise<void>;
   /** Copies a directory tree from this host into the executor (contents of `localDir` into `remoteDir`). */
-  uploadDir(localDir: string, remoteDir: string, signal?: AbortSignal): Promise<void>;
+  uploadDir(localDir: string, remoteDir: string, opts?: UploadOptions): Promise<void>;
   /** Ends the session (closes connections, never touches the VM). Idempotent. */
   close(): Promise<void>;
+}
+
+export interface UploadOptions {
+  readonly signal?: AbortSignal;
+  /** Leaves out a path (relative to the source folder, `/`-separated); a skipped folder is not entered. */
+  readonly skip?: (relativePath: string) => boolean;
 }
 
 export class FileNotFoundError extends Error {

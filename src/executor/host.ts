@@ -5,7 +5,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
 import { chmod, cp, lstat, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, relative, sep } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import {
   type Executor,
@@ -13,6 +13,7 @@ import {
   FileNotFoundError,
   type RunOptions,
   type RunResult,
+  type UploadOptions,
 } from "./executor.js";
 
 export interface HostExecutorOptions {
@@ -210,8 +211,9 @@ export class HostExecutor implements Executor {
     await mkdir(path, { recursive: true });
   }
 
-  async uploadDir(localDir: string, remoteDir: string, signal?: AbortSignal): Promise<void> {
-    signal?.throwIfAborted();
+  async uploadDir(localDir: string, remoteDir: string, opts: UploadOptions = {}): Promise<void> {
+    opts.signal?.throwIfAborted();
+    const skip = opts.skip;
     await mkdir(remoteDir, { recursive: true });
     await cp(localDir, remoteDir, {
       recursive: true,
@@ -220,6 +222,8 @@ export class HostExecutor implements Executor {
       mode: fsConstants.COPYFILE_FICLONE,
       // Sockets, FIFOs and devices in a working tree cannot be copied and mean nothing to a job.
       filter: async (src) => {
+        const rel = relative(localDir, src).split(sep).join("/");
+        if (rel !== "" && skip?.(rel)) return false;
         const s = await lstat(src);
         return s.isFile() || s.isDirectory() || s.isSymbolicLink();
       },

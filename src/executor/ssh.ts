@@ -14,6 +14,7 @@ import {
   FileNotFoundError,
   type RunOptions,
   type RunResult,
+  type UploadOptions,
 } from "./executor.js";
 
 /** Where to connect; the VM layer's SshEndpoint has this shape. */
@@ -280,26 +281,29 @@ export class SshExecutor implements Executor {
     await mkdirpWith(sftp, posix.normalize(path));
   }
 
-  async uploadDir(localDir: string, remoteDir: string, signal?: AbortSignal): Promise<void> {
+  async uploadDir(localDir: string, remoteDir: string, opts: UploadOptions = {}): Promise<void> {
+    const { signal, skip } = opts;
     signal?.throwIfAborted();
     const sftp = await this.#sftpSession();
     await mkdirpWith(sftp, remoteDir);
     const files: { local: string; remote: string; mode: number }[] = [];
     const links: { target: string; remote: string }[] = [];
-    const walk = async (local: string, remote: string): Promise<void> => {
+    const walk = async (local: string, remote: string, rel: string): Promise<void> => {
       for (const e of await readdir(local, { withFileTypes: true })) {
         const l = join(local, e.name);
         const r = posix.join(remote, e.name);
+        const relPath = rel ? `${rel}/${e.name}` : e.name;
+        if (skip?.(relPath)) continue;
         if (e.isDirectory()) {
           await sftpCall<void>((cb) => sftp.mkdir(r, cb), "mkdir", r).catch(async (err) => {
             if (!(await isRemoteDir(sftp, r))) throw err;
           });
-          await walk(l, r);
+          await walk(l, r, relPath);
         } else if (e.isSymbolicLink()) links.push({ target: await readlink(l), remote: r });
         else if (e.isFile()) files.push({ local: l, remote: r, mode: (await lstat(l)).mode & 0o7777 });
       }
     };
-    await walk(localDir, remoteDir);
+    await walk(localDir, remoteDir, "");
     let next = 0;
     const worker = async () => {
       while (next < files.length) {

@@ -1,6 +1,7 @@
 // The per-VM disk: a qcow2 copy-on-write overlay on the image's read-only base, grown to the
 // catalog's disk size when that is larger than the base. Creating and deleting it; nothing else.
 import { rm } from "node:fs/promises";
+import { resolve } from "node:path";
 import { runTool } from "./tool.js";
 
 const virtualSizes = new Map<string, Promise<number>>();
@@ -19,9 +20,12 @@ export function virtualSize(path: string, format: string, signal?: AbortSignal):
   return size;
 }
 
-/** Pure: the qemu-img arguments for an overlay of `base`, with a size only when it grows the disk. */
+/**
+ * Pure: the qemu-img arguments for an overlay of `base`, with a size only when it grows the disk.
+ * The backing path is absolute: qemu-img resolves a relative one against the overlay's folder.
+ */
 export function overlayArgs(base: string, baseFormat: string, overlay: string, sizeBytes?: number): string[] {
-  const args = ["create", "-q", "-f", "qcow2", "-F", baseFormat, "-b", base, overlay];
+  const args = ["create", "-q", "-f", "qcow2", "-F", baseFormat, "-b", resolve(base), overlay];
   if (sizeBytes !== undefined) args.push(String(sizeBytes));
   return args;
 }
