@@ -283,6 +283,28 @@ export function executorContract(name: string, make: ExecutorFactory, options: C
       assert.deepEqual((await sh(ex, `test -L '${remote}/link.txt' && cat '${remote}/link.txt'`)).stdout, ["top"]);
     });
 
+    it("leaves out what the skip function names when uploading, without entering skipped folders", async (t) => {
+      const ex = await open(t);
+      const local = await mkdtemp(join(tmpdir(), "gnomon-contract-skip-"));
+      t.after(() => rm(local, { recursive: true, force: true }));
+      await mkdirLocal(join(local, "node_modules", "pkg"), { recursive: true });
+      await mkdirLocal(join(local, "src"), { recursive: true });
+      await writeLocal(join(local, "node_modules", "pkg", "index.js"), "x\n");
+      await writeLocal(join(local, "src", "keep.ts"), "keep\n");
+      await writeLocal(join(local, "src", "build.log"), "log\n");
+      const asked: string[] = [];
+      const remote = unique(ex, "skip");
+      await ex.uploadDir(local, remote, {
+        skip: (rel) => {
+          asked.push(rel);
+          return rel === "node_modules" || rel.endsWith(".log");
+        },
+      });
+      assert.equal((await ex.readFile(`${remote}/src/keep.ts`)).toString(), "keep\n");
+      assert.deepEqual((await sh(ex, `ls -A '${remote}'; ls -A '${remote}/src'`)).stdout, ["src", "keep.ts"]);
+      assert.ok(!asked.some((r) => r.startsWith("node_modules/")), "a skipped folder is not walked");
+    });
+
     it("can be closed twice", async (t) => {
       const ex = await make(t);
       await ex.close();
