@@ -186,10 +186,11 @@ export class SshExecutor implements Executor {
   /** Reads uname and $HOME and creates the job directories. */
   async probe(signal?: AbortSignal): Promise<void> {
     const out = await this.#capture(
-      'uname -s; uname -m; printf "%s\\n" "$HOME"; mkdir -p "$HOME/work/_temp" "$HOME/work/_tool"',
+      'uname -s -m; printf "%s\\n" "$HOME"; mkdir -p "$HOME/work/_temp" "$HOME/work/_tool"',
       signal,
     );
-    const [sys = "", machine = "", home = ""] = out.stdout.split("\n");
+    const [uname = "", home = ""] = out.stdout.split("\n");
+    const [sys = "", machine = ""] = uname.trim().split(/\s+/);
     if (out.code !== 0 || !home.startsWith("/"))
       throw new SshFileError("probe", "$HOME", `the guest answered ${JSON.stringify(out.stdout + out.stderr)}`);
     this.#platform = {

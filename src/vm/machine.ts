@@ -102,6 +102,12 @@ export async function bootMachine(image: ImageSpec, opts: MachineOptions): Promi
 const HOSTFWD_FAILED = /host forwarding rule/i;
 const PORT_ATTEMPTS = 5;
 const PROBE_INTERVAL_MS = 250;
+/**
+ * How long one probe waits for the guest's first bytes. Shorter finds a just-started SSH server
+ * sooner (a probe sent before the guest's network was up only hears back on a SYN retransmit);
+ * longer tolerates a loaded guest that accepts slowly.
+ */
+const SILENT_PROBE_MS = 1_500;
 
 class QemuMachine implements Machine {
   readonly id = randomBytes(6).toString("hex");
@@ -306,7 +312,7 @@ class QemuMachine implements Machine {
   async #tryLogin(timeoutMs: number): Promise<"ready" | "silent" | "refused" | "auth-failed" | "not-listening"> {
     const sock = connect({ host: "127.0.0.1", port: this.#port });
     const first = await new Promise<Buffer | "closed" | "timeout" | "not-listening">((resolve) => {
-      const timer = setTimeout(() => resolve("timeout"), Math.min(timeoutMs, 2_000));
+      const timer = setTimeout(() => resolve("timeout"), Math.min(timeoutMs, SILENT_PROBE_MS));
       const done = (v: Buffer | "closed" | "timeout" | "not-listening") => {
         clearTimeout(timer);
         sock.removeAllListeners("data");
