@@ -26,7 +26,7 @@ import { type CpioEntry, cpioArchive } from "./cpio.js";
 import { fetchPackages, resolveClosure, showPackages, unpackDeb } from "./debian-packages.js";
 import { RecipeError } from "./errors.js";
 import { loadOrder, type ModuleInfo, moduleName, modulesDep, parseModuleDepends } from "./kernel-modules.js";
-import { loadRecipe, type Recipe, recipeHash } from "./recipe.js";
+import { listFiles, loadRecipe, type Recipe, recipeHash } from "./recipe.js";
 import { shippedImagesDir } from "./shipped-images.js";
 import { runTool } from "./tool.js";
 
@@ -290,7 +290,7 @@ async function kernelParts(recipe: string, kroot: string): Promise<KernelParts> 
   const version = vmlinuz.slice("vmlinuz-".length);
   const modulesDir = join(kroot, "lib", "modules", version);
   const index = new Map<string, ModuleInfo>();
-  for (const file of await walk(join(modulesDir, "kernel"))) {
+  for (const file of await listFiles(join(modulesDir, "kernel"))) {
     if (!file.endsWith(".ko")) continue;
     const path = relative(modulesDir, file);
     index.set(moduleName(path), { path, depends: parseModuleDepends(await readFile(file)) });
@@ -305,22 +305,18 @@ async function kernelParts(recipe: string, kroot: string): Promise<KernelParts> 
   return { version, vmlinuz: join(kroot, "boot", vmlinuz), modulesDir, index, builtin };
 }
 
-async function walk(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...(await walk(p)));
-    else out.push(p);
-  }
-  return out;
-}
-
-async function treeBytes(dir: string): Promise<number> {
+/** Bytes of the regular files below `dir`, each hard-linked file once. */
+async function treeBytes(dir: string, seen = new Set<string>()): Promise<number> {
   let total = 0;
   for (const e of await readdir(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
-    if (e.isDirectory()) total += await treeBytes(p);
-    else if (e.isFile()) total += (await lstat(p)).size;
+    if (e.isDirectory()) total += await treeBytes(p, seen);
+    else if (e.isFile()) {
+      const st = await lstat(p);
+      const id = `${st.dev}:${st.ino}`;
+      if (!seen.has(id)) total += st.size;
+      seen.add(id);
+    }
   }
   return total;
 }

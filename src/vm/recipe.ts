@@ -45,7 +45,8 @@ export async function loadRecipe(dir: string): Promise<Recipe> {
   return parsed.data;
 }
 
-async function listFiles(dir: string): Promise<string[]> {
+/** Every file below `dir` (not directories), depth first. */
+export async function listFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
   for (const e of await readdir(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);

@@ -10,20 +10,13 @@ export class SerialConsole {
   readonly #ring: string[] = [];
   readonly #decoder = new StringDecoder("utf8");
   #partial = "";
-  #bytes = 0;
 
   constructor(
     readonly capacity: number,
     private readonly onLine?: (line: string) => void,
   ) {}
 
-  /** Bytes received so far: any at all means the firmware or kernel is talking. */
-  get bytes(): number {
-    return this.#bytes;
-  }
-
   feed(chunk: Buffer): void {
-    this.#bytes += chunk.length;
     const text = this.#partial + this.#decoder.write(chunk);
     const lines = text.split("\n");
     this.#partial = lines.pop() ?? "";
