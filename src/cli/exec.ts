@@ -9,13 +9,13 @@ import { basename, join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
 import type { JobEventBody } from "../contract/job-event.js";
 import { executeJob, type JobOutcome } from "../engine/engine.js";
-import type { Executor } from "../executor/executor.js";
 import { createHostExecutor } from "../executor/host.js";
 import { WorkflowError } from "../workflow/errors.js";
 import { evaluateJobIf, type NeedResult, type PlannedJob, planJob } from "../workflow/job-plan.js";
 import { combineLegs, jobsInOrder, transitiveNeeds } from "../workflow/run-plan.js";
 import { parseWorkflowFile, type Workflow } from "../workflow/workflow.js";
 import { type Command, EXIT, UsageError } from "./command.js";
+import { LocalFleet } from "./local-fleet.js";
 import { gitIgnoredPaths } from "./working-tree.js";
 
 const USAGE = `Usage: gnomon exec [--workflows FILE|DIR] [--event NAME] [--job ID] [--workspace DIR]
@@ -34,27 +34,8 @@ configuration variable, --matrix K:V keeps only the matrix legs where K is V.
 Exit codes: 0 every job succeeded, 1 a job failed or was cancelled, 2 bad usage or input
 (an invalid workflow is shown with file:line:col).`;
 
-/** Where the jobs of one label run: a fresh executor per job, released when the job ends. */
-export type ExecutorProvider = (
-  target: string,
-  signal: AbortSignal,
-) => Promise<{ executor: Executor; release(): Promise<void> }>;
-
-const hostProvider: ExecutorProvider = async () => {
-  const executor = await createHostExecutor();
-  return { executor, release: () => executor.close() };
-};
-
-/**
- * The seam for `--label NAME=IMAGE`: booting a VM of that image and an ssh Executor into it is
- * the VM layer's (src/vm); until it provides a booter this build refuses IMAGE targets up front.
- */
-let vmProvider: ExecutorProvider | undefined;
-
-/** Wires VM targets in (called by the VM layer's wiring once it exists). */
-export function setVmProvider(provider: ExecutorProvider): void {
-  vmProvider = provider;
-}
+/** act's marker, which workflows written for act test; exec sets it like act does. */
+const ACT_ENV: Readonly<Record<string, string>> = { ACT: "true" };
 
 function pairs(values: readonly string[], sep: string, flag: string, env: NodeJS.ProcessEnv, fromEnv = false) {
   const out: Record<string, string> = {};
@@ -318,11 +299,6 @@ export const execCommand: Command = {
     const secrets = pairs(list(v["secret"]), "=", "secret", ctx.env, true);
     const vars = pairs(list(v["var"]), "=", "var", ctx.env);
     const matrixFilter = pairs(list(v["matrix"]), ":", "matrix", ctx.env);
-    for (const [name, target] of Object.entries(labels))
-      if (target !== "host" && !vmProvider)
-        throw new UsageError(
-          `--label ${name}=${target}: running jobs in VMs needs the VM layer, which this build of gnomon does not have yet; use --label ${name}=host to run on this host`,
-        );
 
     const files = await workflowFiles(
       resolve(typeof v["workflows"] === "string" ? v["workflows"] : join(workspace, ".github", "workflows")),
@@ -360,6 +336,15 @@ export const execCommand: Command = {
     let skip: Promise<((relativePath: string) => boolean) | undefined> | undefined;
     const skipOf = () => (skip ??= gitIgnoredPaths(workspace));
     const rows: Row[] = [];
+    let fleet: LocalFleet | undefined;
+    const fleetOf = () => {
+      if (fleet) return fleet;
+      const config = args.config();
+      // The fleet's own start-up lines are noise here unless asked for.
+      const log = args.logger().child({}, { level: config.logLevel === "info" ? "warn" : config.logLevel });
+      fleet = new LocalFleet(config, log);
+      return fleet;
+    };
     const debug = secrets["ACTIONS_STEP_DEBUG"] === "true" || vars["ACTIONS_STEP_DEBUG"] === "true";
 
     for (const w of triggered) {
@@ -435,6 +420,7 @@ export const execCommand: Command = {
             p,
             out: ctx.stdout,
             debug,
+            fleet: fleetOf,
           });
           legResults.push({ result: outcome.result, outputs: outcome.outputs });
           const tolerated = outcome.result === "failure" && leg.spec.continueOnError;
@@ -452,6 +438,7 @@ export const execCommand: Command = {
         results.set(job.id, legResults.length > 0 ? combineLegs(legResults) : { result: "skipped", outputs: {} });
       }
     }
+    await fleet?.stop();
     return summarise(rows, p, ctx.stdout);
   },
 };
@@ -468,42 +455,49 @@ async function runLeg(
     p: Paint;
     out: NodeJS.WritableStream;
     debug: boolean;
+    fleet: () => LocalFleet;
   },
 ): Promise<JobOutcome & { ms: number }> {
   const { p, out } = o;
   out.write(`\n${p.bold(`● ${name}`)} ${p.dim(`runs-on ${leg.runsOn.join(", ")} → ${target}`)}\n`);
-  const provider = target === "host" ? hostProvider : vmProvider;
-  if (!provider) throw new UsageError(`no way to run jobs on ${target} in this build`);
   const renderer = new JobRenderer(out, p, o.debug);
-  let lease: Awaited<ReturnType<ExecutorProvider>>;
-  try {
-    lease = await provider(target, o.stop);
-  } catch (err) {
-    const reason = `could not get a machine for ${target}: ${messageOf(err)}`;
-    out.write(`${p.red(`✗ ${reason}`)}\n`);
-    return { result: "failure", outputs: {}, reason, ms: 0 };
+  const checkout = { kind: "local", dir: o.workspace, skip: o.skip } as const;
+  let outcome: JobOutcome;
+  if (target === "host") {
+    const executor = await createHostExecutor();
+    try {
+      outcome = await executeJob(
+        { spec: leg.spec, contexts: leg.contexts, secrets: o.secrets, actionsUrl: "https://github.com" },
+        {
+          executor,
+          emit: renderer.onEvent,
+          signal: o.stop,
+          checkout,
+          baseEnv: ACT_ENV,
+          jobContainer: "run-on-executor",
+          runnerName: "gnomon-exec-host",
+        },
+      );
+    } finally {
+      await executor.close();
+    }
+  } else {
+    // A VM job takes the path a forge's job takes: a JobRequest to the (embedded) orchestrator.
+    outcome = await o.fleet().run({
+      leg,
+      target,
+      secrets: o.secrets,
+      checkout,
+      baseEnv: ACT_ENV,
+      onEvent: renderer.onEvent,
+      signal: o.stop,
+    });
   }
-  try {
-    const outcome = await executeJob(
-      { spec: leg.spec, contexts: leg.contexts, secrets: o.secrets, actionsUrl: "https://github.com" },
-      {
-        executor: lease.executor,
-        emit: renderer.onEvent,
-        signal: o.stop,
-        checkout: { kind: "local", dir: o.workspace, skip: o.skip },
-        baseEnv: { ACT: "true" },
-        jobContainer: target === "host" ? "run-on-executor" : "fail",
-        runnerName: `gnomon-exec-${target}`,
-      },
-    );
-    const tone = outcome.result === "success" ? p.green : outcome.result === "cancelled" ? p.yellow : p.red;
-    out.write(
-      `${tone(`${ICON[outcome.result]} ${name} ${outcome.result}`)} ${p.dim(`in ${formatDuration(renderer.elapsedMs)}`)}${outcome.reason ? `: ${outcome.reason}` : ""}\n`,
-    );
-    return { ...outcome, ms: renderer.elapsedMs };
-  } finally {
-    await lease.release();
-  }
+  const tone = outcome.result === "success" ? p.green : outcome.result === "cancelled" ? p.yellow : p.red;
+  out.write(
+    `${tone(`${ICON[outcome.result]} ${name} ${outcome.result}`)} ${p.dim(`in ${formatDuration(renderer.elapsedMs)}`)}${outcome.reason ? `: ${outcome.reason}` : ""}\n`,
+  );
+  return { ...outcome, ms: renderer.elapsedMs };
 }
 
 function summarise(rows: readonly Row[], p: Paint, out: NodeJS.WritableStream): number {

@@ -1,18 +1,9 @@
-// `gnomon images list | build | pull`: what the image catalog offers and what is on this host, the
-// offline recipe builds, and verified, resumable downloads. Also wires VM targets into
-// `gnomon exec --label NAME=IMAGE`: a fresh VM per job and an ssh executor into it.
-import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { loadConfig } from "../config/load.js";
 import type { Config } from "../config/schema.js";
-import { createSshExecutor } from "../executor/ssh.js";
-import { rootLogger } from "../telemetry/log.js";
 import { buildRecipe } from "../vm/build-recipe.js";
-import { type Catalog, catalogStatus, imageNameFor, loadCatalog, resolveImage } from "../vm/catalog.js";
-import { bootMachine } from "../vm/machine.js";
+import { type Catalog, catalogStatus, imageNameFor, loadCatalog } from "../vm/catalog.js";
 import { type PullProgress, pullImage } from "../vm/pull.js";
 import { type Command, EXIT, UsageError } from "./command.js";
-import { type ExecutorProvider, setVmProvider } from "./exec.js";
 
 export function imagesDir(config: Readonly<Config>): string {
   return config.images.dir || join(config.dataDir, "images");
@@ -189,39 +180,7 @@ the download is .zst, .xz or .gz.`,
   },
 };
 
-/**
- * `gnomon exec --label NAME=IMAGE`: boots a fresh VM of IMAGE per job and hands the engine an ssh
- * executor into it; release() closes the connection and destroys the VM. exec's provider seam
- * passes no configuration, so settings come from the environment and ./gnomon.yaml (or
- * GNOMON_CONFIG), as for every command.
- */
-export const vmExecutorProvider: ExecutorProvider = async (target, signal) => {
-  const file = process.env["GNOMON_CONFIG"] ?? (existsSync("gnomon.yaml") ? "gnomon.yaml" : undefined);
-  const config = loadConfig({ file, env: process.env });
-  const log = rootLogger();
-  const image = await resolveImage(await catalogOf(config), target, imagesDir(config));
-  const vm = await bootMachine(image, { runDir: join(config.dataDir, "vms"), signal, logger: log });
-  try {
-    const executor = await createSshExecutor(vm.takeSshClient() ?? vm.ssh, {
-      label: target,
-      address: `${vm.ssh.host}:${vm.ssh.port}`,
-      signal,
-    });
-    return {
-      executor,
-      release: async () => {
-        await executor.close();
-        await vm.destroy();
-      },
-    };
-  } catch (err) {
-    await vm.destroy();
-    throw err;
-  }
-};
-
-/** The images commands for main.ts's COMMANDS; also lets `gnomon exec` run jobs in VMs. */
+/** The images commands for main.ts's COMMANDS. */
 export function imagesCommands(): Command[] {
-  setVmProvider(vmExecutorProvider);
   return [imagesListCommand, imagesBuildCommand, imagesPullCommand];
 }

@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Cancel } from "../contract/cancel.js";
+import type { JobRequest } from "../contract/job-request.js";
 import { deferred, type Service } from "../lifecycle/service.js";
 import type { JobBus, JobConsumer, JobDelivery, Subscription } from "../queue/bus.js";
 import type { Store } from "../store/store.js";
@@ -13,7 +14,7 @@ import type { Metrics } from "../telemetry/metrics.js";
 import { type Budget, Capacity } from "./capacity.js";
 import type { Provisioner } from "./provisioner.js";
 import { Reaper } from "./reaper.js";
-import { JobCancelledError, runJob } from "./run-job.js";
+import { JobCancelledError, type JobOptions, runJob } from "./run-job.js";
 
 export interface OrchestratorOptions {
   readonly bus: JobBus;
@@ -32,6 +33,10 @@ export interface OrchestratorOptions {
   readonly host?: string;
   /** How often the reaper looks for lost jobs and orphan VMs. */
   readonly reapIntervalMs?: number;
+  /** Engine options per job (gnomon exec's local checkout); default none. */
+  readonly jobOptions?: (req: JobRequest) => JobOptions;
+  /** runner.name of its jobs; default the orchestrator id. */
+  readonly runnerName?: string;
 }
 
 interface Running {
@@ -160,7 +165,8 @@ export class Orchestrator implements Service {
       leaseTtlMs: this.#opts.leaseTtlMs,
       metrics: this.#opts.metrics,
       log: this.#log,
-      runnerName: this.id,
+      runnerName: this.#opts.runnerName ?? this.id,
+      jobOptions: this.#opts.jobOptions,
     })
       .catch((err: unknown) => this.#log.error({ err, jobId: id }, "job runner failed"))
       .finally(() => this.#running.delete(id));

@@ -107,7 +107,8 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
         logger: hooks.log,
         accel: opts.accel,
         onSpawn: (vm) => hooks.onSpawn(vm),
-        onPhase: (step) => hooks.onPhase(step, phaseMessage(step, image)),
+        // "ready" is reported below, once the executor is connected too.
+        onPhase: (step) => step !== "ready" && hooks.onPhase(step, phaseMessage(step, image)),
       }).catch((err: unknown) => {
         const tail = (err as { serialTail?: readonly string[] }).serialTail;
         if (tail && hooks.onSerialTail) hooks.onSerialTail(tail);

@@ -5,7 +5,7 @@
 import type { JobResult } from "../contract/job-event.js";
 import type { JobRequest } from "../contract/job-request.js";
 import { openSecrets } from "../contract/sealed-secrets.js";
-import { executeJob } from "../engine/engine.js";
+import { type EngineOptions, executeJob } from "../engine/engine.js";
 import type { JobDelivery } from "../queue/bus.js";
 import { afterLostOwner, isTerminal } from "../store/job-state.js";
 import type { Job } from "../store/jobs.js";
@@ -30,7 +30,12 @@ export interface RunJobDeps {
   readonly log: Logger;
   /** runner.name in the job. */
   readonly runnerName: string;
+  /** Engine options for one job beyond the defaults (gnomon exec: the local checkout). */
+  readonly jobOptions?: (req: JobRequest) => JobOptions;
 }
+
+/** What a job may change about how the engine runs it. */
+export type JobOptions = Pick<EngineOptions, "checkout" | "baseEnv" | "jobContainer">;
 
 /** Why a job is being cancelled, as the job log's last words. */
 export class JobCancelledError extends Error {
@@ -228,6 +233,7 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
     await deps.store.jobs.markRunning(req.id);
     gauge.set("running");
     let firstStep = true;
+    const extra = deps.jobOptions?.(req) ?? {};
     const secrets = openSecrets(req.secrets, deps.clusterKey, req.id);
     const outcome = await executeJob(
       { spec: req.spec, contexts: req.contexts, secrets, actionsUrl: req.actionsUrl },
@@ -235,7 +241,9 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
         executor: workspace.executor,
         signal,
         runnerName: deps.runnerName,
-        baseEnv: forgeEnv(req),
+        checkout: extra.checkout,
+        jobContainer: extra.jobContainer,
+        baseEnv: { ...forgeEnv(req), ...extra.baseEnv },
         emit: (body) => {
           if (body.kind === "step-started" && firstStep) {
             firstStep = false;

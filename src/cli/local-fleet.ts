@@ -1,0 +1,144 @@
+// The fleet `gnomon exec` runs VM jobs on: the same orchestrator a forge's jobs reach, on the
+// embedded defaults (the in-process queue, embedded PostgreSQL under the data directory), started
+// on the first VM job and stopped when exec ends. exec plays the forge runner: it publishes a
+// JobRequest per job, renders the job's events, and publishes a Cancel when asked to stop.
+import { randomBytes, randomUUID } from "node:crypto";
+import { join } from "node:path";
+import type { Config } from "../config/schema.js";
+import type { JobEvent, JobEventBody, JobResult } from "../contract/job-event.js";
+import { JobRequest } from "../contract/job-request.js";
+import { sealSecrets } from "../contract/sealed-secrets.js";
+import type { CheckoutSource } from "../engine/runtime.js";
+import { Orchestrator } from "../orchestrator/orchestrator.js";
+import { createVmProvisioner } from "../orchestrator/provisioner.js";
+import { MemoryBus } from "../queue/memory.js";
+import { Store } from "../store/store.js";
+import type { Logger } from "../telemetry/log.js";
+import { createMetrics } from "../telemetry/metrics.js";
+import { loadCatalog } from "../vm/catalog.js";
+import type { PlannedJob } from "../workflow/job-plan.js";
+import { imagesDir } from "./images.js";
+
+export interface LocalJob {
+  readonly leg: PlannedJob;
+  /** The catalog image (or label) to run it on. */
+  readonly target: string;
+  readonly secrets: Readonly<Record<string, string>>;
+  readonly checkout: CheckoutSource;
+  readonly baseEnv: Readonly<Record<string, string>>;
+  readonly onEvent: (e: JobEventBody) => void;
+  readonly signal: AbortSignal;
+}
+
+export interface LocalOutcome {
+  readonly result: JobResult;
+  readonly outputs: Readonly<Record<string, string>>;
+  readonly reason?: string;
+}
+
+export class LocalFleet {
+  readonly #config: Readonly<Config>;
+  readonly #log: Logger;
+  readonly #key = randomBytes(32);
+  readonly #replyTo = `exec-${process.pid}-${randomBytes(3).toString("hex")}`;
+  readonly #jobs = new Map<
+    string,
+    { checkout: CheckoutSource; baseEnv: Readonly<Record<string, string>>; onEvent: (e: JobEvent) => void }
+  >();
+  #started: Promise<{ bus: MemoryBus; store: Store; orchestrator: Orchestrator }> | undefined;
+
+  constructor(config: Readonly<Config>, log: Logger) {
+    this.#config = config;
+    this.#log = log;
+  }
+
+  /** Runs one job on the fleet and resolves with its result; never throws for the job's own failure. */
+  async run(job: LocalJob): Promise<LocalOutcome> {
+    this.#started ??= this.#start();
+    const { bus } = await this.#started;
+    const id = randomUUID();
+    const request = JobRequest.parse({
+      v: 1,
+      id,
+      source: { forge: "local", instance: "local", runner: this.#replyTo },
+      replyTo: this.#replyTo,
+      runsOn: job.target,
+      spec: job.leg.spec,
+      contexts: job.leg.contexts,
+      secrets: sealSecrets(job.secrets, this.#key, id),
+      queuedAt: new Date().toISOString(),
+    });
+    const finished = new Promise<Extract<JobEvent, { kind: "job-finished" }>>((resolve) => {
+      const seen = new Set<number>();
+      this.#jobs.set(id, {
+        checkout: job.checkout,
+        baseEnv: job.baseEnv,
+        onEvent: (e) => {
+          if (seen.has(e.seq)) return;
+          seen.add(e.seq);
+          if (e.kind === "job-finished") resolve(e);
+          else job.onEvent(e);
+        },
+      });
+    });
+    const onStop = () => void bus.publishCancel({ v: 1, jobId: id, reason: reasonOf(job.signal), t: Date.now() });
+    job.signal.addEventListener("abort", onStop, { once: true });
+    try {
+      await bus.publishJob(request);
+      const fin = await finished;
+      return { result: fin.result, outputs: fin.outputs, reason: fin.reason };
+    } finally {
+      job.signal.removeEventListener("abort", onStop);
+      this.#jobs.delete(id);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.#started) return;
+    const { bus, store, orchestrator } = await this.#started;
+    const deadline = AbortSignal.timeout(60_000);
+    await orchestrator.stop(deadline);
+    await bus.stop(deadline);
+    await store.stop(deadline);
+  }
+
+  async #start(): Promise<{ bus: MemoryBus; store: Store; orchestrator: Orchestrator }> {
+    const c = this.#config;
+    const store = new Store({ dataDir: c.dataDir, log: this.#log });
+    await store.start();
+    const bus = new MemoryBus({ log: this.#log });
+    await bus.start();
+    await bus.consumeEvents(this.#replyTo, (d) => {
+      void d.ack();
+      this.#jobs.get(d.event.jobId)?.onEvent(d.event);
+    });
+    const provisioner = createVmProvisioner({
+      catalog: await loadCatalog(c.images.catalog || undefined),
+      imagesDir: imagesDir(c),
+      runDir: join(c.dataDir, "vms"),
+    });
+    const orchestrator = new Orchestrator({
+      bus,
+      store,
+      provisioner,
+      budget: { maxVms: 1, cpus: Number.MAX_SAFE_INTEGER, memoryMiB: Number.MAX_SAFE_INTEGER },
+      clusterKey: this.#key,
+      leaseTtlMs: c.orchestrator.leaseTtl,
+      drainTimeoutMs: 0,
+      metrics: createMetrics({ defaultMetrics: false }),
+      log: this.#log,
+      runnerName: "gnomon-exec",
+      jobOptions: (req) => {
+        const j = this.#jobs.get(req.id);
+        return { checkout: j?.checkout, baseEnv: j?.baseEnv, jobContainer: "fail" };
+      },
+    });
+    await orchestrator.start();
+    return { bus, store, orchestrator };
+  }
+}
+
+function reasonOf(signal: AbortSignal): string {
+  const r: unknown = signal.reason;
+  return r instanceof Error ? r.message : "gnomon exec was asked to stop";
+}
