@@ -15,7 +15,7 @@ import { Client } from "ssh2";
 import type { Logger } from "../telemetry/log.js";
 import { detectAccel } from "./accel.js";
 import type { ImageSpec } from "./catalog.js";
-import { asError, type BootPhase, BootTimeoutError, QemuExitedError } from "./errors.js";
+import { asError, type BootPhase, BootTimeoutError, QemuExitedError, ToolMissingError } from "./errors.js";
 import { type StopReason, transition, type VmEvent, type VmState } from "./machine-state.js";
 import { createOverlay } from "./overlay.js";
 import { acquirePort, releasePort } from "./ports.js";
@@ -24,6 +24,7 @@ import { QmpClient } from "./qmp.js";
 import { seedDocuments, writeSeed } from "./seed.js";
 import { SerialConsole } from "./serial-console.js";
 import { generateJobKey } from "./ssh-key.js";
+import { packageOf } from "./tool.js";
 
 /** What happens before and during boot, for provisioning events; the names match the contract's. */
 export type ProvisioningStep = "creating-disk" | BootPhase | "ready";
@@ -129,6 +130,7 @@ class QemuMachine implements Machine {
   #spawnedAt = 0;
   #bootMs = 0;
   #destroying: Promise<void> | undefined;
+  #spawnError: Error | undefined;
 
   constructor(
     readonly image: ImageSpec,
@@ -197,7 +199,8 @@ class QemuMachine implements Machine {
       publicKey: this.#key.publicKey,
     });
     const binary = qemuBinary(this.image.arch);
-    const [accel] = await Promise.all([
+    // allSettled: on a failure nothing may still be writing into the run folder when teardown removes it.
+    const [accel, ...made] = await Promise.allSettled([
       this.#opts.accel ?? detectAccel(binary, this.#opts.logger),
       createOverlay(this.image.disk.path, this.image.disk.format, this.#paths.overlay, this.image.diskGiB, signal),
       writeSeed(this.#paths.seed, docs, this.image.seedFormat, signal),
@@ -205,7 +208,8 @@ class QemuMachine implements Machine {
         ? copyFile(this.image.boot.vars, this.#paths.firmwareVars)
         : undefined,
     ]);
-    this.#accel = accel;
+    for (const r of [accel, ...made]) if (r.status === "rejected") throw r.reason;
+    this.#accel = (accel as PromiseFulfilledResult<Accel>).value;
 
     for (let attempt = 1; ; attempt++) {
       this.#port = await acquirePort();
@@ -232,8 +236,9 @@ class QemuMachine implements Machine {
     const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] });
     this.#child = child;
     this.#exited = new Promise((resolve) => {
-      child.on("error", (err) => {
+      child.on("error", (err: NodeJS.ErrnoException) => {
         this.#stderr += `${err.message}\n`;
+        if (err.code === "ENOENT") this.#spawnError = new ToolMissingError(binary, packageOf(binary), { cause: err });
         this.#serial.end();
         this.#apply({ e: "exited", exitCode: null });
         this.#exitedAc.abort();
@@ -257,7 +262,7 @@ class QemuMachine implements Machine {
     this.#spawnedAt = Date.now();
     if (child.pid === undefined) {
       await this.#exited;
-      throw this.#exitError("booting");
+      throw this.#spawnError ?? this.#exitError("booting");
     }
     this.#apply({ e: "spawned", pid: child.pid, sshPort: this.#port });
     this.#opts.onPhase?.("booting");

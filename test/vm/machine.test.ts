@@ -226,6 +226,24 @@ describe("QEMU machine", () => {
     if (vm) await assertNothingLeft(vm);
   });
 
+  it("names the Debian package to install when a host program is missing", async () => {
+    await testImage();
+    const script = `
+      import { bootMachine } from ${JSON.stringify(new URL("../../src/vm/machine.ts", import.meta.url).pathname)};
+      import { testImage, TEST_RUN_DIR } from ${JSON.stringify(new URL("../support/test-image.ts", import.meta.url).pathname)};
+      const image = await testImage();
+      process.env.PATH = "/nonexistent";
+      await bootMachine(image, { runDir: TEST_RUN_DIR }).catch((e) => console.log(e.name + ": " + e.message));
+    `;
+    const { stdout } = await run(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      cwd: new URL("../../", import.meta.url).pathname,
+    });
+    assert.match(
+      stdout,
+      /ToolMissingError: The program qemu-img is not installed on this host; install it with `apt-get install qemu-utils`/,
+    );
+  });
+
   it("stops booting and removes everything when cancelled", async () => {
     const image = await testImage();
     const ctl = new AbortController();
