@@ -1,3 +1,5 @@
+// `gnomon images list | build | pull`: what the image catalog offers and what is on this host, the
+// offline recipe builds, and verified, resumable downloads. Never boots a VM; the orchestrator does.
 import { join } from "node:path";
 import type { Config } from "../config/schema.js";
 import { buildRecipe } from "../vm/build-recipe.js";

@@ -179,7 +179,7 @@ export function imageNameFor(catalog: Catalog, labelOrName: string): string {
 /** Where `gnomon images pull` stores a URL image: <imagesDir>/<name>/<file name without compression suffix>. */
 export function pulledImagePath(imagesDir: string, name: string, url: string): string {
   const file = basename(new URL(url).pathname).replace(/\.(zst|zstd|xz|gz)$/, "");
-  return join(imagesDir, name, file);
+  return resolve(imagesDir, name, file);
 }
 
 export interface ImageFiles {
@@ -200,7 +200,7 @@ export async function imageFiles(
   if (!entry) throw new UnknownLabelError(name, [...catalog.labels.keys()].sort(), catalog.path);
   const src = entry.source;
   if ("recipe" in src) {
-    const built = await findBuiltImage(src.recipe, imagesDir, fromRecipes);
+    const built = await findBuiltImage(src.recipe, resolve(imagesDir), fromRecipes);
     if (!built.image) throw new ImageMissingError(name, built.dir, `build it with \`gnomon images build ${name}\``);
     const recipe = await loadRecipe(join(fromRecipes, src.recipe));
     return {

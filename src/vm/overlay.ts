@@ -1,7 +1,7 @@
 // The per-VM disk: a qcow2 copy-on-write overlay on the image's read-only base, grown to the
 // catalog's disk size when that is larger than the base. Creating and deleting it; nothing else.
 import { rm } from "node:fs/promises";
-import { resolve } from "node:path";
+import { isAbsolute, resolve } from "node:path";
 import { runTool } from "./tool.js";
 
 const virtualSizes = new Map<string, Promise<number>>();
@@ -21,11 +21,12 @@ export function virtualSize(path: string, format: string, signal?: AbortSignal):
 }
 
 /**
- * Pure: the qemu-img arguments for an overlay of `base`, with a size only when it grows the disk.
- * The backing path is absolute: qemu-img resolves a relative one against the overlay's folder.
+ * Pure: the qemu-img arguments for an overlay of `base` (an absolute path: qemu-img resolves a
+ * relative backing path against the overlay's folder), with a size only when it grows the disk.
  */
 export function overlayArgs(base: string, baseFormat: string, overlay: string, sizeBytes?: number): string[] {
-  const args = ["create", "-q", "-f", "qcow2", "-F", baseFormat, "-b", resolve(base), overlay];
+  if (!isAbsolute(base)) throw new TypeError(`the base image path must be absolute, got ${base}`);
+  const args = ["create", "-q", "-f", "qcow2", "-F", baseFormat, "-b", base, overlay];
   if (sizeBytes !== undefined) args.push(String(sizeBytes));
   return args;
 }
@@ -37,9 +38,10 @@ export async function createOverlay(
   diskGiB: number,
   signal?: AbortSignal,
 ): Promise<void> {
+  const abs = resolve(base);
   const wanted = diskGiB * 1024 ** 3;
-  const size = (await virtualSize(base, baseFormat, signal)) < wanted ? wanted : undefined;
-  await runTool("qemu-img", overlayArgs(base, baseFormat, overlay, size), { signal });
+  const size = (await virtualSize(abs, baseFormat, signal)) < wanted ? wanted : undefined;
+  await runTool("qemu-img", overlayArgs(abs, baseFormat, overlay, size), { signal });
 }
 
 export async function removeOverlay(overlay: string): Promise<void> {

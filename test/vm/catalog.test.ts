@@ -84,6 +84,11 @@ describe("image catalog", () => {
       [["cloud", false, "url"]],
     );
     assert.equal(pulledImagePath("/img", "cloud", "https://example.com/x/cloud.qcow2.zst"), "/img/cloud/cloud.qcow2");
+    assert.equal(
+      pulledImagePath("data/images", "cloud", "https://example.com/cloud.qcow2"),
+      join(process.cwd(), "data/images/cloud/cloud.qcow2"),
+      "a relative images folder still gives an absolute path",
+    );
   });
 
   it("resolves a local-path image relative to the catalog file into an ImageSpec", async (t) => {
