@@ -1,6 +1,7 @@
 // Keeps a held job's lock alive from the daemon (never from the VM), as the official runner does
-// (spec 6.4, 8.1): the first renewal must succeed before the job starts; then every 60 s; failures
-// are retried with backoff until the lock has been expired for a grace period, then the job is lost.
+// (spec 6.4, 8.1): the first renewal must succeed before the job starts; then every 60 s, sooner when
+// the lock is shorter than two intervals; failures are retried with backoff until the lock has been
+// expired for a grace period, then the job is lost.
 import { setTimeout as sleep } from "node:timers/promises";
 import { JobGoneError, LockLostError } from "./errors.js";
 import type { JobChannel } from "./job-channel.js";
@@ -26,6 +27,18 @@ export const DEFAULT_RENEW_TIMINGS: RenewTimings = {
   retryLongMs: [15_000, 30_000],
   graceMs: 5 * 60_000,
 };
+
+/** The shortest wait between renewals while they succeed, whatever the lock (clock skew cannot make it spin). */
+export const MIN_RENEW_WAIT_MS = 1_000;
+
+/**
+ * How long to wait before the next renewal after one succeeded: the interval, or half of the lock
+ * that is left when that comes sooner. GitHub's lock is ~10 min, so that is every 60 s as the
+ * official runner does; a shorter lock (a server may grant one) is renewed well before it runs out.
+ */
+export function nextRenewalInMs(lockedUntilMs: number, nowMs: number, intervalMs: number): number {
+  return Math.min(intervalMs, Math.max(MIN_RENEW_WAIT_MS, Math.floor((lockedUntilMs - nowMs) / 2)));
+}
 
 /** The renewal before the job is handed on; rejects with the last error when all attempts fail. */
 export async function firstRenewal(channel: JobChannel, t: RenewTimings, signal: AbortSignal): Promise<Date> {
@@ -64,7 +77,10 @@ export function startRenewing(
     let lastError: unknown;
     while (!ctl.signal.aborted) {
       const deadline = state.lockedUntil.getTime() + t.graceMs;
-      let wait = failures === 0 ? t.intervalMs : randomBetween(...(failures > 5 ? t.retryLongMs : t.retryMs));
+      let wait =
+        failures === 0
+          ? nextRenewalInMs(state.lockedUntil.getTime(), now(), t.intervalMs)
+          : randomBetween(...(failures > 5 ? t.retryLongMs : t.retryMs));
       // Never sleep past the point where one more try could still save the job.
       if (failures > 0) wait = Math.min(wait, Math.max(0, deadline - now()));
       try {
