@@ -100,7 +100,7 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
         return { executor, describe: "this host", destroy: () => executor.close().catch(() => undefined) };
       }
       const image = target.image;
-      hooks.onPhase("creating-disk", `creating a disk for ${image.name}`);
+      // The machine reports creating-disk itself (its first phase): saying it here too showed it twice.
       const machine = await bootMachine(image, {
         runDir: opts.runDir,
         signal: hooks.signal,
