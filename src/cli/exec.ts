@@ -180,6 +180,9 @@ class JobRenderer {
         this.stepName = e.name;
         this.write(`  ${p.cyan("▸")} ${p.bold(e.name)}`);
         return;
+      case "provisioning":
+        if (e.message) this.line(e.message, "  ");
+        return;
       case "log":
         for (const l of e.lines) this.line(l.text, e.step === null ? "  " : "    ");
         return;

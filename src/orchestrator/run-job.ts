@@ -204,8 +204,8 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
             );
           lastPhase = { name: phase, at: now };
           phaseStarted.set(phase, now);
+          // The message travels in the event (forge reporters and exec show it from there), not again as a log line.
           events.emit({ kind: "provisioning", phase, label: req.runsOn, message });
-          if (message) events.log(message);
         },
         onSpawn: async (vm) => {
           deps.metrics.vmsRunning.inc({ label: req.runsOn });
