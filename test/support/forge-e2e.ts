@@ -1,0 +1,136 @@
+// The shared stage of the forge end-to-end tests (test/e2e/forgejo.test.ts, github.test.ts): the
+// real orchestrator on the test file's PostgreSQL database, two RabbitMQ connections under a prefix
+// of the test's own (the forge runner's and the orchestrator's, as two processes would have), QEMU
+// processes found by what their command line names, and waits on polled state. Whatever a stage
+// starts is stopped, and its queues deleted, when the test ends.
+import { readdirSync, readFileSync } from "node:fs";
+import type { TestContext } from "node:test";
+import type { Orchestrator } from "../../src/orchestrator/orchestrator.js";
+import { AmqpBus } from "../../src/queue/amqp.js";
+import type { Store } from "../../src/store/store.js";
+import type { VmRecord } from "../../src/store/vms.js";
+import { createRootLogger, type Logger, rootLogger } from "../../src/telemetry/log.js";
+import { startOrchestrator } from "./orchestrators.js";
+import { deleteTopology, RABBIT_URL, testPrefix } from "./rabbit.js";
+
+let logger: Logger | undefined;
+
+/** GNOMON_TEST_LOG=debug shows what the runners and the orchestrator log (default: nothing). */
+export function testLogger(): Logger {
+  const level = process.env["GNOMON_TEST_LOG"];
+  logger ??= level ? createRootLogger({ level: level as "debug", pretty: false }) : rootLogger();
+  return logger;
+}
+
+export interface Stage {
+  readonly prefix: string;
+  /** The forge runner's connection. */
+  readonly forgeBus: AmqpBus;
+  readonly orchestrator: Orchestrator;
+  readonly store: Store;
+  /** Registers a forge runner's stop: runs before the orchestrator and the buses stop. */
+  beforeTeardown(stop: () => Promise<unknown>): void;
+}
+
+export interface StageOptions {
+  readonly databaseUrl: string;
+  readonly name: string;
+  readonly labels?: readonly string[];
+  readonly hostLabels?: readonly string[];
+  readonly maxVms?: number;
+}
+
+export async function startStage(t: TestContext, o: StageOptions): Promise<Stage> {
+  const prefix = testPrefix(o.name);
+  const log = testLogger();
+  const forgeBus = new AmqpBus({ url: RABBIT_URL, prefix, connectionName: `${o.name}-forge`, log });
+  const orchestratorBus = new AmqpBus({ url: RABBIT_URL, prefix, connectionName: `${o.name}-orchestrator`, log });
+  await forgeBus.start();
+  await orchestratorBus.start();
+  // Hooks run in the order they were added: forge runners first, then the orchestrator, then the buses.
+  const stops: (() => Promise<unknown>)[] = [];
+  t.after(async () => {
+    for (const stop of stops.reverse()) await stop();
+  });
+  const { orchestrator, store } = await startOrchestrator(t, {
+    bus: orchestratorBus,
+    databaseUrl: o.databaseUrl,
+    labels: o.labels ?? ["test"],
+    hostLabels: o.hostLabels ?? [],
+    maxVms: o.maxVms ?? 1,
+  });
+  t.after(async () => {
+    await forgeBus.stop(AbortSignal.timeout(5_000));
+    await orchestratorBus.stop(AbortSignal.timeout(5_000));
+    await deleteTopology(prefix);
+  });
+  return { prefix, forgeBus, orchestrator, store, beforeTeardown: (stop) => stops.push(stop) };
+}
+
+/** Pids of the QEMU processes whose command line contains `text` (a VM id, a run folder). */
+export function qemuPids(text: string): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0");
+    } catch {
+      continue; // it exited meanwhile
+    }
+    if (/qemu-system/.test(argv[0] ?? "") && argv.some((a) => a.includes(text))) pids.push(Number(name));
+  }
+  return pids;
+}
+
+/** Resolves with the first truthy value of `probe`, asked every `everyMs`; rejects after `timeoutMs`. */
+export async function until<T>(
+  probe: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  what: string,
+  timeoutMs: number,
+  everyMs = 250,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** The next VM this stage's orchestrator records once QEMU is spawned (pid known), other than `seen`. */
+export function nextVm(
+  stage: Stage,
+  seen: readonly string[] = [],
+  timeoutMs = 120_000,
+): Promise<VmRecord & { pid: number }> {
+  return until(
+    async () => {
+      const vms = await stage.store.vms.listOnHost(stage.orchestrator.host);
+      const vm = vms.find((v) => v.owner === stage.orchestrator.id && v.pid !== null && !seen.includes(v.id));
+      return vm ? (vm as VmRecord & { pid: number }) : undefined;
+    },
+    "a VM of this orchestrator",
+    timeoutMs,
+  );
+}
+
+/** The QEMU process of a VM record is gone, and so is the record. */
+export async function vmGone(stage: Stage, vm: VmRecord, timeoutMs = 30_000): Promise<void> {
+  await until(
+    async () => {
+      const rows = await stage.store.vms.listOnHost(stage.orchestrator.host);
+      return qemuPids(vm.id).length === 0 && !rows.some((r) => r.id === vm.id);
+    },
+    `VM ${vm.id} to be destroyed`,
+    timeoutMs,
+  );
+}
+
+/** No line repeats another one's text, whole or inside it (a boot phase shown twice, or with its message again). */
+export function assertEachSaidOnce(lines: readonly string[], what: string): void {
+  for (const [i, a] of lines.entries())
+    for (const [j, b] of lines.entries())
+      if (i !== j && b.includes(a)) throw new Error(`${what} says "${a}" twice:\n${lines.join("\n")}`);
+}
