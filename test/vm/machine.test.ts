@@ -155,6 +155,19 @@ describe("QEMU machine", () => {
     assert.equal(await sha256(image.disk.path), baseBefore, "the base image is never written");
   });
 
+  it("powers the guest down through ACPI when destroyed with a grace period", async () => {
+    const vm = await bootMachine(await testImage(), { runDir: TEST_RUN_DIR });
+    const started = Date.now();
+    await vm.destroy({ graceMs: 20_000 });
+    const ms = Date.now() - started;
+    assert.ok(
+      vm.serialTail().some((l) => l.includes("reboot: Power down")),
+      `the guest powered itself off: ${vm.serialTail(5).join(" / ")}`,
+    );
+    assert.ok(ms < 20_000, `before the grace ran out (${ms} ms)`);
+    assert.equal(vm.state.t === "gone" ? vm.state.exitCode : undefined, 0);
+  });
+
   it("fails a guest that never starts its SSH server at 'SSH refused', within its boot timeout, with the serial tail", async () => {
     const image = { ...withKernelArgs(await testImage(), "gnomon.ssh=off"), bootTimeoutMs: 40_000 };
     const { err, vm, ms } = await expectBootTimeout(image);
