@@ -10,7 +10,7 @@ import { JobRequest } from "../contract/job-request.js";
 import { sealSecrets } from "../contract/sealed-secrets.js";
 import type { CheckoutSource } from "../engine/runtime.js";
 import { Orchestrator } from "../orchestrator/orchestrator.js";
-import { createVmProvisioner } from "../orchestrator/provisioner.js";
+import { createVmProvisioner, NotServedError, type Provisioner } from "../orchestrator/provisioner.js";
 import { MemoryBus } from "../queue/memory.js";
 import { Store } from "../store/store.js";
 import type { Logger } from "../telemetry/log.js";
@@ -18,6 +18,9 @@ import { createMetrics } from "../telemetry/metrics.js";
 import { loadCatalog } from "../vm/catalog.js";
 import type { PlannedJob } from "../workflow/job-plan.js";
 import { imagesDir } from "./images.js";
+
+/** How long a cancelled job may take to run its cleanup steps before exec stops waiting. */
+const CANCEL_GRACE_MS = 5 * 60_000;
 
 export interface LocalJob {
   readonly leg: PlannedJob;
@@ -46,6 +49,7 @@ export class LocalFleet {
     { checkout: CheckoutSource; baseEnv: Readonly<Record<string, string>>; onEvent: (e: JobEvent) => void }
   >();
   #started: Promise<{ bus: MemoryBus; store: Store; orchestrator: Orchestrator }> | undefined;
+  #provisioner: Promise<Provisioner> | undefined;
 
   constructor(config: Readonly<Config>, log: Logger) {
     this.#config = config;
@@ -54,6 +58,11 @@ export class LocalFleet {
 
   /** Runs one job on the fleet and resolves with its result; never throws for the job's own failure. */
   async run(job: LocalJob): Promise<LocalOutcome> {
+    // Nothing would consume a label no image serves: say so now, before starting anything.
+    this.#provisioner ??= this.#makeProvisioner();
+    const { labels } = await this.#provisioner;
+    if (!labels.includes(job.target))
+      return { result: "failure", outputs: {}, reason: new NotServedError(job.target, labels).message };
     this.#started ??= this.#start();
     const { bus } = await this.#started;
     const id = randomUUID();
@@ -81,14 +90,34 @@ export class LocalFleet {
         },
       });
     });
-    const onStop = () => void bus.publishCancel({ v: 1, jobId: id, reason: reasonOf(job.signal), t: Date.now() });
-    job.signal.addEventListener("abort", onStop, { once: true });
+    // On stop: cancel the job, and give it a while to run its cleanup steps and say it ended.
+    let giveUp: NodeJS.Timeout | undefined;
+    let onStop = () => {};
+    const abandoned = new Promise<LocalOutcome>((resolve) => {
+      onStop = () => {
+        void bus.publishCancel({ v: 1, jobId: id, reason: reasonOf(job.signal), t: Date.now() });
+        giveUp = setTimeout(
+          () =>
+            resolve({
+              result: "cancelled",
+              outputs: {},
+              reason: `${reasonOf(job.signal)}; the job did not confirm it in time`,
+            }),
+          CANCEL_GRACE_MS,
+        );
+      };
+    });
+    if (job.signal.aborted) onStop();
+    else job.signal.addEventListener("abort", onStop, { once: true });
     try {
       await bus.publishJob(request);
-      const fin = await finished;
-      return { result: fin.result, outputs: fin.outputs, reason: fin.reason };
+      return await Promise.race([
+        finished.then((fin) => ({ result: fin.result, outputs: fin.outputs, reason: fin.reason })),
+        abandoned,
+      ]);
     } finally {
       job.signal.removeEventListener("abort", onStop);
+      clearTimeout(giveUp);
       this.#jobs.delete(id);
     }
   }
@@ -102,6 +131,15 @@ export class LocalFleet {
     await store.stop(deadline);
   }
 
+  async #makeProvisioner(): Promise<Provisioner> {
+    const c = this.#config;
+    return createVmProvisioner({
+      catalog: await loadCatalog(c.images.catalog || undefined),
+      imagesDir: imagesDir(c),
+      runDir: join(c.dataDir, "vms"),
+    });
+  }
+
   async #start(): Promise<{ bus: MemoryBus; store: Store; orchestrator: Orchestrator }> {
     const c = this.#config;
     const store = new Store({ dataDir: c.dataDir, log: this.#log });
@@ -112,11 +150,8 @@ export class LocalFleet {
       void d.ack();
       this.#jobs.get(d.event.jobId)?.onEvent(d.event);
     });
-    const provisioner = createVmProvisioner({
-      catalog: await loadCatalog(c.images.catalog || undefined),
-      imagesDir: imagesDir(c),
-      runDir: join(c.dataDir, "vms"),
-    });
+    this.#provisioner ??= this.#makeProvisioner();
+    const provisioner = await this.#provisioner;
     const orchestrator = new Orchestrator({
       bus,
       store,

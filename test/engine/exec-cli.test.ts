@@ -196,7 +196,7 @@ jobs:
     const dir = await workspace(t, { "a.yml": "on: push\njobs:\n  a: { runs-on: x, steps: [{ run: echo }] }\n" });
     const vm = await runGnomon(["exec", "--workspace", dir, "--label", "x=no-such-image"], { cwd: dir });
     assert.equal(vm.code, 1);
-    assert.match(vm.stdout, /could not get a machine for no-such-image: /);
+    assert.match(vm.stdout, /no VM image serves runs-on "no-such-image" here; this fleet serves: .*test/);
     const missing = await runGnomon(["exec", "--workspace", join(dir, "nope")], { cwd: dir });
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /not a directory/);
