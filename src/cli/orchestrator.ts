@@ -126,7 +126,7 @@ embedded PostgreSQL under the data directory.`,
     const bus = createBus(config, log, "gnomon-up");
     const store = createStore(config, log);
     const orchestrator = await createOrchestrator(config, { bus, store, log, metrics, clusterKey });
-    const runners: Service[] = [];
+    const runners: (Service & { readonly queues: readonly string[] })[] = [];
     const forgejoFile = resolve(config.forgejo.credentialsFile);
     if (existsSync(forgejoFile)) runners.push(createForgejoRunner(config, { bus, clusterKey, log }));
     const githubDir = resolve(config.github.credentialsDir);
@@ -142,6 +142,14 @@ embedded PostgreSQL under the data directory.`,
           log,
         }),
       );
+    // In one process every job goes to this orchestrator: a label it does not serve would wait for ever.
+    for (const r of runners) {
+      const unserved = r.queues.filter((q) => !orchestrator.labels.includes(q));
+      if (unserved.length > 0)
+        throw new UsageError(
+          `the ${r.name} declares ${unserved.map((q) => `"${q}"`).join(", ")}, which no image of this host serves (it serves ${orchestrator.labels.join(", ")}); register it with labels of the image catalog (docs/images.md), or add an image for them`,
+        );
+    }
     if (runners.length === 0)
       log.warn(
         { forgejo: forgejoFile, github: githubDir },

@@ -60,6 +60,11 @@ export class ForgejoRunner implements Service {
   readonly name: string;
   readonly done: Promise<Error | undefined>;
   readonly replyTo: string;
+
+  /** The queues (runs-on of the JobRequests) this runner publishes to: one per declared label. */
+  get queues(): readonly string[] {
+    return [...new Set(this.#o.labels.map((l) => l.runsOn))];
+  }
   readonly #o: ForgejoRunnerOptions;
   readonly #client: ForgejoClient;
   readonly #poller: Poller;

@@ -126,6 +126,11 @@ export class GitHubRunner implements Service {
   #ephemeralDone = false;
   #locations: Locations | undefined;
 
+  /** The queue (runs-on of the JobRequests) this runner publishes to: its first label. */
+  get queues(): readonly string[] {
+    return [this.#o.registration.settings.labels[0] ?? "self-hosted"];
+  }
+
   constructor(opts: GitHubRunnerOptions) {
     this.#o = opts;
     this.#t = { ...DEFAULT_TIMINGS, ...opts.timings };
