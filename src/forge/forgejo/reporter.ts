@@ -52,6 +52,8 @@ export class TaskReporter {
   #watchdogAtMs: number | undefined;
   #cancelGraceMs: number;
   #logClosed = false;
+  /** Cuts the final report short when a stop (endHere with a limit) gives it less time than it took. */
+  readonly #finalCut = new AbortController();
 
   constructor(options: ReporterOptions) {
     this.#o = options;
@@ -83,7 +85,13 @@ export class TaskReporter {
    * deadline passed. The reason becomes the last log line; `finalTimeoutMs` bounds the last report.
    */
   endHere(result: JobResult, reason: string, finalTimeoutMs?: number): void {
-    if (finalTimeoutMs !== undefined) this.#finalTimeoutMs = Math.min(this.#finalTimeoutMs, finalTimeoutMs);
+    if (finalTimeoutMs !== undefined) {
+      this.#finalTimeoutMs = Math.min(this.#finalTimeoutMs, finalTimeoutMs);
+      // The final report may be retrying already, on its own deadline: bound it from now too.
+      const cut = setTimeout(() => this.#finalCut.abort(), finalTimeoutMs);
+      cut.unref();
+      void this.done.finally(() => clearTimeout(cut));
+    }
     this.#o.record.finish(result, this.#now(), { reason });
     this.#wakeUp();
   }
@@ -182,7 +190,7 @@ export class TaskReporter {
   async #final(): Promise<void> {
     const { record, client, log } = this.#o;
     const taskId = String(record.taskId);
-    const signal = AbortSignal.timeout(this.#finalTimeoutMs);
+    const signal = AbortSignal.any([AbortSignal.timeout(this.#finalTimeoutMs), this.#finalCut.signal]);
     const retryable = (err: unknown) =>
       err instanceof LogsIncompleteError || (isTransient(err) && codeOf(err) !== Code.Unauthenticated);
     const onRetry = (err: unknown) => this.#failed(err, "final report");
