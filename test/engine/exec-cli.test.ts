@@ -1,4 +1,4 @@
-// `gnomon exec` as shipped (bin/gnomon.js → dist/gnomon.mjs; `npm run build` first): exit codes,
+// `gnomon exec` as shipped (dist/gnomon.mjs; `npm run build` first): exit codes,
 // located errors, needs order, matrices, labels, secrets, and what a person sees.
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";

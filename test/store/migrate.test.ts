@@ -27,7 +27,7 @@ async function tableExists(db: Db, name: string): Promise<boolean> {
 
 describe("embedded migrations", () => {
   it("match migrations/*.sql, so the bundle and tsx run the SQL in the checkout", () => {
-    const script = fileURLToPath(new URL("../../scripts/generate-migrations.mjs", import.meta.url));
+    const script = fileURLToPath(new URL("../../.ci/generate-migrations.mjs", import.meta.url));
     const run = spawnSync(process.execPath, [script, "--check"], { encoding: "utf8" });
     assert.equal(run.status, 0, run.stderr);
   });

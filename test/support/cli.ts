@@ -1,8 +1,8 @@
-// Runs the shipped program (dist/gnomon.mjs through bin/gnomon.js) as a user would, and captures it.
+// Runs the shipped program (dist/gnomon.mjs, the package bin; `npm run build` first) as a user would.
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
-export const GNOMON_BIN = fileURLToPath(new URL("../../bin/gnomon.js", import.meta.url));
+export const GNOMON_BIN = fileURLToPath(new URL("../../dist/gnomon.mjs", import.meta.url));
 
 export interface CliResult {
   readonly code: number | null;

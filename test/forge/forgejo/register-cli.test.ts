@@ -1,4 +1,4 @@
-// `gnomon forgejo register` through the shipped program (bin/gnomon.js → dist/gnomon.mjs) against
+// `gnomon forgejo register` through the shipped program (dist/gnomon.mjs) against
 // the fake Forgejo: the credentials file, and the exit code and message for every user mistake.
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";

@@ -1,4 +1,4 @@
-// `gnomon forgejo run` as shipped (bin/gnomon.js), against the fake Forgejo and the real RabbitMQ:
+// `gnomon forgejo run` as shipped (dist/gnomon.mjs), against the fake Forgejo and the real RabbitMQ:
 // this test plays the orchestrator on the bus, as a real one would, and checks what Forgejo holds.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";

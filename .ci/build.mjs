@@ -1,6 +1,7 @@
-// Bundles src/bin.ts into dist/gnomon.mjs: the shipped program that users and tests run.
+// Bundles src/bin.ts into dist/gnomon.mjs: the shipped program that users and tests run (the
+// package's `bin`, so `npx gnomon` runs it). `npm ci` builds it through the prepare script.
 // Migrations are embedded as text so the program depends on no path at run time.
-import { readFileSync } from "node:fs";
+import { chmodSync, readFileSync } from "node:fs";
 import { build } from "esbuild";
 
 const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
@@ -19,7 +20,8 @@ await build({
   // Native or optional pieces stay outside the bundle and load from node_modules.
   external: ["cpu-features", "pg-native", "@electric-sql/pglite", "ssh2"],
   banner: {
-    js: "import { createRequire as __gnomonCreateRequire } from 'node:module'; const require = __gnomonCreateRequire(import.meta.url);",
+    js: "#!/usr/bin/env node\nimport { createRequire as __gnomonCreateRequire } from 'node:module'; const require = __gnomonCreateRequire(import.meta.url);",
   },
   logLevel: "warning",
 });
+chmodSync("dist/gnomon.mjs", 0o755);
