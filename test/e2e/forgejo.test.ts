@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
+import { fileURLToPath } from "node:url";
 import { createForgejoRunner } from "../../src/cli/forgejo.js";
 import { Config } from "../../src/config/schema.js";
 import type { ForgejoRunner } from "../../src/forge/forgejo/runner.js";
@@ -31,6 +32,7 @@ import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
 import { TEST_IMAGES_DIR, testImage } from "../support/test-image.js";
 
 const VM_JOB_MS = 240_000;
+const BUNDLE = fileURLToPath(new URL("../../dist/gnomon.mjs", import.meta.url));
 
 /** A single-job workflow as Forgejo stores it per job. */
 function workflow(
@@ -133,7 +135,7 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
   before(async () => {
     await testImage();
     td = await createTestDatabase("postgres");
-    assert.ok(existsSync(join(GNOMON_BIN, "..", "..", "dist", "gnomon.mjs")), "run `npm run build` first");
+    assert.ok(existsSync(BUNDLE), "the shipped bundle is missing: run `npm run build` first");
   });
   after(() => td?.drop());
 

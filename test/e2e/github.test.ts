@@ -3,10 +3,11 @@
 // against the fake GitHub, the runner role as `gnomon up` builds it, RabbitMQ, the orchestrator on
 // PostgreSQL, and a real VM of the offline test image. What counts is what the fake GitHub received.
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
+import { fileURLToPath } from "node:url";
 import { VERSION } from "../../src/cli/version.js";
 import { readRegistration } from "../../src/forge/github/credentials.js";
 import { createGitHubRunner, type GitHubRunner, type GitHubRunnerTimings } from "../../src/forge/github/runner.js";
@@ -28,6 +29,7 @@ import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
 import { testImage } from "../support/test-image.js";
 
 const VM_JOB_MS = 240_000;
+const BUNDLE = fileURLToPath(new URL("../../dist/gnomon.mjs", import.meta.url));
 const SECRET = "s3cr3t-value-for-the-e2e";
 const SECRET_B64 = Buffer.from(SECRET).toString("base64");
 /** The runner's time prefix on every line it uploads. */
@@ -175,6 +177,7 @@ describe("github end to end (fake GitHub, RabbitMQ, PostgreSQL, a real VM)", () 
   before(async () => {
     await testImage();
     td = await createTestDatabase("postgres");
+    assert.ok(existsSync(BUNDLE), "the shipped bundle is missing: run `npm run build` first");
   });
   after(() => td?.drop());
 
