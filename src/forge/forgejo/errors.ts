@@ -127,6 +127,12 @@ export class TaskRejectedError extends Error {
   readonly code = "forgejo.task-rejected";
 }
 
+/** The job's `if:` is false for this task: it ends as skipped on Forgejo without running. */
+export class JobSkippedError extends Error {
+  override readonly name = "JobSkippedError";
+  readonly code = "forgejo.job-skipped";
+}
+
 /** The server acknowledged fewer log rows than it had before: those rows are gone on its side. */
 export class LogsLostError extends Error {
   override readonly name = "LogsLostError";

@@ -84,7 +84,7 @@ export class TaskReporter {
    * Ends the task here, without waiting for the job: a task that cannot run, or a stop whose
    * deadline passed. The reason becomes the last log line; `finalTimeoutMs` bounds the last report.
    */
-  endHere(result: JobResult, reason: string, finalTimeoutMs?: number): void {
+  endHere(result: JobResult | "skipped", reason: string, finalTimeoutMs?: number): void {
     if (finalTimeoutMs !== undefined) {
       this.#finalTimeoutMs = Math.min(this.#finalTimeoutMs, finalTimeoutMs);
       // The final report may be retrying already, on its own deadline: bound it from now too.

@@ -10,7 +10,7 @@ import type { Logger } from "../../telemetry/log.js";
 import type { TaskCapacity } from "./capacity.js";
 import { type ForgejoClient, type ForgejoTask, forgejoClient } from "./client.js";
 import type { RunnerCredentials } from "./credentials-file.js";
-import { asError, isTransient } from "./errors.js";
+import { asError, isTransient, JobSkippedError } from "./errors.js";
 import type { RunnerLabel } from "./labels.js";
 import { Poller, type PollerState } from "./poller.js";
 import { declareRunner } from "./registration.js";
@@ -214,6 +214,11 @@ export class ForgejoRunner implements Service {
         nowMs: now,
       });
     } catch (err) {
+      if (err instanceof JobSkippedError) {
+        log.info("the job's if: is false; skipping the task");
+        reporter.endHere("skipped", err.message);
+        return;
+      }
       log.warn({ err }, "task cannot run; failing it on forgejo");
       reporter.endHere("failure", asError(err).message);
       return;

@@ -131,7 +131,7 @@ export class TaskRecord {
    * closing line goes after the last step ("Complete job"), outputs are kept for UpdateTask.
    */
   finish(
-    result: JobResult,
+    result: JobResult | "skipped",
     atMs: number,
     extra: { reason?: string | undefined; outputs?: Readonly<Record<string, string>> } = {},
   ): void {
@@ -139,7 +139,8 @@ export class TaskRecord {
     this.#startedAtMs ??= atMs;
     for (const s of this.#steps) {
       if (s.result !== "unspecified") continue;
-      s.result = result === "success" && s.startedAtMs === undefined ? "skipped" : "cancelled";
+      s.result =
+        (result === "success" || result === "skipped") && s.startedAtMs === undefined ? "skipped" : "cancelled";
       if (s.startedAtMs !== undefined) s.stoppedAtMs = atMs;
       if (s.logLength === 0) s.logIndex = this.rowCount;
     }
@@ -158,7 +159,13 @@ export class TaskRecord {
     }
     const closing =
       extra.reason ??
-      (result === "success" ? "Job succeeded" : result === "cancelled" ? "Job cancelled" : "Job failed");
+      (result === "success"
+        ? "Job succeeded"
+        : result === "cancelled"
+          ? "Job cancelled"
+          : result === "skipped"
+            ? "Job skipped"
+            : "Job failed");
     this.log(closing, atMs);
   }
 

@@ -7,9 +7,9 @@ import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { JobRequest } from "../../contract/job-request.js";
 import { sealSecrets } from "../../contract/sealed-secrets.js";
 import type { PlannedJob } from "../../workflow/job-plan.js";
-import { parseSingleJobWorkflow, planSingleJob } from "../../workflow/single-job.js";
+import { parseSingleJobWorkflow, planSingleJob, singleJobShouldRun } from "../../workflow/single-job.js";
 import { type ForgejoTask, type JsonObject, taskNeeds, taskPayloadText } from "./client.js";
-import { TaskRejectedError } from "./errors.js";
+import { JobSkippedError, TaskRejectedError } from "./errors.js";
 import { labelForJob, type RunnerLabel } from "./labels.js";
 
 export interface ConversionContext {
@@ -137,8 +137,13 @@ export async function toJobRequest(task: ForgejoTask, cx: ConversionContext): Pr
   let leg: PlannedJob;
   try {
     const single = await parseSingleJobWorkflow(payload.yaml, fileName);
-    leg = planSingleJob(single, { github, vars: { ...task.vars }, inputs, needs: planNeeds });
+    const planCtx = { github, vars: { ...task.vars }, inputs, needs: planNeeds };
+    // Forgejo leaves the job's `if:` to the runner, as forgejo-runner evaluates it.
+    if (!singleJobShouldRun(single, planCtx))
+      throw new JobSkippedError(`The job was skipped: its condition (if:) is false for this run.`);
+    leg = planSingleJob(single, planCtx);
   } catch (err) {
+    if (err instanceof JobSkippedError) throw err;
     throw new TaskRejectedError(`The workflow of job "${payload.jobKey}" cannot be run: ${(err as Error).message}`, {
       cause: err,
     });

@@ -40,6 +40,22 @@ describe("Forgejo runner", () => {
     await h.forgejo.waitFor(() => h.runner.activeTasks === 0, "the runner to let go of the task");
   });
 
+  it("skips a job whose if: is false without queueing it, and ends the task as skipped", async (t) => {
+    const h = await startHarness(t);
+    const yaml = workflow(2).replace("    runs-on:", "    if: github.event_name == 'pull_request'\n    runs-on:");
+    const jobId = h.forgejo.queueJob({ workflow: yaml });
+    const task = await h.forgejo.waitFor(() => {
+      const x = h.forgejo.taskOfJob(jobId);
+      return x?.status === "skipped" ? x : undefined;
+    }, "the task to be skipped");
+    assert.deepEqual(
+      task.steps.map((s) => s.status),
+      ["skipped", "skipped"],
+    );
+    assert.match(task.rows.at(-1) ?? "", /skipped: its condition \(if:\) is false/);
+    await assert.rejects(h.nextJob(500), "nothing was put on the bus");
+  });
+
   it("marks the failing step of a failing job and ends the task as failure", async (t) => {
     const h = await startHarness(t);
     const jobId = h.forgejo.queueJob({ workflow: workflow(3) });
