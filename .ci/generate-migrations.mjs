@@ -61,9 +61,7 @@ try {
 }
 if (process.argv.includes("--check")) {
   if (current !== wanted)
-    fail(
-      "src/store/migrations.generated.ts does not match migrations/*.sql: run `node .ci/generate-migrations.mjs`",
-    );
+    fail("src/store/migrations.generated.ts does not match migrations/*.sql: run `node .ci/generate-migrations.mjs`");
 } else if (current !== wanted) {
   writeFileSync(OUTPUT, wanted);
   process.stdout.write("generate-migrations: wrote src/store/migrations.generated.ts\n");

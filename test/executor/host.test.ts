@@ -24,7 +24,6 @@ describe("host executor", () => {
     t.after(() => ex.close());
     const { out, onLine } = lines();
     await ex.run({
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion, not a template
       argv: ["sh", "-c", 'echo "${GNOMON_CLUSTER_KEY-unset} ${AMQP_URL-unset} $KEEP"'],
       env: {},
       cwd: ex.platform.tempDir,

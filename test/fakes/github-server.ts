@@ -176,7 +176,6 @@ interface QueuedMessage {
 const ZERO_GUID = "00000000-0000-0000-0000-000000000000";
 const DEFAULT_STEPS: readonly StepScript[] = [
   { uses: "actions/checkout@v4" },
-  // biome-ignore lint/suspicious/noTemplateCurlyInString: an Actions expression, as a workflow writes it
   { name: "Say hello", run: "echo hello ${{ matrix.os }}" },
 ];
 const REPO = "gnomon-org/gnomon-repo";

@@ -30,7 +30,6 @@ describe("a GitHub job message", () => {
     const job = fake.queueJob({
       steps: [
         { uses: "actions/checkout@v4" },
-        // biome-ignore lint/suspicious/noTemplateCurlyInString: an Actions expression
         { name: "Greet", run: "echo ${{ vars.GREETING }} on ${{ matrix.os }}", env: { WHO: "${{ inputs.who }}" } },
         { id: "second", run: "true" },
       ],
