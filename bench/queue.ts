@@ -54,6 +54,7 @@ function makeJob(): JobRequest {
     contexts: { github: { repository: "o/r" }, vars: {}, matrix: null, strategy: null, needs: {}, inputs: {} },
     secrets: SECRETS,
     actionsUrl: "https://github.com",
+    runtime: {},
     queuedAt: new Date().toISOString(),
   };
   const pad = Math.max(0, Number(values.size) - Buffer.byteLength(JSON.stringify(base)));

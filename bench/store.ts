@@ -61,6 +61,7 @@ function request(): JobRequest {
     contexts: { github: {}, vars: {}, matrix: null, strategy: null, needs: {}, inputs: {} },
     secrets: SECRETS,
     actionsUrl: "https://github.com",
+    runtime: {},
     queuedAt: now,
   };
 }

@@ -106,6 +106,19 @@ export const JobRequest = z
     secrets: SealedSecrets,
     /** Where `uses: owner/repo@ref` resolves (https://github.com, https://code.forgejo.org …). */
     actionsUrl: z.string().url().default("https://github.com"),
+    /**
+     * The forge's Actions services for JavaScript actions (artifacts, caches, results): exported to
+     * them as ACTIONS_RUNTIME_URL, ACTIONS_RESULTS_URL and ACTIONS_CACHE_URL. Their token is the
+     * sealed secret ACTIONS_RUNTIME_TOKEN.
+     */
+    runtime: z
+      .object({
+        url: z.string().url().optional(),
+        resultsUrl: z.string().url().optional(),
+        cacheUrl: z.string().url().optional(),
+      })
+      .strict()
+      .default({}),
     queuedAt: z.string().datetime(),
     /** Do not start the job after this instant: its forge has given up on it by then. */
     startBy: z.string().datetime().optional(),

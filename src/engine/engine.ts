@@ -36,11 +36,19 @@ export interface JobInput {
   readonly secrets: Secrets;
   /** Where `uses: owner/repo@ref` is fetched from. */
   readonly actionsUrl: string;
+  /** The forge's Actions service URLs for JavaScript actions (JobRequest.runtime). */
+  readonly runtime?: JobRequest["runtime"];
 }
 
 /** The engine's input for a queued JobRequest, given its secrets opened with openSecrets(). */
 export function jobInputOf(request: JobRequest, secrets: Secrets): JobInput {
-  return { spec: request.spec, contexts: request.contexts, secrets, actionsUrl: request.actionsUrl };
+  return {
+    spec: request.spec,
+    contexts: request.contexts,
+    secrets,
+    actionsUrl: request.actionsUrl,
+    runtime: request.runtime,
+  };
 }
 
 export interface EngineOptions {
@@ -124,6 +132,20 @@ const reasonOf = (signal: AbortSignal, fallback: string) =>
     ? signal.reason.message
     : fallback;
 
+/** What JavaScript actions get to reach the forge's Actions services, as the official runner sets it. */
+function runtimeEnv(
+  runtime: NonNullable<JobInput["runtime"]>,
+  secrets: Readonly<Record<string, string>>,
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (runtime.url) env["ACTIONS_RUNTIME_URL"] = runtime.url;
+  if (runtime.resultsUrl) env["ACTIONS_RESULTS_URL"] = runtime.resultsUrl;
+  if (runtime.cacheUrl) env["ACTIONS_CACHE_URL"] = runtime.cacheUrl;
+  const token = secrets["ACTIONS_RUNTIME_TOKEN"];
+  if (token && runtime.url) env["ACTIONS_RUNTIME_TOKEN"] = token;
+  return env;
+}
+
 /** Runs one job to its end; never throws for anything the job did (that is its result). */
 export async function executeJob(input: JobInput, opts: EngineOptions): Promise<JobOutcome> {
   const { spec, contexts } = input;
@@ -156,6 +178,7 @@ export async function executeJob(input: JobInput, opts: EngineOptions): Promise<
       contexts,
       secrets,
       actionsUrl: input.actionsUrl,
+      runtimeEnv: runtimeEnv(input.runtime ?? {}, secrets),
       executor,
       log,
       paths,

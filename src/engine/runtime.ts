@@ -65,6 +65,8 @@ export interface JobRuntimeInit {
   readonly contexts: JobContexts;
   readonly secrets: Secrets;
   readonly actionsUrl: string;
+  /** ACTIONS_RUNTIME_URL and friends, for JavaScript actions only. */
+  readonly runtimeEnv: Readonly<Record<string, string>>;
   readonly executor: Executor;
   readonly log: JobLog;
   readonly paths: JobPaths;
@@ -85,6 +87,8 @@ export class JobRuntime {
   readonly contexts: JobContexts;
   readonly secrets: Secrets;
   readonly actionsUrl: string;
+  /** ACTIONS_RUNTIME_URL and friends, for JavaScript actions only. */
+  readonly runtimeEnv: Readonly<Record<string, string>>;
   readonly executor: Executor;
   readonly log: JobLog;
   readonly paths: JobPaths;
@@ -118,6 +122,7 @@ export class JobRuntime {
     this.contexts = init.contexts;
     this.secrets = init.secrets;
     this.actionsUrl = init.actionsUrl;
+    this.runtimeEnv = init.runtimeEnv;
     this.executor = init.executor;
     this.log = init.log;
     this.paths = init.paths;

@@ -179,7 +179,7 @@ async function runNodeEntry(
     return { result: "failure", outputs: {} };
   }
   return await runProcess(call, [node, `${r.dir}/${entry}`], job.paths.workspace, call.frame.actionName ?? "", {
-    extraEnv: { ...inputEnv(inputs), ...stateEnv(state) },
+    extraEnv: { ...job.runtimeEnv, ...inputEnv(inputs), ...stateEnv(state) },
     onState,
   });
 }

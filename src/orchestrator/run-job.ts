@@ -5,7 +5,7 @@
 import type { JobResult } from "../contract/job-event.js";
 import type { JobRequest } from "../contract/job-request.js";
 import { openSecrets } from "../contract/sealed-secrets.js";
-import { type EngineOptions, executeJob } from "../engine/engine.js";
+import { type EngineOptions, executeJob, jobInputOf } from "../engine/engine.js";
 import type { JobDelivery } from "../queue/bus.js";
 import { afterLostOwner, isTerminal } from "../store/job-state.js";
 import type { Job } from "../store/jobs.js";
@@ -235,27 +235,24 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
     let firstStep = true;
     const extra = deps.jobOptions?.(req) ?? {};
     const secrets = openSecrets(req.secrets, deps.clusterKey, req.id);
-    const outcome = await executeJob(
-      { spec: req.spec, contexts: req.contexts, secrets, actionsUrl: req.actionsUrl },
-      {
-        executor: workspace.executor,
-        signal,
-        runnerName: deps.runnerName,
-        checkout: extra.checkout,
-        jobContainer: extra.jobContainer,
-        baseEnv: { ...forgeEnv(req), ...extra.baseEnv },
-        emit: (body) => {
-          if (body.kind === "step-started" && firstStep) {
-            firstStep = false;
-            deps.store.jobs
-              .markFirstStepStarted(req.id)
-              .catch((err: unknown) => log.warn({ err }, "could not record the first step"));
-          }
-          if (body.kind === "job-finished") return; // end() records the result first, then sends it
-          events.emit(body);
-        },
+    const outcome = await executeJob(jobInputOf(req, secrets), {
+      executor: workspace.executor,
+      signal,
+      runnerName: deps.runnerName,
+      checkout: extra.checkout,
+      jobContainer: extra.jobContainer,
+      baseEnv: { ...forgeEnv(req), ...extra.baseEnv },
+      emit: (body) => {
+        if (body.kind === "step-started" && firstStep) {
+          firstStep = false;
+          deps.store.jobs
+            .markFirstStepStarted(req.id)
+            .catch((err: unknown) => log.warn({ err }, "could not record the first step"));
+        }
+        if (body.kind === "job-finished") return; // end() records the result first, then sends it
+        events.emit(body);
       },
-    );
+    });
     const reason =
       outcome.result === "cancelled" && signal.aborted
         ? reasonOf(signal, outcome.reason ?? cancelled())

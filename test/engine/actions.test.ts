@@ -252,6 +252,32 @@ fs.appendFileSync(process.env.GITHUB_STATE, "from_main=m1\\n");`,
     assert.deepEqual(posts, ["post second", "post first"]);
   });
 
+  it("gives JavaScript actions the forge's Actions service URLs and token, and run steps neither", async (t) => {
+    const r = await runJob(
+      t,
+      job(`      - uses: ./p
+      - run: echo "run step sees [\${ACTIONS_RUNTIME_URL:-}] [\${ACTIONS_RUNTIME_TOKEN:-}]"`),
+      {
+        secrets: { ACTIONS_RUNTIME_TOKEN: "rt-secret-123456" },
+        runtime: {
+          url: "https://forge.example/api/actions_pipeline/",
+          resultsUrl: "https://forge.example",
+          cacheUrl: "https://cache.example/",
+        },
+        before: files({
+          "p/action.yml": "runs:\n  using: node20\n  main: m.js\n",
+          "p/m.js":
+            'const e = process.env; console.log([e.ACTIONS_RUNTIME_URL, e.ACTIONS_RESULTS_URL, e.ACTIONS_CACHE_URL, e.ACTIONS_RUNTIME_TOKEN === "rt-secret-123456"].join(" "));',
+        }),
+      },
+    );
+    assert.equal(r.outcome.result, "success");
+    assert.deepEqual(printed(r.stepLines(0)), [
+      "https://forge.example/api/actions_pipeline/ https://forge.example https://cache.example/ true",
+    ]);
+    assert.deepEqual(printed(r.stepLines(1)), ["run step sees [] []"]);
+  });
+
   it("fails clearly when the machine has no Node.js", async (t) => {
     const bin = await tempDir(t, "gnomon-bin-");
     await symlink("/bin/sh", join(bin, "sh"));

@@ -29,6 +29,7 @@ export interface RunJobOptions extends Partial<Omit<EngineOptions, "executor" | 
   readonly vars?: Record<string, string>;
   readonly needs?: Readonly<Record<string, NeedResult>>;
   readonly actionsUrl?: string;
+  readonly runtime?: { url?: string; resultsUrl?: string; cacheUrl?: string };
   /** Change the planned spec before it runs (to test what a forge could send). */
   readonly editSpec?: (spec: JobSpec) => JobSpec;
   /** Called with the executor before the job starts (to put files in place). */
@@ -65,6 +66,7 @@ export async function runJob(t: TestContext, yaml: string, opts: RunJobOptions =
       contexts: leg.contexts,
       secrets: opts.secrets ?? {},
       actionsUrl: opts.actionsUrl ?? "https://github.com",
+      runtime: opts.runtime,
     },
     {
       executor,

@@ -192,6 +192,11 @@ export async function toJobRequest(task: ForgejoTask, cx: ConversionContext): Pr
     contexts: { ...leg.contexts, github: { ...github, job: payload.jobKey }, needs },
     secrets: sealSecrets(secrets, cx.clusterKey, id),
     actionsUrl,
+    // Forgejo serves the artifacts API under /api/actions_pipeline/ (spec 8.5).
+    runtime: {
+      url: `${cx.instance.replace(/\/+$/, "")}/api/actions_pipeline/`,
+      resultsUrl: cx.instance.replace(/\/+$/, ""),
+    },
     queuedAt: new Date(cx.nowMs).toISOString(),
     startBy: new Date(cx.nowMs + (cx.startWithinMs ?? FORGEJO_ENDLESS_TASK_MS)).toISOString(),
   });

@@ -44,6 +44,8 @@ export interface GitHubJob {
   readonly accessToken: string;
   readonly resultsUrl: string | undefined;
   readonly feedStreamUrl: string | undefined;
+  /** The cache service for actions/cache (CacheServerUrl), when GitHub gives one. */
+  readonly cacheUrl: string | undefined;
   readonly steps: readonly JobStepRef[];
   /** Every value to mask before anything leaves the daemon (secrets, tokens), longest first. */
   readonly maskValues: readonly string[];
@@ -118,6 +120,7 @@ export function describeJob(msg: AgentJobRequestMessage, flow: JobFlow): Describ
       accessToken,
       resultsUrl: variable(msg, "system.github.results_endpoint")?.value || dataValue("ResultsServiceUrl"),
       feedStreamUrl: dataValue("FeedStreamUrl"),
+      cacheUrl: dataValue("CacheServerUrl"),
       steps,
       maskValues: [...maskValues].sort((a, b) => b.length - a.length),
       maskPatterns,
@@ -376,6 +379,12 @@ export function toJobRequest(msg: AgentJobRequestMessage, job: GitHubJob, ctx: J
     },
     secrets: sealSecrets(secrets, ctx.clusterKey, job.contractId),
     actionsUrl: serverUrl ?? "https://github.com",
+    // As the official runner hands them to JavaScript actions (artifacts, caches, results).
+    runtime: {
+      url: job.serviceUrl || undefined,
+      resultsUrl: job.resultsUrl || undefined,
+      cacheUrl: job.cacheUrl || undefined,
+    },
     queuedAt: ctx.now,
   });
   if (!parsed.success) {

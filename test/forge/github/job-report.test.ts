@@ -25,6 +25,7 @@ const job: GitHubJob = {
   accessToken: "job-token",
   resultsUrl: undefined,
   feedStreamUrl: undefined,
+  cacheUrl: undefined,
   steps: [
     {
       recordId: randomUUID(),
