@@ -1,5 +1,7 @@
-// Encoding of contract messages for the wire (JSON bytes) and strict decoding: a message of an
-// unknown version or of the wrong shape is refused with a reason, never half-accepted.
+// Encoding of contract messages for the wire (JSON bytes) and decoding: a message of an unknown
+// version or of the wrong shape is refused with a reason, never half-accepted. Fields this program
+// does not know are dropped, not refused, as protobuf readers do: within one version, additions are
+// optional fields, so hosts can be upgraded one at a time.
 import type { z } from "zod";
 import { Cancel } from "./cancel.js";
 import { JobEvent } from "./job-event.js";

@@ -31,79 +31,67 @@ export const ProvisioningPhase = z.enum([
 ]);
 export type ProvisioningPhase = z.infer<typeof ProvisioningPhase>;
 
-export const LogLine = z.object({ t: z.number().int().nonnegative(), text: z.string() }).strict();
+export const LogLine = z.object({ t: z.number().int().nonnegative(), text: z.string() });
 export type LogLine = z.infer<typeof LogLine>;
 
 export const MAX_LINES_PER_EVENT = 1_000;
 
 export const JobEvent = z.discriminatedUnion("kind", [
-  z.object({ ...head, kind: z.literal("accepted"), orchestrator: z.string() }).strict(),
-  z
-    .object({
-      ...head,
-      kind: z.literal("provisioning"),
-      phase: ProvisioningPhase,
-      label: z.string(),
-      message: z.string().optional(),
-    })
-    .strict(),
-  z
-    .object({
-      ...head,
-      kind: z.literal("step-started"),
-      step: z.number().int().nonnegative(),
-      stage: StepStage,
-      name: z.string(),
-    })
-    .strict(),
-  z
-    .object({
-      ...head,
-      kind: z.literal("log"),
-      step: stepIndex,
-      stage: StepStage,
-      lines: z.array(LogLine).min(1).max(MAX_LINES_PER_EVENT),
-    })
-    .strict(),
-  z
-    .object({
-      ...head,
-      kind: z.literal("annotation"),
-      step: stepIndex,
-      level: z.enum(["error", "warning", "notice"]),
-      message: z.string(),
-      title: z.string().optional(),
-      file: z.string().optional(),
-      line: z.number().int().optional(),
-      endLine: z.number().int().optional(),
-      col: z.number().int().optional(),
-      endColumn: z.number().int().optional(),
-    })
-    .strict(),
-  z
-    .object({
-      ...head,
-      kind: z.literal("step-finished"),
-      step: z.number().int().nonnegative(),
-      stage: StepStage,
-      /** The result before continue-on-error is applied … */
-      outcome: StepResult,
-      /** … and after. */
-      conclusion: StepResult,
-      outputs: z.record(z.string(), z.string()).default({}),
-    })
-    .strict(),
-  z
-    .object({
-      ...head,
-      kind: z.literal("job-finished"),
-      result: JobResult,
-      outputs: z.record(z.string(), z.string()).default({}),
-      /** Why the job failed or was cancelled, as a sentence for the user. */
-      reason: z.string().optional(),
-    })
-    .strict(),
-  z.object({ ...head, kind: z.literal("heartbeat") }).strict(),
+  z.object({ ...head, kind: z.literal("accepted"), orchestrator: z.string() }),
+  z.object({
+    ...head,
+    kind: z.literal("provisioning"),
+    phase: ProvisioningPhase,
+    label: z.string(),
+    message: z.string().optional(),
+  }),
+  z.object({
+    ...head,
+    kind: z.literal("step-started"),
+    step: z.number().int().nonnegative(),
+    stage: StepStage,
+    name: z.string(),
+  }),
+  z.object({
+    ...head,
+    kind: z.literal("log"),
+    step: stepIndex,
+    stage: StepStage,
+    lines: z.array(LogLine).min(1).max(MAX_LINES_PER_EVENT),
+  }),
+  z.object({
+    ...head,
+    kind: z.literal("annotation"),
+    step: stepIndex,
+    level: z.enum(["error", "warning", "notice"]),
+    message: z.string(),
+    title: z.string().optional(),
+    file: z.string().optional(),
+    line: z.number().int().optional(),
+    endLine: z.number().int().optional(),
+    col: z.number().int().optional(),
+    endColumn: z.number().int().optional(),
+  }),
+  z.object({
+    ...head,
+    kind: z.literal("step-finished"),
+    step: z.number().int().nonnegative(),
+    stage: StepStage,
+    /** The result before continue-on-error is applied … */
+    outcome: StepResult,
+    /** … and after. */
+    conclusion: StepResult,
+    outputs: z.record(z.string(), z.string()).default({}),
+  }),
+  z.object({
+    ...head,
+    kind: z.literal("job-finished"),
+    result: JobResult,
+    outputs: z.record(z.string(), z.string()).default({}),
+    /** Why the job failed or was cancelled, as a sentence for the user. */
+    reason: z.string().optional(),
+  }),
+  z.object({ ...head, kind: z.literal("heartbeat") }),
 ]);
 export type JobEvent = z.infer<typeof JobEvent>;
 export type JobEventKind = JobEvent["kind"];

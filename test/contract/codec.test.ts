@@ -48,3 +48,12 @@ describe("contract codec", () => {
     assert.equal(decodeCancel(JSON.stringify({ v: 1, jobId, t: 5 })).ok, false);
   });
 });
+
+describe("contract evolution within v1", () => {
+  it("reads a message from a newer gnomon that carries a field this one does not know, and drops it", () => {
+    const req = { ...sampleJobRequest(), addedLater: { anything: 1 } };
+    const back = decodeJobRequest(JSON.stringify(req));
+    assert.ok(back.ok, back.ok ? "" : back.reason);
+    assert.equal("addedLater" in back.value, false);
+  });
+});
