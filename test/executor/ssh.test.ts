@@ -1,6 +1,9 @@
 // The ssh executor in a real VM of the offline test image: the shared executor contract (one VM for
 // the file, a fresh connection per case), plus what only the ssh executor does.
 import assert from "node:assert/strict";
+import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createSshExecutor, remoteCommand, type SshExecutor } from "../../src/executor/ssh.js";
 import type { Machine } from "../../src/vm/machine.js";
@@ -41,6 +44,32 @@ describe("ssh executor", () => {
       createSshExecutor({ ...vm.ssh, hostKey: Buffer.from("not the guest's key") }, { readyTimeoutMs: 10_000 }),
       /verification failed|handshake/i,
     );
+  });
+
+  it("uploads over SFTP as it does for guests without GNU tar: tree, modes, symlinks, merging, skips", async (t) => {
+    const ex = await createSshExecutor(vm.ssh, { label: "test", upload: "sftp" });
+    t.after(() => ex.close());
+    const local = await mkdtemp(join(tmpdir(), "gnomon-sftp-up-"));
+    t.after(() => rm(local, { recursive: true, force: true }));
+    await mkdir(join(local, "a", "b"), { recursive: true });
+    await mkdir(join(local, "skipme"));
+    await writeFile(join(local, "a", "b", "leaf.txt"), "leaf\n");
+    await writeFile(join(local, "run.sh"), "#!/bin/sh\necho ran\n", { mode: 0o755 });
+    await writeFile(join(local, "skipme", "x"), "x");
+    await symlink("run.sh", join(local, "link"));
+    const remote = `${ex.platform.workDir}/sftp-${Date.now()}`;
+    await ex.writeFile(`${remote}/kept.txt`, "kept\n");
+    await ex.uploadDir(local, remote, { skip: (rel) => rel === "skipme" });
+    const out: string[] = [];
+    const r = await ex.run({
+      argv: ["sh", "-c", "cat a/b/leaf.txt kept.txt; ./run.sh; readlink link; test -e skipme || echo no-skipme"],
+      env: {},
+      cwd: remote,
+      signal: new AbortController().signal,
+      onLine: (_s, l) => out.push(l),
+    });
+    assert.equal(r.exitCode, 0);
+    assert.deepEqual(out, ["leaf", "kept", "ran", "run.sh", "no-skipme"]);
   });
 
   it("passes environment values through the shell untouched", async () => {
