@@ -219,16 +219,25 @@ describe("github end to end (fake GitHub, RabbitMQ, PostgreSQL, a real VM)", () 
     assertEachSaidOnce(setUp, "Set up job");
     // The job log is every step's log in step order (set-up first), nothing lost or repeated.
     assert.deepEqual(untimed(jobLog.replace(/\n$/, "").split("\n")), recordIds.flatMap(logOf));
-    // Every step went in progress before it completed, in change order.
+    // Step updates come in change order and a step never goes back from completed to in progress.
+    // (A step quicker than one report interval may be reported completed at once, as by the
+    // official runner, whose batched timeline updates merge per step.)
     const orders = done.stepUpdates.map((u) => u.changeOrder);
     assert.deepEqual(
       orders,
       [...orders].sort((a, b) => a - b),
     );
     for (const step of message.steps) {
-      const seen = done.stepUpdates.flatMap((u) => u.steps).filter((s) => s["external_id"] === step.id);
-      assert.equal(seen[0]?.["status"], 3, "first seen in progress");
-      assert.equal(seen.at(-1)?.["status"], 6, "last seen completed");
+      const statuses = done.stepUpdates
+        .flatMap((u) => u.steps)
+        .filter((s) => s["external_id"] === step.id)
+        .map((s) => Number(s["status"]));
+      assert.deepEqual(
+        statuses,
+        [...statuses].sort((a, b) => a - b),
+        "in progress (3) only before completed (6)",
+      );
+      assert.equal(statuses.at(-1), 6, "last seen completed");
     }
 
     assertEveryJwtAndRenewalVerified(fake, job.jobId, /\/run\/renewjob$/);

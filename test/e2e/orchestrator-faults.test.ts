@@ -8,13 +8,12 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { AmqpBus } from "../../src/queue/amqp.js";
 import { spawnGnomon } from "../support/cli.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { jobRequestFromYaml } from "../support/job-requests.js";
 import { EventCollector, logText, resultOf } from "../support/orchestrators.js";
-import { isAlive, qemuProcesses, until } from "../support/qemu-processes.js";
-import { deleteTopology, RABBIT_URL, testPrefix } from "../support/rabbit.js";
+import { isAlive, qemuPids, until } from "../support/qemu-processes.js";
+import { RABBIT_URL, startTestBus } from "../support/rabbit.js";
 import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
 import { TEST_IMAGES_DIR, testImage } from "../support/test-image.js";
 
@@ -40,13 +39,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
   after(() => td?.drop());
 
   it("a SIGKILLed orchestrator's VM is reaped and its job ends 'orchestrator lost' within the lease expiry; metrics show it", async (t) => {
-    const prefix = testPrefix("e2e-faults");
-    const bus = new AmqpBus({ url: RABBIT_URL, prefix });
-    await bus.start();
-    t.after(async () => {
-      await bus.stop(AbortSignal.timeout(5_000));
-      await deleteTopology(prefix);
-    });
+    const { bus, prefix } = await startTestBus(t, "e2e-faults");
     const replyTo = `runner-${randomUUID().slice(0, 8)}`;
     const events = await EventCollector.start(t, bus, replyTo);
     const metricsPort = await freePort();
@@ -93,12 +86,12 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     assert.equal(fin?.result, "failure");
     assert.match(fin?.reason ?? "", /orchestrator lost while running/);
     assert.ok(Date.now() - killedAt < (LEASE_TTL_S + 30) * 1000);
-    await until(() => !isAlive(vm.pid), 30_000, "the lost VM's QEMU is killed");
-    assert.deepEqual(qemuProcesses(vm.id), [], "no QEMU process of the lost VM remains");
+    await until(() => !isAlive(vm.pid), "the lost VM's QEMU is killed", 30_000);
+    assert.deepEqual(qemuPids(vm.id), [], "no QEMU process of the lost VM remains");
     await until(
       async () => (await td.db.query("select 1 from vms where id = $1", [vm.id])).rowCount === 0,
-      15_000,
       "the VM record is removed",
+      15_000,
     );
     assert.equal(
       (await td.db.query<{ state: string }>("select state from jobs where id = $1", [lost.id])).rows[0]?.state,
@@ -129,6 +122,6 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
 
     second.child.kill("SIGTERM");
     assert.equal(await second.exited, 0, second.stderr().slice(-2_000));
-    assert.deepEqual(qemuProcesses(), [], "no gnomon QEMU process is left at all");
+    assert.deepEqual(qemuPids(), [], "no gnomon QEMU process is left at all");
   });
 });

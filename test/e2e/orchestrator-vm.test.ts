@@ -4,12 +4,11 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import type { Orchestrator } from "../../src/orchestrator/orchestrator.js";
-import { AmqpBus } from "../../src/queue/amqp.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { jobRequestFromYaml } from "../support/job-requests.js";
 import { EventCollector, logText, resultOf, startOrchestrator } from "../support/orchestrators.js";
-import { isAlive, qemuProcesses, until } from "../support/qemu-processes.js";
-import { deleteTopology, RABBIT_URL, testPrefix } from "../support/rabbit.js";
+import { isAlive, qemuPids, until } from "../support/qemu-processes.js";
+import { startTestBus } from "../support/rabbit.js";
 import { testImage } from "../support/test-image.js";
 
 const WORKFLOW = `
@@ -39,13 +38,7 @@ describe("orchestrator end to end (RabbitMQ, PostgreSQL, a real VM)", () => {
   after(() => td?.drop());
 
   it("runs a published job in a VM and streams every event back in order", async (t) => {
-    const prefix = testPrefix("e2e-orch");
-    const bus = new AmqpBus({ url: RABBIT_URL, prefix });
-    await bus.start();
-    t.after(async () => {
-      await bus.stop(AbortSignal.timeout(5_000));
-      await deleteTopology(prefix);
-    });
+    const { bus } = await startTestBus(t, "e2e-orch");
     const replyTo = `runner-${randomUUID().slice(0, 8)}`;
     const events = await EventCollector.start(t, bus, replyTo);
     await startOrchestrator(t, { bus, databaseUrl: td.location, labels: ["test"], maxVms: 1 });
@@ -75,13 +68,7 @@ describe("orchestrator end to end (RabbitMQ, PostgreSQL, a real VM)", () => {
   });
 
   it("a cancellation mid-step ends the job cancelled and its VM is gone within 10 s", async (t) => {
-    const prefix = testPrefix("e2e-cancel");
-    const bus = new AmqpBus({ url: RABBIT_URL, prefix });
-    await bus.start();
-    t.after(async () => {
-      await bus.stop(AbortSignal.timeout(5_000));
-      await deleteTopology(prefix);
-    });
+    const { bus } = await startTestBus(t, "e2e-cancel");
     const replyTo = `runner-${randomUUID().slice(0, 8)}`;
     const events = await EventCollector.start(t, bus, replyTo);
     const { store } = await startOrchestrator(t, { bus, databaseUrl: td.location, labels: ["test"], maxVms: 1 });
@@ -101,29 +88,17 @@ describe("orchestrator end to end (RabbitMQ, PostgreSQL, a real VM)", () => {
     assert.equal(fin?.result, "cancelled");
     assert.equal(fin?.reason, "cancelled by a test");
     assert.ok(logText(events.events(req.id)).includes("cleanup ran"));
-    await until(
-      () => !isAlive(vm.pid) && qemuProcesses(vm.id).length === 0,
-      10_000 - (Date.now() - at),
-      "the VM is gone",
-    );
+    await until(() => !isAlive(vm.pid) && qemuPids(vm.id).length === 0, "the VM is gone", 10_000 - (Date.now() - at));
     assert.ok(Date.now() - at < 10_000, `VM gone ${Date.now() - at} ms after the cancel`);
   });
 
   it("two orchestrators with one VM slot each share four jobs: at most one VM each, every job once", async (t) => {
-    const prefix = testPrefix("e2e-share");
-    const publisher = new AmqpBus({ url: RABBIT_URL, prefix });
-    await publisher.start();
-    t.after(async () => {
-      await publisher.stop(AbortSignal.timeout(5_000));
-      await deleteTopology(prefix);
-    });
+    const { bus: publisher, prefix } = await startTestBus(t, "e2e-share");
     const replyTo = `runner-${randomUUID().slice(0, 8)}`;
     const events = await EventCollector.start(t, publisher, replyTo);
     const orchestrators: Orchestrator[] = [];
     for (const name of ["a", "b"]) {
-      const bus = new AmqpBus({ url: RABBIT_URL, prefix });
-      await bus.start();
-      t.after(() => bus.stop(AbortSignal.timeout(5_000)));
+      const { bus } = await startTestBus(t, `e2e-share-${name}`, prefix);
       orchestrators.push(
         (
           await startOrchestrator(t, {

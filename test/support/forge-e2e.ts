@@ -3,7 +3,6 @@
 // of the test's own (the forge runner's and the orchestrator's, as two processes would have), QEMU
 // processes found by what their command line names, and waits on polled state. Whatever a stage
 // starts is stopped, and its queues deleted, when the test ends.
-import { readdirSync, readFileSync } from "node:fs";
 import type { TestContext } from "node:test";
 import type { Orchestrator } from "../../src/orchestrator/orchestrator.js";
 import { AmqpBus } from "../../src/queue/amqp.js";
@@ -11,6 +10,7 @@ import type { Store } from "../../src/store/store.js";
 import type { VmRecord } from "../../src/store/vms.js";
 import { createRootLogger, type Logger, rootLogger } from "../../src/telemetry/log.js";
 import { startOrchestrator } from "./orchestrators.js";
+import { qemuPids, until } from "./qemu-processes.js";
 import { deleteTopology, RABBIT_URL, testPrefix } from "./rabbit.js";
 
 let logger: Logger | undefined;
@@ -67,38 +67,6 @@ export async function startStage(t: TestContext, o: StageOptions): Promise<Stage
   return { prefix, forgeBus, orchestrator, store, beforeTeardown: (stop) => stops.push(stop) };
 }
 
-/** Pids of the QEMU processes whose command line contains `text` (a VM id, a run folder). */
-export function qemuPids(text: string): number[] {
-  const pids: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    let argv: string[];
-    try {
-      argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0");
-    } catch {
-      continue; // it exited meanwhile
-    }
-    if (/qemu-system/.test(argv[0] ?? "") && argv.some((a) => a.includes(text))) pids.push(Number(name));
-  }
-  return pids;
-}
-
-/** Resolves with the first truthy value of `probe`, asked every `everyMs`; rejects after `timeoutMs`. */
-export async function until<T>(
-  probe: () => Promise<T | undefined | null | false> | T | undefined | null | false,
-  what: string,
-  timeoutMs: number,
-  everyMs = 250,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
 /** The next VM this stage's orchestrator records once QEMU is spawned (pid known), other than `seen`. */
 export function nextVm(
   stage: Stage,
@@ -134,3 +102,5 @@ export function assertEachSaidOnce(lines: readonly string[], what: string): void
     for (const [j, b] of lines.entries())
       if (i !== j && b.includes(a)) throw new Error(`${what} says "${a}" twice:\n${lines.join("\n")}`);
 }
+
+export { qemuPids, until };

@@ -1,21 +1,21 @@
 // QEMU processes on this machine, by what their command line contains (gnomon names each VM
-// `gnomon-<id>` / `gnomon-vm-<id>`): for tests that check nothing is left running.
+// `gnomon-<id>` / `gnomon-vm-<id>`), and a poll-until helper: for tests that check nothing is left.
 import { readdirSync, readFileSync } from "node:fs";
 
-export function qemuProcesses(containing = "gnomon-"): { pid: number; cmdline: string }[] {
-  const out: { pid: number; cmdline: string }[] = [];
+/** Pids of the QEMU processes whose command line contains `text` (a VM id, a run folder). */
+export function qemuPids(text = "gnomon-"): number[] {
+  const pids: number[] = [];
   for (const name of readdirSync("/proc")) {
     if (!/^\d+$/.test(name)) continue;
-    let cmdline: string;
+    let argv: string[];
     try {
-      cmdline = readFileSync(`/proc/${name}/cmdline`, "utf8").replaceAll("\0", " ");
+      argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0");
     } catch {
-      continue;
+      continue; // it exited meanwhile
     }
-    if (cmdline.startsWith("qemu-system") || cmdline.includes("/qemu-system"))
-      if (cmdline.includes(containing)) out.push({ pid: Number(name), cmdline });
+    if (/qemu-system/.test(argv[0] ?? "") && argv.some((a) => a.includes(text))) pids.push(Number(name));
   }
-  return out;
+  return pids;
 }
 
 export function isAlive(pid: number): boolean {
@@ -27,10 +27,18 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-export async function until(pred: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+/** Resolves with the first truthy value of `probe`, asked every `everyMs`; rejects after `timeoutMs`. */
+export async function until<T>(
+  probe: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  what: string,
+  timeoutMs: number,
+  everyMs = 250,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  while (!(await pred())) {
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
     if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
 }

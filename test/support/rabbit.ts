@@ -6,6 +6,7 @@ import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { promisify } from "node:util";
 import { type Channel, type ChannelModel, connect } from "amqplib";
+import { AmqpBus } from "../../src/queue/amqp.js";
 import { type AmqpTopology, amqpTopology } from "../../src/queue/amqp-topology.js";
 
 export const RABBIT_URL = process.env["GNOMON_TEST_AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672";
@@ -87,3 +88,26 @@ export async function leftovers(prefix: string): Promise<string[]> {
   const { queues, exchanges } = await listed(prefix);
   return [...queues, ...exchanges];
 }
+
+/**
+ * A started AmqpBus on the test broker under `prefix` (default: a fresh one named after `name`),
+ * stopped when `t` ends; the prefix's topology is deleted after its first bus stopped.
+ */
+export async function startTestBus(
+  t: { after(fn: () => Promise<void>): unknown },
+  name: string,
+  prefix: string = testPrefix(name),
+): Promise<{ bus: AmqpBus; prefix: string }> {
+  const bus = new AmqpBus({ url: RABBIT_URL, prefix, connectionName: name });
+  await bus.start();
+  t.after(async () => {
+    await bus.stop(AbortSignal.timeout(5_000));
+    if (!cleaned.has(prefix)) {
+      cleaned.add(prefix);
+      await deleteTopology(prefix);
+    }
+  });
+  return { bus, prefix };
+}
+
+const cleaned = new Set<string>();
