@@ -53,6 +53,11 @@ export interface PostgresDbOptions {
    * Turn off behind a transaction-pooling proxy such as PgBouncer in transaction mode.
    */
   preparedStatements?: boolean;
+  /**
+   * How long a statement waits out an unreachable server (a restart, a failover, a network blip)
+   * before it fails with StoreUnavailableError. Default 60 s; 0 fails at once.
+   */
+  outageToleranceMs?: number;
   log?: Logger;
 }
 

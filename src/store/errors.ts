@@ -139,6 +139,23 @@ export class StoreUnavailableError extends Error {
   }
 }
 
+/**
+ * The connection broke while a transaction committed: it may or may not have taken effect. Read the
+ * state back before doing it again.
+ */
+export class CommitUnknownError extends Error {
+  override readonly name = "CommitUnknownError";
+  readonly code = "store.commit-unknown";
+  constructor(options?: ErrorOptions) {
+    const cause = options?.cause instanceof Error ? ` (${options.cause.message})` : "";
+    super(
+      `The database connection broke while a transaction committed${cause}; whether it took effect is unknown. ` +
+        "Read the state back before trying again.",
+      options,
+    );
+  }
+}
+
 /** Another process uses the embedded database directory. Stop: one directory serves one process. */
 export class DataDirInUseError extends Error {
   override readonly name = "DataDirInUseError";

@@ -4,34 +4,15 @@
 // reports for it) must arrive exactly once after dedupe by id.
 import assert from "node:assert/strict";
 import { after, describe, it, type TestContext } from "node:test";
-import { pino } from "pino";
 import { AmqpBus } from "../../src/queue/amqp.js";
 import { amqpTopology } from "../../src/queue/amqp-topology.js";
 import type { JobDelivery } from "../../src/queue/bus.js";
-import type { Logger } from "../../src/telemetry/log.js";
+import { capturedLog, INFO, WARN } from "../support/captured-log.js";
 import { deleteTopology, leftovers, RABBIT_URL, rabbitmqctl, readyMessages, testPrefix } from "../support/rabbit.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
 import { event, holdsFor, job, uid, until } from "./helpers.js";
 
 const RUN = `gt-faults-${process.pid}`;
-
-interface LogLine {
-  level: number;
-  msg: string;
-}
-
-function capturedLog(): { log: Logger; lines: LogLine[]; count(re: RegExp, level?: number): number } {
-  const lines: LogLine[] = [];
-  const log = pino({ level: "debug" }, { write: (s: string) => lines.push(JSON.parse(s) as LogLine) });
-  return {
-    log,
-    lines,
-    count: (re, level) => lines.filter((l) => re.test(l.msg) && (level === undefined || l.level === level)).length,
-  };
-}
-
-const WARN = 40;
-const INFO = 30;
 
 /** Two buses on one prefix: the forge side publishes, the orchestrator side consumes and acks. */
 async function pair(t: TestContext, url: string) {

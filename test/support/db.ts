@@ -199,3 +199,12 @@ async function pgliteTemplate(migrated: boolean): Promise<string> {
   }
   return template;
 }
+
+const runCommand = promisify(execFile);
+
+/** Stops, starts or restarts this machine's PostgreSQL cluster (for outage tests; always start it again). */
+export async function pgCluster(action: "stop" | "start" | "restart"): Promise<void> {
+  const { stdout } = await runCommand("ls", ["/etc/postgresql"]);
+  const version = stdout.trim().split("\n")[0] ?? "";
+  await runCommand("pg_ctlcluster", ["--skip-systemctl-redirect", version, "main", action], { timeout: 120_000 });
+}
