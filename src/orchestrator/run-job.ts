@@ -7,6 +7,7 @@ import type { JobRequest } from "../contract/job-request.js";
 import { openSecrets } from "../contract/sealed-secrets.js";
 import { type EngineOptions, executeJob, jobInputOf } from "../engine/engine.js";
 import type { JobDelivery } from "../queue/bus.js";
+import { StoreUnavailableError } from "../store/errors.js";
 import { afterLostOwner, isTerminal } from "../store/job-state.js";
 import type { Job } from "../store/jobs.js";
 import type { Store } from "../store/store.js";
@@ -43,6 +44,9 @@ export class JobCancelledError extends Error {
   readonly code = "orchestrator.job-cancelled";
 }
 
+/** How long a job waits before going back to the queue when the database is unreachable. */
+const STORE_DOWN_REQUEUE_DELAY_MS = 5_000;
+
 /** Events published by an owner that vanished are above its recorded seq by at most this much. */
 export const TAKEOVER_SEQ_GAP = 100_000;
 
@@ -58,6 +62,14 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
   try {
     job = (await deps.store.jobs.insert(req)).job;
   } catch (err) {
+    if (err instanceof StoreUnavailableError) {
+      // The database is down, not the message bad: give the job back for later, after a pause so
+      // that a long outage does not spin the queue.
+      log.error({ err }, "job could not be recorded while the database is unreachable; giving it back to the queue");
+      await sleepUntil(STORE_DOWN_REQUEUE_DELAY_MS, cancel).catch(() => undefined);
+      await delivery.nack({ requeue: true });
+      return;
+    }
     log.error({ err }, "job could not be recorded; dead-lettering it");
     await delivery.nack({ requeue: false, reason: `could not be recorded: ${(err as Error).message}` });
     return;

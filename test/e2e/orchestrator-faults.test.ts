@@ -1,6 +1,7 @@
 // The orchestrator under faults, with real processes, RabbitMQ, PostgreSQL and VMs: an
 // orchestrator killed with SIGKILL mid-job is cleaned up after by the next one (VM reaped, job
-// ended "orchestrator lost"), /metrics shows what happened, and a SIGTERM stops cleanly.
+// ended "orchestrator lost"), /metrics shows what happened, and a SIGTERM stops cleanly; a job
+// rides out PostgreSQL and RabbitMQ restarts without losing a line.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync } from "node:fs";
@@ -8,12 +9,13 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { spawnGnomon } from "../support/cli.js";
-import { createTestDatabase, type TestDatabase } from "../support/db.js";
+import { createTestDatabase, pgCluster, type TestDatabase } from "../support/db.js";
 import { jobRequestFromYaml } from "../support/job-requests.js";
 import { EventCollector, logText, resultOf } from "../support/orchestrators.js";
 import { isAlive, qemuPids, until } from "../support/qemu-processes.js";
-import { RABBIT_URL, startTestBus } from "../support/rabbit.js";
+import { RABBIT_URL, rabbitmqctl, startTestBus } from "../support/rabbit.js";
 import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
 import { TEST_IMAGES_DIR, testImage } from "../support/test-image.js";
 
@@ -123,5 +125,86 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     second.child.kill("SIGTERM");
     assert.equal(await second.exited, 0, second.stderr().slice(-2_000));
     assert.deepEqual(qemuPids(), [], "no gnomon QEMU process is left at all");
+  });
+
+  it("a job rides out PostgreSQL stopped while its VM boots and RabbitMQ restarted mid-step: success, every line once, in order", async (t) => {
+    t.after(() => pgCluster("start").catch(() => {})); // never leave the services stopped
+    t.after(() => rabbitmqctl("start_app"));
+    const { bus, prefix } = await startTestBus(t, "e2e-outage");
+    const replyTo = `runner-${randomUUID().slice(0, 8)}`;
+    const events = await EventCollector.start(t, bus, replyTo);
+    const orch = spawnGnomon(["orchestrator"], {
+      env: {
+        AMQP_URL: RABBIT_URL,
+        DATABASE_URL: td.location,
+        GNOMON_AMQP_PREFIX: prefix,
+        GNOMON_CLUSTER_KEY: SAMPLE_CLUSTER_KEY.toString("hex"),
+        GNOMON_DATA_DIR: mkdtempSync(join(tmpdir(), "gnomon-outage-")),
+        GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
+        GNOMON_LABELS: "test",
+        GNOMON_MAX_VMS: "1",
+        GNOMON_LEASE_TTL: "60s",
+      },
+    });
+    t.after(() => orch.child.kill("SIGKILL"));
+    await orch.waitForLog(/orchestrator ready/, 60_000);
+
+    const job = await jobRequestFromYaml(
+      [
+        "on: push",
+        "jobs:",
+        "  j:",
+        "    runs-on: test",
+        "    steps:",
+        "      - run: for i in 1 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 2; done",
+        "      - run: echo second step",
+        "",
+      ].join("\n"),
+      { runsOn: "test", replyTo },
+    );
+    await bus.publishJob(job);
+    await events.until(
+      job.id,
+      (es) => es.some((e) => e.kind === "provisioning" && e.phase === "booting"),
+      120_000,
+      "the VM booting",
+    );
+    // The job's next state change (running, once the VM is up) falls into the outage and waits it out.
+    await pgCluster("stop");
+    await orch.waitForLog(/the database is unreachable/, 120_000);
+    await sleep(3_000);
+    await pgCluster("start");
+    await orch.waitForLog(/the database answers again/, 60_000);
+    await events.until(job.id, (es) => logText(es).includes("tick 2"), 120_000, "the step's second line");
+    await rabbitmqctl("stop_app");
+    await sleep(5_000);
+    await rabbitmqctl("start_app");
+    await orch.waitForLog(/reconnected to rabbitmq/, 60_000);
+
+    const got = await events.finished(job.id, 180_000);
+    const lines = logText(got);
+    assert.equal(resultOf(got)?.result, "success", `${lines.join("\n")}\n${orch.stderr().slice(-3_000)}`);
+    assert.deepEqual(
+      lines.filter((l) => /^tick \d+$|^second step$/.test(l)),
+      [...Array.from({ length: 10 }, (_, i) => `tick ${i + 1}`), "second step"],
+    );
+    assert.deepEqual(
+      got.map((e) => e.seq),
+      got.map((_, i) => i),
+      "no event is missing",
+    );
+    const row = await td.db.query<{ state: string }>("select state from jobs where id = $1", [job.id]);
+    assert.equal(row.rows[0]?.state, "succeeded");
+    await until(() => qemuPids().length === 0, "the VM is gone", 30_000);
+    // A restart while idle is shrugged off as well: the next job runs.
+    await pgCluster("restart");
+    const next = await jobRequestFromYaml(
+      "on: push\njobs:\n  j:\n    runs-on: test\n    steps:\n      - run: echo after the restarts\n",
+      { runsOn: "test", replyTo },
+    );
+    await bus.publishJob(next);
+    assert.equal(resultOf(await events.finished(next.id, 180_000))?.result, "success");
+    orch.child.kill("SIGTERM");
+    assert.equal(await orch.exited, 0, orch.stderr().slice(-2_000));
   });
 });
