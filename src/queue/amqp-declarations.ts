@@ -72,6 +72,22 @@ export class AmqpDeclarations {
     });
   }
 
+  /** A label's serving queue (see AmqpTopology.servingQueue): gone with its last consumer. */
+  servingQueue(queue: string): Promise<void> {
+    return this.#run(queue, async (ch) => {
+      await ch.assertQueue(queue, { durable: false, autoDelete: true });
+    });
+  }
+
+  /** Consumers of a queue: 0 when it does not exist, undefined when it cannot be asked now. */
+  async consumerCount(queue: string): Promise<number | undefined> {
+    try {
+      return await this.#run(queue, async (ch) => (await ch.checkQueue(queue)).consumerCount);
+    } catch (err) {
+      return amqpCode(err) === NOT_FOUND ? 0 : undefined;
+    }
+  }
+
   /** Ready messages in a queue, or undefined when it does not exist (or cannot be asked now). */
   async depth(queue: string): Promise<number | undefined> {
     try {

@@ -1,7 +1,8 @@
-// The two simpler consumers of the RabbitMQ bus: a runner instance's event stream (a durable quorum
-// queue, manual acks) and a Cancel subscription (its own queue bound to the cancel fanout). Both
-// restore themselves on a new channel or connection and never pass on a message that does not
-// decode: that one is dead-lettered with its reason.
+// The simpler consumers of the RabbitMQ bus: a runner instance's event stream (a durable quorum
+// queue, manual acks), a Cancel subscription (its own queue bound to the cancel fanout), and a job
+// consumer's presence on a label's serving queue. All restore themselves on a new channel or
+// connection and never pass on a message that does not decode: that one is dead-lettered with its
+// reason.
 import type { Channel, ChannelModel, ConsumeMessage } from "amqplib";
 import type { Cancel } from "../contract/cancel.js";
 import { decodeCancel, decodeJobEvent } from "../contract/codec.js";
@@ -196,5 +197,23 @@ export class AmqpCancelSubscription extends ChannelConsumer {
       .catch((err: unknown) =>
         this.deps.log.debug({ err: asError(err).message, queue: this.queue }, "cancel queue not deleted; it expires"),
       );
+  }
+}
+
+/** Being counted among the consumers of a label's serving queue while a job consumer lives. */
+export class AmqpServingSubscription extends ChannelConsumer {
+  protected declare(): Promise<void> {
+    return this.deps.declarations.servingQueue(this.queue);
+  }
+
+  protected prefetch(): number {
+    return 1;
+  }
+
+  protected handle(ch: Channel, msg: ConsumeMessage): void {
+    // Nothing is published here; whatever arrives anyway is dropped.
+    try {
+      ch.ack(msg);
+    } catch {}
   }
 }

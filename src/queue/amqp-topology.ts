@@ -19,6 +19,12 @@ export interface AmqpTopology {
   readonly prefix: string;
   /** Durable quorum queue per runs-on label. */
   jobQueue(label: string): string;
+  /**
+   * Per label, a classic auto-delete queue that every job consumer of the label consumes and no one
+   * publishes to: its consumer count says how many orchestrators serve the label, busy or idle
+   * (job-queue consumers come and go with free credit).
+   */
+  servingQueue(label: string): string;
   /** Durable quorum queue per runner instance: the events of the jobs it published. */
   eventQueue(replyTo: string): string;
   /** Fanout exchange that receives dead letters, and the quorum queue that keeps them. */
@@ -34,6 +40,7 @@ export function amqpTopology(prefix: string = DEFAULT_PREFIX): AmqpTopology {
   return {
     prefix: p,
     jobQueue: (label) => `${p}.jobs.${label}`,
+    servingQueue: (label) => `${p}.serving.${label}`,
     eventQueue: (replyTo) => `${p}.events.${replyTo}`,
     deadLetterExchange: `${p}.dead-letter`,
     deadLetterQueue: `${p}.dead-letters`,

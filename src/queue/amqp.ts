@@ -34,7 +34,12 @@ import { AmqpConnection, redactUrl } from "./amqp-connection.js";
 import { AmqpDeclarations } from "./amqp-declarations.js";
 import { AmqpJobConsumer, checkPrefetch } from "./amqp-job-consumer.js";
 import { AmqpPublisher, type PublishRequest } from "./amqp-publisher.js";
-import { AmqpCancelSubscription, AmqpEventSubscription, type Restorable } from "./amqp-subscriptions.js";
+import {
+  AmqpCancelSubscription,
+  AmqpEventSubscription,
+  AmqpServingSubscription,
+  type Restorable,
+} from "./amqp-subscriptions.js";
 import { type AmqpTopology, amqpTopology, DEFAULT_PREFIX } from "./amqp-topology.js";
 import { type BackoffOptions, DEFAULT_RECONNECT_BACKOFF } from "./backoff.js";
 import type { EventDelivery, JobBus, JobConsumer, JobDelivery, Subscription } from "./bus.js";
@@ -217,7 +222,29 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
     );
     this.#consumers.add(consumer);
     await this.#attachNow(consumer, () => consumer.cancel());
-    return consumer;
+    const serving: AmqpServingSubscription[] = [];
+    const cancel = async () => {
+      await consumer.cancel();
+      await Promise.all(serving.map((s) => s.close(true)));
+    };
+    try {
+      for (const label of labels) {
+        const s = new AmqpServingSubscription(this.#subscriptionDeps(), this.topology.servingQueue(label));
+        serving.push(s);
+        this.#subscriptions.add(s);
+        await this.#attachNow(s, () => s.close(true));
+      }
+    } catch (err) {
+      await cancel();
+      throw err;
+    }
+    return { setPrefetch: (n) => consumer.setPrefetch(n), cancel };
+  }
+
+  async jobConsumers(label: string): Promise<number | undefined> {
+    this.#running("jobConsumers");
+    if (!this.#conn.model) return undefined;
+    return this.#declarations.consumerCount(this.topology.servingQueue(label));
   }
 
   async consumeEvents(replyTo: string, onEvent: (delivery: EventDelivery) => void): Promise<Subscription> {

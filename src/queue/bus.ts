@@ -42,6 +42,11 @@ export interface JobBus extends Service {
    * never reach `onJob`: they are dead-lettered with the reason.
    */
   consumeJobs(labels: readonly string[], prefetch: number, onJob: (job: JobDelivery) => void): Promise<JobConsumer>;
+  /**
+   * How many job consumers (orchestrators) take jobs for `label` right now, busy or not; undefined
+   * when that cannot be told at the moment (not connected). 0 means a job for it would wait.
+   */
+  jobConsumers(label: string): Promise<number | undefined>;
   /** Publishes an event to the event stream of runner instance `replyTo`; resolves after confirm. */
   publishEvent(replyTo: string, event: JobEvent): Promise<void>;
   /** Consumes the event stream of runner instance `replyTo` (durable: events wait while it is away). */

@@ -141,6 +141,12 @@ export class MemoryBroker {
     this.schedule();
   }
 
+  /** Job consumers whose labels include `label`. */
+  jobConsumersOf(label: string): number {
+    const q = this.#queues.get(jobQueueName(label));
+    return q ? this.#receivers.filter((r) => r instanceof MemoryJobConsumer && r.queues.includes(q)).length : 0;
+  }
+
   removeReceiver(r: Receiver): void {
     const i = this.#receivers.indexOf(r);
     if (i >= 0) this.#receivers.splice(i, 1);
@@ -385,6 +391,11 @@ export class MemoryBus implements JobBus, DeadLetterInspector {
     this.#closers.add(c);
     this.broker.addReceiver(c);
     return c;
+  }
+
+  async jobConsumers(label: string): Promise<number | undefined> {
+    this.#running("jobConsumers");
+    return this.broker.jobConsumersOf(label);
   }
 
   async publishEvent(replyTo: string, event: JobEvent): Promise<void> {

@@ -270,6 +270,28 @@ export function jobBusContract(name: string, harness: HarnessFactory): void {
       );
     });
 
+    it("counts the consumers that serve a label, busy or idle, from any bus; none once they cancel", async (t) => {
+      const h = await harness(t);
+      const [forge, a, b] = [await h.bus(), await h.bus(), await h.bus()];
+      const [label, other] = [h.label(), h.label()];
+      assert.equal(await forge.jobConsumers(label), 0, "nobody serves a label nobody consumed");
+      const heldByA = new Recorder<JobDelivery>();
+      const ca = await a.consumeJobs([label, other], 1, heldByA.push);
+      const cb = await b.consumeJobs([label], 1, (d) => void d.ack());
+      await until(async () => (await forge.jobConsumers(label)) === 2, "two consumers of the label");
+      assert.equal(await forge.jobConsumers(other), 1);
+      // A full consumer (prefetch used up, or paused) still serves its labels.
+      await forge.publishJob(job(other));
+      await heldByA.count(1, "A to hold a job");
+      await ca.setPrefetch(0);
+      assert.equal(await forge.jobConsumers(other), 1, "a busy consumer still counts");
+      await ca.cancel();
+      await until(async () => (await forge.jobConsumers(other)) === 0, "no consumer of the other label");
+      assert.equal(await forge.jobConsumers(label), 1);
+      await cb.cancel();
+      await until(async () => (await forge.jobConsumers(label)) === 0, "no consumer left");
+    });
+
     it("keeps a runner instance's events while nobody consumes them, and hands back unacked ones", async (t) => {
       const h = await harness(t);
       const [orchestrator, runner1, runner2] = [await h.bus(), await h.bus(), await h.bus()];

@@ -7,6 +7,7 @@ import { deferred, type Service } from "../../lifecycle/service.js";
 import type { Slot } from "../../lifecycle/slots.js";
 import type { EventDelivery, JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
+import { unservedNotice, warnUnservedLabels } from "../unserved-labels.js";
 import type { TaskCapacity } from "./capacity.js";
 import { type ForgejoClient, type ForgejoTask, forgejoClient } from "./client.js";
 import type { RunnerCredentials } from "./credentials-file.js";
@@ -120,6 +121,7 @@ export class ForgejoRunner implements Service {
       }
       this.#o.log.warn({ err: asError(err) }, "forgejo is not answering yet; declaring again before the first fetch");
     }
+    await warnUnservedLabels(this.#o.bus, this.queues, this.#o.log);
     this.#loop = this.#runLoop();
   }
 
@@ -244,6 +246,11 @@ export class ForgejoRunner implements Service {
       return;
     }
     log.info({ runsOn: request.runsOn }, "task taken; job queued");
+    const unserved = await unservedNotice(o.bus, request.runsOn);
+    if (unserved) {
+      log.warn({ runsOn: request.runsOn }, "no orchestrator serves the job's label right now");
+      record.log(unserved, Date.now());
+    }
     const late = reporter.cancelReason;
     // A Cancel broadcast before the job was on the queue reached no orchestrator holding it: repeat it.
     if (late !== undefined)

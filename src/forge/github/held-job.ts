@@ -7,6 +7,7 @@ import type { Cancel } from "../../contract/cancel.js";
 import type { JobRequest } from "../../contract/job-request.js";
 import type { EventDelivery, JobBus } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
+import { unservedNotice } from "../unserved-labels.js";
 import { asError, JobGoneError } from "./errors.js";
 import type { ChannelTimings, JobChannel } from "./job-channel.js";
 import { JobReport } from "./job-report.js";
@@ -205,6 +206,13 @@ export class HeldJob {
       });
       this.#published = true;
       log.info({ runsOn: request.runsOn }, "github job queued");
+      const unserved = await unservedNotice(bus, request.runsOn);
+      if (unserved) {
+        log.warn({ runsOn: request.runsOn }, "no orchestrator serves the job's label right now");
+        this.report.note(unserved, this.#now());
+        this.#dirty = true;
+        this.#wake?.();
+      }
       // A cancellation that came while the job was being queued could not be passed on yet.
       if (this.#cancelRequested) await this.#publishCancel("the job was cancelled on GitHub");
     } catch (err) {

@@ -181,6 +181,12 @@ export class JobReport {
   }
 
   /** Ends the job (from its job-finished event, or by the daemon when it gives up on it). */
+  /** A line of gnomon's own in the job's set-up section (before any step has started). */
+  note(text: string, at: number): void {
+    if (this.#outcome || this.#anyStepStarted) return;
+    this.#line(this.#setup(at), at, `gnomon: ${text}`);
+  }
+
   finish(result: JobResult, outputs: Readonly<Record<string, string>>, reason: string | undefined, at: number): void {
     if (this.#outcome) return;
     this.#startTime ??= at;

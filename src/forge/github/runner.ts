@@ -7,6 +7,7 @@ import type { Slot } from "../../lifecycle/slots.js";
 import type { JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
 import { backoffMs, type Intervals, jitter } from "../backoff.js";
+import { warnUnservedLabels } from "../unserved-labels.js";
 import { RunnerTokens, sendAuthed } from "./auth.js";
 import { ClassicChannel } from "./classic-channel.js";
 import { describeRunner, oauthCredentials, type Registration, usesBroker } from "./credentials.js";
@@ -232,6 +233,7 @@ export class GitHubRunner implements Service {
       { flow: usesBroker(reg) ? "broker" : "classic", labels: reg.settings.labels },
       first ? "github runner started; the session will be retried" : "github runner listening for jobs",
     );
+    await warnUnservedLabels(this.#o.bus, this.queues, this.#log);
     void this.#pollLoop(first === undefined).then(
       () => this.#finish(undefined),
       (err: unknown) => this.#finish(asError(err)),

@@ -60,6 +60,8 @@ export interface HarnessOptions {
   readonly capacity?: number;
   readonly fake?: FakeForgejoOptions;
   readonly runner?: Partial<ForgejoRunnerOptions>;
+  /** Start without the stand-in orchestrator: nothing consumes the label's queue. */
+  readonly noOrchestrator?: boolean;
 }
 
 export async function startHarness(t: TestContext, o: HarnessOptions = {}): Promise<Harness> {
@@ -103,17 +105,19 @@ export async function startHarness(t: TestContext, o: HarnessOptions = {}): Prom
 
   const jobs: JobDelivery[] = [];
   const waiting: ((j: JobDelivery) => void)[] = [];
-  const consumer = await bus.consumeJobs([RUNS_ON], 100, (j) => {
-    jobs.push(j);
-    waiting.shift()?.(j);
-  });
+  const consumer = o.noOrchestrator
+    ? undefined
+    : await bus.consumeJobs([RUNS_ON], 100, (j) => {
+        jobs.push(j);
+        waiting.shift()?.(j);
+      });
   const cancels: Cancel[] = [];
   const cancelSub = await bus.consumeCancels((c) => cancels.push(c));
 
   await runner.start();
   t.after(async () => {
     await runner.stop(AbortSignal.timeout(500));
-    await consumer.cancel();
+    await consumer?.cancel();
     await cancelSub.cancel();
     await bus.stop(AbortSignal.timeout(1_000));
     await forgejo.close(); // last: the runner's final reports need it

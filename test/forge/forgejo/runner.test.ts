@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { decodeJobRequest } from "../../../src/contract/codec.js";
 import { RunnerUnregisteredError } from "../../../src/forge/forgejo/errors.js";
-import { runJob, startHarness, workflow } from "./harness.js";
+import { RUNS_ON, runJob, startHarness, workflow } from "./harness.js";
 
 const lines = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix} line ${i + 1}`);
 
@@ -35,6 +35,7 @@ describe("Forgejo runner", () => {
       task.rows.indexOf("one line 1") > task.rows.findIndex((r) => r.includes("accepted by orchestrator host-a")),
     );
     assert.equal(task.rows.at(-1), "Job succeeded");
+    assert.ok(!task.rows.some((r) => /No gnomon orchestrator serves/.test(r)), "an orchestrator was there");
     assert.deepEqual(Object.fromEntries(task.outputs), { v: "42" });
     assert.ok(task.stoppedMs !== undefined && task.stoppedMs > 0);
     await h.forgejo.waitFor(() => h.runner.activeTasks === 0, "the runner to let go of the task");
@@ -231,6 +232,23 @@ describe("Forgejo runner", () => {
     }, "the task to fail");
     assert.match(task.rows.at(-1) ?? "", /cannot be run/);
     assert.equal(h.jobs.length, 0, "nothing was queued for an orchestrator");
+  });
+
+  it("says in the task's log when no orchestrator serves the job's label, and leaves the job queued for one", async (t) => {
+    const h = await startHarness(t, { noOrchestrator: true });
+    const jobId = h.forgejo.queueJob({ workflow: workflow(1) });
+    const task = await h.forgejo.waitFor(() => {
+      const x = h.forgejo.taskOfJob(jobId);
+      return x?.rows.some((r) => r.includes("No gnomon orchestrator")) ? x : undefined;
+    }, "the notice in the task's log");
+    assert.ok(
+      task.rows.includes(
+        `No gnomon orchestrator serves runs-on "${RUNS_ON}" at the moment; the job waits in the queue until one that has an image for "${RUNS_ON}" connects.`,
+      ),
+      task.rows.join("\n"),
+    );
+    assert.equal(task.status, "running", "the task is not failed: an orchestrator may come");
+    assert.equal(h.bus.broker.readyCount(`jobs.${RUNS_ON}`), 1, "the job waits in its queue");
   });
 
   it("puts a valid, sealed JobRequest on the label's queue", async (t) => {

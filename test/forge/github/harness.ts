@@ -147,6 +147,8 @@ export async function startRunner(
     runnerVersion?: string;
     timings?: Partial<GitHubRunnerTimings>;
     start?: boolean;
+    /** Nothing consumes the label's queue: no orchestrator serves it. */
+    noOrchestrator?: boolean;
   } = {},
 ): Promise<RunningRunner> {
   const registration =
@@ -155,11 +157,12 @@ export async function startRunner(
   await bus.start();
   const orchestrator = new BusOrchestrator(bus);
   const label = registration.settings.labels[0] ?? "self-hosted";
-  await bus.consumeJobs([label], 10, (d) => {
-    orchestrator.jobs.push(d);
-    void d.ack();
-    orchestrator.notify();
-  });
+  if (!over.noOrchestrator)
+    await bus.consumeJobs([label], 10, (d) => {
+      orchestrator.jobs.push(d);
+      void d.ack();
+      orchestrator.notify();
+    });
   await bus.consumeCancels((c) => {
     orchestrator.cancels.push(c);
     orchestrator.notify();

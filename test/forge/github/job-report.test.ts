@@ -85,6 +85,17 @@ describe("the job report", () => {
     assert.deepEqual(r.outcome?.outputs, { o: "***!" });
   });
 
+  it("puts gnomon's own notes in 'Set up job' while no step has started, masked, and none after", () => {
+    const r = new JobReport(job, { masker: new LogMasker(job.maskValues) });
+    r.note("waiting for sekrit", 500);
+    const [started] = events({ kind: "step-started", step: 1, stage: "main", name: "Run make" });
+    r.apply(started!);
+    r.note("too late", 2_000);
+    assert.deepEqual(r.records[0]?.name, "Set up job");
+    assert.deepEqual(r.records[0]?.lines, [`${logTimestamp(500)} gnomon: waiting for ***`]);
+    assert.ok(!r.records.some((x) => x.lines.some((l) => l.includes("too late"))));
+  });
+
   it("ignores an event it has seen (same seq) and anything after the job finished", () => {
     const r = new JobReport(job, { masker: new LogMasker([]) });
     const [started, log, finished] = events(

@@ -229,6 +229,19 @@ describe("github runner, broker flow (github.com)", () => {
     assert.equal(fake.job(job.jobId).conclusion, "canceled");
   });
 
+  it("warns at start and says in the job's log when no orchestrator serves its label", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
+    const { records, runner } = await startRunner(t, fake, { labels: ["debian-12"], noOrchestrator: true });
+    assert.ok(records.some((r) => /no orchestrator serves runs-on "debian-12"/.test(String(r.msg))));
+    const job = fake.queueJob({ labels: ["debian-12"] });
+    await fake.waitFor(() => fake.job(job.jobId).state === "acquired" && runner.heldJobs === 1, "the job held");
+    // Cancelled with nobody to stop it: the runner completes it itself and uploads what it has.
+    fake.cancelJob(job.jobId, "00:00:01");
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed");
+    const logs = [...fake.job(job.jobId).stepLogs.values()].map((l) => l.content).join("\n");
+    assert.match(logs, /gnomon: No gnomon orchestrator serves runs-on "debian-12" at the moment/);
+  });
+
   it("does not poll for jobs while every slot is taken", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
     const slots = new Slots(1);
