@@ -4,6 +4,7 @@
 import { FileNotFoundError } from "../executor/executor.js";
 import { type ActionDefinition, parseActionFile } from "../workflow/action-file.js";
 import { WorkflowError } from "../workflow/errors.js";
+import { runGitFetch } from "./git-fetch.js";
 import type { JobRuntime } from "./runtime.js";
 
 export type ActionReference =
@@ -100,9 +101,11 @@ async function gitFetch(
   signal: AbortSignal,
 ): Promise<string> {
   const name = `${ref.owner}/${ref.repo}@${ref.ref}`;
-  if (!job.facts.hasGit)
+  if (!job.facts.hasGit && !(await job.hostGit?.get()))
     throw new ActionUnavailableError(
-      `${name} must be fetched with git, and this machine has no git; install git in the image`,
+      job.hostGit
+        ? `${name} must be fetched with git, and neither the machine nor the gnomon host has git; install git in the image`
+        : `${name} must be fetched with git, and this machine has no git; install git in the image`,
     );
   const dir = `${job.paths.actions}/${ref.owner}/${ref.repo}/${ref.ref.replace(/[^A-Za-z0-9._-]/g, "_")}`;
   const base = job.actionsUrl.replace(/\/+$/, "");
@@ -110,7 +113,6 @@ async function gitFetch(
   const env: Record<string, string> = {
     GNOMON_URL: url,
     GNOMON_REF: ref.ref,
-    GNOMON_DIR: dir,
     GIT_TERMINAL_PROMPT: "0",
   };
   const token = job.secrets["GITHUB_TOKEN"];
@@ -135,10 +137,11 @@ async function gitFetch(
   ].join("\n");
   const lines: string[] = [];
   job.log.line(null, "main", `Download action repository '${name}'`);
-  const r = await job.executor.run({
-    argv: ["sh", "-c", script],
+  const r = await runGitFetch(job, {
+    script,
+    dirVar: "GNOMON_DIR",
+    targetDir: dir,
     env,
-    cwd: job.paths.temp,
     signal,
     onLine: (_s, l) => lines.push(l),
   });

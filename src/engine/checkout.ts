@@ -4,6 +4,7 @@
 import type { StepSpec } from "../contract/job-request.js";
 import { evaluateStringMap } from "../workflow/expressions.js";
 import type { ActionReference } from "./action-source.js";
+import { runGitFetch } from "./git-fetch.js";
 import type { Conclusion } from "./runtime.js";
 import { annotate } from "./step-output.js";
 import { evaluateIn, resolvePath, type StepBody, type StepCall } from "./step-runner.js";
@@ -87,14 +88,23 @@ export async function runCheckout(call: StepCall, step: Extract<StepSpec, { kind
     return { result: "success", outputs: { ref: String(github["ref"] ?? ""), commit: String(github["sha"] ?? "") } };
   }
 
-  if (!job.facts.hasGit) {
+  const hostGit = job.facts.hasGit ? undefined : await job.hostGit?.get();
+  if (!job.facts.hasGit && !hostGit) {
     annotate(
       frame,
       "error",
-      "actions/checkout needs git on the machine, and this one has none; install git in the image",
+      job.hostGit
+        ? "actions/checkout needs git, and neither the machine nor the gnomon host has it; install git in the image"
+        : "actions/checkout needs git on the machine, and this one has none; install git in the image",
     );
     return { result: "failure", outputs: {} };
   }
+  // Without git on the machine nothing there could use stored credentials, or remove them after.
+  const persist = inputs["persist-credentials"] === "true" && job.facts.hasGit;
+  if (!job.facts.hasGit)
+    frame.line(
+      `The machine has no git: fetching on the gnomon host and copying the checkout (with its .git) to ${target}`,
+    );
   const server = String(github["server_url"] ?? "https://github.com").replace(/\/+$/, "");
   const url = `${server}/${repository}`;
   const ref = inputs["ref"] ?? "";
@@ -117,7 +127,6 @@ export async function runCheckout(call: StepCall, step: Extract<StepSpec, { kind
     job.log.masker.add(auth);
   }
   const env: Record<string, string> = {
-    DIR: target,
     URL: url,
     SERVER: server,
     WANT: want,
@@ -128,7 +137,7 @@ export async function runCheckout(call: StepCall, step: Extract<StepSpec, { kind
     CLEAN: inputs["clean"] ?? "true",
     SUBMODULES: inputs["submodules"] ?? "false",
     LFS: inputs["lfs"] ?? "false",
-    PERSIST: inputs["persist-credentials"] ?? "true",
+    PERSIST: persist ? "true" : "false",
     AUTH: auth,
     GIT_TERMINAL_PROMPT: "0",
   };
@@ -139,10 +148,11 @@ export async function runCheckout(call: StepCall, step: Extract<StepSpec, { kind
       GIT_CONFIG_VALUE_0: auth,
     });
   let commit = "";
-  const r = await job.executor.run({
-    argv: ["sh", "-c", SCRIPT],
+  const r = await runGitFetch(job, {
+    script: SCRIPT,
+    dirVar: "DIR",
+    targetDir: target,
     env,
-    cwd: job.paths.temp,
     signal: call.signal,
     onLine: (_s, l) => {
       const m = /^commit=([0-9a-f]+)$/.exec(l);
@@ -158,7 +168,7 @@ export async function runCheckout(call: StepCall, step: Extract<StepSpec, { kind
     );
     return { result: call.signal.aborted ? "cancelled" : "failure", outputs: {} };
   }
-  if (inputs["persist-credentials"] === "true" && auth)
+  if (persist && auth)
     job.posts.push({
       index: frame.index,
       name: `Post ${call.name}`,

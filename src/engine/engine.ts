@@ -14,6 +14,7 @@ import {
   evaluateToken,
   type Json,
 } from "../workflow/expressions.js";
+import { HostGit } from "./git-fetch.js";
 import { HashFiles } from "./hash-files.js";
 import { type Emit, JobLog } from "./job-log.js";
 import { Masker, splitMaskHints } from "./masker.js";
@@ -59,6 +60,11 @@ export interface EngineOptions {
   readonly signal: AbortSignal;
   /** How actions/checkout gets the code (default: git from github.server_url). */
   readonly checkout?: CheckoutSource;
+  /**
+   * An executor on the gnomon host, made only when needed: a machine without git then has
+   * actions/checkout and remote actions fetched on the host and uploaded (the host needs git).
+   */
+  readonly hostGit?: () => Promise<Executor>;
   /** Environment below workflow env, in the env context too (e.g. ACT=true, FORGEJO_ACTIONS=true). */
   readonly baseEnv?: Readonly<Record<string, string>>;
   /**
@@ -148,6 +154,15 @@ function runtimeEnv(
 
 /** Runs one job to its end; never throws for anything the job did (that is its result). */
 export async function executeJob(input: JobInput, opts: EngineOptions): Promise<JobOutcome> {
+  const hostGit = opts.hostGit ? new HostGit(opts.hostGit) : undefined;
+  try {
+    return await execute(input, opts, hostGit);
+  } finally {
+    await hostGit?.close();
+  }
+}
+
+async function execute(input: JobInput, opts: EngineOptions, hostGit: HostGit | undefined): Promise<JobOutcome> {
   const { spec, contexts } = input;
   const { secrets, patterns } = splitMaskHints(input.secrets);
   const masker = new Masker();
@@ -184,6 +199,7 @@ export async function executeJob(input: JobInput, opts: EngineOptions): Promise<
       paths,
       facts,
       checkout: opts.checkout ?? { kind: "git" },
+      hostGit,
       runnerName: opts.runnerName ?? executor.name,
       baseEnv: opts.baseEnv ?? {},
       signal,

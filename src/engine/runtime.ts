@@ -7,6 +7,7 @@ import type { Secrets } from "../contract/sealed-secrets.js";
 import type { Executor } from "../executor/executor.js";
 import type { Contexts, Functions, Json, Scope } from "../workflow/expressions.js";
 import { statusFunctions } from "../workflow/expressions.js";
+import type { HostGit } from "./git-fetch.js";
 import type { HashFiles } from "./hash-files.js";
 import type { JobLog } from "./job-log.js";
 
@@ -72,6 +73,8 @@ export interface JobRuntimeInit {
   readonly paths: JobPaths;
   readonly facts: MachineFacts;
   readonly checkout: CheckoutSource;
+  /** git on the gnomon host, for fetches a machine without git cannot do. */
+  readonly hostGit?: HostGit;
   readonly runnerName: string;
   /** Lowest-precedence environment, visible in the env context (e.g. ACT=true for exec). */
   readonly baseEnv: Readonly<Record<string, string>>;
@@ -94,6 +97,7 @@ export class JobRuntime {
   readonly paths: JobPaths;
   readonly facts: MachineFacts;
   readonly checkout: CheckoutSource;
+  readonly hostGit: HostGit | undefined;
   readonly runnerName: string;
   readonly signal: AbortSignal;
   readonly cancelTimeoutMs: number;
@@ -128,6 +132,7 @@ export class JobRuntime {
     this.paths = init.paths;
     this.facts = init.facts;
     this.checkout = init.checkout;
+    this.hostGit = init.hostGit;
     this.runnerName = init.runnerName;
     this.signal = init.signal;
     this.cancelTimeoutMs = init.cancelTimeoutMs;

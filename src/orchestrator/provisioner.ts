@@ -16,6 +16,8 @@ export interface Workspace {
   /** Tears everything down (VM, overlay, seed); idempotent, never throws. */
   destroy(): Promise<void>;
   readonly describe: string;
+  /** This host, for git fetches the machine cannot do itself (it has no git). */
+  readonly hostGit?: () => Promise<Executor>;
 }
 
 export interface ProvisionHooks {
@@ -129,6 +131,7 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
       return {
         executor,
         describe: `${image.name} VM ${machine.id} (pid ${machine.pid})`,
+        hostGit: () => createHostExecutor({ parentDir: opts.hostWorkDir }),
         async destroy() {
           await executor.close().catch(() => undefined);
           await machine.destroy({ graceMs: 2_000 }).catch(() => undefined);

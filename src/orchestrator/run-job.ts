@@ -252,6 +252,7 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
       signal,
       runnerName: deps.runnerName,
       checkout: extra.checkout,
+      hostGit: workspace.hostGit,
       jobContainer: extra.jobContainer,
       baseEnv: { ...forgeEnv(req), ...extra.baseEnv },
       emit: (body) => {

@@ -2,11 +2,11 @@
 // and fetched with git from the actions URL), native checkout, and the actions gnomon refuses.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
-import type { HostExecutor } from "../../src/executor/host.js";
+import { createHostExecutor, type HostExecutor } from "../../src/executor/host.js";
 import { printed, runJob } from "./run-job.js";
 
 const job = (steps: string) => `on: push
@@ -404,5 +404,96 @@ describe("engine: actions/checkout", () => {
         .stepLines(0)
         .some((l) => l.includes("actions/checkout could not fetch") && l.includes("check the repository, the ref")),
     );
+  });
+});
+
+/**
+ * A PATH like this host's without git: every program of the PATH's folders but git*, as
+ * symlinks in one folder. A host executor with it stands for a machine that has no git.
+ */
+async function pathWithoutGit(t: TestContext): Promise<string> {
+  const bin = await tempDir(t, "gnomon-nogit-bin-");
+  const seen = new Set<string>();
+  for (const dir of (process.env["PATH"] ?? "/usr/bin:/bin").split(":")) {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const name of names) {
+      if (name.startsWith("git") || seen.has(name)) continue;
+      seen.add(name);
+      await symlink(join(dir, name), join(bin, name)).catch(() => undefined);
+    }
+  }
+  return bin;
+}
+
+describe("engine: a machine without git", () => {
+  it("checks out on the gnomon host and copies the tree with its .git in; no credentials are left behind", async (t) => {
+    const server = await tempDir(t, "gnomon-forge-");
+    const sha = await gitRepo(server, "octo/repo", { "hello.txt": "from the forge\n", "sub/deep.txt": "deep\n" });
+    const noGit = await pathWithoutGit(t);
+    const r = await runJob(
+      t,
+      job(`      - uses: actions/checkout@v4
+      - run: |
+          cat hello.txt sub/deep.txt
+          test -d .git && echo "has .git"
+          command -v git || echo "no git here"
+          echo "token: \${{ github.token }}"`),
+      {
+        github: { server_url: `file://${server}`, sha, ref: "refs/heads/main" },
+        secrets: { GITHUB_TOKEN: "ghs_forge_job_token_5678" },
+        executorOptions: { baseEnv: { ...process.env, PATH: noGit } },
+        hostGit: () => createHostExecutor(),
+      },
+    );
+    assert.equal(r.outcome.result, "success", r.lines.join("\n"));
+    assert.ok(r.stepLines(0).some((l) => /The machine has no git: fetching on the gnomon host/.test(l)));
+    assert.deepEqual(printed(r.stepLines(1)), ["from the forge", "deep", "has .git", "no git here", "token: ***"]);
+    assert.equal(r.finished(0).outputs["commit"], sha);
+    const config = await readFile(`${workspaceOf(r.executor)}/.git/config`, "utf8");
+    assert.ok(!config.includes("extraheader"), "no credentials were persisted");
+    assert.ok(!r.events.some((e) => e.kind === "step-started" && e.stage === "post"), "nothing to clean up after");
+    assert.ok(!r.lines.some((l) => l.includes("ghs_forge_job_token_5678")));
+  });
+
+  it("fetches a remote action on the gnomon host and runs it on the machine", async (t) => {
+    const actions = await tempDir(t, "gnomon-actions-");
+    await gitRepo(actions, "octo/tools", {
+      "hello/action.yml":
+        "runs:\n  using: composite\n  steps: [{ shell: sh, run: 'echo remote says hi; command -v git || echo no git here' }]\n",
+    });
+    const noGit = await pathWithoutGit(t);
+    const r = await runJob(t, job("      - uses: octo/tools/hello@v1"), {
+      actionsUrl: `file://${actions}`,
+      executorOptions: { baseEnv: { ...process.env, PATH: noGit } },
+      hostGit: () => createHostExecutor(),
+    });
+    assert.equal(r.outcome.result, "success", r.lines.join("\n"));
+    assert.ok(r.stepLines(0).includes("remote says hi"), r.stepLines(0).join("\n"));
+    assert.ok(r.stepLines(0).includes("no git here"));
+  });
+
+  it("without git on the host either, fails the checkout saying to install git in the image", async (t) => {
+    const server = await tempDir(t, "gnomon-forge-");
+    await gitRepo(server, "octo/repo", { "hello.txt": "x\n" });
+    const noGit = await pathWithoutGit(t);
+    const noGitEnv = { ...process.env, PATH: noGit };
+    const r = await runJob(t, job("      - uses: actions/checkout@v4"), {
+      github: { server_url: `file://${server}` },
+      executorOptions: { baseEnv: noGitEnv },
+      hostGit: () => createHostExecutor({ baseEnv: noGitEnv }),
+    });
+    assert.equal(r.outcome.result, "failure");
+    assert.ok(
+      r.stepLines(0).some((l) => /neither the machine nor the gnomon host has it; install git in the image/.test(l)),
+    );
+  });
+
+  it("with no host to fall back on, fails the checkout saying the machine has no git", async (t) => {
+    const noGit = await pathWithoutGit(t);
+    const r = await runJob(t, job("      - uses: actions/checkout@v4"), {
+      executorOptions: { baseEnv: { ...process.env, PATH: noGit } },
+    });
+    assert.equal(r.outcome.result, "failure");
+    assert.ok(r.stepLines(0).some((l) => /needs git on the machine, and this one has none/.test(l)));
   });
 });

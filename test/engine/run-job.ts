@@ -78,6 +78,7 @@ export async function runJob(t: TestContext, yaml: string, opts: RunJobOptions =
       checkout: opts.checkout,
       baseEnv: opts.baseEnv,
       jobContainer: opts.jobContainer,
+      hostGit: opts.hostGit,
       runnerName: opts.runnerName,
     },
   );
