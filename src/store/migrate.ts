@@ -45,7 +45,7 @@ export interface MigrateOutcome {
 
 export async function migrate(db: Db, opts: MigrateOptions = {}): Promise<MigrateOutcome> {
   const migrations = opts.migrations ?? MIGRATIONS;
-  const log = (opts.log ?? rootLogger()).child({ component: "store" });
+  const log = opts.log ?? rootLogger().child({ component: "store" });
   return db.withConnection(async (conn) => {
     // Everything below, including creating the bookkeeping table, happens under the lock:
     // concurrent `create table if not exists` can still collide in PostgreSQL's catalog.

@@ -64,7 +64,7 @@ export async function openPglite(opts: PgliteDbOptions): Promise<Db> {
 }
 
 async function startInstance(dir: string, opts: PgliteDbOptions): Promise<Instance> {
-  const log = (opts.log ?? rootLogger()).child({ component: "store", dir });
+  const log = (opts.log ?? rootLogger().child({ component: "store" })).child({ dir });
   const sharedBuffers = opts.sharedBuffers ?? DEFAULT_SHARED_BUFFERS;
   if (!/^\d+(kB|MB|GB)$/.test(sharedBuffers))
     throw new StoreUnavailableError(dir, `sharedBuffers must be a size like "4MB" (got "${sharedBuffers}").`);

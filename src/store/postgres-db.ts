@@ -81,7 +81,7 @@ class PostgresDb implements Db {
       keepAlive: true,
       application_name: "gnomon",
     });
-    const log = (opts.log ?? rootLogger()).child({ component: "store", db: this.where });
+    const log = (opts.log ?? rootLogger().child({ component: "store" })).child({ db: this.where });
     this.#log = log;
     this.#toleranceMs = opts.outageToleranceMs ?? DEFAULT_OUTAGE_TOLERANCE_MS;
     // An idle pooled connection that dies (server restart, network) emits here; unhandled, it would
