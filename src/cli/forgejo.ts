@@ -3,7 +3,7 @@
 // the job bus until stopped. createForgejoRunner is what `gnomon up` calls to build the same role.
 import { existsSync } from "node:fs";
 import { hostname } from "node:os";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { createInterface } from "node:readline/promises";
 import type { Config } from "../config/schema.js";
 import { parseClusterKey } from "../contract/sealed-secrets.js";
@@ -167,6 +167,7 @@ export function createForgejoRunner(config: Readonly<Config>, deps: ForgejoRunne
     fetchIntervalMaxMs: config.forgejo.fetchIntervalMax,
     fetchTimeoutMs: config.forgejo.fetchTimeout,
     reportIntervalMs: config.forgejo.reportInterval,
+    inFlightFile: join(resolve(config.dataDir), "forgejo-tasks", `${credentials.uuid}.json`),
   });
 }
 

@@ -12,6 +12,7 @@ import { after, before, describe, it, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import { createForgejoRunner } from "../../src/cli/forgejo.js";
 import { Config } from "../../src/config/schema.js";
+import { LOST_RUNNER_LINE } from "../../src/forge/forgejo/in-flight-tasks.js";
 import type { ForgejoRunner } from "../../src/forge/forgejo/runner.js";
 import { type FakeForgejo, startFakeForgejo, type TaskView } from "../fakes/forgejo-server.js";
 import { GNOMON_BIN, runGnomon } from "../support/cli.js";
@@ -401,6 +402,79 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
 
     up.child.kill("SIGTERM");
     assert.equal(await up.exit, 0, up.stderr());
+    assert.deepEqual(qemuPids(dataDir), [], "no QEMU process is left");
+  });
+
+  it("`gnomon up` killed mid-job: the next start ends the task failed at once, saying why, and reaps the VM", async (t) => {
+    const forgejo = await startFakeForgejo(undefined);
+    const dir = mkdtempSync(join(tmpdir(), "gnomon-e2e-crash-"));
+    const dataDir = join(dir, "data");
+    const reg = await runGnomon(
+      [
+        "forgejo",
+        "register",
+        "--no-interactive",
+        "--instance",
+        forgejo.url,
+        "--token",
+        forgejo.registrationToken,
+        "--labels",
+        "linux:vm:test",
+      ],
+      { cwd: dir },
+    );
+    assert.equal(reg.code, 0, reg.stderr);
+    // The embedded defaults (in-process queue, PGlite under the data directory): one host, as most run it.
+    const env = {
+      GNOMON_DATA_DIR: dataDir,
+      GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
+      GNOMON_LABELS: "test",
+      GNOMON_MAX_VMS: "1",
+      GNOMON_LOG_FORMAT: "json",
+      GNOMON_LOG_LEVEL: "info",
+    };
+    const first = spawnUp(dir, env);
+    let second: ReturnType<typeof spawnUp> | undefined;
+    t.after(async () => {
+      for (const p of [first, second])
+        if (p && p.child.exitCode === null && p.child.signalCode === null) {
+          p.child.kill("SIGKILL");
+          await p.exit;
+        }
+      for (const pid of qemuPids(dataDir)) process.kill(pid, "SIGKILL");
+      await forgejo.close();
+    });
+
+    const jobId = forgejo.queueJob({
+      workflow: workflow("linux", [{ name: "Long", run: "echo started; sleep 600" }]),
+    });
+    await forgejo.waitFor(
+      () => forgejo.taskOfJob(jobId)?.rows.includes("started"),
+      "the step's first line on Forgejo",
+      VM_JOB_MS,
+    );
+    const vms = qemuPids(dataDir);
+    assert.equal(vms.length, 1);
+    first.child.kill("SIGKILL");
+    await first.exit;
+    assert.equal(forgejo.taskOfJob(jobId)?.status, "running", "Forgejo still thinks the job runs");
+
+    second = spawnUp(dir, env);
+    const restartedAt = Date.now();
+    const task = await finished(forgejo, jobId, 120_000);
+    assert.equal(task.status, "failure", `${task.rows.join("\n")}\n${second.stderr()}`);
+    assert.equal(task.rows.at(-1), LOST_RUNNER_LINE);
+    assert.ok(task.rows.includes("started"), "the lines Forgejo had are kept");
+    const tookMs = Date.now() - restartedAt;
+    assert.ok(tookMs < 120_000, `ended ${tookMs} ms after the restart (Forgejo's own reaper would take 10 min)`);
+    await until(() => qemuPids(dataDir).length === 0, "the dead process's VM to be reaped", 60_000);
+
+    // And the restarted runner works: the next job runs to success.
+    const next = forgejo.queueJob({ workflow: workflow("linux", [{ name: "Hi", run: "echo fine again" }]) });
+    const done = await finished(forgejo, next);
+    assert.equal(done.status, "success", `${done.rows.join("\n")}\n${second.stderr()}`);
+    second.child.kill("SIGTERM");
+    assert.equal(await second.exit, 0, second.stderr());
     assert.deepEqual(qemuPids(dataDir), [], "no QEMU process is left");
   });
 });

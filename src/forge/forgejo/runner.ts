@@ -7,11 +7,13 @@ import { deferred, type Service } from "../../lifecycle/service.js";
 import type { Slot } from "../../lifecycle/slots.js";
 import type { EventDelivery, JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
+import { OrphanJobs } from "../orphan-jobs.js";
 import { unservedNotice, warnUnservedLabels } from "../unserved-labels.js";
 import type { TaskCapacity } from "./capacity.js";
 import { type ForgejoClient, type ForgejoTask, forgejoClient } from "./client.js";
 import type { RunnerCredentials } from "./credentials-file.js";
 import { asError, isTransient, JobSkippedError } from "./errors.js";
+import { failLostTask, type InFlightTask, InFlightTasks } from "./in-flight-tasks.js";
 import type { RunnerLabel } from "./labels.js";
 import { Poller, type PollerState } from "./poller.js";
 import { declareRunner } from "./registration.js";
@@ -41,6 +43,11 @@ export interface ForgejoRunnerOptions {
   /** After Forgejo cancelled a task, how long the job has to confirm (default: its cancel-timeout-minutes + 1). */
   readonly cancelGraceMs?: number;
   readonly onPollerState?: (s: PollerState) => void;
+  /**
+   * Where the tasks held right now are kept, so that the next process ends them on Forgejo if
+   * this one dies mid-job. Default: none (nothing survives a crash).
+   */
+  readonly inFlightFile?: string;
 }
 
 /** The event stream of a runner instance: one per registered runner. */
@@ -77,9 +84,14 @@ export class ForgejoRunner implements Service {
   #declared = false;
   #stopping: Promise<void> | undefined;
   #fatal: Error | undefined;
+  readonly #orphans: OrphanJobs;
+  readonly #inFlight: InFlightTasks | undefined;
+  #leftovers: InFlightTask[] = [];
 
   constructor(options: ForgejoRunnerOptions) {
     this.#o = options;
+    this.#orphans = new OrphanJobs(options.bus, options.log);
+    this.#inFlight = options.inFlightFile ? new InFlightTasks(options.inFlightFile, options.log) : undefined;
     const c = options.credentials;
     this.name = `forgejo-runner ${c.name} (${c.address})`;
     this.replyTo = replyToFor(c.uuid);
@@ -111,6 +123,8 @@ export class ForgejoRunner implements Service {
   }
 
   async start(): Promise<void> {
+    // What a process that died left; dealt with once Forgejo answers (see #endLeftovers).
+    this.#leftovers = (await this.#inFlight?.leftovers()) ?? [];
     this.#subscription = await this.#o.bus.consumeEvents(this.replyTo, (d) => this.#onEvent(d));
     try {
       await this.#declare(this.#polling.signal);
@@ -141,11 +155,23 @@ export class ForgejoRunner implements Service {
           signal,
           retryable: isTransient,
         });
+      await this.#endLeftovers(signal);
       await this.#poller.run(signal);
     } catch (err) {
       if (signal.aborted) return; // a stop (or #end itself) ended the loop
       this.#end(asError(err));
     }
+  }
+
+  /** Ends the tasks a previous process held when it died, and stops their jobs. */
+  async #endLeftovers(signal: AbortSignal): Promise<void> {
+    const leftovers = this.#leftovers;
+    this.#leftovers = [];
+    for (const task of leftovers) {
+      this.#orphans.stop(task.jobId);
+      await failLostTask(this.#client, task, signal, this.#o.log);
+    }
+    if (leftovers.length > 0) await this.#inFlight?.clear();
   }
 
   /** A fatal error: stop polling, cancel what runs (its reports cannot reach Forgejo), end. */
@@ -193,8 +219,11 @@ export class ForgejoRunner implements Service {
       log,
     });
     this.#reporters.set(jobId, reporter);
+    void this.#inFlight?.add({ taskId: String(task.id), jobId });
     void reporter.done.finally(() => {
       this.#reporters.delete(jobId);
+      this.#orphans.ended(jobId);
+      void this.#inFlight?.remove(jobId);
       slot.release();
       this.#poller.lookAgain();
     });
@@ -262,11 +291,7 @@ export class ForgejoRunner implements Service {
   #onEvent(delivery: EventDelivery): void {
     const reporter = this.#reporters.get(delivery.event.jobId);
     if (reporter) reporter.apply(delivery.event);
-    else
-      this.#o.log.debug(
-        { jobId: delivery.event.jobId, kind: delivery.event.kind },
-        "event for a job this runner does not hold; dropped",
-      );
+    else this.#orphans.onEvent(delivery.event);
     delivery.ack().catch((err) => this.#o.log.warn({ err }, "could not acknowledge a job event"));
   }
 

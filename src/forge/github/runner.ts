@@ -7,6 +7,7 @@ import type { Slot } from "../../lifecycle/slots.js";
 import type { JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
 import { backoffMs, type Intervals, jitter } from "../backoff.js";
+import { OrphanJobs } from "../orphan-jobs.js";
 import { warnUnservedLabels } from "../unserved-labels.js";
 import { RunnerTokens, sendAuthed } from "./auth.js";
 import { ClassicChannel } from "./classic-channel.js";
@@ -111,6 +112,7 @@ export class GitHubRunner implements Service {
   readonly #o: GitHubRunnerOptions;
   readonly #t: GitHubRunnerTimings;
   readonly #log: Logger;
+  readonly #orphans: OrphanJobs;
   readonly #http: HttpClient;
   readonly #identity: SessionIdentity;
   readonly #tokens: RunnerTokens;
@@ -138,6 +140,7 @@ export class GitHubRunner implements Service {
     const reg = opts.registration;
     this.replyTo = replyToFor(reg);
     this.#log = opts.log.child({ forge: "github", runner: describeRunner(reg) });
+    this.#orphans = new OrphanJobs(opts.bus, this.#log);
     const { os, arch } = platformLabels();
     this.#http = new HttpClient({
       userAgent: `GitHubActionsRunner-${os.toLowerCase()}-${arch.toLowerCase()}/${opts.runnerVersion} gnomon/${opts.gnomonVersion}`,
@@ -227,7 +230,11 @@ export class GitHubRunner implements Service {
     this.#events = await this.#o.bus.consumeEvents(this.replyTo, (d) => {
       const job = this.#held.get(d.event.jobId);
       if (job) job.onEvent(d);
-      else void d.ack().catch(() => {}); // a job this process no longer holds (it restarted since)
+      else {
+        // A job this process does not hold: the process that took it died. Stop it in its VM.
+        this.#orphans.onEvent(d.event);
+        void d.ack().catch(() => {});
+      }
     });
     this.#log.info(
       { flow: usesBroker(reg) ? "broker" : "classic", labels: reg.settings.labels },
@@ -554,6 +561,7 @@ export class GitHubRunner implements Service {
     log.info({ flow, name: job.displayName }, "github job acquired");
     void held.run().finally(() => {
       this.#held.delete(held.id);
+      this.#orphans.ended(held.id);
       slot.release();
       log.info({ result: held.report.outcome?.result }, "github job done");
       if (reg.settings.ephemeral) {
