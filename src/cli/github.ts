@@ -2,7 +2,7 @@
 // official runner's three files (0600) into github.credentialsDir; run serves jobs through the
 // job bus until stopped; remove deregisters on GitHub and deletes the files.
 import { hostname } from "node:os";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { Config } from "../config/schema.js";
 import { parseClusterKey } from "../contract/sealed-secrets.js";
 import {
@@ -173,6 +173,7 @@ the orchestrators serving its label; reports steps, logs and results back to Git
       runnerVersion: config.github.runnerVersion,
       gnomonVersion: VERSION,
       log,
+      inFlightFile: githubInFlightFile(config.dataDir, registration),
     });
     const why = await runServices([bus, runner], ctx.stopRequested, config.shutdownTimeout);
     if (runner.finishedEphemeral) {
@@ -216,3 +217,8 @@ Removes the registered runner on GitHub (take the token from the runner's page: 
     return EXIT.ok;
   },
 };
+
+/** Where a GitHub runner keeps the jobs it holds, for its successor after a crash. */
+export function githubInFlightFile(dataDir: string, registration: Registration): string {
+  return join(resolve(dataDir), "github-jobs", `${registration.settings.agentId}.json`);
+}

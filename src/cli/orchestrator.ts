@@ -14,6 +14,7 @@ import { createMetrics, type Metrics } from "../telemetry/metrics.js";
 import { MetricsServer } from "../telemetry/metrics-server.js";
 import { type Command, EXIT, UsageError } from "./command.js";
 import { createForgejoRunner } from "./forgejo.js";
+import { githubInFlightFile } from "./github.js";
 import { clusterKeyOf, createBus, createOrchestrator, createStore } from "./infrastructure.js";
 import { VERSION } from "./version.js";
 
@@ -130,18 +131,21 @@ embedded PostgreSQL under the data directory.`,
     const forgejoFile = resolve(config.forgejo.credentialsFile);
     if (existsSync(forgejoFile)) runners.push(createForgejoRunner(config, { bus, clusterKey, log }));
     const githubDir = resolve(config.github.credentialsDir);
-    if (existsSync(join(githubDir, ".runner")))
+    if (existsSync(join(githubDir, ".runner"))) {
+      const registration = readRegistration(githubDir);
       runners.push(
         createGitHubRunner({
-          registration: readRegistration(githubDir),
+          registration,
           bus,
           clusterKey,
           capacity: new Slots(config.github.capacity),
           runnerVersion: config.github.runnerVersion,
           gnomonVersion: VERSION,
           log,
+          inFlightFile: githubInFlightFile(config.dataDir, registration),
         }),
       );
+    }
     // In one process every job goes to this orchestrator: a label it does not serve would wait for ever.
     for (const r of runners) {
       const unserved = r.queues.filter((q) => !orchestrator.labels.includes(q));

@@ -2,10 +2,8 @@
 // power cut) is followed by one that ends those tasks on Forgejo at once, with a line in their
 // logs saying what happened, instead of leaving them "running" until Forgejo's stale-task reaper
 // fails them minutes later without a word. Their jobs are stopped on the orchestrators too.
-import { randomUUID } from "node:crypto";
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
-import { dirname } from "node:path";
 import type { Logger } from "../../telemetry/log.js";
+import { InFlightFile } from "../in-flight-file.js";
 import type { ForgejoClient } from "./client.js";
 import { isTransient } from "./errors.js";
 import { retry } from "./retry.js";
@@ -19,67 +17,35 @@ export interface InFlightTask {
 export const LOST_RUNNER_LINE =
   "gnomon: the runner process that held this job stopped unexpectedly (crash, kill or power loss); its successor ended the job as failed and stopped it in its VM. Re-run the job.";
 
+/** The Forgejo runner's file of held tasks (see InFlightFile). */
 export class InFlightTasks {
-  readonly #path: string;
-  readonly #log: Logger;
-  readonly #tasks = new Map<string, InFlightTask>();
-  #writing: Promise<void> = Promise.resolve();
+  readonly #file: InFlightFile<InFlightTask>;
 
   constructor(path: string, log: Logger) {
-    this.#path = path;
-    this.#log = log;
+    this.#file = new InFlightFile(path, isInFlightTask, log);
   }
 
-  /** What a previous process left: tasks it held when it died. Empty when the file is missing. */
-  async leftovers(): Promise<InFlightTask[]> {
-    let text: string;
-    try {
-      text = await readFile(this.#path, "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
-      throw err;
-    }
-    try {
-      const parsed = JSON.parse(text) as { tasks?: unknown };
-      const tasks = Array.isArray(parsed.tasks) ? parsed.tasks : [];
-      return tasks.filter(
-        (t): t is InFlightTask =>
-          typeof t === "object" && t !== null && typeof t.taskId === "string" && typeof t.jobId === "string",
-      );
-    } catch (err) {
-      this.#log.warn({ err, file: this.#path }, "the in-flight tasks file is damaged; ignoring it");
-      return [];
-    }
+  leftovers(): Promise<InFlightTask[]> {
+    return this.#file.leftovers();
   }
 
   add(task: InFlightTask): Promise<void> {
-    this.#tasks.set(task.jobId, task);
-    return this.#save();
+    return this.#file.add(task.jobId, task);
   }
 
   remove(jobId: string): Promise<void> {
-    if (!this.#tasks.delete(jobId)) return this.#writing;
-    return this.#save();
+    return this.#file.remove(jobId);
   }
 
-  /** Forgets what is on disk (after the leftovers were dealt with). */
   clear(): Promise<void> {
-    return this.#save();
+    return this.#file.clear();
   }
+}
 
-  /** Writes are queued, each whole (temp file + rename), so a crash never leaves half a file. */
-  #save(): Promise<void> {
-    const body = `${JSON.stringify({ tasks: [...this.#tasks.values()] }, null, 1)}\n`;
-    this.#writing = this.#writing
-      .then(async () => {
-        await mkdir(dirname(this.#path), { recursive: true });
-        const tmp = `${this.#path}.${randomUUID().slice(0, 8)}.tmp`;
-        await writeFile(tmp, body, { mode: 0o600 });
-        await rename(tmp, this.#path);
-      })
-      .catch((err: unknown) => this.#log.warn({ err, file: this.#path }, "could not save the in-flight tasks"));
-    return this.#writing;
-  }
+function isInFlightTask(t: unknown): t is InFlightTask {
+  if (typeof t !== "object" || t === null) return false;
+  const { taskId, jobId } = t as Record<string, unknown>;
+  return typeof taskId === "string" && typeof jobId === "string";
 }
 
 /**

@@ -20,6 +20,7 @@ import {
   SessionConflictError,
 } from "./errors.js";
 import { HeldJob, type HeldJobTimings } from "./held-job.js";
+import { completeLostJob, type HeldJobRecord, HeldJobs, jobOfRecord } from "./held-jobs.js";
 import { apiError, type HttpCall, HttpClient } from "./http.js";
 import { DEFAULT_CHANNEL_TIMINGS, type JobChannel } from "./job-channel.js";
 import { Locations } from "./locations.js";
@@ -36,7 +37,7 @@ import {
   SessionExpiredError,
   type SessionIdentity,
 } from "./session.js";
-import { describeJob, type JobFlow, toJobRequest } from "./to-job-request.js";
+import { describeJob, type GitHubJob, type JobFlow, toJobRequest } from "./to-job-request.js";
 import { joinUrl, redactUrl } from "./urls.js";
 import { AgentJobRequestMessage, BrokerMigrationMessage, JobCancelMessage, RunnerJobRequestRef } from "./wire.js";
 
@@ -86,6 +87,11 @@ export interface GitHubRunnerOptions {
   readonly log: Logger;
   readonly timings?: Partial<GitHubRunnerTimings>;
   readonly fetch?: typeof fetch;
+  /**
+   * Where the jobs held right now are kept, so that the next process completes them on GitHub if
+   * this one dies mid-job. Default: none.
+   */
+  readonly inFlightFile?: string;
 }
 
 export function platformLabels(): { os: string; arch: string } {
@@ -113,6 +119,7 @@ export class GitHubRunner implements Service {
   readonly #t: GitHubRunnerTimings;
   readonly #log: Logger;
   readonly #orphans: OrphanJobs;
+  readonly #heldJobs: HeldJobs | undefined;
   readonly #http: HttpClient;
   readonly #identity: SessionIdentity;
   readonly #tokens: RunnerTokens;
@@ -141,6 +148,7 @@ export class GitHubRunner implements Service {
     this.replyTo = replyToFor(reg);
     this.#log = opts.log.child({ forge: "github", runner: describeRunner(reg) });
     this.#orphans = new OrphanJobs(opts.bus, this.#log);
+    this.#heldJobs = opts.inFlightFile ? new HeldJobs(opts.inFlightFile, this.#log) : undefined;
     const { os, arch } = platformLabels();
     this.#http = new HttpClient({
       userAgent: `GitHubActionsRunner-${os.toLowerCase()}-${arch.toLowerCase()}/${opts.runnerVersion} gnomon/${opts.gnomonVersion}`,
@@ -220,6 +228,7 @@ export class GitHubRunner implements Service {
         },
       );
     }
+    const leftovers = (await this.#heldJobs?.leftovers()) ?? [];
     this.#source = this.#createSource();
     // A registration that is gone or a refused version should stop `run` at once, with its sentence.
     const first = await this.#openSession().catch((err: unknown) => asError(err));
@@ -241,6 +250,7 @@ export class GitHubRunner implements Service {
       first ? "github runner started; the session will be retried" : "github runner listening for jobs",
     );
     await warnUnservedLabels(this.#o.bus, this.queues, this.#log);
+    if (leftovers.length > 0) void this.#endLeftovers(leftovers);
     void this.#pollLoop(first === undefined).then(
       () => this.#finish(undefined),
       (err: unknown) => this.#finish(asError(err)),
@@ -512,6 +522,35 @@ export class GitHubRunner implements Service {
     }
   }
 
+  #channelFor(job: GitHubJob): JobChannel {
+    const reg = this.#o.registration;
+    return job.flow === "run-service"
+      ? new RunServiceChannel({ job, http: this.#http, timings: this.#t.channel })
+      : new ClassicChannel({
+          job,
+          http: this.#http,
+          tokens: this.#tokens,
+          locations: this.#tenantLocations(),
+          hubLocations:
+            job.serviceUrl.replace(/\/+$/, "") === reg.settings.serverUrl.replace(/\/+$/, "")
+              ? this.#tenantLocations()
+              : Locations.fallback(job.serviceUrl),
+          poolId: reg.settings.poolId,
+          workerName: reg.settings.agentName,
+          timings: this.#t.channel,
+        });
+  }
+
+  /** Completes the jobs a previous process held when it died, and stops them in their VMs. */
+  async #endLeftovers(leftovers: readonly HeldJobRecord[]): Promise<void> {
+    for (const record of leftovers) {
+      const job = jobOfRecord(record);
+      this.#orphans.stop(job.contractId);
+      await completeLostJob(job, this.#channelFor(job), this.#polling.signal, this.#log);
+    }
+    await this.#heldJobs?.clear();
+  }
+
   #startJob(message: AgentJobRequestMessage, flow: JobFlow, slot: Slot): void {
     const described = describeJob(message, flow);
     if (!described.ok) {
@@ -523,22 +562,7 @@ export class GitHubRunner implements Service {
     const reg = this.#o.registration;
     const log = this.#log.child({ jobId: job.contractId, githubJobId: job.jobId, label: reg.settings.labels[0] });
     const masker = new LogMasker(job.maskValues, job.maskPatterns);
-    const channel: JobChannel =
-      flow === "run-service"
-        ? new RunServiceChannel({ job, http: this.#http, timings: this.#t.channel })
-        : new ClassicChannel({
-            job,
-            http: this.#http,
-            tokens: this.#tokens,
-            locations: this.#tenantLocations(),
-            hubLocations:
-              job.serviceUrl.replace(/\/+$/, "") === reg.settings.serverUrl.replace(/\/+$/, "")
-                ? this.#tenantLocations()
-                : Locations.fallback(job.serviceUrl),
-            poolId: reg.settings.poolId,
-            workerName: reg.settings.agentName,
-            timings: this.#t.channel,
-          });
+    const channel = this.#channelFor(job);
     const held = new HeldJob({
       job,
       channel,
@@ -557,11 +581,13 @@ export class GitHubRunner implements Service {
         }),
     });
     this.#held.set(held.id, held);
+    void this.#heldJobs?.add(job);
     this.#jobsTaken += 1;
     log.info({ flow, name: job.displayName }, "github job acquired");
     void held.run().finally(() => {
       this.#held.delete(held.id);
       this.#orphans.ended(held.id);
+      void this.#heldJobs?.remove(held.id);
       slot.release();
       log.info({ result: held.report.outcome?.result }, "github job done");
       if (reg.settings.ephemeral) {

@@ -9,6 +9,7 @@ import { pino } from "pino";
 import { forgejoClient } from "../../../src/forge/forgejo/client.js";
 import { failLostTask, InFlightTasks, LOST_RUNNER_LINE } from "../../../src/forge/forgejo/in-flight-tasks.js";
 import { jobIdForTask } from "../../../src/forge/forgejo/to-job-request.js";
+import { until } from "../../support/qemu-processes.js";
 import { startHarness, workflow } from "./harness.js";
 
 const log = pino({ level: "silent" });
@@ -37,9 +38,9 @@ describe("in-flight tasks", () => {
   it("ignores a damaged file instead of refusing to start", async (t) => {
     const file = await tempFile(t);
     await new InFlightTasks(file, log).clear();
-    await writeFile(file, '{"tasks": [{"taskId": "1", "jobId"');
+    await writeFile(file, '{"held": [{"taskId": "1", "jobId"');
     assert.deepEqual(await new InFlightTasks(file, log).leftovers(), []);
-    await writeFile(file, '{"tasks": [{"taskId": 1}, {"taskId": "2", "jobId": "j2"}]}');
+    await writeFile(file, '{"held": [{"taskId": 1}, {"taskId": "2", "jobId": "j2"}]}');
     assert.deepEqual(await new InFlightTasks(file, log).leftovers(), [{ taskId: "2", jobId: "j2" }]);
   });
 
@@ -50,14 +51,16 @@ describe("in-flight tasks", () => {
     const job = await h.nextJob();
     await job.ack();
     const task = h.forgejo.taskOfJob(jobId)!;
-    await h.forgejo.waitFor(
+    await until(
       async () => (await readFile(file, "utf8").catch(() => "")).includes(`"taskId": "${task.id}"`),
       "the task on disk",
+      10_000,
+      20,
     );
     const emit = h.emitter(job.request);
     await emit.emit({ kind: "job-finished", result: "success", outputs: {} });
     await h.forgejo.waitFor(() => h.runner.activeTasks === 0, "the task to end");
-    await h.forgejo.waitFor(async () => JSON.parse(await readFile(file, "utf8")).tasks.length === 0, "no task on disk");
+    await until(async () => JSON.parse(await readFile(file, "utf8")).held.length === 0, "no task on disk", 10_000, 20);
   });
 
   it("ends a dead process's task on Forgejo: closing line after the rows it has, log archived, task failed", async (t) => {

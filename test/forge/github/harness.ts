@@ -149,6 +149,7 @@ export async function startRunner(
     start?: boolean;
     /** Nothing consumes the label's queue: no orchestrator serves it. */
     noOrchestrator?: boolean;
+    inFlightFile?: string;
   } = {},
 ): Promise<RunningRunner> {
   const registration =
@@ -178,6 +179,7 @@ export async function startRunner(
     gnomonVersion: "0.0.0-test",
     log,
     timings: { ...FAST, ...over.timings },
+    inFlightFile: over.inFlightFile,
   });
   t.after(async () => {
     await runner.stop(AbortSignal.timeout(5_000));

@@ -3,12 +3,17 @@
 // logs through the Results service, completion with result and outputs; renewal, cancellation,
 // acquire conflicts, capacity, version refusal, a lost registration and ephemeral runners.
 import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { openSecrets } from "../../../src/contract/sealed-secrets.js";
 import { RegistrationLostError, RunnerVersionDeprecatedError } from "../../../src/forge/github/errors.js";
+import { ORPHAN_REASON } from "../../../src/forge/orphan-jobs.js";
 import { Slots } from "../../../src/lifecycle/slots.js";
 import { startFakeGitHub } from "../../fakes/github-server.js";
+import { until } from "../../support/qemu-processes.js";
 import { happyEvents, startRunner } from "./harness.js";
 
 const SECRET = "hunter2-is-not-a-password";
@@ -240,6 +245,42 @@ describe("github runner, broker flow (github.com)", () => {
     await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed");
     const logs = [...fake.job(job.jobId).stepLogs.values()].map((l) => l.content).join("\n");
     assert.match(logs, /gnomon: No gnomon orchestrator serves runs-on "debian-12" at the moment/);
+  });
+
+  it("completes at start, as failed and saying why, a job the previous process held when it died, and stops it", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
+    const dir = await mkdtemp(join(tmpdir(), "gnomon-gh-held-"));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, "held.json");
+    const a = await startRunner(t, fake, { labels: ["debian-12"], inFlightFile: file });
+    const job = fake.queueJob({ labels: ["debian-12"], secrets: { MY_SECRET: SECRET } });
+    const req = await a.orchestrator.nextJob();
+    await until(
+      async () => (await readFile(file, "utf8").catch(() => "")).includes(req.id),
+      "the job on disk",
+      10_000,
+      20,
+    );
+    const onDisk = await readFile(file, "utf8");
+    assert.ok(!onDisk.includes(SECRET), "no secret is kept on disk");
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    // What the file held when the process died, for a successor with the same registration.
+    const left = join(dir, "left.json");
+    await writeFile(left, onDisk);
+    const b = await startRunner(t, fake, { registration: a.registration, inFlightFile: left });
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed by the successor");
+    assert.equal(fake.job(job.jobId).conclusion, "failed");
+    const logs = [...fake.job(job.jobId).stepLogs.values()].map((l) => l.content).join("\n");
+    assert.match(logs, /gnomon: the runner process that held this job stopped unexpectedly/);
+    const cancel = await b.orchestrator.until(
+      () => b.orchestrator.cancels.find((c) => c.jobId === req.id),
+      "a Cancel for the orphaned job",
+    );
+    assert.equal(cancel.reason, ORPHAN_REASON);
+    await fake.waitFor(
+      async () => JSON.parse(await readFile(left, "utf8")).held.length === 0,
+      "the leftovers forgotten",
+    );
   });
 
   it("does not poll for jobs while every slot is taken", async (t) => {
