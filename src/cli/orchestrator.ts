@@ -9,6 +9,8 @@ import { createGitHubRunner } from "../forge/github/runner.js";
 import { runServices, type Service } from "../lifecycle/service.js";
 import { Slots } from "../lifecycle/slots.js";
 import type { Orchestrator } from "../orchestrator/orchestrator.js";
+import type { JobBus } from "../queue/bus.js";
+import type { Store } from "../store/store.js";
 import type { Logger } from "../telemetry/log.js";
 import { createMetrics, type Metrics } from "../telemetry/metrics.js";
 import { MetricsServer } from "../telemetry/metrics-server.js";
@@ -30,23 +32,44 @@ const ORCHESTRATOR_OPTIONS = {
   "metrics-listen": { type: "string" },
 } as const;
 
-function metricsEndpoint(config: Readonly<Config>, metrics: Metrics, orchestrator: Orchestrator): Service[] {
+function metricsEndpoint(
+  config: Readonly<Config>,
+  metrics: Metrics,
+  orchestrator: Orchestrator,
+  bus: JobBus,
+  store: Store,
+): Service[] {
   if (!config.orchestrator.metricsListen) return [];
   return [
     new MetricsServer({
       listen: config.orchestrator.metricsListen,
       metrics,
-      health: () => ({
-        ok: true,
-        detail: {
-          orchestrator: orchestrator.id,
-          labels: orchestrator.labels,
-          runningJobs: orchestrator.runningJobs.length,
-          freeVms: orchestrator.capacity.freeVms,
-        },
-      }),
+      // Unhealthy while the queue or the database is out of reach: no job can start or finish then.
+      health: () => {
+        const since = storeUnreachableSince(store);
+        const ok = bus.connected && since === undefined;
+        return {
+          ok,
+          detail: {
+            orchestrator: orchestrator.id,
+            labels: orchestrator.labels,
+            runningJobs: orchestrator.runningJobs.length,
+            freeVms: orchestrator.capacity.freeVms,
+            queue: bus.connected ? "connected" : "reconnecting",
+            database: since === undefined ? "ok" : `unreachable since ${new Date(since).toISOString()}`,
+          },
+        };
+      },
     }),
   ];
+}
+
+function storeUnreachableSince(store: Store): number | undefined {
+  try {
+    return store.db.unreachableSince;
+  } catch {
+    return Date.now(); // not open (starting or stopping)
+  }
 }
 
 async function serve(
@@ -97,7 +120,7 @@ same GNOMON_CLUSTER_KEY everywhere.`,
     const store = createStore(config, log);
     const orchestrator = await createOrchestrator(config, { bus, store, log, metrics, clusterKey });
     return serve(
-      [store, bus, orchestrator, ...metricsEndpoint(config, metrics, orchestrator)],
+      [store, bus, orchestrator, ...metricsEndpoint(config, metrics, orchestrator, bus, store)],
       config,
       ctx.stopRequested,
       log,
@@ -160,7 +183,7 @@ embedded PostgreSQL under the data directory.`,
         "no forge runner is registered here: run `gnomon forgejo register` or `gnomon github register` first; serving the queue only",
       );
     return serve(
-      [store, bus, orchestrator, ...metricsEndpoint(config, metrics, orchestrator), ...runners],
+      [store, bus, orchestrator, ...metricsEndpoint(config, metrics, orchestrator, bus, store), ...runners],
       config,
       ctx.stopRequested,
       log,

@@ -173,6 +173,10 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
     if (this.#state !== "running") throw new BusStoppedError(what);
   }
 
+  get connected(): boolean {
+    return this.#state === "running" && this.#conn.isUp;
+  }
+
   async publishJob(request: JobRequest): Promise<void> {
     this.#running("publishJob");
     const queue = this.topology.jobQueue(request.runsOn);

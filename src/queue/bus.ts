@@ -35,6 +35,8 @@ export interface Subscription {
 }
 
 export interface JobBus extends Service {
+  /** False while the broker connection is down and being restored (and before start, after stop). */
+  readonly connected: boolean;
   /** Publishes a job for its `runsOn` label; resolves only after the broker confirmed it. */
   publishJob(request: JobRequest): Promise<void>;
   /**

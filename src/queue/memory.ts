@@ -374,6 +374,10 @@ export class MemoryBus implements JobBus, DeadLetterInspector {
     if (this.#state !== "running") throw new BusStoppedError(what);
   }
 
+  get connected(): boolean {
+    return this.#state === "running";
+  }
+
   async publishJob(request: JobRequest): Promise<void> {
     this.#running("publishJob");
     this.broker.publish(jobQueueName(request.runsOn), request.id, encode(request));

@@ -32,7 +32,13 @@ export interface Db extends Queryable {
   readonly kind: DbKind;
   /** Where the data is, for messages: the URL without its password, or the data directory. */
   readonly where: string;
-  /** Runs `fn` in a transaction: committed when it resolves, rolled back when it throws. */
+  /** When statements began to find the server unreachable (epoch ms); undefined while it answers. */
+  readonly unreachableSince: number | undefined;
+  /**
+   * Runs `fn` in a transaction: committed when it resolves, rolled back when it throws. On
+   * PostgreSQL `fn` runs again when the server went away before the commit (the first attempt was
+   * rolled back), so it must do nothing but database work.
+   */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /**
    * Runs `fn` on one connection held for its whole duration (advisory locks). Any advisory lock

@@ -160,6 +160,8 @@ function runChild(dir: string, startParams: readonly string[]): Promise<void> {
 
 class PgliteDb implements Db {
   readonly kind = "pglite";
+  /** In this process: never unreachable. */
+  readonly unreachableSince = undefined;
   readonly where: string;
   readonly #instance: Instance;
   #closing: Promise<void> | undefined;

@@ -69,6 +69,10 @@ class PostgresDb implements Db {
   readonly #log: Logger;
   /** When the current outage began; undefined while the server answers. */
   #unreachableSince: number | undefined;
+
+  get unreachableSince(): number | undefined {
+    return this.#unreachableSince;
+  }
   #closing: Promise<void> | undefined;
 
   constructor(opts: PostgresDbOptions) {

@@ -133,6 +133,11 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     const { bus, prefix } = await startTestBus(t, "e2e-outage");
     const replyTo = `runner-${randomUUID().slice(0, 8)}`;
     const events = await EventCollector.start(t, bus, replyTo);
+    const metricsPort = await freePort();
+    const health = async () => {
+      const r = await fetch(`http://127.0.0.1:${metricsPort}/healthz`);
+      return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+    };
     const orch = spawnGnomon(["orchestrator"], {
       env: {
         AMQP_URL: RABBIT_URL,
@@ -144,6 +149,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
         GNOMON_LABELS: "test",
         GNOMON_MAX_VMS: "1",
         GNOMON_LEASE_TTL: "60s",
+        GNOMON_METRICS_LISTEN: `127.0.0.1:${metricsPort}`,
       },
     });
     t.after(() => orch.child.kill("SIGKILL"));
@@ -172,14 +178,21 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     // The job's next state change (running, once the VM is up) falls into the outage and waits it out.
     await pgCluster("stop");
     await orch.waitForLog(/the database is unreachable/, 120_000);
+    const down = await health();
+    assert.equal(down.status, 503, "unhealthy while the database is out of reach");
+    assert.match(String(down.body["database"]), /^unreachable since /);
     await sleep(3_000);
     await pgCluster("start");
     await orch.waitForLog(/the database answers again/, 60_000);
+    assert.equal((await health()).status, 200);
     await events.until(job.id, (es) => logText(es).includes("tick 2"), 120_000, "the step's second line");
     await rabbitmqctl("stop_app");
+    await until(async () => (await health()).body["queue"] === "reconnecting", "unhealthy without RabbitMQ", 30_000);
+    assert.equal((await health()).status, 503);
     await sleep(5_000);
     await rabbitmqctl("start_app");
     await orch.waitForLog(/reconnected to rabbitmq/, 60_000);
+    await until(async () => (await health()).status === 200, "healthy again", 30_000);
 
     const got = await events.finished(job.id, 180_000);
     const lines = logText(got);

@@ -182,12 +182,14 @@ describe("RabbitMQ bus under faults", () => {
     await first.done;
     await until(() => p.deliveries.size >= 100, "some consumed");
     await rabbitmqctl("stop_app");
+    await until(() => !p.forge.connected, "the bus to notice the broker is gone");
     const during = publishStream(p.forge, p.label, 100, 100); // pending until the broker is back
     await rabbitmqctl("start_app");
     await during.done;
     await until(() => p.deliveries.size === 400, "every job consumed", 60_000);
     assert.deepEqual(new Set(p.deliveries.keys()), new Set([...first.ids, ...during.ids]));
     await until(() => p.events.size === 400, "every job's event reached the runner's stream");
+    assert.equal(p.forge.connected, true);
     assert.equal(p.pubLog.count(/lost the rabbitmq connection/, WARN), 1);
     assert.equal(p.conLog.count(/reconnected to rabbitmq/, INFO), 1);
   });

@@ -346,7 +346,9 @@ export function jobBusContract(name: string, harness: HarnessFactory): void {
     it("refuses work after stop with an error that says so", async (t) => {
       const h = await harness(t);
       const bus = await h.bus();
+      assert.equal(bus.connected, true, "a started bus is connected");
       await bus.stop(AbortSignal.timeout(5_000));
+      assert.equal(bus.connected, false, "a stopped bus is not");
       await bus.stop(AbortSignal.timeout(5_000)); // idempotent
       assert.equal(await bus.done, undefined, "a requested stop ends without an error");
       await assert.rejects(bus.publishJob(job(h.label())), BusStoppedError);
