@@ -18,7 +18,7 @@ await build({
   loader: { ".sql": "text" },
   define: { GNOMON_VERSION: JSON.stringify(pkg.version) },
   // Native or optional pieces stay outside the bundle and load from node_modules.
-  external: ["cpu-features", "pg-native", "@electric-sql/pglite", "ssh2"],
+  external: ["cpu-features", "pg-native", "@electric-sql/pglite", "ssh2", "bufferutil", "utf-8-validate"],
   banner: {
     js: "#!/usr/bin/env node\nimport { createRequire as __gnomonCreateRequire } from 'node:module'; const require = __gnomonCreateRequire(import.meta.url);",
   },

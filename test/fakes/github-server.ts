@@ -16,9 +16,10 @@ import {
 } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import type { TestContext } from "node:test";
 import { decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
+import { WebSocketServer } from "ws";
 
 // ------------------------------------------------------------------ public shapes
 
@@ -151,6 +152,8 @@ export interface FakeFaults {
   pollErrors: number;
   /** The next N step-log appends (classic) or blob uploads (v2) store the data and then answer 500. */
   uploadFailuresAfterStore: number;
+  /** While true, the live console WebSocket refuses connections (503). */
+  feedDown: boolean;
 }
 
 // ------------------------------------------------------------------ internals
@@ -260,6 +263,7 @@ export class FakeGitHubServer {
     renewFailing: false,
     pollErrors: 0,
     uploadFailuresAfterStore: 0,
+    feedDown: false,
   };
   /** Classic runners get a BrokerMigration message and then their jobs from the broker. */
   migrateToBroker = false;
@@ -278,6 +282,7 @@ export class FakeGitHubServer {
   readonly #jtis = new Set<string>();
   readonly #sessions = new Map<string, Session>();
   readonly #jobs = new Map<string, FakeJob>();
+  #sockets: WebSocketServer | undefined;
   readonly #blobSigs = new Map<string, string>();
   readonly #blobs = new Map<string, string>();
   #nextRunnerId = 41;
@@ -309,9 +314,12 @@ export class FakeGitHubServer {
     const server = createServer((req, res) => {
       void fake!.#serve(req, res);
     });
+    const sockets = new WebSocketServer({ noServer: true });
+    server.on("upgrade", (req, socket, head) => fake!.#upgrade(sockets, req, socket as Socket, head));
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const { port } = server.address() as AddressInfo;
     fake = new FakeGitHubServer(server, `http://127.0.0.1:${port}`, opts);
+    fake.#sockets = sockets;
     return fake;
   }
 
@@ -473,10 +481,38 @@ export class FakeGitHubServer {
     });
   }
 
+  /**
+   * The live console (spec 8.5): a WebSocket at /_ws/ingest.sock for a job's own token, taking
+   * {count, value, stepId, startLine} text messages; each lands in the job's `feed`.
+   */
+  #upgrade(sockets: WebSocketServer, req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const refuse = (status: string) => {
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    };
+    if ((req.url ?? "").split("?")[0] !== "/_ws/ingest.sock") return refuse("404 Not Found");
+    if (this.faults.feedDown) return refuse("503 Service Unavailable");
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+    const job = [...this.#jobs.values()].find((j) => token !== undefined && j.accessToken === token);
+    if (!job || job.state !== "acquired") return refuse("401 Unauthorized");
+    sockets.handleUpgrade(req, socket, head, (ws) => {
+      ws.on("message", (data, isBinary) => {
+        const b = isBinary ? undefined : (JSON.parse(data.toString()) as Record<string, unknown>);
+        const value = b?.["value"];
+        if (!b || !Array.isArray(value) || b["count"] !== value.length || !(Number(b["startLine"]) >= 1)) {
+          ws.close(1003, "bad feed message");
+          return;
+        }
+        job.feed.push({ stepId: String(b["stepId"]), startLine: Number(b["startLine"]), lines: value as string[] });
+        this.#changes.emit("change");
+      });
+    });
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.#changes.emit("close");
+    for (const ws of this.#sockets?.clients ?? []) ws.terminate();
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
@@ -600,7 +636,7 @@ export class FakeGitHubServer {
       authorization: { scheme: "OAuth", parameters: { AccessToken: String(_accessToken) } },
       data: {
         ResultsServiceUrl: `${this.url}/results/`,
-        FeedStreamUrl: "ws://127.0.0.1:1/_ws/ingest.sock",
+        FeedStreamUrl: `${this.url.replace(/^http:/, "ws:")}/_ws/ingest.sock`,
         CacheServerUrl: `${this.url}/cache/`,
         GenerateIdTokenUrl: "",
         ServerId: "",

@@ -186,6 +186,7 @@ export class HeldJob {
     } catch (err) {
       log.error({ err: asError(err) }, "could not complete the job on GitHub");
     } finally {
+      channel.dispose?.();
       this.#renewLoop.stop();
       await this.#renewLoop.done;
     }

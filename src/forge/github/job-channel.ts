@@ -14,6 +14,8 @@ export interface JobChannel {
   sync(report: JobReport, signal: AbortSignal): Promise<void>;
   /** Final sync, the job log, and the completion with result and outputs. The report must be finished. */
   complete(report: JobReport, signal: AbortSignal): Promise<void>;
+  /** Lets go of what the channel holds open (the live console socket); the job is over. */
+  dispose?(): void;
 }
 
 /** Timings of the channels, defaults as the official runner's; tests shorten them. */

@@ -1,11 +1,13 @@
 // The v2 job channel (spec 6.4, 6.5): renewjob/completejob on the run service with the job's token,
 // step progress and logs through the Results service. Step logs go up once the step has finished
 // (one block, idempotent on retry); the live console needs the FeedStream WebSocket (not sent yet).
+import { type Logger, rootLogger } from "../../telemetry/log.js";
 import { GitHubApiError, JobGoneError } from "./errors.js";
 import { apiError, type HttpCall, type HttpClient, readJson } from "./http.js";
 import type { ChannelTimings, JobChannel } from "./job-channel.js";
 import type { JobReport, ReportIssue, ReportRecord } from "./job-report.js";
 import { toTaskResult } from "./job-report.js";
+import { LiveFeed } from "./live-feed.js";
 import { ResultsClient, type ResultsStep } from "./results.js";
 import { withRetries } from "./retry.js";
 import type { GitHubJob } from "./to-job-request.js";
@@ -22,7 +24,12 @@ export interface RunServiceChannelOptions {
   readonly job: GitHubJob;
   readonly http: HttpClient;
   readonly timings: ChannelTimings;
+  /** For the live console socket's failures (debug level). */
+  readonly log?: Logger;
 }
+
+/** Lines per live console message, as the official runner sends them. */
+const FEED_BATCH_LINES = 100;
 
 const iso = (ms: number | null): string | undefined => (ms === null ? undefined : new Date(ms).toISOString());
 
@@ -61,6 +68,7 @@ export class RunServiceChannel implements JobChannel {
   readonly #results: ResultsClient | undefined;
   readonly #sent = new Map<string, number>();
   readonly #uploaded = new Set<string>();
+  readonly #feed: LiveFeed | undefined;
   #changeOrder = 1;
 
   constructor(opts: RunServiceChannelOptions) {
@@ -74,6 +82,14 @@ export class RunServiceChannel implements JobChannel {
           planId: job.planId,
           jobId: job.jobId,
           timeoutMs: opts.timings.callTimeoutMs,
+        })
+      : undefined;
+    this.#feed = job.feedStreamUrl
+      ? new LiveFeed({
+          url: job.feedStreamUrl,
+          token: job.accessToken,
+          userAgent: opts.http.userAgent,
+          log: opts.log ?? rootLogger(),
         })
       : undefined;
   }
@@ -104,9 +120,9 @@ export class RunServiceChannel implements JobChannel {
   }
 
   async sync(report: JobReport, signal: AbortSignal): Promise<void> {
+    await this.#sendLive(report);
     const results = this.#results;
     if (!results) return;
-    for (const r of report.records) r.live.splice(0); // no live console without the FeedStream socket
     const changed = report.records.filter((r) => (this.#sent.get(r.id) ?? 0) < r.version);
     if (changed.length > 0) {
       const versions = changed.map((r) => [r.id, r.version] as const);
@@ -139,6 +155,7 @@ export class RunServiceChannel implements JobChannel {
     const outcome = report.outcome;
     if (!outcome) throw new Error("complete() needs a finished report");
     await this.sync(report, signal);
+    this.#feed?.close();
     const results = this.#results;
     if (results) {
       const all = report.records.flatMap((r) => r.lines);
@@ -173,6 +190,21 @@ export class RunServiceChannel implements JobChannel {
         signal,
       },
     );
+  }
+
+  dispose(): void {
+    this.#feed?.close();
+  }
+
+  /** The lines of running steps, to the live console while there is one; dropped otherwise. */
+  async #sendLive(report: JobReport): Promise<void> {
+    for (const r of report.records)
+      while (r.live.length > 0) {
+        const batch = r.live.splice(0, FEED_BATCH_LINES);
+        const startLine = r.liveStart;
+        r.liveStart += batch.length;
+        if (this.#feed?.live) await this.#feed.send(r.id, startLine, batch);
+      }
   }
 
   #retry<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {

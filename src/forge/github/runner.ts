@@ -525,7 +525,7 @@ export class GitHubRunner implements Service {
   #channelFor(job: GitHubJob): JobChannel {
     const reg = this.#o.registration;
     return job.flow === "run-service"
-      ? new RunServiceChannel({ job, http: this.#http, timings: this.#t.channel })
+      ? new RunServiceChannel({ job, http: this.#http, timings: this.#t.channel, log: this.#log })
       : new ClassicChannel({
           job,
           http: this.#http,

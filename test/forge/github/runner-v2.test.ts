@@ -283,6 +283,49 @@ describe("github runner, broker flow (github.com)", () => {
     );
   });
 
+  it("streams a running step's lines to the live console before the step ends, masked", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
+    const { orchestrator } = await startRunner(t, fake);
+    const job = fake.queueJob({ labels: ["debian-12"], secrets: { MY_SECRET: SECRET } });
+    const req = await orchestrator.nextJob();
+    const message = fake.jobMessage(job.jobId, "v2") as { steps: { id: string }[] };
+    const all = happyEvents(["compiling 1/3", `with ${SECRET}`, "compiling 3/3"]);
+    await orchestrator.emit(req, ...all.slice(0, 8)); // up to the second step's lines, not its end
+    const step = message.steps[1]!.id;
+    await fake.waitFor(
+      () =>
+        fake
+          .job(job.jobId)
+          .feed.filter((f) => f.stepId === step)
+          .flatMap((f) => f.lines).length >= 3,
+      "the step's lines on the live console",
+    );
+    assert.equal(fake.job(job.jobId).stepLogs.has(step), false, "the step has not ended: its log is not uploaded yet");
+    const live = fake.job(job.jobId).feed.filter((f) => f.stepId === step);
+    assert.deepEqual(
+      live.flatMap((f) => f.lines),
+      ["compiling 1/3", "with ***", "compiling 3/3"],
+    );
+    assert.equal(live[0]?.startLine, 1);
+    await orchestrator.emit(req, ...all.slice(8));
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed");
+    assert.equal(fake.job(job.jobId).conclusion, "succeeded");
+  });
+
+  it("without a live console (the socket is refused) still uploads every step's log", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
+    fake.faults.feedDown = true;
+    const { orchestrator } = await startRunner(t, fake);
+    const job = fake.queueJob({ labels: ["debian-12"] });
+    const req = await orchestrator.nextJob();
+    await orchestrator.emit(req, ...happyEvents(["one", "two"]));
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed");
+    assert.equal(fake.job(job.jobId).conclusion, "succeeded");
+    assert.deepEqual(fake.job(job.jobId).feed, []);
+    const logs = [...fake.job(job.jobId).stepLogs.values()].map((l) => l.content).join("\n");
+    assert.match(logs, /one\n.*two/s);
+  });
+
   it("does not poll for jobs while every slot is taken", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
     const slots = new Slots(1);
