@@ -486,14 +486,20 @@ export class FakeGitHubServer {
    * {count, value, stepId, startLine} text messages; each lands in the job's `feed`.
    */
   #upgrade(sockets: WebSocketServer, req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const refuse = (status: string) => {
-      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-    };
-    if ((req.url ?? "").split("?")[0] !== "/_ws/ingest.sock") return refuse("404 Not Found");
-    if (this.faults.feedDown) return refuse("503 Service Unavailable");
     const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
     const job = [...this.#jobs.values()].find((j) => token !== undefined && j.accessToken === token);
-    if (!job || job.state !== "acquired") return refuse("401 Unauthorized");
+    const refusal =
+      (req.url ?? "").split("?")[0] !== "/_ws/ingest.sock"
+        ? "404 Not Found"
+        : this.faults.feedDown
+          ? "503 Service Unavailable"
+          : job?.state !== "acquired"
+            ? "401 Unauthorized"
+            : undefined;
+    if (refusal !== undefined || !job) {
+      socket.end(`HTTP/1.1 ${refusal}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      return;
+    }
     sockets.handleUpgrade(req, socket, head, (ws) => {
       ws.on("message", (data, isBinary) => {
         const b = isBinary ? undefined : (JSON.parse(data.toString()) as Record<string, unknown>);
