@@ -1,12 +1,12 @@
 // The host executor: runs a job's processes on this machine, each run in its own process group
 // inside a per-job directory, so that an abort or a timeout stops the whole tree (TERM, then KILL).
 // Only for tests and explicit `NAME=host` labels: it never isolates a job from this host.
+
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
 import { chmod, cp, lstat, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join, relative, sep } from "node:path";
-import { StringDecoder } from "node:string_decoder";
 import {
   type Executor,
   type ExecutorPlatform,
@@ -15,6 +15,7 @@ import {
   type RunResult,
   type UploadOptions,
 } from "./executor.js";
+import { LineSplitter } from "./lines.js";
 
 export interface HostExecutorOptions {
   /** Where the per-job directory is created; default the system temp directory. */
@@ -258,23 +259,10 @@ function pipeLines(
     done();
     return;
   }
-  const decoder = new StringDecoder("utf8");
-  let pending = "";
-  const emit = (text: string) => {
-    pending += text;
-    let nl = pending.indexOf("\n");
-    while (nl >= 0) {
-      const line = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-      onLine(stream, line.endsWith("\r") ? line.slice(0, -1) : line);
-      nl = pending.indexOf("\n");
-    }
-  };
-  source.on("data", (chunk: Buffer) => emit(decoder.write(chunk)));
+  const lines = new LineSplitter((line) => onLine(stream, line));
+  source.on("data", (chunk: Buffer) => lines.push(chunk));
   source.once("close", () => {
-    emit(decoder.end());
-    if (pending.length > 0) onLine(stream, pending.endsWith("\r") ? pending.slice(0, -1) : pending);
-    pending = "";
+    lines.end();
     done();
   });
 }

@@ -6,7 +6,6 @@
 import { lstat, readdir, readlink } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { Transform } from "node:stream";
-import { StringDecoder } from "node:string_decoder";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Client, type ClientChannel, type SFTPWrapper } from "ssh2";
 import { create as createTar } from "tar";
@@ -18,6 +17,7 @@ import {
   type RunResult,
   type UploadOptions,
 } from "./executor.js";
+import { LineSplitter } from "./lines.js";
 
 /** Where to connect; the VM layer's SshEndpoint has this shape. */
 export interface SshTarget {
@@ -223,8 +223,8 @@ export class SshExecutor implements Executor {
       let noCwd = false;
       let aborted = false;
       let outputTimer: NodeJS.Timeout | undefined;
-      const out = lineSplitter((line) => opts.onLine("stdout", line));
-      const err = lineSplitter((line) => {
+      const out = new LineSplitter((line) => opts.onLine("stdout", line));
+      const err = new LineSplitter((line) => {
         if (pgid === undefined && line.startsWith(PID_MARK)) {
           pgid = Number(line.slice(PID_MARK.length));
           if (aborted) void this.#killGroup(pgid);
@@ -497,28 +497,6 @@ async function mkdirpWith(sftp: SFTPWrapper, path: string): Promise<void> {
       });
     } else if (!(await isRemoteDir(sftp, path))) throw err;
   }
-}
-
-/** Splits a byte stream into lines without their line endings ("\n" or "\r\n"). */
-function lineSplitter(onLine: (line: string) => void): { push(b: Buffer): void; end(): void } {
-  const decoder = new StringDecoder("utf8");
-  let pending = "";
-  const emit = (text: string) => {
-    pending += text;
-    for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
-      const line = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-      onLine(line.endsWith("\r") ? line.slice(0, -1) : line);
-    }
-  };
-  return {
-    push: (b) => emit(decoder.write(b)),
-    end: () => {
-      emit(decoder.end());
-      if (pending) onLine(pending.endsWith("\r") ? pending.slice(0, -1) : pending);
-      pending = "";
-    },
-  };
 }
 
 /** `runner.os` for a `uname -s`. */

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { type Executor, FileNotFoundError, type RunResult } from "../../src/executor/executor.js";
+import { MAX_LINE_CHARS } from "../../src/executor/lines.js";
 
 /** Makes a fresh executor for one test; the suite closes it when the test ends. */
 export type ExecutorFactory = (t: TestContext) => Promise<Executor>;
@@ -112,6 +113,19 @@ export function executorContract(name: string, make: ExecutorFactory, options: C
       const ex = await open(t);
       const { stdout } = await sh(ex, "printf 'pie'; sleep 0.2; printf 'ce\\n\\n'; printf 'last\\n'");
       assert.deepEqual(stdout, ["piece", "", "last"]);
+    });
+
+    it("cuts output without newlines into lines of at most 64 Ki characters, losing nothing", async (t) => {
+      const ex = await open(t);
+      // 1 MiB of "a" then "b\n": a step that prints a binary or minified file.
+      const { result, stdout } = await sh(ex, "head -c 1048576 /dev/zero | tr '\\0' a; printf 'b\\nnext\\n'");
+      assert.equal(result.exitCode, 0);
+      assert.ok(
+        stdout.every((l) => l.length <= MAX_LINE_CHARS),
+        `longest ${Math.max(...stdout.map((l) => l.length))}`,
+      );
+      assert.equal(stdout.join(""), `${"a".repeat(1048576)}bnext`);
+      assert.equal(stdout.at(-1), "next");
     });
 
     it("delivers each line as it is written, before the program ends", async (t) => {

@@ -1,0 +1,41 @@
+// Output bytes into lines: endings, UTF-8 split across chunks, and lines too long to keep whole.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { LineSplitter } from "../../src/executor/lines.js";
+
+function split(chunks: readonly (string | Buffer)[], max?: number): string[] {
+  const out: string[] = [];
+  const s = new LineSplitter((l) => out.push(l), max);
+  for (const c of chunks) s.push(typeof c === "string" ? Buffer.from(c) : c);
+  s.end();
+  return out;
+}
+
+describe("line splitting", () => {
+  it("drops \\n and \\r\\n endings, keeps empty lines and a last unterminated line", () => {
+    assert.deepEqual(split(["a\nb\r\n\nc"]), ["a", "b", "", "c"]);
+    assert.deepEqual(split(["par", "t\r", "\nx\n"]), ["part", "x"]);
+  });
+
+  it("decodes a character whose bytes arrive in two chunks", () => {
+    const euro = Buffer.from("€\n");
+    assert.deepEqual(split([euro.subarray(0, 1), euro.subarray(1)]), ["€"]);
+  });
+
+  it("cuts a line longer than the limit into pieces of the limit, in order, nothing lost", () => {
+    assert.deepEqual(split(["abcdefghij\n"], 4), ["abcd", "efgh", "ij"]);
+    assert.deepEqual(split(["abcd\n"], 4), ["abcd"], "a line of exactly the limit stays whole");
+    assert.deepEqual(split(["abcd\r\n"], 4), ["abcd"], "also with a CRLF ending");
+    assert.deepEqual(split(["ab", "cd", "ef", "gh", "i"], 4), ["abcd", "efgh", "i"]);
+  });
+
+  it("stays linear on megabytes without a newline", () => {
+    const chunk = Buffer.alloc(64 * 1024, "x");
+    const started = performance.now();
+    const out = split(Array.from({ length: 160 }, () => chunk)); // 10 MiB
+    assert.equal(out.join("").length, 10 * 1024 * 1024);
+    assert.ok(out.every((l) => l.length <= 64 * 1024));
+    // The old splitter rescanned and re-concatenated the whole pending text per chunk (~minutes).
+    assert.ok(performance.now() - started < 5_000, `took ${Math.round(performance.now() - started)} ms`);
+  });
+});
