@@ -1,10 +1,12 @@
 // Splits a process's output bytes into lines without their endings ("\n" or "\r\n"), decoding
 // UTF-8 across chunk boundaries. A line longer than MAX_LINE_CHARS (a step that prints a binary
-// file, a minified bundle) is cut into pieces of that size, so output without newlines can neither
-// grow without bound in memory nor make the scan quadratic.
+// file, a minified bundle) is cut into pieces, so output without newlines can neither grow without
+// bound in memory nor make the scan quadratic. A piece ends after the last blank in its second half
+// where there is one: secret masking works per line, and a token is never cut in two that way.
+// Only a run of over half a MiB without any blank is cut hard.
 import { StringDecoder } from "node:string_decoder";
 
-export const MAX_LINE_CHARS = 64 * 1024;
+export const MAX_LINE_CHARS = 1024 * 1024;
 
 export class LineSplitter {
   readonly #onLine: (line: string) => void;
@@ -40,8 +42,9 @@ export class LineSplitter {
     }
     this.#pending += text.slice(start);
     while (this.#pending.length > this.#max) {
-      this.#onLine(this.#pending.slice(0, this.#max));
-      this.#pending = this.#pending.slice(this.#max);
+      const cut = this.#cutAt(this.#pending);
+      this.#onLine(this.#pending.slice(0, cut));
+      this.#pending = this.#pending.slice(cut);
     }
   }
 
@@ -49,10 +52,18 @@ export class LineSplitter {
     let rest = line;
     // A "\r" ending is not part of the line: one character over with it is still whole.
     while (rest.length > this.#max && !(rest.length === this.#max + 1 && rest.endsWith("\r"))) {
-      this.#onLine(rest.slice(0, this.#max));
-      rest = rest.slice(this.#max);
+      const cut = this.#cutAt(rest);
+      this.#onLine(rest.slice(0, cut));
+      rest = rest.slice(cut);
     }
     this.#emit(rest);
+  }
+
+  /** Where to cut a too-long text: after the last blank in [max/2, max), else at max. */
+  #cutAt(text: string): number {
+    const half = Math.floor(this.#max / 2);
+    const blank = Math.max(text.lastIndexOf(" ", this.#max - 1), text.lastIndexOf("\t", this.#max - 1));
+    return blank >= half ? blank + 1 : this.#max;
   }
 
   #emit(line: string): void {

@@ -1,7 +1,7 @@
 // Output bytes into lines: endings, UTF-8 split across chunks, and lines too long to keep whole.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { LineSplitter } from "../../src/executor/lines.js";
+import { LineSplitter, MAX_LINE_CHARS } from "../../src/executor/lines.js";
 
 function split(chunks: readonly (string | Buffer)[], max?: number): string[] {
   const out: string[] = [];
@@ -29,12 +29,22 @@ describe("line splitting", () => {
     assert.deepEqual(split(["ab", "cd", "ef", "gh", "i"], 4), ["abcd", "efgh", "i"]);
   });
 
+  it("cuts after the last blank of a piece, so a token is never split (masking works per line)", () => {
+    assert.deepEqual(split(["aa bb cccc dd\n"], 8), ["aa bb ", "cccc dd"]);
+    assert.deepEqual(
+      split(["aaa bbbbbbbbbb\n"], 8),
+      ["aaa bbbb", "bbbbbb"],
+      "a blank in the first half is no cut point",
+    );
+  });
+
   it("stays linear on megabytes without a newline", () => {
     const chunk = Buffer.alloc(64 * 1024, "x");
+    const max = MAX_LINE_CHARS;
     const started = performance.now();
     const out = split(Array.from({ length: 160 }, () => chunk)); // 10 MiB
     assert.equal(out.join("").length, 10 * 1024 * 1024);
-    assert.ok(out.every((l) => l.length <= 64 * 1024));
+    assert.ok(out.every((l) => l.length <= max));
     // The old splitter rescanned and re-concatenated the whole pending text per chunk (~minutes).
     assert.ok(performance.now() - started < 5_000, `took ${Math.round(performance.now() - started)} ms`);
   });
