@@ -124,6 +124,8 @@ describe("RabbitMQ bus under faults", () => {
       ["publisher", p.pubLog],
       ["consumer", p.conLog],
     ] as const) {
+      // A restored consumer can take jobs before its connection logs that it is back.
+      await until(() => l.count(/reconnected to rabbitmq/, INFO) >= 2, `${side}: the second all-clear line`);
       assert.equal(l.count(/lost the rabbitmq connection/, WARN), 2, `${side}: one warning per outage`);
       assert.equal(l.count(/reconnected to rabbitmq/, INFO), 2, `${side}: one line per recovery`);
     }
@@ -190,6 +192,8 @@ describe("RabbitMQ bus under faults", () => {
     assert.deepEqual(new Set(p.deliveries.keys()), new Set([...first.ids, ...during.ids]));
     await until(() => p.events.size === 400, "every job's event reached the runner's stream");
     assert.equal(p.forge.connected, true);
+    // A restored consumer takes jobs before its connection logs that it is back: wait for the line.
+    await until(() => p.conLog.count(/reconnected to rabbitmq/, INFO) > 0, "the consumer's all-clear line");
     assert.equal(p.pubLog.count(/lost the rabbitmq connection/, WARN), 1);
     assert.equal(p.conLog.count(/reconnected to rabbitmq/, INFO), 1);
   });
