@@ -4,7 +4,7 @@
 import { FileNotFoundError } from "../executor/executor.js";
 import { type ActionDefinition, parseActionFile } from "../workflow/action-file.js";
 import { WorkflowError } from "../workflow/errors.js";
-import { runGitFetch } from "./git-fetch.js";
+import { hasGitSomewhere, runGitFetch } from "./git-fetch.js";
 import type { JobRuntime } from "./runtime.js";
 
 export type ActionReference =
@@ -101,7 +101,7 @@ async function gitFetch(
   signal: AbortSignal,
 ): Promise<string> {
   const name = `${ref.owner}/${ref.repo}@${ref.ref}`;
-  if (!job.facts.hasGit && !(await job.hostGit?.get()))
+  if (!(await hasGitSomewhere(job)))
     throw new ActionUnavailableError(
       job.hostGit
         ? `${name} must be fetched with git, and neither the machine nor the gnomon host has git; install git in the image`

@@ -4,7 +4,7 @@
 import type { StepSpec } from "../contract/job-request.js";
 import { evaluateStringMap } from "../workflow/expressions.js";
 import type { ActionReference } from "./action-source.js";
-import { runGitFetch } from "./git-fetch.js";
+import { hasGitSomewhere, runGitFetch } from "./git-fetch.js";
 import type { Conclusion } from "./runtime.js";
 import { annotate } from "./step-output.js";
 import { evaluateIn, resolvePath, type StepBody, type StepCall } from "./step-runner.js";
@@ -88,8 +88,7 @@ export async function runCheckout(call: StepCall, step: Extract<StepSpec, { kind
     return { result: "success", outputs: { ref: String(github["ref"] ?? ""), commit: String(github["sha"] ?? "") } };
   }
 
-  const hostGit = job.facts.hasGit ? undefined : await job.hostGit?.get();
-  if (!job.facts.hasGit && !hostGit) {
+  if (!(await hasGitSomewhere(job))) {
     annotate(
       frame,
       "error",

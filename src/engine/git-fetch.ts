@@ -4,7 +4,7 @@
 // actions still work there. The host side is fenced in: no user or system git configuration (no
 // credential helpers, no ssh keys), only http(s) transports, no prompts.
 import { randomUUID } from "node:crypto";
-import type { Executor } from "../executor/executor.js";
+import type { Executor, RunResult } from "../executor/executor.js";
 import type { JobRuntime } from "./runtime.js";
 
 export interface GitFetch {
@@ -16,18 +16,6 @@ export interface GitFetch {
   readonly env: Readonly<Record<string, string>>;
   readonly signal: AbortSignal;
   readonly onLine: (stream: "stdout" | "stderr", line: string) => void;
-}
-
-export interface GitFetchResult {
-  readonly exitCode: number | null;
-  readonly signal: string | null;
-  /** Where it ran: "machine", or "host" when the machine has no git. */
-  readonly where: "machine" | "host";
-}
-
-export class NoGitError extends Error {
-  override readonly name = "NoGitError";
-  readonly code = "engine.no-git";
 }
 
 /**
@@ -65,28 +53,27 @@ export class HostGit {
   }
 }
 
+/** True when a fetch can run: the machine has git, or the gnomon host has it and is offered. */
+export async function hasGitSomewhere(job: JobRuntime): Promise<boolean> {
+  return job.facts.hasGit || (await job.hostGit?.get()) !== undefined;
+}
+
 /**
  * Runs `f.script` where git is. On the host it fetches into a fresh host folder and then copies
  * that folder's contents into `f.targetDir` on the machine (which is emptied first).
  */
-export async function runGitFetch(job: JobRuntime, f: GitFetch): Promise<GitFetchResult> {
-  if (job.facts.hasGit) {
-    const r = await job.executor.run({
+export async function runGitFetch(job: JobRuntime, f: GitFetch): Promise<RunResult> {
+  if (job.facts.hasGit)
+    return job.executor.run({
       argv: ["sh", "-c", f.script],
       env: { ...f.env, [f.dirVar]: f.targetDir },
       cwd: job.paths.temp,
       signal: f.signal,
       onLine: f.onLine,
     });
-    return { ...r, where: "machine" };
-  }
   const host = await job.hostGit?.get();
-  if (!host)
-    throw new NoGitError(
-      job.hostGit
-        ? "the machine has no git, and neither has the gnomon host: install git in the image (or on the host)"
-        : "the machine has no git: install git in the image",
-    );
+  // Callers say what is missing in their own words first (hasGitSomewhere).
+  if (!host) throw new Error("runGitFetch: neither the machine nor the gnomon host has git");
   const dir = `${host.platform.tempDir}/git-fetch-${randomUUID()}`;
   const scratch = `${dir}.home`;
   await host.mkdirp(scratch);
@@ -98,10 +85,10 @@ export async function runGitFetch(job: JobRuntime, f: GitFetch): Promise<GitFetc
       signal: f.signal,
       onLine: f.onLine,
     });
-    if (r.exitCode !== 0) return { ...r, where: "host" };
+    if (r.exitCode !== 0) return r;
     await emptyDir(job.executor, job.paths.temp, f.targetDir, f.signal);
     await job.executor.uploadDir(dir, f.targetDir, { signal: f.signal });
-    return { ...r, where: "host" };
+    return r;
   } finally {
     await removeDirs(host, [dir, scratch]);
   }

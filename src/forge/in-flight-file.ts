@@ -11,12 +11,15 @@ export class InFlightFile<T> {
   readonly #path: string;
   readonly #log: Logger;
   readonly #isEntry: (x: unknown) => x is T;
+  readonly #keyOf: (entry: T) => string;
   readonly #entries = new Map<string, T>();
   #writing: Promise<void> = Promise.resolve();
 
-  constructor(path: string, isEntry: (x: unknown) => x is T, log: Logger) {
+  /** `isEntry` keeps what a damaged or older file holds out; `keyOf` names an entry for remove(). */
+  constructor(path: string, isEntry: (x: unknown) => x is T, keyOf: (entry: T) => string, log: Logger) {
     this.#path = path;
     this.#isEntry = isEntry;
+    this.#keyOf = keyOf;
     this.#log = log;
   }
 
@@ -38,8 +41,8 @@ export class InFlightFile<T> {
     }
   }
 
-  add(key: string, entry: T): Promise<void> {
-    this.#entries.set(key, entry);
+  add(entry: T): Promise<void> {
+    this.#entries.set(this.#keyOf(entry), entry);
     return this.#save();
   }
 

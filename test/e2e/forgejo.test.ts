@@ -15,7 +15,7 @@ import { Config } from "../../src/config/schema.js";
 import { LOST_RUNNER_LINE } from "../../src/forge/forgejo/in-flight-tasks.js";
 import type { ForgejoRunner } from "../../src/forge/forgejo/runner.js";
 import { type FakeForgejo, startFakeForgejo, type TaskView } from "../fakes/forgejo-server.js";
-import { GNOMON_BIN, runGnomon } from "../support/cli.js";
+import { GNOMON_BIN, registerForgejoWithCli } from "../support/cli.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import {
   assertEachSaidOnce,
@@ -54,33 +54,6 @@ function workflow(
     .map(([k, v]) => `      ${k}: ${v}\n`)
     .join("");
   return `name: ci\non: push\njobs:\n  build:\n    runs-on: ${runsOn}\n${outs ? `    outputs:\n${outs}` : ""}    steps:\n${body}\n`;
-}
-
-/** `gnomon forgejo register` through the shipped bundle; returns the credentials file it wrote. */
-async function registerWithCli(forgejo: FakeForgejo, labels: string): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), "gnomon-e2e-forgejo-"));
-  const file = join(dir, ".runner");
-  const reg = await runGnomon(
-    [
-      "forgejo",
-      "register",
-      "--no-interactive",
-      "--instance",
-      forgejo.url,
-      "--token",
-      forgejo.registrationToken,
-      "--name",
-      "e2e",
-      "--labels",
-      labels,
-      "--credentials-file",
-      file,
-    ],
-    { cwd: dir },
-  );
-  assert.equal(reg.code, 0, reg.stderr);
-  assert.ok(existsSync(file), reg.stdout);
-  return file;
 }
 
 /** The Forgejo runner role exactly as `gnomon up` builds it from configuration, started. */
@@ -142,7 +115,7 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
 
   it("runs a two-step workflow in a VM: Forgejo holds every line in order, both step states and success", async (t) => {
     const { forgejo, stage } = await startForgejoStage(t, "e2e-fj-ok");
-    const file = await registerWithCli(forgejo, "linux:vm:test");
+    const file = await registerForgejoWithCli(forgejo, "linux:vm:test");
     const runner = await startRunner(stage, file);
     const jobId = forgejo.queueJob({
       workflow: workflow(
@@ -221,7 +194,7 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
 
   it("ends a failing workflow as failure, with the failing step marked and the steps after it not run", async (t) => {
     const { forgejo, stage } = await startForgejoStage(t, "e2e-fj-fail");
-    const file = await registerWithCli(forgejo, "linux:vm:test");
+    const file = await registerForgejoWithCli(forgejo, "linux:vm:test");
     await startRunner(stage, file);
     const jobId = forgejo.queueJob({
       workflow: workflow("linux", [
@@ -257,7 +230,7 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
 
   it("stops the job in its VM when the task is cancelled on Forgejo, and no QEMU process of it is left", async (t) => {
     const { forgejo, stage } = await startForgejoStage(t, "e2e-fj-cancel");
-    const file = await registerWithCli(forgejo, "linux:vm:test");
+    const file = await registerForgejoWithCli(forgejo, "linux:vm:test");
     const runner = await startRunner(stage, file);
     const jobId = forgejo.queueJob({
       workflow: workflow("linux", [
@@ -303,7 +276,7 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
   it("with capacity 1 and three queued tasks never holds more than one (host label: the VM adds nothing here)", async (t) => {
     // The orchestrator could run all three at once (maxVms 3), so only the runner's capacity limits.
     const { forgejo, stage } = await startForgejoStage(t, "e2e-fj-cap", { hostLabels: ["local:host"], maxVms: 3 });
-    const file = await registerWithCli(forgejo, "local:host");
+    const file = await registerForgejoWithCli(forgejo, "local:host");
     const uuid = (JSON.parse(readFileSync(file, "utf8")) as { uuid: string }).uuid;
     const jobs = [1, 2, 3].map((n) =>
       forgejo.queueJob({ workflow: workflow("local", [{ name: `job ${n}`, run: `echo "job ${n}"\nsleep 2` }]) }),
@@ -336,21 +309,7 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
     const prefix = testPrefix("e2e-fj-up");
     const dir = mkdtempSync(join(tmpdir(), "gnomon-e2e-up-"));
     const dataDir = join(dir, "data");
-    const reg = await runGnomon(
-      [
-        "forgejo",
-        "register",
-        "--no-interactive",
-        "--instance",
-        forgejo.url,
-        "--token",
-        forgejo.registrationToken,
-        "--labels",
-        "linux:vm:test",
-      ],
-      { cwd: dir },
-    );
-    assert.equal(reg.code, 0, reg.stderr);
+    await registerForgejoWithCli(forgejo, "linux:vm:test", dir);
 
     const up = spawnUp(dir, {
       AMQP_URL: RABBIT_URL,
@@ -409,21 +368,7 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
     const forgejo = await startFakeForgejo(undefined);
     const dir = mkdtempSync(join(tmpdir(), "gnomon-e2e-crash-"));
     const dataDir = join(dir, "data");
-    const reg = await runGnomon(
-      [
-        "forgejo",
-        "register",
-        "--no-interactive",
-        "--instance",
-        forgejo.url,
-        "--token",
-        forgejo.registrationToken,
-        "--labels",
-        "linux:vm:test",
-      ],
-      { cwd: dir },
-    );
-    assert.equal(reg.code, 0, reg.stderr);
+    await registerForgejoWithCli(forgejo, "linux:vm:test", dir);
     // The embedded defaults (in-process queue, PGlite under the data directory): one host, as most run it.
     const env = {
       GNOMON_DATA_DIR: dataDir,

@@ -1,5 +1,9 @@
 // Runs the shipped program (dist/gnomon.mjs, the package bin; `npm run build` first) as a user would.
+import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const GNOMON_BIN = fileURLToPath(new URL("../../dist/gnomon.mjs", import.meta.url));
@@ -103,4 +107,37 @@ export function spawnGnomon(
       });
     },
   };
+}
+
+/**
+ * `gnomon forgejo register` through the shipped bundle, non-interactive, in `cwd` (a fresh folder
+ * by default); returns the credentials file it wrote there (`.runner`).
+ */
+export async function registerForgejoWithCli(
+  forgejo: { readonly url: string; readonly registrationToken: string },
+  labels: string,
+  cwd = mkdtempSync(join(tmpdir(), "gnomon-forgejo-reg-")),
+): Promise<string> {
+  const file = join(cwd, ".runner");
+  const reg = await runGnomon(
+    [
+      "forgejo",
+      "register",
+      "--no-interactive",
+      "--instance",
+      forgejo.url,
+      "--token",
+      forgejo.registrationToken,
+      "--name",
+      "e2e",
+      "--labels",
+      labels,
+      "--credentials-file",
+      file,
+    ],
+    { cwd },
+  );
+  assert.equal(reg.code, 0, reg.stderr);
+  assert.ok(existsSync(file), reg.stdout);
+  return file;
 }

@@ -17,29 +17,9 @@ export interface InFlightTask {
 export const LOST_RUNNER_LINE =
   "gnomon: the runner process that held this job stopped unexpectedly (crash, kill or power loss); its successor ended the job as failed and stopped it in its VM. Re-run the job.";
 
-/** The Forgejo runner's file of held tasks (see InFlightFile). */
-export class InFlightTasks {
-  readonly #file: InFlightFile<InFlightTask>;
-
-  constructor(path: string, log: Logger) {
-    this.#file = new InFlightFile(path, isInFlightTask, log);
-  }
-
-  leftovers(): Promise<InFlightTask[]> {
-    return this.#file.leftovers();
-  }
-
-  add(task: InFlightTask): Promise<void> {
-    return this.#file.add(task.jobId, task);
-  }
-
-  remove(jobId: string): Promise<void> {
-    return this.#file.remove(jobId);
-  }
-
-  clear(): Promise<void> {
-    return this.#file.clear();
-  }
+/** The Forgejo runner's file of held tasks (see InFlightFile), one entry per job. */
+export function inFlightTasksFile(path: string, log: Logger): InFlightFile<InFlightTask> {
+  return new InFlightFile(path, isInFlightTask, (t) => t.jobId, log);
 }
 
 function isInFlightTask(t: unknown): t is InFlightTask {

@@ -7,13 +7,14 @@ import { deferred, type Service } from "../../lifecycle/service.js";
 import type { Slot } from "../../lifecycle/slots.js";
 import type { EventDelivery, JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
+import type { InFlightFile } from "../in-flight-file.js";
 import { OrphanJobs } from "../orphan-jobs.js";
 import { unservedNotice, warnUnservedLabels } from "../unserved-labels.js";
 import type { TaskCapacity } from "./capacity.js";
 import { type ForgejoClient, type ForgejoTask, forgejoClient } from "./client.js";
 import type { RunnerCredentials } from "./credentials-file.js";
 import { asError, isTransient, JobSkippedError } from "./errors.js";
-import { failLostTask, type InFlightTask, InFlightTasks } from "./in-flight-tasks.js";
+import { failLostTask, type InFlightTask, inFlightTasksFile } from "./in-flight-tasks.js";
 import type { RunnerLabel } from "./labels.js";
 import { Poller, type PollerState } from "./poller.js";
 import { declareRunner } from "./registration.js";
@@ -85,13 +86,13 @@ export class ForgejoRunner implements Service {
   #stopping: Promise<void> | undefined;
   #fatal: Error | undefined;
   readonly #orphans: OrphanJobs;
-  readonly #inFlight: InFlightTasks | undefined;
+  readonly #inFlight: InFlightFile<InFlightTask> | undefined;
   #leftovers: InFlightTask[] = [];
 
   constructor(options: ForgejoRunnerOptions) {
     this.#o = options;
     this.#orphans = new OrphanJobs(options.bus, options.log);
-    this.#inFlight = options.inFlightFile ? new InFlightTasks(options.inFlightFile, options.log) : undefined;
+    this.#inFlight = options.inFlightFile ? inFlightTasksFile(options.inFlightFile, options.log) : undefined;
     const c = options.credentials;
     this.name = `forgejo-runner ${c.name} (${c.address})`;
     this.replyTo = replyToFor(c.uuid);

@@ -15,29 +15,15 @@ export type HeldJobRecord = Omit<GitHubJob, "maskValues" | "maskPatterns" | "fee
 export const LOST_RUNNER_NOTE =
   "the runner process that held this job stopped unexpectedly (crash, kill or power loss); its successor completed the job as failed and stopped it in its VM. Re-run the job.";
 
-export class HeldJobs {
-  readonly #file: InFlightFile<HeldJobRecord>;
+/** The GitHub runner's file of held jobs (see InFlightFile), one entry per job. */
+export function heldJobsFile(path: string, log: Logger): InFlightFile<HeldJobRecord> {
+  return new InFlightFile(path, isHeldJobRecord, (r) => r.contractId, log);
+}
 
-  constructor(path: string, log: Logger) {
-    this.#file = new InFlightFile(path, isHeldJobRecord, log);
-  }
-
-  leftovers(): Promise<HeldJobRecord[]> {
-    return this.#file.leftovers();
-  }
-
-  add(job: GitHubJob): Promise<void> {
-    const { maskValues: _m, maskPatterns: _p, feedStreamUrl: _f, ...record } = job;
-    return this.#file.add(job.contractId, record);
-  }
-
-  remove(contractId: string): Promise<void> {
-    return this.#file.remove(contractId);
-  }
-
-  clear(): Promise<void> {
-    return this.#file.clear();
-  }
+/** What of a job goes on disk: everything but what is secret or only useful while it runs. */
+export function heldJobRecord(job: GitHubJob): HeldJobRecord {
+  const { maskValues: _m, maskPatterns: _p, feedStreamUrl: _f, ...record } = job;
+  return record;
 }
 
 /** The job as a GitHubJob again: nothing to mask but its token. */

@@ -7,6 +7,7 @@ import type { Slot } from "../../lifecycle/slots.js";
 import type { JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
 import { backoffMs, type Intervals, jitter } from "../backoff.js";
+import type { InFlightFile } from "../in-flight-file.js";
 import { OrphanJobs } from "../orphan-jobs.js";
 import { warnUnservedLabels } from "../unserved-labels.js";
 import { RunnerTokens, sendAuthed } from "./auth.js";
@@ -20,7 +21,7 @@ import {
   SessionConflictError,
 } from "./errors.js";
 import { HeldJob, type HeldJobTimings } from "./held-job.js";
-import { completeLostJob, type HeldJobRecord, HeldJobs, jobOfRecord } from "./held-jobs.js";
+import { completeLostJob, type HeldJobRecord, heldJobRecord, heldJobsFile, jobOfRecord } from "./held-jobs.js";
 import { apiError, type HttpCall, HttpClient } from "./http.js";
 import { DEFAULT_CHANNEL_TIMINGS, type JobChannel } from "./job-channel.js";
 import { Locations } from "./locations.js";
@@ -119,7 +120,7 @@ export class GitHubRunner implements Service {
   readonly #t: GitHubRunnerTimings;
   readonly #log: Logger;
   readonly #orphans: OrphanJobs;
-  readonly #heldJobs: HeldJobs | undefined;
+  readonly #heldJobs: InFlightFile<HeldJobRecord> | undefined;
   readonly #http: HttpClient;
   readonly #identity: SessionIdentity;
   readonly #tokens: RunnerTokens;
@@ -148,7 +149,7 @@ export class GitHubRunner implements Service {
     this.replyTo = replyToFor(reg);
     this.#log = opts.log.child({ forge: "github", runner: describeRunner(reg) });
     this.#orphans = new OrphanJobs(opts.bus, this.#log);
-    this.#heldJobs = opts.inFlightFile ? new HeldJobs(opts.inFlightFile, this.#log) : undefined;
+    this.#heldJobs = opts.inFlightFile ? heldJobsFile(opts.inFlightFile, this.#log) : undefined;
     const { os, arch } = platformLabels();
     this.#http = new HttpClient({
       userAgent: `GitHubActionsRunner-${os.toLowerCase()}-${arch.toLowerCase()}/${opts.runnerVersion} gnomon/${opts.gnomonVersion}`,
@@ -581,7 +582,7 @@ export class GitHubRunner implements Service {
         }),
     });
     this.#held.set(held.id, held);
-    void this.#heldJobs?.add(job);
+    void this.#heldJobs?.add(heldJobRecord(job));
     this.#jobsTaken += 1;
     log.info({ flow, name: job.displayName }, "github job acquired");
     void held.run().finally(() => {

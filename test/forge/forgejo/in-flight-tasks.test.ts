@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { pino } from "pino";
 import { forgejoClient } from "../../../src/forge/forgejo/client.js";
-import { failLostTask, InFlightTasks, LOST_RUNNER_LINE } from "../../../src/forge/forgejo/in-flight-tasks.js";
+import { failLostTask, inFlightTasksFile, LOST_RUNNER_LINE } from "../../../src/forge/forgejo/in-flight-tasks.js";
 import { jobIdForTask } from "../../../src/forge/forgejo/to-job-request.js";
 import { until } from "../../support/qemu-processes.js";
 import { startHarness, workflow } from "./harness.js";
@@ -23,25 +23,25 @@ async function tempFile(t: TestContext): Promise<string> {
 describe("in-flight tasks", () => {
   it("keeps what is held on disk (0600) for the next process, and forgets what ended", async (t) => {
     const file = await tempFile(t);
-    const a = new InFlightTasks(file, log);
+    const a = inFlightTasksFile(file, log);
     assert.deepEqual(await a.leftovers(), [], "nothing before the first task");
     await a.add({ taskId: "7", jobId: "j7" });
     await a.add({ taskId: "8", jobId: "j8" });
     await a.remove("j7");
     assert.equal((await stat(file)).mode & 0o777, 0o600);
-    const b = new InFlightTasks(file, log);
+    const b = inFlightTasksFile(file, log);
     assert.deepEqual(await b.leftovers(), [{ taskId: "8", jobId: "j8" }]);
     await b.clear();
-    assert.deepEqual(await new InFlightTasks(file, log).leftovers(), []);
+    assert.deepEqual(await inFlightTasksFile(file, log).leftovers(), []);
   });
 
   it("ignores a damaged file instead of refusing to start", async (t) => {
     const file = await tempFile(t);
-    await new InFlightTasks(file, log).clear();
+    await inFlightTasksFile(file, log).clear();
     await writeFile(file, '{"held": [{"taskId": "1", "jobId"');
-    assert.deepEqual(await new InFlightTasks(file, log).leftovers(), []);
+    assert.deepEqual(await inFlightTasksFile(file, log).leftovers(), []);
     await writeFile(file, '{"held": [{"taskId": 1}, {"taskId": "2", "jobId": "j2"}]}');
-    assert.deepEqual(await new InFlightTasks(file, log).leftovers(), [{ taskId: "2", jobId: "j2" }]);
+    assert.deepEqual(await inFlightTasksFile(file, log).leftovers(), [{ taskId: "2", jobId: "j2" }]);
   });
 
   it("the runner records a task while it holds it and drops it when the task ended", async (t) => {

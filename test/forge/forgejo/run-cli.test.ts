@@ -13,7 +13,7 @@ import { AmqpBus } from "../../../src/queue/amqp.js";
 import { amqpTopology } from "../../../src/queue/amqp-topology.js";
 import type { JobDelivery } from "../../../src/queue/bus.js";
 import { startFakeForgejo } from "../../fakes/forgejo-server.js";
-import { GNOMON_BIN, runGnomon } from "../../support/cli.js";
+import { GNOMON_BIN, registerForgejoWithCli } from "../../support/cli.js";
 import { RABBIT_URL, rawChannel } from "../../support/rabbit.js";
 import { workflow } from "./harness.js";
 
@@ -40,21 +40,7 @@ describe("gnomon forgejo run", () => {
     const forgejo = await startFakeForgejo(t);
     const cwd = mkdtempSync(join(tmpdir(), "gnomon-run-"));
     const image = `forgejo-cli-${randomUUID().slice(0, 8)}`;
-    const reg = await runGnomon(
-      [
-        "forgejo",
-        "register",
-        "--no-interactive",
-        "--instance",
-        forgejo.url,
-        "--token",
-        forgejo.registrationToken,
-        "--labels",
-        `linux:vm:${image}`,
-      ],
-      { cwd },
-    );
-    assert.equal(reg.code, 0, reg.stderr);
+    await registerForgejoWithCli(forgejo, `linux:vm:${image}`, cwd);
     const uuid = (JSON.parse(readFileSync(join(cwd, ".runner"), "utf8")) as { uuid: string }).uuid;
     writeFileSync(join(cwd, "gnomon.yaml"), "forgejo:\n  fetchInterval: 100ms\n  reportInterval: 100ms\n");
     const key = randomBytes(32);
