@@ -116,13 +116,14 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
     } catch (err) {
       log.warn({ err }, "could not record the job's result");
     }
+    // Counted before the forge can learn the result, so /metrics never lags behind what it shows.
+    deps.metrics.jobsFinished.inc({ result, label: req.runsOn });
+    deps.metrics.jobDurationSeconds.observe({ label: req.runsOn, result }, (Date.now() - acceptedAt) / 1000);
     if (!events.finished) events.emit({ kind: "job-finished", result, outputs: { ...outputs }, reason });
     await events.flush();
     await deps.store.jobs.recordEventSeq(req.id, events.nextSeq).catch(() => undefined);
     await deps.store.leases.release(req.id, deps.orchestratorId).catch(() => undefined);
     await delivery.ack();
-    deps.metrics.jobsFinished.inc({ result, label: req.runsOn });
-    deps.metrics.jobDurationSeconds.observe({ label: req.runsOn, result }, (Date.now() - acceptedAt) / 1000);
     log.info({ result, reason, tookMs: Date.now() - acceptedAt }, "job finished");
   };
 
