@@ -18,8 +18,20 @@ const mayImport: Record<string, readonly string[]> = {
   executor: ["lifecycle", "telemetry"],
   engine: ["contract", "executor", "workflow"],
   vm: ["lifecycle", "telemetry"],
+  egress: ["telemetry"],
   forge: ["contract", "queue", "gen", "lifecycle", "telemetry", "workflow"],
-  orchestrator: ["contract", "queue", "vm", "executor", "engine", "store", "lifecycle", "telemetry", "workflow"],
+  orchestrator: [
+    "contract",
+    "queue",
+    "vm",
+    "executor",
+    "engine",
+    "store",
+    "lifecycle",
+    "telemetry",
+    "workflow",
+    "egress",
+  ],
 };
 const WIRING = new Set(["cli", "main.ts", "bin.ts"]);
 

@@ -7,6 +7,7 @@ import { availableParallelism, totalmem } from "node:os";
 import { join } from "node:path";
 import type { Config } from "../config/schema.js";
 import { parseClusterKey } from "../contract/sealed-secrets.js";
+import { egressPolicy } from "../egress/policy.js";
 import { Orchestrator } from "../orchestrator/orchestrator.js";
 import { createVmProvisioner } from "../orchestrator/provisioner.js";
 import { AmqpBus } from "../queue/amqp.js";
@@ -67,6 +68,7 @@ export async function createOrchestrator(
     labels: o.labels.filter((l) => !l.endsWith(":host")),
     hostLabels,
     hostWorkDir: join(config.dataDir, "host-jobs"),
+    egress: egressPolicy(o.egress),
   });
   const unknown = o.labels.filter((l) => !l.endsWith(":host") && !provisioner.labels.includes(l));
   if (o.labels.length > 0 && unknown.length > 0)

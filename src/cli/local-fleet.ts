@@ -8,6 +8,7 @@ import type { Config } from "../config/schema.js";
 import type { JobEvent, JobEventBody, JobResult } from "../contract/job-event.js";
 import { JobRequest } from "../contract/job-request.js";
 import { sealSecrets } from "../contract/sealed-secrets.js";
+import { egressPolicy } from "../egress/policy.js";
 import type { CheckoutSource } from "../engine/runtime.js";
 import { Orchestrator } from "../orchestrator/orchestrator.js";
 import { createVmProvisioner, NotServedError, type Provisioner } from "../orchestrator/provisioner.js";
@@ -137,6 +138,7 @@ export class LocalFleet {
       catalog: await loadCatalog(c.images.catalog || undefined),
       imagesDir: imagesDir(c),
       runDir: join(c.dataDir, "vms"),
+      egress: egressPolicy(c.orchestrator.egress),
     });
   }
 

@@ -32,6 +32,9 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   drainTimeout: 10m     # on stop, how long running jobs may finish.   env: GNOMON_DRAIN_TIMEOUT
 #   metricsListen: ""     # e.g. 127.0.0.1:9464 for /healthz and /metrics.   env: GNOMON_METRICS_LISTEN
 #   allowHostLabels: false # allow labels that run steps on this host, unisolated.   env: GNOMON_ALLOW_HOST_LABELS
+#   egress:               # what jobs in VMs reach through gnomon's egress proxy (docs/network.md); never this host
+#     denyNetworks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7, fec0::/10]   # env: GNOMON_EGRESS_DENY_NETWORKS
+#     allowNetworks: []   # exceptions inside denyNetworks, e.g. [10.1.2.3/32] for a mirror.   env: GNOMON_EGRESS_ALLOW_NETWORKS
 
 # forgejo:
 #   credentialsFile: .runner   # written by \`gnomon forgejo register\`.   env: GNOMON_FORGEJO_CREDENTIALS

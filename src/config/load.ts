@@ -28,6 +28,8 @@ export const ENV_KEYS: Readonly<Record<string, readonly [path: string, kind: Kin
   GNOMON_DRAIN_TIMEOUT: ["orchestrator.drainTimeout", "string"],
   GNOMON_METRICS_LISTEN: ["orchestrator.metricsListen", "string"],
   GNOMON_ALLOW_HOST_LABELS: ["orchestrator.allowHostLabels", "bool"],
+  GNOMON_EGRESS_DENY_NETWORKS: ["orchestrator.egress.denyNetworks", "list"],
+  GNOMON_EGRESS_ALLOW_NETWORKS: ["orchestrator.egress.allowNetworks", "list"],
   GNOMON_FORGEJO_CREDENTIALS: ["forgejo.credentialsFile", "string"],
   GNOMON_FORGEJO_CAPACITY: ["forgejo.capacity", "int"],
   GNOMON_FORGEJO_LABELS: ["forgejo.labels", "list"],

@@ -1,5 +1,6 @@
 // The configuration schema: every option and every default, nothing else. Parsed once at start;
 // nothing reads configuration at import time. Unknown keys are errors, so a typo never passes.
+import { isIP } from "node:net";
 import { z } from "zod";
 
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
@@ -19,6 +20,25 @@ const url = (what: string) => z.string().url(`must be a URL (${what})`);
 
 export const LogLevel = z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]);
 
+/** "address/prefix", IPv4 or IPv6. */
+const network = z.string().refine((s) => {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(s);
+  const v = m ? isIP(m[1]!) : 0;
+  return v !== 0 && Number(m![2]) <= (v === 4 ? 32 : 128);
+}, 'must be an address and a prefix length, e.g. "10.0.0.0/8" or "fc00::/7"');
+
+/** What a job's traffic may reach (docs/network.md); the host itself never. */
+export const EgressConfig = z
+  .object({
+    /** Networks kept from jobs besides the host's own addresses: private, carrier-grade NAT, ULA. */
+    denyNetworks: z
+      .array(network)
+      .default(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7", "fec0::/10"]),
+    /** Exceptions inside denyNetworks, e.g. a package mirror on the LAN. */
+    allowNetworks: z.array(network).default([]),
+  })
+  .strict();
+
 export const OrchestratorConfig = z
   .object({
     /** Most VMs this host runs at once. */
@@ -34,6 +54,7 @@ export const OrchestratorConfig = z
     metricsListen: z.string().default(""),
     /** Allows `host` labels that run steps directly on this machine (tests, trusted repos only). */
     allowHostLabels: z.boolean().default(false),
+    egress: EgressConfig.default(EgressConfig.parse({})),
   })
   .strict();
 

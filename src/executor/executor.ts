@@ -1,5 +1,6 @@
 // The Executor: where a job's processes run (a VM over SSH, or this host). The engine drives it and
 // knows nothing else about the machine; an executor knows nothing about Actions.
+import type { Duplex } from "node:stream";
 
 export interface ExecutorPlatform {
   /** The `runner.os` value: Linux, illumos, macOS, Windows, FreeBSD … */
@@ -48,8 +49,38 @@ export interface Executor {
   mkdirp(path: string): Promise<void>;
   /** Copies a directory tree from this host into the executor (contents of `localDir` into `remoteDir`). */
   uploadDir(localDir: string, remoteDir: string, opts?: UploadOptions): Promise<void>;
+  /**
+   * Offers a service of this host to the machine: connections to 127.0.0.1:<port> inside it reach
+   * `accept` here, one stream each. Nothing else of this host becomes reachable. Rejects with
+   * ServeRefusedError when the machine will not listen (an SSH server that forbids forwarding).
+   */
+  serve(accept: (stream: Duplex) => void): Promise<ServedPort>;
   /** Ends the session (closes connections, never touches the VM). Idempotent. */
   close(): Promise<void>;
+}
+
+/** A port inside the machine that leads to a service on this host. */
+export interface ServedPort {
+  /** The port on 127.0.0.1 inside the machine. */
+  readonly port: number;
+  /** Stops listening inside the machine; open connections end with the executor. */
+  close(): Promise<void>;
+}
+
+export class ServeRefusedError extends Error {
+  override readonly name = "ServeRefusedError";
+  readonly code = "executor.serve-refused";
+  constructor(
+    readonly executor: string,
+    detail: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `${executor} would not listen on 127.0.0.1 for gnomon (${detail}); the image's SSH server must allow ` +
+        "remote port forwarding (OpenSSH: AllowTcpForwarding yes, the default)",
+      options,
+    );
+  }
 }
 
 export interface UploadOptions {

@@ -5,14 +5,17 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
 import { chmod, cp, lstat, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer, type Socket } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join, relative, sep } from "node:path";
+import type { Duplex } from "node:stream";
 import {
   type Executor,
   type ExecutorPlatform,
   FileNotFoundError,
   type RunOptions,
   type RunResult,
+  type ServedPort,
   type UploadOptions,
 } from "./executor.js";
 import { LineSplitter } from "./lines.js";
@@ -98,6 +101,7 @@ export class HostExecutor implements Executor {
   /** Process groups that may still have members: killed on close and if this process exits. */
   private readonly groups = new Set<number>();
   private closed = false;
+  private readonly served = new Set<() => Promise<void>>();
   private readonly onProcessExit = () => {
     for (const pgid of this.groups) signalGroup(pgid, "SIGKILL");
   };
@@ -231,10 +235,34 @@ export class HostExecutor implements Executor {
     });
   }
 
+  /** On this host the machine is the host: a listener on a free loopback port. */
+  async serve(accept: (stream: Duplex) => void): Promise<ServedPort> {
+    const server = createServer((socket) => {
+      socket.on("error", () => socket.destroy());
+      accept(socket);
+    });
+    const sockets = new Set<Socket>();
+    server.on("connection", (s) => {
+      sockets.add(s);
+      s.once("close", () => sockets.delete(s));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(0, "127.0.0.1", () => resolve());
+    });
+    const close = async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    };
+    this.served.add(close);
+    return { port: (server.address() as AddressInfo).port, close };
+  }
+
   /** Kills what the job left running and removes the per-job directory. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const stop of this.served) await stop();
     for (const pgid of [...this.groups]) {
       signalGroup(pgid, "SIGKILL");
       this.forget(pgid);

@@ -5,7 +5,7 @@
 // itself: closing the executor closes the connection, nothing more.
 import { lstat, readdir, readlink } from "node:fs/promises";
 import { join, posix } from "node:path";
-import { Transform } from "node:stream";
+import { type Duplex, Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Client, type ClientChannel, type SFTPWrapper } from "ssh2";
 import { create as createTar } from "tar";
@@ -15,6 +15,8 @@ import {
   FileNotFoundError,
   type RunOptions,
   type RunResult,
+  type ServedPort,
+  ServeRefusedError,
   type UploadOptions,
 } from "./executor.js";
 import { LineSplitter } from "./lines.js";
@@ -78,6 +80,8 @@ export class SshFileError extends Error {
 }
 
 const SFTP_NO_SUCH_FILE = 2;
+/** Where served ports listen inside the guest: its loopback, so only the guest itself reaches them. */
+const GUEST_LOOPBACK = "127.0.0.1";
 const DEFAULT_KILL_GRACE_MS = 5_000;
 const DEFAULT_OUTPUT_GRACE_MS = 5_000;
 const UPLOAD_CONCURRENCY = 8;
@@ -165,6 +169,10 @@ export class SshExecutor implements Executor {
   #sftp: Promise<SFTPWrapper> | undefined;
   #closed = false;
   #lost: Error | undefined;
+  /** Variables of the machine itself (its egress proxy), under every run's own. */
+  #machineEnv: Readonly<Record<string, string>> = {};
+  /** Guest ports forwarded to this host: port → who takes its connections. */
+  readonly #served = new Map<number, (stream: Duplex) => void>();
   readonly #life = new AbortController();
   readonly #killGraceMs: number;
   readonly #outputGraceMs: number;
@@ -183,6 +191,42 @@ export class SshExecutor implements Executor {
     };
     client.on("error", lost("connection error"));
     client.on("close", lost("connection closed"));
+    // Connections to a port served into the guest; anything else the server offers is refused.
+    client.on("tcp connection", (info, accept, reject) => {
+      const take = this.#served.get(info.destPort);
+      if (!take) {
+        reject();
+        return;
+      }
+      const stream = accept();
+      stream.on("error", () => stream.destroy());
+      take(stream);
+    });
+  }
+
+  /** Gives every later run these variables, under its own (a run's env wins). */
+  setMachineEnv(env: Readonly<Record<string, string>>): void {
+    this.#machineEnv = { ...env };
+  }
+
+  async serve(accept: (stream: Duplex) => void): Promise<ServedPort> {
+    if (this.#lost) throw this.#lost;
+    // Port 0: the guest's sshd picks a free port, so nothing the job runs can be in the way.
+    const port = await new Promise<number>((resolve, reject) => {
+      this.client.forwardIn(GUEST_LOOPBACK, 0, (err, bound) => {
+        if (err) reject(new ServeRefusedError(this.name, err.message, { cause: err }));
+        else resolve(bound);
+      });
+    });
+    this.#served.set(port, accept);
+    return {
+      port,
+      close: async () => {
+        this.#served.delete(port);
+        if (this.#closed || this.#lost) return;
+        await new Promise<void>((resolve) => this.client.unforwardIn(GUEST_LOOPBACK, port, () => resolve()));
+      },
+    };
   }
 
   get platform(): ExecutorPlatform {
@@ -215,7 +259,7 @@ export class SshExecutor implements Executor {
   async run(opts: RunOptions): Promise<RunResult> {
     if (opts.argv.length === 0) throw new TypeError("run() needs a program: argv is empty");
     if (opts.signal.aborted) return { exitCode: null, signal: "SIGTERM" };
-    const command = remoteCommand(opts.argv, opts.env, opts.cwd);
+    const command = remoteCommand(opts.argv, { ...this.#machineEnv, ...opts.env }, opts.cwd);
     const channel = await this.#exec(command);
     return new Promise<RunResult>((resolve, reject) => {
       let pgid: number | undefined;

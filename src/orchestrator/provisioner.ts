@@ -2,9 +2,11 @@
 // explicitly allowed `host` label. The orchestrator asks a Provisioner for a Workspace and always
 // destroys it; nothing else in the orchestrator knows about QEMU.
 import type { ProvisioningPhase } from "../contract/job-event.js";
-import type { Executor } from "../executor/executor.js";
+import type { EgressPolicy } from "../egress/policy.js";
+import { EgressProxy } from "../egress/proxy.js";
+import { type Executor, ServeRefusedError } from "../executor/executor.js";
 import { createHostExecutor } from "../executor/host.js";
-import { createSshExecutor } from "../executor/ssh.js";
+import { createSshExecutor, type SshExecutor } from "../executor/ssh.js";
 import type { Logger } from "../telemetry/log.js";
 import { type Catalog, type ImageSpec, resolveImage } from "../vm/catalog.js";
 import { bootMachine, type SpawnedVm } from "../vm/machine.js";
@@ -29,6 +31,8 @@ export interface ProvisionHooks {
   onSpawn(vm: SpawnedVm): Promise<void>;
   /** The last serial console lines, when boot failed, for the job log. */
   onSerialTail?(lines: readonly string[]): void;
+  /** "host:port" of the job's forge services: reachable from the VM even in private networks. */
+  readonly forgeEndpoints?: readonly string[];
 }
 
 /** What a label resolves to on this host. */
@@ -60,6 +64,8 @@ export interface VmProvisionerOptions {
   readonly accel?: Accel;
   /** Where host-label jobs get their per-job directories. */
   readonly hostWorkDir?: string;
+  /** What jobs in VMs reach through their egress proxy (images with `network: nat`). */
+  readonly egress: EgressPolicy;
 }
 
 export class NotServedError extends Error {
@@ -116,7 +122,7 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
         if (tail && hooks.onSerialTail) hooks.onSerialTail(tail);
         throw err;
       });
-      let executor: Executor;
+      let executor: SshExecutor;
       try {
         const client = machine.takeSshClient();
         executor = await createSshExecutor(client ?? machine.ssh, { label: target.label, signal: hooks.signal });
@@ -124,21 +130,59 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
         await machine.destroy({ why: "boot-failed" });
         throw err;
       }
+      let egress: EgressProxy | undefined;
+      let noEgress = "";
+      if (image.network === "nat") {
+        try {
+          egress = await serveEgress(executor, opts.egress, hooks);
+        } catch (err) {
+          if (!(err instanceof ServeRefusedError)) {
+            await executor.close().catch(() => undefined);
+            await machine.destroy({ why: "boot-failed" });
+            throw err;
+          }
+          hooks.log.warn({ err }, "the guest refused the egress forward; the job runs without network");
+          noEgress = `; it has no network: ${err.message}`;
+        }
+      }
       hooks.onPhase(
         "ready",
-        `${image.name} is up after ${(machine.bootMs / 1000).toFixed(1)} s (${machine.accel.toUpperCase()})`,
+        `${image.name} is up after ${(machine.bootMs / 1000).toFixed(1)} s (${machine.accel.toUpperCase()})${noEgress}`,
       );
       return {
         executor,
         describe: `${image.name} VM ${machine.id} (pid ${machine.pid})`,
         hostGit: () => createHostExecutor({ parentDir: opts.hostWorkDir }),
         async destroy() {
+          await egress?.close();
           await executor.close().catch(() => undefined);
           await machine.destroy({ graceMs: 2_000 }).catch(() => undefined);
         },
       };
     },
   };
+}
+
+/**
+ * Starts the job's egress proxy and serves it into the guest over SSH; every process of the job
+ * gets it as its HTTP(S) proxy (names resolve on this host: the guest itself has no DNS).
+ */
+async function serveEgress(executor: SshExecutor, policy: EgressPolicy, hooks: ProvisionHooks): Promise<EgressProxy> {
+  const egress = new EgressProxy({ policy, forgeEndpoints: hooks.forgeEndpoints, log: hooks.log });
+  try {
+    const served = await executor.serve((stream) => egress.accept(stream));
+    executor.setMachineEnv(proxyEnv(`http://127.0.0.1:${served.port}`));
+    return egress;
+  } catch (err) {
+    await egress.close();
+    throw err;
+  }
+}
+
+/** The variables proxy-aware tools read (curl, git, apt, pip, npm, pkg(5), Go, the actions toolkit). */
+export function proxyEnv(url: string): Record<string, string> {
+  const local = "localhost,127.0.0.1,::1";
+  return { http_proxy: url, https_proxy: url, HTTP_PROXY: url, HTTPS_PROXY: url, no_proxy: local, NO_PROXY: local };
 }
 
 function phaseMessage(step: string, image: ImageSpec): string {

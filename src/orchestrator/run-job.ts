@@ -15,6 +15,7 @@ import { jobLogger, type Logger } from "../telemetry/log.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import type { Capacity, Reservation } from "./capacity.js";
 import { type EventSink, EventStream } from "./event-stream.js";
+import { forgeEndpointsOf } from "./forge-endpoints.js";
 import { keepLease } from "./lease-keeper.js";
 import type { Provisioner, Target, Workspace } from "./provisioner.js";
 
@@ -208,6 +209,7 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
       workspace = await deps.provisioner.provision(target, {
         signal,
         log,
+        forgeEndpoints: forgeEndpointsOf(req),
         onPhase: (phase, message) => {
           const now = Date.now();
           if (lastPhase)

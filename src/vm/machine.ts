@@ -27,6 +27,9 @@ import { generateJobKey } from "./ssh-key.js";
 import { packageOf } from "./tool.js";
 
 /** What happens before and during boot, for provisioning events; the names match the contract's. */
+/** The egress proxy's variables (set by the orchestrator on every run), kept across sudo. */
+const PROXY_VARIABLES = ["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"];
+
 export type ProvisioningStep = "creating-disk" | BootPhase | "ready";
 
 /** Reported right after QEMU started, so the caller can record the VM for reaping after a crash. */
@@ -197,6 +200,7 @@ class QemuMachine implements Machine {
       user: this.image.login.user,
       shell: this.image.login.shell,
       publicKey: this.#key.publicKey,
+      sudoKeepsEnv: this.image.network === "nat" ? PROXY_VARIABLES : undefined,
     });
     const binary = qemuBinary(this.image.arch);
     // allSettled: on a failure nothing may still be writing into the run folder when teardown removes it.

@@ -23,12 +23,10 @@ export function qemuBinary(arch: ImageSpec["arch"]): string {
 }
 
 export function qemuArgs(image: ImageSpec, paths: RunPaths, run: RunSettings): string[] {
-  const net = [
-    "user",
-    "id=n0",
-    `hostfwd=tcp:127.0.0.1:${run.sshPort}-:22`,
-    ...(image.network === "isolated" ? ["restrict=on"] : []),
-  ].join(",");
+  // restrict=on for every image: QEMU's user network would connect the guest to anything this host
+  // reaches, its own loopback services (10.0.2.2) included. The guest gets no route out; its
+  // traffic leaves only through ports gnomon serves over SSH (the egress proxy, src/egress/).
+  const net = ["user", "id=n0", `hostfwd=tcp:127.0.0.1:${run.sshPort}-:22`, "restrict=on"].join(",");
   const args = [
     "-name",
     `gnomon-${run.id},process=gnomon-vm-${run.id}`,

@@ -15,6 +15,8 @@ export interface SeedInput {
   readonly shell: string;
   /** authorized_keys line of the job key. */
   readonly publicKey: string;
+  /** Variables sudo keeps for the job (its egress proxy: `sudo apt-get` must find the proxy too). */
+  readonly sudoKeepsEnv?: readonly string[];
 }
 
 export interface SeedDocuments {
@@ -46,6 +48,14 @@ export function seedDocuments(s: SeedInput): SeedDocuments {
     "ssh_authorized_keys:",
     `  - ${s.publicKey}`,
     "ssh_pwauth: false",
+    ...(s.sudoKeepsEnv?.length
+      ? [
+          "write_files:",
+          "  - path: /etc/sudoers.d/91-gnomon-env",
+          '    permissions: "0440"',
+          `    content: 'Defaults env_keep += "${s.sudoKeepsEnv.join(" ")}"'`,
+        ]
+      : []),
     "",
   ].join("\n");
   return { metaData, userData };

@@ -82,7 +82,7 @@ describe("configuration", () => {
 
   it("the annotated example, uncommented, is a valid configuration", () => {
     const uncommented = CONFIG_EXAMPLE.split("\n")
-      .filter((l) => /^# ?[a-zA-Z ]/.test(l) && /^#( {0,3})[a-zA-Z]+:/.test(l))
+      .filter((l) => /^# ?[a-zA-Z ]/.test(l) && /^#( {0,5})[a-zA-Z]+:/.test(l))
       .map((l) => l.replace(/^# ?/, "").replace(/\s+# .*$/, ""))
       .join("\n");
     const doc = parse(uncommented) as Record<string, unknown>;

@@ -320,6 +320,24 @@ export function executorContract(name: string, make: ExecutorFactory, options: C
       assert.ok(!asked.some((r) => r.startsWith("node_modules/")), "a skipped folder is not walked");
     });
 
+    it("serves a host service on a loopback port inside the machine, one stream per connection", async (t) => {
+      const ex = await open(t);
+      let streams = 0;
+      const served = await ex.serve((stream) => {
+        streams += 1;
+        stream.on("data", (b: Buffer) => stream.end(`${b.toString("utf8").trim().toUpperCase()}\n`));
+      });
+      assert.ok(served.port > 0 && served.port < 65_536);
+      // bash's /dev/tcp: a client that every guest with bash has.
+      const talk = (word: string) => `exec 3<>/dev/tcp/127.0.0.1/${served.port} && echo ${word} >&3 && head -n 1 <&3`;
+      const both = await sh(ex, `bash -c '${talk("one")}' & bash -c '${talk("two")}'; wait`);
+      assert.deepEqual([...both.stdout].sort(), ["ONE", "TWO"]);
+      assert.equal(streams, 2);
+      await served.close();
+      const after = await sh(ex, `bash -c '${talk("three")}' 2>/dev/null || echo refused`);
+      assert.deepEqual(after.stdout, ["refused"]);
+    });
+
     it("can be closed twice", async (t) => {
       const ex = await make(t);
       await ex.close();

@@ -3,11 +3,13 @@ import { describe, it } from "node:test";
 import { createVmProvisioner, NotServedError } from "../../src/orchestrator/provisioner.js";
 import { loadCatalog } from "../../src/vm/catalog.js";
 import { ImageMissingError } from "../../src/vm/errors.js";
+import { DEFAULT_EGRESS } from "../support/orchestrators.js";
 
 describe("provisioner", () => {
   it("serves every catalog label and image name, plus the explicit host labels", async () => {
     const catalog = await loadCatalog();
     const p = createVmProvisioner({
+      egress: DEFAULT_EGRESS,
       catalog,
       imagesDir: "/nonexistent",
       runDir: "/nonexistent",
@@ -20,6 +22,7 @@ describe("provisioner", () => {
 
   it("refuses a label no image serves, naming the labels it does serve", async () => {
     const p = createVmProvisioner({
+      egress: DEFAULT_EGRESS,
       catalog: await loadCatalog(),
       imagesDir: "/nonexistent",
       runDir: "/nonexistent",
@@ -37,6 +40,7 @@ describe("provisioner", () => {
 
   it("serves only the configured labels when some are given", async () => {
     const p = createVmProvisioner({
+      egress: DEFAULT_EGRESS,
       catalog: await loadCatalog(),
       imagesDir: "/nonexistent",
       runDir: "/nonexistent",
@@ -47,7 +51,12 @@ describe("provisioner", () => {
   });
 
   it("names the command that fetches a served image that is not on this host", async () => {
-    const p = createVmProvisioner({ catalog: await loadCatalog(), imagesDir: "/nonexistent", runDir: "/nonexistent" });
+    const p = createVmProvisioner({
+      egress: DEFAULT_EGRESS,
+      catalog: await loadCatalog(),
+      imagesDir: "/nonexistent",
+      runDir: "/nonexistent",
+    });
     await assert.rejects(
       p.resolve("ubuntu-latest"),
       (e: unknown) => e instanceof ImageMissingError && /gnomon images pull ubuntu-24\.04/.test(e.message),

@@ -4,7 +4,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
+import { EgressConfig } from "../../src/config/schema.js";
 import type { JobEvent } from "../../src/contract/job-event.js";
+import { type EgressPolicy, egressPolicy } from "../../src/egress/policy.js";
 import { Orchestrator } from "../../src/orchestrator/orchestrator.js";
 import { createVmProvisioner } from "../../src/orchestrator/provisioner.js";
 import type { JobBus } from "../../src/queue/bus.js";
@@ -23,7 +25,12 @@ export interface TestOrchestratorOptions {
   readonly leaseTtlMs?: number;
   readonly drainTimeoutMs?: number;
   readonly id?: string;
+  /** What jobs in VMs reach; default: the configuration's default policy. */
+  readonly egress?: EgressPolicy;
 }
+
+/** The egress policy of a default configuration. */
+export const DEFAULT_EGRESS = egressPolicy(EgressConfig.parse({}));
 
 export async function startOrchestrator(
   t: TestContext,
@@ -39,6 +46,7 @@ export async function startOrchestrator(
     labels: opts.labels ?? ["test"],
     hostLabels: opts.hostLabels ?? [],
     hostWorkDir: mkdtempSync(join(tmpdir(), "gnomon-host-jobs-")),
+    egress: opts.egress ?? DEFAULT_EGRESS,
   });
   const orchestrator = new Orchestrator({
     bus: opts.bus,

@@ -56,7 +56,7 @@ describe("qemuArgs", () => {
     assert.ok(drives.some((d) => d.startsWith("file=/run/vm1/disk.qcow2,") && d.includes("format=qcow2")));
     assert.ok(drives.some((d) => d.startsWith("file=/run/vm1/seed.img,") && d.includes("readonly=on")));
     assert.ok(!drives.some((d) => d.includes("/images/test/disk.qcow2")), "the base image is never a drive");
-    assert.deepEqual(values(args, "-netdev"), ["user,id=n0,hostfwd=tcp:127.0.0.1:40022-:22"]);
+    assert.deepEqual(values(args, "-netdev"), ["user,id=n0,hostfwd=tcp:127.0.0.1:40022-:22,restrict=on"]);
     assert.deepEqual(values(args, "-qmp"), ["unix:/run/vm1/qmp.sock,server=on,wait=off"]);
   });
 
@@ -83,9 +83,11 @@ describe("qemuArgs", () => {
     ]);
   });
 
-  it("isolates the guest's network when the image asks for it", () => {
-    const args = qemuArgs({ ...image, network: "isolated" }, paths, { id: "vm1", sshPort: 2, accel: "tcg" });
-    assert.deepEqual(values(args, "-netdev"), ["user,id=n0,hostfwd=tcp:127.0.0.1:2-:22,restrict=on"]);
+  it("gives no image a route out of QEMU's user network: egress goes through gnomon's proxy", () => {
+    for (const network of ["nat", "isolated"] as const) {
+      const args = qemuArgs({ ...image, network }, paths, { id: "vm1", sshPort: 2, accel: "tcg" });
+      assert.deepEqual(values(args, "-netdev"), ["user,id=n0,hostfwd=tcp:127.0.0.1:2-:22,restrict=on"]);
+    }
   });
 
   it("uses the image's disk bus and NIC model", () => {

@@ -36,6 +36,19 @@ describe("NoCloud seed", () => {
     assert.equal(user.users[0]?.sudo, "ALL=(ALL) NOPASSWD:ALL");
     assert.deepEqual(user.users[0]?.ssh_authorized_keys, [input.publicKey]);
     assert.deepEqual(user.ssh_authorized_keys, [input.publicKey]);
+    assert.equal((user as { write_files?: unknown }).write_files, undefined, "nothing else by default");
+  });
+
+  it("makes sudo keep the egress proxy's variables when asked", () => {
+    const docs = seedDocuments({ ...input, sudoKeepsEnv: ["http_proxy", "HTTPS_PROXY"] });
+    const user = parseYaml(docs.userData) as { write_files: { path: string; permissions: string; content: string }[] };
+    assert.deepEqual(user.write_files, [
+      {
+        path: "/etc/sudoers.d/91-gnomon-env",
+        permissions: "0440",
+        content: 'Defaults env_keep += "http_proxy HTTPS_PROXY"',
+      },
+    ]);
   });
 
   for (const format of ["vfat", "iso9660"] as const) {
