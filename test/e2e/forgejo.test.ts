@@ -30,6 +30,7 @@ import {
 } from "../support/forge-e2e.js";
 import { deleteTopology, RABBIT_URL, testPrefix } from "../support/rabbit.js";
 import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
+import { maskedLine, PRINT_SECRET_FORMS, printedForms } from "../support/secret-prints.js";
 import { TEST_IMAGES_DIR, testImage } from "../support/test-image.js";
 
 const VM_JOB_MS = 240_000;
@@ -301,6 +302,31 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
       forgejo.fetchCapacities.every((c) => c === undefined || c === 1),
       `asked for at most one task each time: ${forgejo.fetchCapacities.join(",")}`,
     );
+  });
+
+  it("never lets a secret reach Forgejo in any form its steps print it in (host label: the VM adds nothing here)", async (t) => {
+    const secret = `it's "a/b+c" é😀\\x`;
+    const forms = printedForms(secret);
+    const { forgejo, stage } = await startForgejoStage(t, "e2e-fj-forms", { hostLabels: ["local:host"] });
+    const file = await registerForgejoWithCli(forgejo, "local:host");
+    await startRunner(stage, file);
+    const script = PRINT_SECRET_FORMS.trimEnd()
+      .split("\n")
+      .map((l) => `          ${l}`)
+      .join("\n");
+    const jobId = forgejo.queueJob({
+      workflow: `name: ci\non: push\njobs:\n  build:\n    runs-on: local\n    steps:\n      - name: Print the secret\n        env:\n          S: \${{ secrets.MY_SECRET }}\n        run: |\n${script}\n`,
+      secrets: { MY_SECRET: secret },
+    });
+    const task = await finished(forgejo, jobId, 60_000);
+    assert.equal(task.status, "success", task.rows.join("\n"));
+    const rows = stepRows(task, 0);
+    assert.deepEqual(
+      rows.slice(rows.indexOf("##[endgroup]") + 1),
+      forms.map((f) => maskedLine(f, `${f.name}: `)),
+    );
+    const stored = [...task.rows, ...task.outputs.values()].join("\n");
+    for (const f of forms) assert.ok(!stored.includes(f.encoded), `Forgejo holds no ${f.name} form of the secret`);
   });
 
   it("`gnomon up` runs a Forgejo job in a VM to success, and on SIGTERM exits 0 leaving no QEMU process", async (t) => {

@@ -26,6 +26,7 @@ import {
   vmGone,
 } from "../support/forge-e2e.js";
 import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
+import { maskedLine, PRINT_SECRET_FORMS, printedForms } from "../support/secret-prints.js";
 import { testImage } from "../support/test-image.js";
 
 const VM_JOB_MS = 240_000;
@@ -375,6 +376,35 @@ describe("github end to end (fake GitHub, RabbitMQ, PostgreSQL, a real VM)", () 
     assert.ok(lost.lockExpiredAt !== undefined && lost.lockExpiredAt >= failingSince);
     assert.ok(renewedBefore >= 2, "renewals worked until they were made to fail");
     await fake.waitFor(() => runner.heldJobs === 0, "the runner let go of the job");
+  });
+
+  it("never lets a secret reach GitHub in any form its steps print it in (host label: the VM adds nothing here)", async (t) => {
+    const secret = `it's "a/b+c" é😀\\x`;
+    const forms = printedForms(secret);
+    const { fake } = await startGitHubStage(t, "e2e-gh-forms", {
+      fake: { flow: "v2" },
+      stage: { hostLabels: ["local:host"] },
+      label: "local:host",
+    });
+    const job = fake.queueJob({
+      labels: ["self-hosted", "local:host"],
+      secrets: { MY_SECRET: secret },
+      steps: [{ name: "Print the secret", env: { S: "${{ secrets.MY_SECRET }}" }, run: PRINT_SECRET_FORMS }],
+    });
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed", 60_000);
+    const done = fake.job(job.jobId);
+    assert.equal(done.conclusion, "succeeded", done.jobLog?.content);
+    const message = fake.jobMessage(job.jobId, "v2") as { steps: { id: string }[] };
+    const lines = untimed(done.stepLogs.get(message.steps[0]!.id)?.content.trimEnd().split("\n") ?? []);
+    assert.deepEqual(
+      lines.slice(lines.indexOf("##[endgroup]") + 1),
+      forms.map((f) => maskedLine(f, `${f.name}: `)),
+    );
+    const stored = [...done.stepLogs.values(), done.jobLog]
+      .map((l) => l?.content ?? "")
+      .join("\n")
+      .concat(fake.everythingReceived());
+    for (const f of forms) assert.ok(!stored.includes(f.encoded), `GitHub received no ${f.name} form of the secret`);
   });
 
   it("keeps a 3-minute job alive with a 60 s lock by renewing from the daemon (host label: no VM needed)", async (t) => {

@@ -8,6 +8,7 @@ import type { Slot } from "../../lifecycle/slots.js";
 import type { EventDelivery, JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
 import type { InFlightFile } from "../in-flight-file.js";
+import { LogMasker } from "../log-masker.js";
 import { OrphanJobs } from "../orphan-jobs.js";
 import { unservedNotice, warnUnservedLabels } from "../unserved-labels.js";
 import type { TaskCapacity } from "./capacity.js";
@@ -21,7 +22,7 @@ import { declareRunner } from "./registration.js";
 import { TaskReporter } from "./reporter.js";
 import { retry } from "./retry.js";
 import { TaskRecord } from "./task-record.js";
-import { jobIdForTask, payloadStepCount, toJobRequest } from "./to-job-request.js";
+import { jobIdForTask, payloadStepCount, taskMaskValues, toJobRequest } from "./to-job-request.js";
 
 export interface ForgejoRunnerOptions {
   readonly credentials: RunnerCredentials;
@@ -201,7 +202,7 @@ export class ForgejoRunner implements Service {
       return;
     }
     const now = Date.now();
-    const record = new TaskRecord(task.id, payloadStepCount(task));
+    const record = new TaskRecord(task.id, payloadStepCount(task), new LogMasker(taskMaskValues(task)));
     record.log(`gnomon ${o.version}, runner ${o.credentials.name}, took task ${task.id}`, now);
     const log = o.log.child({ taskId: String(task.id), jobId });
 

@@ -1,7 +1,10 @@
 // Pure: what Forgejo should know about one task, built from the job's events. Keeps the log rows
 // not yet acknowledged (absolute row numbers), the per-step ranges, the outputs not yet accepted
-// and the result. Knows no network and no clock: every time comes from an event or the caller.
+// and the result. Every row and output value is masked on the way in (the final masking pass), so
+// nothing unmasked is ever held for sending. Knows no network and no clock: every time comes from
+// an event or the caller.
 import type { JobEvent, JobResult } from "../../contract/job-event.js";
+import type { LogMasker } from "../log-masker.js";
 import type { LogRowOut, StepReport, TaskReport, TaskResult } from "./client.js";
 import { LogsLostError } from "./errors.js";
 
@@ -40,11 +43,15 @@ export class TaskRecord {
   #current: number | undefined;
   readonly #outputs = new Map<string, string>();
   readonly #accepted = new Set<string>();
+  readonly #masker: LogMasker;
 
   constructor(
     readonly taskId: bigint,
     stepCount: number,
+    /** Masks the task's secrets and tokens (see taskMaskValues). */
+    masker: LogMasker,
   ) {
+    this.#masker = masker;
     this.#steps = Array.from({ length: stepCount }, () => ({ result: "unspecified", logIndex: 0, logLength: 0 }));
   }
 
@@ -115,9 +122,9 @@ export class TaskRecord {
     return true;
   }
 
-  /** Appends one log row where Forgejo's viewer expects it (see #target). */
+  /** Appends one log row, masked, where Forgejo's viewer expects it (see #target). */
   log(text: string, timeMs: number): void {
-    const content = rowContent(text);
+    const content = rowContent(this.#masker.mask(text));
     const step = this.#target();
     if (step) {
       if (step.logLength === 0) step.logIndex = this.rowCount;
@@ -155,7 +162,7 @@ export class TaskRecord {
         );
       else if (Buffer.byteLength(v) > OUTPUT_VALUE_MAX)
         this.log(`output ${JSON.stringify(k)} dropped: its value is longer than 1 MiB`, atMs);
-      else if (!this.#outputs.has(k)) this.#outputs.set(k, v);
+      else if (!this.#outputs.has(k)) this.#outputs.set(k, this.#masker.mask(v));
     }
     const closing =
       extra.reason ??

@@ -112,6 +112,40 @@ export function payloadStepCount(task: ForgejoTask): number {
   }
 }
 
+/**
+ * The secrets a task's job gets, sealed: the task's secrets, with GITHUB_TOKEN (and its aliases) set
+ * to the job token, and the runtime and ID-token request tokens, which are credentials too.
+ */
+export function taskSecrets(task: ForgejoTask): Record<string, string> {
+  const context: JsonObject = task.context ?? {};
+  const jobToken = str(context["token"]) ?? task.secrets["GITHUB_TOKEN"] ?? task.secrets["FORGEJO_TOKEN"];
+  const secrets: Record<string, string> = { ...task.secrets };
+  if (jobToken) {
+    secrets["GITHUB_TOKEN"] = jobToken;
+    secrets["GITEA_TOKEN"] ??= jobToken;
+    secrets["FORGEJO_TOKEN"] ??= jobToken;
+  }
+  // Not secrets to the workflow but credentials: sealed so that they never cross the queue in clear.
+  const runtimeToken = compat(context, "runtime_token") ?? jobToken;
+  if (runtimeToken) secrets["ACTIONS_RUNTIME_TOKEN"] = runtimeToken;
+  const idToken = compat(context, "actions_id_token_request_token") ?? str(context["actions_id_token_request_token"]);
+  if (idToken) secrets["ACTIONS_ID_TOKEN_REQUEST_TOKEN"] = idToken;
+  return secrets;
+}
+
+/**
+ * What the runner masks in everything it sends Forgejo about a task, whatever the orchestrator did:
+ * every secret and token the job gets, and git's basic-auth form of the job token (checkout sends it
+ * base64-encoded in a header).
+ */
+export function taskMaskValues(task: ForgejoTask): string[] {
+  const secrets = taskSecrets(task);
+  const values = new Set(Object.values(secrets));
+  const jobToken = secrets["GITHUB_TOKEN"];
+  if (jobToken) values.add(`x-access-token:${jobToken}`);
+  return [...values];
+}
+
 export async function toJobRequest(task: ForgejoTask, cx: ConversionContext): Promise<JobRequest> {
   const payload = readPayload(task);
   const context: JsonObject = task.context ?? {};
@@ -157,18 +191,7 @@ export async function toJobRequest(task: ForgejoTask, cx: ConversionContext): Pr
         `(its labels are ${cx.labels.map((l) => l.name).join(", ") || "none"}); restart gnomon so that it declares its labels again.`,
     );
 
-  const jobToken = str(context["token"]) ?? task.secrets["GITHUB_TOKEN"] ?? task.secrets["FORGEJO_TOKEN"];
-  const secrets: Record<string, string> = { ...task.secrets };
-  if (jobToken) {
-    secrets["GITHUB_TOKEN"] = jobToken;
-    secrets["GITEA_TOKEN"] ??= jobToken;
-    secrets["FORGEJO_TOKEN"] ??= jobToken;
-  }
-  // Not secrets to the workflow but credentials: sealed so that they never cross the queue in clear.
-  const runtimeToken = compat(context, "runtime_token") ?? jobToken;
-  if (runtimeToken) secrets["ACTIONS_RUNTIME_TOKEN"] = runtimeToken;
-  const idToken = compat(context, "actions_id_token_request_token") ?? str(context["actions_id_token_request_token"]);
-  if (idToken) secrets["ACTIONS_ID_TOKEN_REQUEST_TOKEN"] = idToken;
+  const secrets = taskSecrets(task);
 
   const id = jobIdForTask(cx.instance, task.id);
   const ref: Record<string, string | number> = { taskId: Number(task.id), job: payload.jobKey };

@@ -4,9 +4,9 @@
 // job's own access token is kept (mode 0600) because completing needs it; secrets are not.
 import type { Logger } from "../../telemetry/log.js";
 import { InFlightFile } from "../in-flight-file.js";
+import { LogMasker } from "../log-masker.js";
 import type { JobChannel } from "./job-channel.js";
 import { JobReport } from "./job-report.js";
-import { LogMasker } from "./log-masker.js";
 import type { GitHubJob } from "./to-job-request.js";
 
 /** What completing a job needs, without its secrets. */

@@ -2,8 +2,8 @@
 // Events are deduplicated by seq; every line, name and annotation is masked on the way in. The
 // channels (run service + results, or the classic hub) read this model and send what changed.
 import type { JobEvent, JobResult, StepResult, StepStage } from "../../contract/job-event.js";
+import type { LogMasker } from "../log-masker.js";
 import { derivedGuid } from "./guid.js";
-import type { LogMasker } from "./log-masker.js";
 import type { GitHubJob } from "./to-job-request.js";
 import type { TaskResult, TimelineRecordState } from "./wire.js";
 

@@ -8,6 +8,7 @@ import type { JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
 import { backoffMs, type Intervals, jitter } from "../backoff.js";
 import type { InFlightFile } from "../in-flight-file.js";
+import { LogMasker } from "../log-masker.js";
 import { OrphanJobs } from "../orphan-jobs.js";
 import { warnUnservedLabels } from "../unserved-labels.js";
 import { RunnerTokens, sendAuthed } from "./auth.js";
@@ -25,7 +26,6 @@ import { completeLostJob, type HeldJobRecord, heldJobRecord, heldJobsFile, jobOf
 import { apiError, type HttpCall, HttpClient } from "./http.js";
 import { DEFAULT_CHANNEL_TIMINGS, type JobChannel } from "./job-channel.js";
 import { Locations } from "./locations.js";
-import { LogMasker } from "./log-masker.js";
 import { osDescription } from "./registration.js";
 import { DEFAULT_RENEW_TIMINGS } from "./renewer.js";
 import { RunServiceChannel } from "./run-service-channel.js";

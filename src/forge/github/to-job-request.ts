@@ -84,12 +84,11 @@ export function describeJob(msg: AgentJobRequestMessage, flow: JobFlow): Describ
     return v ? v : undefined;
   };
 
+  // Each value's lines and encodings are the masker's business (src/contract/secret-forms.ts).
   const maskValues = new Set<string>();
   const addMask = (v: string) => {
     const t = v.trim();
-    if (t === "") return;
-    maskValues.add(t);
-    for (const line of t.split(/\r?\n/)) if (line.trim()) maskValues.add(line.trim());
+    if (t !== "") maskValues.add(t);
   };
   for (const v of Object.values(msg.variables ?? {})) if (v.isSecret && v.value) addMask(v.value);
   // git's basic-auth form of the job token, which checkout writes into .git/config as base64.

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { decodeJobRequest } from "../../../src/contract/codec.js";
 import { RunnerUnregisteredError } from "../../../src/forge/forgejo/errors.js";
+import { maskedLine, printedForms } from "../../support/secret-prints.js";
 import { RUNS_ON, runJob, startHarness, workflow } from "./harness.js";
 
 const lines = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix} line ${i + 1}`);
@@ -107,6 +108,38 @@ describe("Forgejo runner", () => {
     assert.deepEqual(task.rows.slice(s2!.logIndex, s2!.logIndex + s2!.logLength), second);
     assert.deepEqual([s1?.status, s2?.status], ["success", "failure"]);
     assert.equal(task.archivedAtFinal, true);
+  });
+
+  it("masks the task's secrets in every form before rows leave, even in events an orchestrator did not mask", async (t) => {
+    const secret = `it's "a/b+c" é😀\\x`;
+    const forms = printedForms(secret);
+    const h = await startHarness(t);
+    const jobId = h.forgejo.queueJob({ workflow: workflow(1), secrets: { MY_SECRET: secret } });
+    const job = await h.nextJob();
+    await job.ack();
+    const token = h.forgejo.taskOfJob(jobId)?.token ?? "";
+    assert.ok(token.length > 10, "the task has a job token");
+    const printed = forms.map((f) => `${f.name}: ${f.printed}`);
+    await runJob(
+      h.emitter(job.request),
+      [{ lines: [...printed, `token ${token}`, `basic ${Buffer.from(`x-access-token:${token}`).toString("base64")}`] }],
+      "success",
+      { leaked: encodeURIComponent(secret) },
+    );
+
+    const task = await h.forgejo.waitFor(() => {
+      const x = h.forgejo.taskOfJob(jobId);
+      return x?.status === "success" ? x : undefined;
+    }, "the task to succeed");
+    const s = task.steps[0]!;
+    assert.deepEqual(task.rows.slice(s.logIndex, s.logIndex + s.logLength), [
+      ...forms.map((f) => maskedLine(f, `${f.name}: `)),
+      "token ***",
+      "basic ***",
+    ]);
+    assert.deepEqual(Object.fromEntries(task.outputs), { leaked: "***" });
+    const stored = [...task.rows, ...task.outputs.values()].join("\n");
+    for (const f of forms) assert.ok(!stored.includes(f.encoded), `Forgejo holds no ${f.name} form of the secret`);
   });
 
   it("ignores a redelivered event, so a line published twice appears once", async (t) => {

@@ -6,6 +6,9 @@ import { describe, it } from "node:test";
 import type { JobEvent, JobEventBody } from "../../../src/contract/job-event.js";
 import { LogsLostError } from "../../../src/forge/forgejo/errors.js";
 import { rowContent, TaskRecord } from "../../../src/forge/forgejo/task-record.js";
+import { LogMasker } from "../../../src/forge/log-masker.js";
+
+const NO_SECRETS = new LogMasker([]);
 
 const jobId = randomUUID();
 let seq = 0;
@@ -18,7 +21,7 @@ const lines = (step: number | null, ...texts: string[]): JobEventBody => ({
 });
 
 function twoStepJob(): TaskRecord {
-  const r = new TaskRecord(7n, 2);
+  const r = new TaskRecord(7n, 2, NO_SECRETS);
   r.apply(ev({ kind: "accepted", orchestrator: "host-a" }));
   r.apply(ev(lines(null, "booting")));
   r.apply(ev({ kind: "step-started", step: 0, stage: "main", name: "one" }));
@@ -54,7 +57,7 @@ describe("TaskRecord", () => {
   });
 
   it("ignores an event it has seen (same seq), so a redelivery cannot repeat a line", () => {
-    const r = new TaskRecord(1n, 1);
+    const r = new TaskRecord(1n, 1, NO_SECRETS);
     const e = ev(lines(null, "once"));
     assert.equal(r.apply(e), true);
     assert.equal(r.apply(e), false);
@@ -62,7 +65,7 @@ describe("TaskRecord", () => {
   });
 
   it("keeps job-level lines that arrive while steps run inside the current step, so ranges stay contiguous", () => {
-    const r = new TaskRecord(1n, 2);
+    const r = new TaskRecord(1n, 2, NO_SECRETS);
     r.apply(ev({ kind: "step-started", step: 0, stage: "main", name: "one" }));
     r.apply(ev(lines(0, "a")));
     r.apply(ev(lines(null, "serial console line")));
@@ -76,7 +79,7 @@ describe("TaskRecord", () => {
   });
 
   it("gives a step without rows the current end of the log and length 0", () => {
-    const r = new TaskRecord(1n, 2);
+    const r = new TaskRecord(1n, 2, NO_SECRETS);
     r.apply(ev(lines(null, "setup")));
     r.apply(ev({ kind: "step-started", step: 0, stage: "main", name: "quiet" }));
     r.apply(
@@ -92,14 +95,14 @@ describe("TaskRecord", () => {
   });
 
   it("closes steps left open: started ones as cancelled, never-started ones skipped after success", () => {
-    const failed = new TaskRecord(1n, 3);
+    const failed = new TaskRecord(1n, 3, NO_SECRETS);
     failed.apply(ev({ kind: "step-started", step: 0, stage: "main", name: "one" }));
     failed.finish("cancelled", 9_000, { reason: "cancelled on Forgejo" });
     assert.deepEqual(
       failed.report().steps.map((s) => s.result),
       ["cancelled", "cancelled", "cancelled"],
     );
-    const ok = new TaskRecord(2n, 2);
+    const ok = new TaskRecord(2n, 2, NO_SECRETS);
     ok.apply(ev({ kind: "step-started", step: 0, stage: "main", name: "one" }));
     ok.apply(
       ev({ kind: "step-finished", step: 0, stage: "main", outcome: "success", conclusion: "success", outputs: {} }),
@@ -112,7 +115,7 @@ describe("TaskRecord", () => {
   });
 
   it("reports a step by its conclusion (continue-on-error turns a failure into success)", () => {
-    const r = new TaskRecord(1n, 1);
+    const r = new TaskRecord(1n, 1, NO_SECRETS);
     r.apply(ev({ kind: "step-started", step: 0, stage: "main", name: "flaky" }));
     r.apply(
       ev({ kind: "step-finished", step: 0, stage: "main", outcome: "failure", conclusion: "success", outputs: {} }),
@@ -131,7 +134,7 @@ describe("TaskRecord", () => {
   });
 
   it("keeps outputs until the server lists them, first value wins, oversized ones are dropped with a line", () => {
-    const r = new TaskRecord(1n, 0);
+    const r = new TaskRecord(1n, 0, NO_SECRETS);
     r.finish("success", 1, { outputs: { a: "1", ["k".repeat(300)]: "x" } });
     assert.deepEqual(r.unsentOutputs(), { a: "1" });
     assert.ok(r.pendingRows().rows.some((x) => x.content.includes("dropped")));
@@ -144,6 +147,30 @@ describe("TaskRecord", () => {
     assert.equal(rowContent("bad \ud800 surrogate"), "bad ? surrogate");
     assert.equal(rowContent("::group::Build"), "##[group]Build");
     assert.equal(rowContent("::endgroup::"), "##[endgroup]");
+  });
+
+  it("masks the task's secrets in every row and output value, whatever the events carried", () => {
+    const secret = "it's-a-s3cret/é";
+    const r = new TaskRecord(1n, 1, new LogMasker([secret]));
+    r.apply(ev({ kind: "provisioning", phase: "booting", label: "x", message: `console: ${secret}` }));
+    r.apply(ev({ kind: "step-started", step: 0, stage: "main", name: "one" }));
+    r.apply(ev(lines(0, `plain ${secret}`, `quote ${encodeURIComponent(secret)}`, `json ${JSON.stringify(secret)}`)));
+    r.apply(ev({ kind: "annotation", step: 0, level: "error", message: `failed with ${secret}` }));
+    r.apply(
+      ev({ kind: "job-finished", result: "failure", outputs: { o: `v=${secret}` }, reason: `because ${secret}` }),
+    );
+    assert.deepEqual(
+      r.pendingRows().rows.map((x) => x.content),
+      [
+        'VM for runs-on "x": booting (console: ***)',
+        "plain ***",
+        "quote ***",
+        'json "***"',
+        "error: failed with ***",
+        "because ***",
+      ],
+    );
+    assert.deepEqual(r.unsentOutputs(), { o: "v=***" });
   });
 
   it("changes nothing after the result but remembers the seq", () => {

@@ -3,7 +3,6 @@
 import assert from "node:assert/strict";
 import { constants, createCipheriv, createPublicKey, publicEncrypt, randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
-import { base64Forms, LogMasker } from "../../../src/forge/github/log-masker.js";
 import { decryptMessageBody, decryptSessionKey } from "../../../src/forge/github/message-crypto.js";
 import {
   fromRsaParams,
@@ -12,6 +11,7 @@ import {
   publicKeyXml,
   toRsaParams,
 } from "../../../src/forge/github/rsa-key.js";
+import { LogMasker } from "../../../src/forge/log-masker.js";
 
 describe("the runner's RSA key", () => {
   it("round-trips through the official .credentials_rsaparams form", () => {
@@ -95,7 +95,7 @@ describe("the log masker", () => {
       );
       assert.notEqual(m.mask(blob), blob, `the base64 with prefix ${JSON.stringify(prefix)} is masked`);
     }
-    for (const form of base64Forms(secret)) assert.equal(m.mask(form), "***");
+    assert.equal(m.mask(Buffer.from(secret).toString("base64")), "***");
   });
 
   it("applies regex mask hints and masks invalid ones literally", () => {

@@ -5,8 +5,8 @@ import { randomUUID } from "node:crypto";
 import { describe, it } from "node:test";
 import type { JobEvent, JobEventBody } from "../../../src/contract/job-event.js";
 import { JobReport, logTimestamp } from "../../../src/forge/github/job-report.js";
-import { LogMasker } from "../../../src/forge/github/log-masker.js";
 import type { GitHubJob } from "../../../src/forge/github/to-job-request.js";
+import { LogMasker } from "../../../src/forge/log-masker.js";
 
 const jobId = randomUUID();
 const job: GitHubJob = {

@@ -14,6 +14,7 @@ import { ORPHAN_REASON } from "../../../src/forge/orphan-jobs.js";
 import { Slots } from "../../../src/lifecycle/slots.js";
 import { startFakeGitHub } from "../../fakes/github-server.js";
 import { until } from "../../support/qemu-processes.js";
+import { maskedLine, printedForms } from "../../support/secret-prints.js";
 import { happyEvents, startRunner } from "./harness.js";
 
 const SECRET = "hunter2-is-not-a-password";
@@ -103,6 +104,32 @@ describe("github runner, broker flow (github.com)", () => {
     for (const s of [SECRET, Buffer.from(SECRET).toString("base64"), job.githubToken])
       assert.ok(!everything.includes(s), `nothing the fake received contains ${s.slice(0, 6)}…`);
     await fake.waitFor(() => runner.heldJobs === 0, "the runner let go of the job");
+  });
+
+  it("masks the job's secrets in every form before anything leaves, even in events an orchestrator did not mask", async (t) => {
+    const secret = `it's "a/b+c" é😀\\x`;
+    const forms = printedForms(secret);
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
+    const { orchestrator } = await startRunner(t, fake);
+    const job = fake.queueJob({ labels: ["self-hosted", "debian-12"], secrets: { MY_SECRET: secret } });
+    const req = await orchestrator.nextJob();
+    const printed = forms.map((f) => `${f.name}: ${f.printed}`);
+    await orchestrator.emit(req, ...happyEvents(printed, { leaked: encodeURIComponent(secret) }));
+
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed");
+    const done = fake.job(job.jobId);
+    const message = fake.jobMessage(job.jobId, "v2") as { steps: { id: string }[] };
+    const lines = done.stepLogs.get(message.steps[1]!.id)?.content.trimEnd().split("\n") ?? [];
+    assert.deepEqual(
+      lines.map((l) => l.replace(TS, "")),
+      forms.map((f) => maskedLine(f, `${f.name}: `)),
+    );
+    assert.deepEqual(done.outputs, { leaked: { value: "***", isSecret: false } });
+    const stored = [...done.stepLogs.values(), done.jobLog]
+      .map((l) => l?.content ?? "")
+      .join("\n")
+      .concat(fake.everythingReceived());
+    for (const f of forms) assert.ok(!stored.includes(f.encoded), `GitHub received no ${f.name} form of the secret`);
   });
 
   it("fails a job it cannot run on GitHub with the reason, without queueing it", async (t) => {
