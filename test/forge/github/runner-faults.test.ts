@@ -113,9 +113,10 @@ describe("github runner, broker flow, under faults", () => {
     await fake.waitFor(() => runner.heldJobs === 0, "the runner let go of the job");
     const attempts = fake.calls("/run/completejob", "POST").map((r) => r.at);
     assert.ok(attempts.length > 1, "it tried more than once");
-    // The lock granted last before the end ran out at most lockMs after it (plus a request's way here).
+    // The lock granted last before the end ran out at most lockMs after it; the slack is for a
+    // request started just before that on a busy machine.
     assert.ok(
-      (attempts.at(-1) ?? 0) <= endedAt + lockMs + 50,
+      (attempts.at(-1) ?? 0) <= endedAt + lockMs + 500,
       `no attempt after the lock ran out (last ${(attempts.at(-1) ?? 0) - endedAt} ms after the end)`,
     );
     assert.equal(messages(records, WARN, /did not accept the job's completion/).length, 1, "one line for the outage");
