@@ -1,7 +1,8 @@
 // What a forge runner holds right now, on disk, for the process that follows it: if this one dies
 // mid-job (a crash, SIGKILL, a power cut), its successor ends those jobs on the forge at once
 // instead of leaving them "running" there until the forge gives up on them. Written whole (temp
-// file + rename, mode 0600) after every change, so a crash never leaves half a file.
+// file + rename, mode 0600) after every change (changes that come while a write is queued share
+// it), so a crash never leaves half a file.
 import { randomUUID } from "node:crypto";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
@@ -14,6 +15,8 @@ export class InFlightFile<T> {
   readonly #keyOf: (entry: T) => string;
   readonly #entries = new Map<string, T>();
   #writing: Promise<void> = Promise.resolve();
+  /** A write is queued that has not started: it will see every change made until it does. */
+  #queued = false;
 
   /** `isEntry` keeps what a damaged or older file holds out; `keyOf` names an entry for remove(). */
   constructor(path: string, isEntry: (x: unknown) => x is T, keyOf: (entry: T) => string, log: Logger) {
@@ -56,10 +59,19 @@ export class InFlightFile<T> {
     return this.#save();
   }
 
+  /** Settles when every change made so far is on disk. */
+  settled(): Promise<void> {
+    return this.#writing;
+  }
+
+  /** Writes the entries as they are when the write starts; changes made before then share it. */
   #save(): Promise<void> {
-    const body = `${JSON.stringify({ held: [...this.#entries.values()] }, null, 1)}\n`;
+    if (this.#queued) return this.#writing;
+    this.#queued = true;
     this.#writing = this.#writing
       .then(async () => {
+        this.#queued = false;
+        const body = `${JSON.stringify({ held: [...this.#entries.values()] }, null, 1)}\n`;
         await mkdir(dirname(this.#path), { recursive: true });
         const tmp = `${this.#path}.${randomUUID().slice(0, 8)}.tmp`;
         await writeFile(tmp, body, { mode: 0o600 });

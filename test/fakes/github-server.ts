@@ -114,8 +114,15 @@ export interface FakeJob {
   outputs: Record<string, { value: string; isSecret?: boolean }> | undefined;
   stepResults: Record<string, unknown>[] | undefined;
   annotations: Record<string, unknown>[] | undefined;
-  /** Results: every WorkflowStepsUpdate in arrival order. */
+  /** Results: every WorkflowStepsUpdate it accepted, in arrival order. */
   readonly stepUpdates: { changeOrder: number; steps: Record<string, unknown>[] }[];
+  /**
+   * Results: step updates whose change_order was not above the last one accepted. The service
+   * answers them `ok` and drops them, so a runner cannot tell; they change nothing GitHub shows.
+   */
+  readonly ignoredStepUpdates: { changeOrder: number; steps: Record<string, unknown>[] }[];
+  /** Results: what the job's page shows for each step (by external_id), merged from accepted updates. */
+  readonly stepView: Map<string, Record<string, unknown>>;
   /** Results: uploaded step logs by step id, with the line count of their metadata. */
   readonly stepLogs: Map<string, { content: string; lineCount: number | undefined }>;
   jobLog: { content: string; lineCount: number | undefined } | undefined;
@@ -154,6 +161,14 @@ export interface FakeFaults {
   uploadFailuresAfterStore: number;
   /** While true, the live console WebSocket refuses connections (503). */
   feedDown: boolean;
+  /**
+   * The Results service's Twirp API (step updates, log URLs and metadata): "up"; "failing", every
+   * call answers 500 (counted in `resultsRefused`); "stalled", calls are held without an answer
+   * until the fault changes (then answered as the new setting says) or the client gives up.
+   */
+  results: "up" | "failing" | "stalled";
+  /** The next N completejob calls answer 500 before looking at the job. */
+  completeErrors: number;
 }
 
 // ------------------------------------------------------------------ internals
@@ -264,7 +279,13 @@ export class FakeGitHubServer {
     pollErrors: 0,
     uploadFailuresAfterStore: 0,
     feedDown: false,
+    results: "up",
+    completeErrors: 0,
   };
+  /** Results calls answered 500 because of `faults.results`. */
+  resultsRefused = 0;
+  /** completejob calls answered 500 because of `faults.completeErrors`. */
+  completeRefused = 0;
   /** Classic runners get a BrokerMigration message and then their jobs from the broker. */
   migrateToBroker = false;
   readonly requests: RecordedRequest[] = [];
@@ -396,6 +417,8 @@ export class FakeGitHubServer {
       stepResults: undefined,
       annotations: undefined,
       stepUpdates: [],
+      ignoredStepUpdates: [],
+      stepView: new Map(),
       stepLogs: new Map(),
       jobLog: undefined,
       timeline: new Map(),
@@ -419,6 +442,18 @@ export class FakeGitHubServer {
   /** The job message as the runner receives it: from acquirejob (v2) or in a classic message. */
   jobMessage(jobId: string, flow: "v2" | "classic"): Record<string, unknown> {
     return this.#deliveredMessage(this.job(jobId), flow);
+  }
+
+  /**
+   * The steps of the job message that the job's completejob left out of `stepResults`. The run
+   * service accepts such a completion (the official listener sends no stepResults at all after its
+   * worker crashed), so the fake does too; tests use this to require that gnomon reports them all.
+   */
+  stepsNotInResults(jobId: string): string[] {
+    const job = this.job(jobId);
+    const reported = new Set((job.stepResults ?? []).map((s) => String(s["external_id"])));
+    const steps = (job.message["steps"] as { id: string }[] | undefined) ?? [];
+    return steps.map((s) => s.id).filter((id) => !reported.has(id));
   }
 
   /** Cancels a job as the UI's "Cancel workflow" does: a JobCancellation for the runner holding it. */
@@ -888,8 +923,10 @@ export class FakeGitHubServer {
     if (p === "/run/completejob" && m === "POST") return this.#completeV2(req, raw);
 
     // ---- Results
-    if (p.startsWith("/results/twirp/") && m === "POST")
+    if (p.startsWith("/results/twirp/") && m === "POST") {
+      await this.#resultsFault(closed);
       return this.#results(req, p.slice("/results/twirp/".length), raw);
+    }
     g = /^\/blob\/([^/]+)\/([^/]+)$/.exec(p);
     if (g && m === "PUT") return this.#blob(req, url, raw, `${g[1]}/${g[2]}`);
 
@@ -1239,6 +1276,11 @@ export class FakeGitHubServer {
   }
 
   #completeV2(req: IncomingMessage, raw: Buffer): unknown {
+    if (this.faults.completeErrors > 0) {
+      this.faults.completeErrors -= 1;
+      this.completeRefused += 1;
+      throw runError(500, "internal error");
+    }
     const job = this.#jobByToken(req);
     const b = this.#json(raw);
     if (job.state !== "acquired") throw runError(404, `job ${job.jobId} not found`);
@@ -1268,13 +1310,24 @@ export class FakeGitHubServer {
     switch (method) {
       case "github.actions.results.api.v1.WorkflowStepUpdateService/WorkflowStepsUpdate": {
         const order = Number(b["change_order"]);
-        const last = job.stepUpdates.at(-1)?.changeOrder ?? 0;
-        if (!(order > last)) throw new HttpError(400, { code: "invalid_argument", msg: "change_order must increase" });
+        if (!Number.isSafeInteger(order) || order < 1)
+          throw new HttpError(400, { code: "invalid_argument", msg: "change_order must be a positive integer" });
         const steps = b["steps"] as Record<string, unknown>[];
         for (const s of steps)
           if (![0, 3, 5, 6].includes(Number(s["status"])) || ![0, 2, 3, 4, 7].includes(Number(s["conclusion"])))
             throw new HttpError(400, { code: "invalid_argument", msg: "status or conclusion out of range" });
+        // change_order orders a job's updates (the official runner counts from 1 per process, with
+        // gaps after failed calls): one not above the last accepted is an old update, dropped.
+        const last = job.stepUpdates.at(-1)?.changeOrder ?? 0;
+        if (order <= last) {
+          job.ignoredStepUpdates.push({ changeOrder: order, steps });
+          return { ok: true };
+        }
         job.stepUpdates.push({ changeOrder: order, steps });
+        for (const s of steps) {
+          const id = String(s["external_id"]);
+          job.stepView.set(id, { ...job.stepView.get(id), ...s });
+        }
         return { ok: true };
       }
       case "results.services.receiver.Receiver/GetStepLogsSignedBlobURL":
@@ -1300,6 +1353,16 @@ export class FakeGitHubServer {
       }
       default:
         throw new HttpError(404, { code: "bad_route", msg: `no method ${method}` });
+    }
+  }
+
+  /** Applies `faults.results` to one Twirp call: waits while stalled, then refuses while failing. */
+  async #resultsFault(closed: AbortSignal): Promise<void> {
+    while (this.faults.results === "stalled" && !closed.aborted && !this.#closed)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    if (this.faults.results === "failing") {
+      this.resultsRefused += 1;
+      throw new HttpError(500, { code: "internal", msg: "the Results service failed" });
     }
   }
 

@@ -1,12 +1,12 @@
 // The classic job channel (spec 8): lock renewal on the pool's job request with the runner's token,
 // timeline records, step logs and the live console on the plan hub with the job's token, and the
 // JobCompleted plan event. Logs are appended from the line count GitHub acknowledged, so a retried
-// upload resumes instead of repeating lines.
+// upload resumes instead of repeating lines. Live lines go out on their own, never behind a retry.
 import { type RunnerTokens, sendAuthed } from "./auth.js";
-import { describeDetail, GitHubApiError, JobGoneError } from "./errors.js";
+import { describeDetail, JobGoneError } from "./errors.js";
 import { apiError, type HttpCall, type HttpClient, readJson } from "./http.js";
 import type { ChannelTimings, JobChannel } from "./job-channel.js";
-import { type JobReport, type ReportRecord, toTaskResult } from "./job-report.js";
+import { hasLogHere, type JobReport, type ReportRecord, toTaskResult } from "./job-report.js";
 import { LOCATION, type Locations } from "./locations.js";
 import { withRetries } from "./retry.js";
 import type { GitHubJob } from "./to-job-request.js";
@@ -18,6 +18,8 @@ const ZERO_GUID = "00000000-0000-0000-0000-000000000000";
 /** Lines per append; the official runner pages at 8 MiB, lines are a safer unit for the ack offset. */
 const LOG_PAGE_LINES = 5_000;
 const FEED_BATCH_LINES = 100;
+/** A live batch that takes longer is dropped: the console is best effort and must not fall behind. */
+const FEED_TIMEOUT_MS = 10_000;
 
 export interface ClassicChannelOptions {
   readonly job: GitHubJob;
@@ -205,7 +207,6 @@ export class ClassicChannel implements JobChannel {
   }
 
   async sync(report: JobReport, signal: AbortSignal): Promise<void> {
-    await this.#feed(report, signal);
     const changed = report.records.filter((r) => (this.#sent.get(r.id) ?? 0) < r.version);
     if (changed.length > 0) {
       const versions = changed.map((r) => [r.id, r.version] as const);
@@ -217,7 +218,7 @@ export class ClassicChannel implements JobChannel {
     }
     const linked: TimelineRecordBody[] = [];
     for (const r of report.records) {
-      if (r.state !== "completed") continue;
+      if (r.state !== "completed" || !hasLogHere(r)) continue;
       const state = this.#logs.get(r.id);
       if (state && state.acked >= r.lines.length && state.linked) continue;
       await this.#shipLog(r, signal);
@@ -231,7 +232,7 @@ export class ClassicChannel implements JobChannel {
   }
 
   /** Live console lines, best effort: the uploaded log is what stays. */
-  async #feed(report: JobReport, signal: AbortSignal): Promise<void> {
+  async live(report: JobReport): Promise<void> {
     for (const r of report.records) {
       while (r.live.length > 0) {
         const batch = r.live.splice(0, FEED_BATCH_LINES);
@@ -244,11 +245,11 @@ export class ClassicChannel implements JobChannel {
             url: this.#hub(LOCATION.recordFeed, { recordId: this.#o.job.jobId }),
             json: { count: batch.length, value: batch, stepId: r.id, startLine },
             apiVersion: HUB_API,
-            signal,
+            signal: AbortSignal.timeout(Math.min(FEED_TIMEOUT_MS, this.#o.timings.callTimeoutMs)),
           });
           await this.#o.http.send(call);
         } catch {
-          signal.throwIfAborted();
+          // dropped: the step's log keeps the lines
         }
       }
     }
@@ -321,63 +322,66 @@ export class ClassicChannel implements JobChannel {
     return found?.lineCount ?? log.acked;
   }
 
+  async flush(report: JobReport, signal: AbortSignal): Promise<void> {
+    await this.sync(report, signal);
+    await this.#patchRecords([this.#jobRecord(report, "completed")], signal);
+  }
+
   async complete(report: JobReport, signal: AbortSignal): Promise<void> {
     const outcome = report.outcome;
     if (!outcome) throw new Error("complete() needs a finished report");
-    await this.sync(report, signal);
-    await this.#patchRecords([this.#jobRecord(report, "completed")], signal);
     const { job } = this.#o;
     const result = toTaskResult(outcome.result);
     const outputs = Object.fromEntries(
       Object.entries(outcome.outputs).map(([k, v]) => [k, { value: v, isSecret: false }]),
     );
-    await withRetries(
-      async () => {
-        const call: HttpCall =
-          job.planVersion >= 8
-            ? this.#jobCall({
-                what: "complete the job",
-                method: "POST",
-                url: this.#hub(LOCATION.planEvents, {}),
-                json: { name: "JobCompleted", jobId: job.jobId, requestId: job.requestId, result, outputs },
-                apiVersion: EVENTS_API,
-                signal,
-              })
-            : {
-                what: "complete the job",
-                method: "PATCH",
-                url: this.#o.locations.url(
-                  LOCATION.jobRequests,
-                  { poolId: this.#o.poolId, requestId: job.requestId },
-                  { lockToken: ZERO_GUID },
-                ),
-                json: { requestId: job.requestId, finishTime: new Date(outcome.at).toISOString(), result },
-                apiVersion: "5.1-preview.1",
-                timeoutMs: this.#o.timings.callTimeoutMs,
-                signal,
-              };
-        const res =
-          job.planVersion >= 8 ? await this.#o.http.send(call) : await sendAuthed(this.#o.http, this.#o.tokens, call);
-        if (res.status < 200 || res.status > 299) {
-          const err = apiError(call.what, res);
-          const d = err.detail;
-          if (
-            res.status === 404 ||
-            (d.kind === "vss" && /PlanNotFound|PlanSecurity|PlanTerminated|TaskOrchestrationPlan/i.test(d.typeKey))
-          )
-            throw new JobGoneError(`GitHub no longer accepts results for job ${job.jobId} (${describeDetail(d)})`, {
-              cause: err,
-            });
-          throw err;
-        }
-      },
-      {
-        attempts: this.#o.timings.completeAttempts,
-        delayMs: () => this.#o.timings.completeRetryMs,
-        retryable: (err) => !(err instanceof JobGoneError) && !(err instanceof GitHubApiError && err.status === 401),
-        signal,
-      },
-    );
+    const call: HttpCall =
+      job.planVersion >= 8
+        ? this.#jobCall({
+            what: "complete the job",
+            method: "POST",
+            url: this.#hub(LOCATION.planEvents, {}),
+            json: { name: "JobCompleted", jobId: job.jobId, requestId: job.requestId, result, outputs },
+            apiVersion: EVENTS_API,
+            signal,
+          })
+        : {
+            what: "complete the job",
+            method: "PATCH",
+            url: this.#o.locations.url(
+              LOCATION.jobRequests,
+              { poolId: this.#o.poolId, requestId: job.requestId },
+              { lockToken: ZERO_GUID },
+            ),
+            json: { requestId: job.requestId, finishTime: new Date(outcome.at).toISOString(), result },
+            apiVersion: "5.1-preview.1",
+            timeoutMs: this.#o.timings.callTimeoutMs,
+            signal,
+          };
+    const res =
+      job.planVersion >= 8 ? await this.#o.http.send(call) : await sendAuthed(this.#o.http, this.#o.tokens, call);
+    if (res.status < 200 || res.status > 299) {
+      const err = apiError(call.what, res);
+      const d = err.detail;
+      if (
+        res.status === 404 ||
+        (d.kind === "vss" && /PlanNotFound|PlanSecurity|PlanTerminated|TaskOrchestrationPlan/i.test(d.typeKey))
+      )
+        throw new JobGoneError(`GitHub no longer accepts results for job ${job.jobId} (${describeDetail(d)})`, {
+          cause: err,
+        });
+      throw err;
+    }
+  }
+
+  missingLogs(report: JobReport): string[] {
+    return report.records
+      .filter((r) => {
+        if (!hasLogHere(r)) return false;
+        const log = this.#logs.get(r.id);
+        return !log || log.acked < r.lines.length || !log.linked;
+      })
+      .map((r) => r.name);
   }
 
   #retry<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {

@@ -1,7 +1,9 @@
 // One job GitHub gave this runner, from acquisition to completion: the first renewal, the JobRequest
-// on the bus, the renewal loop, the job's events into its report and onto GitHub, and the
-// completion with last words. Every way out (finished, cancelled, lock lost, shutdown) completes
-// the job on GitHub and publishes a Cancel when the orchestrator may still be running it.
+// on the bus, the renewal loop, the job's events into its report and onto GitHub (steps and logs in
+// one loop, live lines in another, so neither waits for the other), and the completion with last
+// words. Every way out (finished, cancelled, lock lost, shutdown) completes the job on GitHub,
+// renewing its lock until GitHub accepted that, and publishes a Cancel when the orchestrator may
+// still be running it.
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Cancel } from "../../contract/cancel.js";
 import type { JobRequest } from "../../contract/job-request.js";
@@ -9,22 +11,22 @@ import type { EventDelivery, JobBus } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
 import type { LogMasker } from "../log-masker.js";
 import { unservedNotice } from "../unserved-labels.js";
+import { type CompletionTimings, completeOnGitHub, REPORTING_OUTAGE } from "./completion.js";
 import { asError, JobGoneError } from "./errors.js";
 import type { ChannelTimings, JobChannel } from "./job-channel.js";
-import { JobReport } from "./job-report.js";
+import { JobReport, type RecordProgress } from "./job-report.js";
+import { Outage } from "./outage.js";
 import { firstRenewal, type RenewLoop, type RenewTimings, startRenewing } from "./renewer.js";
 import { withRetries } from "./retry.js";
 import type { GitHubJob, ToJobRequestResult } from "./to-job-request.js";
 
-export interface HeldJobTimings {
+export interface HeldJobTimings extends CompletionTimings {
   readonly renew: RenewTimings;
   readonly channel: ChannelTimings;
   /** How often changed steps and new lines are sent (official: at most every 500 ms). */
   readonly reportIntervalMs: number;
   /** The least time a cancelled job gets to end on its own before it is completed as cancelled. */
   readonly cancelTimeoutMs: number;
-  /** Deadline for the final flush and completion (the job's own signals are usually aborted by then). */
-  readonly finalFlushMs: number;
 }
 
 export interface HeldJobOptions {
@@ -36,8 +38,17 @@ export interface HeldJobOptions {
   readonly masker: LogMasker;
   readonly log: Logger;
   readonly timings: HeldJobTimings;
+  /** Called whenever the job's steps stand differently (what a successor process needs to end the job). */
+  readonly onProgress?: (progress: readonly RecordProgress[]) => void;
   readonly now?: () => number;
 }
+
+/**
+ * How the job ended for this process. `cut-short`: the runner had to stop before GitHub accepted
+ * the completion while the job's lock still held, so the next process should complete it; `left`:
+ * the first renewal failed and GitHub gives the job to another runner.
+ */
+export type HeldJobEnd = "completed" | "gone" | "gave-up" | "cut-short" | "left";
 
 type Ending =
   | { readonly t: "finished" }
@@ -45,25 +56,56 @@ type Ending =
   | { readonly t: "lost"; readonly error: Error }
   | { readonly t: "shutdown"; readonly reason: string };
 
+/** Wakes the loops that wait for news; a wait leaves no listener behind, however long the job. */
+class Doorbell {
+  readonly #waiters = new Set<() => void>();
+
+  ring(): void {
+    for (const w of [...this.#waiters]) w();
+  }
+
+  /** Resolves at the next ring, or when `signal` aborts. */
+  wait(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.#waiters.delete(done);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      this.#waiters.add(done);
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+}
+
 export class HeldJob {
   readonly job: GitHubJob;
   readonly report: JobReport;
   readonly #o: HeldJobOptions;
   readonly #now: () => number;
   readonly #ended: { promise: Promise<Ending>; resolve: (e: Ending) => void };
-  #wake: (() => void) | undefined;
-  /** Something changed since the last sync. */
-  #dirty = false;
+  readonly #news = new Doorbell();
+  /** Steps or logs changed since the last sync. */
+  #syncNews = false;
+  /** Lines arrived since the last live send. */
+  #liveNews = false;
+  /** The job's reporting outage, shared by the report loop and the completion: logged once. */
+  readonly #reporting: Outage;
+  #progressStamp = "";
   #renewLoop: RenewLoop | undefined;
   #published = false;
   #cancelRequested = false;
-  #done: Promise<void> | undefined;
+  /** When the runner is stopping: no completion attempt starts after this. */
+  #hurryUntil = Number.POSITIVE_INFINITY;
+  #done: Promise<HeldJobEnd> | undefined;
 
   constructor(opts: HeldJobOptions) {
     this.#o = opts;
     this.job = opts.job;
     this.#now = opts.now ?? Date.now;
     this.report = new JobReport(opts.job, { masker: opts.masker });
+    this.#reporting = new Outage(opts.log, REPORTING_OUTAGE, this.#now);
     let resolve!: (e: Ending) => void;
     const promise = new Promise<Ending>((r) => {
       resolve = r;
@@ -90,9 +132,10 @@ export class HeldJob {
   }
 
   /** Runs the job to its completion on GitHub; settles when nothing more will be sent. Never rejects. */
-  run(): Promise<void> {
-    this.#done ??= this.#run().catch((err) => {
+  run(): Promise<HeldJobEnd> {
+    this.#done ??= this.#run().catch((err): HeldJobEnd => {
       this.#o.log.error({ err: asError(err) }, "github job handling failed");
+      return "gave-up";
     });
     return this.#done;
   }
@@ -103,8 +146,7 @@ export class HeldJob {
     void delivery.ack().catch((err) => this.#o.log.warn({ err: asError(err) }, "could not acknowledge a job event"));
     if (!applied) return;
     if (this.report.outcome) this.#ended.resolve({ t: "finished" });
-    this.#dirty = true;
-    this.#wake?.();
+    this.#changed();
   }
 
   /** GitHub asked to cancel the job (JobCancellation). */
@@ -119,12 +161,29 @@ export class HeldJob {
     void this.#ended.promise.then(() => clearTimeout(timer));
   }
 
-  /** The runner is stopping and its deadline passed: cancel the job and complete it. */
+  /**
+   * The runner is stopping and its deadline passed: cancel the job and complete it, or, if it is
+   * completing already, give that no longer than `finalFlushMs` from now.
+   */
   shutdown(reason: string): void {
+    this.#hurryUntil = Math.min(this.#hurryUntil, this.#now() + this.#o.timings.finalFlushMs);
     this.#ended.resolve({ t: "shutdown", reason });
   }
 
-  async #run(): Promise<void> {
+  #changed(): void {
+    this.#syncNews = true;
+    this.#liveNews = true;
+    this.#news.ring();
+    const { onProgress } = this.#o;
+    if (!onProgress) return;
+    const progress = this.report.progress();
+    const stamp = JSON.stringify(progress);
+    if (stamp === this.#progressStamp) return;
+    this.#progressStamp = stamp;
+    onProgress(progress);
+  }
+
+  async #run(): Promise<HeldJobEnd> {
     const { job, channel, log, timings } = this.#o;
     const setupSignal = new AbortController();
     void this.#ended.promise.then(() => setupSignal.abort());
@@ -134,10 +193,11 @@ export class HeldJob {
       lockedUntil = await firstRenewal(channel, timings.renew, setupSignal.signal);
     } catch (err) {
       log.error({ err: asError(err) }, "the first renewal of the job failed; leaving the job to GitHub");
-      return;
+      return "left";
     }
-    this.#renewLoop = startRenewing(channel, job.jobId, lockedUntil, timings.renew, this.#now);
-    void this.#renewLoop.done.then((lost) => {
+    const renewLoop = startRenewing(channel, job.jobId, lockedUntil, timings.renew, this.#now);
+    this.#renewLoop = renewLoop;
+    void renewLoop.done.then((lost) => {
       if (lost) this.#ended.resolve({ t: "lost", error: lost });
     });
 
@@ -155,7 +215,10 @@ export class HeldJob {
     }
     if (this.report.outcome) this.#ended.resolve({ t: "finished" });
 
-    const syncing = this.#syncLoop();
+    const reporting = new AbortController();
+    void this.#ended.promise.then(() => reporting.abort());
+    const syncing = this.#syncLoop(reporting.signal);
+    const streaming = this.#liveLoop(reporting.signal);
     const ending = await this.#ended.promise;
     await syncing;
 
@@ -176,19 +239,36 @@ export class HeldJob {
         case "finished":
           break;
       }
+      this.#changed();
     }
     log.info({ result: this.report.outcome?.result, ending: ending.t }, "completing the github job");
-    const final = AbortSignal.timeout(timings.finalFlushMs);
     try {
-      if (ending.t === "lost" && ending.error instanceof JobGoneError) {
-        // GitHub dropped the job; nothing it would accept is left to send.
-      } else await channel.complete(this.report, final);
-    } catch (err) {
-      log.error({ err: asError(err) }, "could not complete the job on GitHub");
+      // GitHub dropped the job; nothing it would accept is left to send.
+      if (ending.t === "lost" && ending.error instanceof JobGoneError) return "gone";
+      // The lock GitHub granted last: renewals go on until the completion is accepted, but the
+      // completion does not outlast the lock it had when the job ended.
+      const lockEnd = renewLoop.lockedUntil.getTime() + timings.renew.graceMs;
+      const dropped = new AbortController();
+      void renewLoop.done.then((lost) => {
+        if (lost) dropped.abort(lost);
+      });
+      const result = await completeOnGitHub({
+        channel,
+        report: this.report,
+        log,
+        timings,
+        until: () => Math.min(lockEnd, this.#hurryUntil),
+        signal: dropped.signal,
+        reporting: this.#reporting,
+        now: this.#now,
+      });
+      if (result === "completed" || result === "gone") return result;
+      return this.#hurryUntil < lockEnd && this.#now() < lockEnd ? "cut-short" : "gave-up";
     } finally {
       channel.dispose?.();
-      this.#renewLoop.stop();
-      await this.#renewLoop.done;
+      await streaming;
+      renewLoop.stop();
+      await renewLoop.done;
     }
   }
 
@@ -211,8 +291,7 @@ export class HeldJob {
       if (unserved) {
         log.warn({ runsOn: request.runsOn }, "no orchestrator serves the job's label right now");
         this.report.note(unserved, this.#now());
-        this.#dirty = true;
-        this.#wake?.();
+        this.#changed();
       }
       // A cancellation that came while the job was being queued could not be passed on yet.
       if (this.#cancelRequested) await this.#publishCancel("the job was cancelled on GitHub");
@@ -232,33 +311,38 @@ export class HeldJob {
     }
   }
 
-  /** Sends changes at most every reportIntervalMs until the job has an ending; outages are logged once. */
-  async #syncLoop(): Promise<void> {
-    const { channel, log, timings } = this.#o;
-    const stop = new AbortController();
-    void this.#ended.promise.then(() => stop.abort());
-    let failing = false;
-    while (!stop.signal.aborted) {
-      if (!this.#dirty)
-        await new Promise<void>((resolve) => {
-          this.#wake = resolve;
-          stop.signal.addEventListener("abort", () => resolve(), { once: true });
-        });
-      this.#wake = undefined;
-      if (stop.signal.aborted) break;
-      this.#dirty = false;
+  /** Sends changed steps and finished logs at most every reportIntervalMs until the job has an ending. */
+  async #syncLoop(stop: AbortSignal): Promise<void> {
+    const { channel, timings } = this.#o;
+    while (!stop.aborted) {
+      if (!this.#syncNews) await this.#news.wait(stop);
+      if (stop.aborted) break;
+      this.#syncNews = false;
       try {
         // Not aborted by the ending: a sync cut off midway could make the final one repeat lines.
         await channel.sync(this.report, AbortSignal.timeout(timings.channel.callTimeoutMs * 2));
-        if (failing) log.info("reporting to GitHub works again");
-        failing = false;
+        this.#reporting.recovered();
       } catch (err) {
-        if (stop.signal.aborted) break;
-        if (!failing) log.warn({ err: asError(err) }, "could not report the job's progress to GitHub; will retry");
-        failing = true;
-        this.#dirty = true;
+        if (stop.aborted) break;
+        this.#reporting.failed(err);
+        this.#syncNews = true;
       }
-      await sleep(timings.reportIntervalMs, undefined, { signal: stop.signal }).catch(() => {});
+      await sleep(timings.reportIntervalMs, undefined, { signal: stop }).catch(() => {});
+    }
+  }
+
+  /**
+   * Sends new lines to the live console at most every reportIntervalMs, apart from the sync loop
+   * so that lines never wait for a step update or log upload that GitHub is slow to take. Sends
+   * what arrived last once more after the ending.
+   */
+  async #liveLoop(stop: AbortSignal): Promise<void> {
+    for (;;) {
+      if (!this.#liveNews && !stop.aborted) await this.#news.wait(stop);
+      this.#liveNews = false;
+      await this.#o.channel.live(this.report).catch(() => {}); // best effort by contract; never the job's end
+      if (stop.aborted) return;
+      await sleep(this.#o.timings.reportIntervalMs, undefined, { signal: stop }).catch(() => {});
     }
   }
 }

@@ -1,5 +1,7 @@
 // What a held job needs from GitHub, whichever service the job came from: renew its lock, show its
-// progress, and complete it. Implemented by the run service + Results (v2) and the classic plan hub.
+// progress and live lines, and complete it. Implemented by the run service + Results (v2) and the
+// classic plan hub. A channel makes single attempts (plus a few quick retries of one upload); how
+// long to keep trying, and when to give up on logs and complete anyway, is the caller's decision.
 import type { JobReport } from "./job-report.js";
 
 export interface JobChannel {
@@ -8,12 +10,25 @@ export interface JobChannel {
   /** Marks the job as started (the classic job record); idempotent. */
   begin(report: JobReport, signal: AbortSignal): Promise<void>;
   /**
-   * Sends what changed since the last call: step states, live lines, the logs of finished steps.
+   * Sends what changed since the last call: step states and the logs of finished steps.
    * Safe to call again after a failure: it resends from what GitHub acknowledged.
    */
   sync(report: JobReport, signal: AbortSignal): Promise<void>;
-  /** Final sync, the job log, and the completion with result and outputs. The report must be finished. */
+  /**
+   * Sends the lines that arrived since the last call to the live console. Best effort, as in the
+   * official runner: never rejects, and waits on nothing but the console itself (lines it cannot
+   * send are dropped; the steps' logs keep them).
+   */
+  live(report: JobReport): Promise<void>;
+  /** The last sync of a finished report and the job-wide log or record; safe to call again. */
+  flush(report: JobReport, signal: AbortSignal): Promise<void>;
+  /**
+   * One attempt at completing the job with its result, outputs and steps (the report must be
+   * finished). Rejects with JobGoneError when GitHub no longer accepts it.
+   */
   complete(report: JobReport, signal: AbortSignal): Promise<void>;
+  /** Names of the logs that have not reached GitHub ("Say hello", "the job log"), for the job's last words. */
+  missingLogs(report: JobReport): string[];
   /** Lets go of what the channel holds open (the live console socket); the job is over. */
   dispose?(): void;
 }
@@ -21,9 +36,6 @@ export interface JobChannel {
 /** Timings of the channels, defaults as the official runner's; tests shorten them. */
 export interface ChannelTimings {
   readonly callTimeoutMs: number;
-  /** Completion: attempts and the wait between them (official: 5 × 5 s). */
-  readonly completeAttempts: number;
-  readonly completeRetryMs: number;
   /** Log uploads and step updates: attempts per call, and the wait between them. */
   readonly uploadAttempts: number;
   readonly uploadRetryMs: number;
@@ -31,8 +43,6 @@ export interface ChannelTimings {
 
 export const DEFAULT_CHANNEL_TIMINGS: ChannelTimings = {
   callTimeoutMs: 60_000,
-  completeAttempts: 5,
-  completeRetryMs: 5_000,
   uploadAttempts: 3,
   uploadRetryMs: 2_000,
 };

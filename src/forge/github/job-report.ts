@@ -1,6 +1,8 @@
 // Pure: what GitHub should show for one job, built from the JobEvents the orchestrator publishes.
 // Events are deduplicated by seq; every line, name and annotation is masked on the way in. The
-// channels (run service + results, or the classic hub) read this model and send what changed.
+// channels (run service + results, or the classic hub) read this model and send what changed. A
+// finished report has a result for every step of the job message. Its progress (records without
+// lines) can be kept on disk and restored, so that a successor process can end the job.
 import type { JobEvent, JobResult, StepResult, StepStage } from "../../contract/job-event.js";
 import type { LogMasker } from "../log-masker.js";
 import { derivedGuid } from "./guid.js";
@@ -30,7 +32,8 @@ export interface ReportRecord {
   readonly stage: StepStage | null;
   name: string;
   readonly refName: string;
-  readonly order: number;
+  /** The step number GitHub shows; only "Complete job" moves, to stay last. */
+  order: number;
   readonly actionName: string;
   readonly ref: string;
   state: TimelineRecordState;
@@ -43,9 +46,31 @@ export interface ReportRecord {
   readonly live: string[];
   /** The line number (1-based) of live[0]. */
   liveStart: number;
-  readonly issues: ReportIssue[];
+  issues: ReportIssue[];
   /** Bumped on every change; channels remember the version they sent. */
   version: number;
+  /**
+   * Restored from a previous runner process's progress: whatever log it had went to GitHub with
+   * that process, or was lost with it. Channels upload no log for it unless it got lines here.
+   */
+  readonly inherited: boolean;
+}
+
+/** What of a record outlives the runner process (see held-jobs.ts): where it is and how it stands, not its lines. */
+export interface RecordProgress {
+  readonly id: string;
+  readonly kind: RecordKind;
+  readonly stepIndex: number | null;
+  readonly stage: StepStage | null;
+  readonly name: string;
+  readonly refName: string;
+  readonly order: number;
+  readonly actionName: string;
+  readonly ref: string;
+  readonly state: TimelineRecordState;
+  readonly result: TaskResult | null;
+  readonly startTime: number | null;
+  readonly finishTime: number | null;
 }
 
 export interface JobOutcome {
@@ -59,6 +84,8 @@ export interface JobReportOptions {
   readonly masker: LogMasker;
   /** Lines beyond this many bytes per job are dropped (with one notice) so a runaway log cannot exhaust memory. */
   readonly maxLogBytes?: number;
+  /** The records a previous runner process reported for this job (its held-jobs entry). */
+  readonly progress?: readonly RecordProgress[];
 }
 
 const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
@@ -67,6 +94,9 @@ const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
 export function logTimestamp(ms: number): string {
   return new Date(ms).toISOString().replace(/Z$/, "0000Z");
 }
+
+/** Whether this process has a log of the record to upload: not one a previous process owned, unless lines came here. */
+export const hasLogHere = (r: ReportRecord): boolean => !r.inherited || r.lines.length > 0;
 
 export const toTaskResult = (r: StepResult | JobResult): TaskResult =>
   r === "success" ? "succeeded" : r === "failure" ? "failed" : r === "cancelled" ? "canceled" : "skipped";
@@ -88,6 +118,32 @@ export class JobReport {
     this.job = job;
     this.#masker = opts.masker;
     this.#maxLogBytes = opts.maxLogBytes ?? DEFAULT_MAX_LOG_BYTES;
+    for (const p of [...(opts.progress ?? [])].sort((a, b) => a.order - b.order)) {
+      const r: ReportRecord = { ...p, lines: [], live: [], liveStart: 1, issues: [], version: 1, inherited: true };
+      this.#records.push(r);
+      this.#byKey.set(this.#key(p.kind, p.stepIndex, p.stage), r);
+      if (p.kind === "step") this.#anyStepStarted = true;
+      if (p.startTime !== null) this.#startTime = Math.min(this.#startTime ?? p.startTime, p.startTime);
+    }
+  }
+
+  /** Where each record is and how it stands, without lines: what a successor process needs to end the job. */
+  progress(): RecordProgress[] {
+    return this.#records.map((r) => ({
+      id: r.id,
+      kind: r.kind,
+      stepIndex: r.stepIndex,
+      stage: r.stage,
+      name: r.name,
+      refName: r.refName,
+      order: r.order,
+      actionName: r.actionName,
+      ref: r.ref,
+      state: r.state,
+      result: r.result,
+      startTime: r.startTime,
+      finishTime: r.finishTime,
+    }));
   }
 
   get records(): readonly ReportRecord[] {
@@ -180,13 +236,18 @@ export class JobReport {
     }
   }
 
-  /** Ends the job (from its job-finished event, or by the daemon when it gives up on it). */
   /** A line of gnomon's own in the job's set-up section (before any step has started). */
   note(text: string, at: number): void {
     if (this.#outcome || this.#anyStepStarted) return;
     this.#line(this.#setup(at), at, `gnomon: ${text}`);
   }
 
+  /**
+   * Ends the job (from its job-finished event, or by the daemon when it gives up on it). Steps
+   * still running get the job's result; steps of the job message that never started are
+   * completed as skipped, as the official runner reports steps it did not run; "Complete job" is
+   * the last record.
+   */
   finish(result: JobResult, outputs: Readonly<Record<string, string>>, reason: string | undefined, at: number): void {
     if (this.#outcome) return;
     this.#startTime ??= at;
@@ -204,10 +265,18 @@ export class JobReport {
           r.finishTime = at;
           r.version += 1;
         }
-      const complete = this.#complete(at);
-      if (masked) this.#problem(complete, at, result, masked);
+    }
+    for (const [index] of this.job.steps.entries()) {
+      if (this.#byKey.has(this.#key("step", index, "main"))) continue;
+      const r = this.#step(index, "main", at);
+      r.state = "completed";
+      r.result = "skipped";
+      r.startTime = null;
+      r.finishTime = at;
     }
     const complete = this.#complete(at);
+    this.#keepLast(complete);
+    if (this.#anyStepStarted && masked) this.#problem(complete, at, result, masked);
     complete.state = "completed";
     complete.result = complete.issues.some((i) => i.level === "error") ? "failed" : "succeeded";
     complete.finishTime = at;
@@ -218,6 +287,31 @@ export class JobReport {
       reason: masked,
       at,
     };
+  }
+
+  /**
+   * A warning about the reporting itself, once the job has finished (logs that could not be
+   * uploaded): an annotation of "Complete job", since its log may be among them.
+   */
+  warnAtEnd(text: string): void {
+    if (!this.#outcome) return;
+    const complete = this.#complete(this.#outcome.at);
+    complete.issues.push({ level: "warning", message: this.mask(text), stepNumber: complete.order });
+    complete.version += 1;
+  }
+
+  /** Moves `r` behind every other record, renumbering those it passes. */
+  #keepLast(r: ReportRecord): void {
+    const at = this.#records.indexOf(r);
+    if (at === this.#records.length - 1) return;
+    this.#records.splice(at, 1);
+    this.#records.push(r);
+    for (const [i, x] of this.#records.entries()) {
+      if (x.order === i + 1) continue;
+      x.order = i + 1;
+      x.issues = x.issues.map((issue) => ({ ...issue, stepNumber: x.order }));
+      x.version += 1;
+    }
   }
 
   #problem(r: ReportRecord, at: number, result: JobResult, reason: string): void {
@@ -252,6 +346,7 @@ export class JobReport {
       liveStart: 1,
       issues: [],
       version: 1,
+      inherited: false,
     };
     this.#records.push(r);
     this.#byKey.set(this.#key(kind, step, stage), r);

@@ -1,12 +1,13 @@
 // The v2 job channel (spec 6.4, 6.5): renewjob/completejob on the run service with the job's token,
-// step progress and logs through the Results service. Step logs go up once the step has finished
-// (one block, idempotent on retry); the live console needs the FeedStream WebSocket (not sent yet).
+// step progress and logs through the Results service, live lines over the FeedStream WebSocket.
+// Step logs go up once the step has finished (one block, idempotent on retry). Step updates carry a
+// change order that also stays above those of a runner process that held the job before.
 import { type Logger, rootLogger } from "../../telemetry/log.js";
-import { GitHubApiError, JobGoneError } from "./errors.js";
+import { JobGoneError } from "./errors.js";
 import { apiError, type HttpCall, type HttpClient, readJson } from "./http.js";
 import type { ChannelTimings, JobChannel } from "./job-channel.js";
 import type { JobReport, ReportIssue, ReportRecord } from "./job-report.js";
-import { toTaskResult } from "./job-report.js";
+import { hasLogHere, toTaskResult } from "./job-report.js";
 import { LiveFeed } from "./live-feed.js";
 import { ResultsClient, type ResultsStep } from "./results.js";
 import { withRetries } from "./retry.js";
@@ -26,6 +27,7 @@ export interface RunServiceChannelOptions {
   readonly timings: ChannelTimings;
   /** For the live console socket's failures (debug level). */
   readonly log?: Logger;
+  readonly now?: () => number;
 }
 
 /** Lines per live console message, as the official runner sends them. */
@@ -69,10 +71,13 @@ export class RunServiceChannel implements JobChannel {
   readonly #sent = new Map<string, number>();
   readonly #uploaded = new Set<string>();
   readonly #feed: LiveFeed | undefined;
-  #changeOrder = 1;
+  readonly #now: () => number;
+  #changeOrder = 0;
+  #jobLogUploaded = false;
 
   constructor(opts: RunServiceChannelOptions) {
     this.#o = opts;
+    this.#now = opts.now ?? Date.now;
     const { job } = opts;
     this.#results = job.resultsUrl
       ? new ResultsClient({
@@ -119,8 +124,20 @@ export class RunServiceChannel implements JobChannel {
     // The run service learns that the job started from its first step update.
   }
 
+  /**
+   * The change order of the next step update. Results drops an update whose order is not above
+   * the last one it accepted for the job, and a process that takes over a job from one that died
+   * cannot know that one's count: so the order is the time in ms, or one above the last when that
+   * is later. It grows by one or more per update, as the official runner's (which skips the
+   * numbers of failed calls), and a successor starts above its predecessor while the clock does
+   * not go back.
+   */
+  #nextChangeOrder(): number {
+    this.#changeOrder = Math.max(this.#changeOrder + 1, this.#now());
+    return this.#changeOrder;
+  }
+
   async sync(report: JobReport, signal: AbortSignal): Promise<void> {
-    await this.#sendLive(report);
     const results = this.#results;
     if (!results) return;
     const changed = report.records.filter((r) => (this.#sent.get(r.id) ?? 0) < r.version);
@@ -140,30 +157,30 @@ export class RunServiceChannel implements JobChannel {
         ...(iso(r.finishTime) ? { completed_at: iso(r.finishTime) } : {}),
         conclusion: conclusionOf(r.result),
       }));
-      await this.#retry(() => results.updateSteps(steps, this.#changeOrder, signal), signal);
-      this.#changeOrder += 1;
+      // Retries repeat the same order: if the first try arrived after all, the repeat is dropped.
+      const order = this.#nextChangeOrder();
+      await this.#retry(() => results.updateSteps(steps, order, signal), signal);
       for (const [id, v] of versions) this.#sent.set(id, Math.max(this.#sent.get(id) ?? 0, v));
     }
     for (const r of report.records)
-      if (r.state === "completed" && !this.#uploaded.has(r.id)) {
+      if (r.state === "completed" && !this.#uploaded.has(r.id) && hasLogHere(r)) {
         await this.#retry(() => results.uploadStepLog(r.id, logText(r), r.lines.length, signal), signal);
         this.#uploaded.add(r.id);
       }
   }
 
+  async flush(report: JobReport, signal: AbortSignal): Promise<void> {
+    await this.sync(report, signal);
+    const results = this.#results;
+    if (!results || this.#jobLogUploaded) return;
+    const all = report.records.flatMap((r) => r.lines);
+    await this.#retry(() => results.uploadJobLog(all.length ? `${all.join("\n")}\n` : "", all.length, signal), signal);
+    this.#jobLogUploaded = true;
+  }
+
   async complete(report: JobReport, signal: AbortSignal): Promise<void> {
     const outcome = report.outcome;
     if (!outcome) throw new Error("complete() needs a finished report");
-    await this.sync(report, signal);
-    this.#feed?.close();
-    const results = this.#results;
-    if (results) {
-      const all = report.records.flatMap((r) => r.lines);
-      await this.#retry(
-        () => results.uploadJobLog(all.length ? `${all.join("\n")}\n` : "", all.length, signal),
-        signal,
-      );
-    }
     const { job } = this.#o;
     const body = {
       planId: job.planId,
@@ -174,22 +191,17 @@ export class RunServiceChannel implements JobChannel {
       annotations: report.issues().map(annotationOf),
       ...(job.billingOwnerId ? { billingOwnerId: job.billingOwnerId } : {}),
     };
-    await withRetries(
-      async () => {
-        const call = this.#call("complete the job", "completejob", body, signal);
-        const res = await this.#o.http.send(call);
-        if (res.status === 404)
-          throw new JobGoneError(`GitHub no longer knows job ${job.jobId} (completejob answered 404)`);
-        if (res.status < 200 || res.status > 299) throw apiError(call.what, res);
-      },
-      {
-        attempts: this.#o.timings.completeAttempts,
-        delayMs: () => this.#o.timings.completeRetryMs,
-        // Official: stop on 401 and 404; anything else is worth the five tries.
-        retryable: (err) => !(err instanceof JobGoneError) && !(err instanceof GitHubApiError && err.status === 401),
-        signal,
-      },
-    );
+    const call = this.#call("complete the job", "completejob", body, signal);
+    const res = await this.#o.http.send(call);
+    if (res.status === 404)
+      throw new JobGoneError(`GitHub no longer knows job ${job.jobId} (completejob answered 404)`);
+    if (res.status < 200 || res.status > 299) throw apiError(call.what, res);
+  }
+
+  missingLogs(report: JobReport): string[] {
+    if (!this.#results) return [];
+    const steps = report.records.filter((r) => hasLogHere(r) && !this.#uploaded.has(r.id)).map((r) => r.name);
+    return this.#jobLogUploaded ? steps : [...steps, "the job log"];
   }
 
   dispose(): void {
@@ -197,13 +209,13 @@ export class RunServiceChannel implements JobChannel {
   }
 
   /** The lines of running steps, to the live console while there is one; dropped otherwise. */
-  async #sendLive(report: JobReport): Promise<void> {
+  async live(report: JobReport): Promise<void> {
     for (const r of report.records)
       while (r.live.length > 0) {
         const batch = r.live.splice(0, FEED_BATCH_LINES);
         const startLine = r.liveStart;
         r.liveStart += batch.length;
-        if (this.#feed?.live) await this.#feed.send(r.id, startLine, batch);
+        if (this.#feed?.live) await this.#feed.send(r.id, startLine, batch).catch(() => {});
       }
   }
 

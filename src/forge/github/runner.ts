@@ -68,6 +68,7 @@ export const DEFAULT_TIMINGS: GitHubRunnerTimings = {
   reportIntervalMs: 500,
   cancelTimeoutMs: 60_000,
   finalFlushMs: 120_000,
+  completeRetry: { baseMs: 5_000, maxMs: 30_000 },
   pollErrors: { baseMs: 15_000, maxMs: 60_000 },
   acquireThrottle: { baseMs: 2_000, maxMs: 60_000 },
   sessionConflictRetryMs: 30_000,
@@ -135,6 +136,8 @@ export class GitHubRunner implements Service {
   #stopping = false;
   #jobsTaken = 0;
   #ephemeralDone = false;
+  /** Completing the jobs a previous process left; awaited before the runner counts as stopped. */
+  #leftovers: Promise<void> = Promise.resolve();
   #locations: Locations | undefined;
 
   /** The queue (runs-on of the JobRequests) this runner publishes to: its first label. */
@@ -251,7 +254,7 @@ export class GitHubRunner implements Service {
       first ? "github runner started; the session will be retried" : "github runner listening for jobs",
     );
     await warnUnservedLabels(this.#o.bus, this.queues, this.#log);
-    if (leftovers.length > 0) void this.#endLeftovers(leftovers);
+    if (leftovers.length > 0) this.#leftovers = this.#endLeftovers(leftovers);
     void this.#pollLoop(first === undefined).then(
       () => this.#finish(undefined),
       (err: unknown) => this.#finish(asError(err)),
@@ -279,6 +282,8 @@ export class GitHubRunner implements Service {
   async #finish(err: Error | undefined): Promise<void> {
     this.#polling.abort();
     await Promise.all([...this.#held.values()].map((j) => j.run()));
+    await this.#leftovers;
+    await this.#heldJobs?.settled();
     const close = AbortSignal.timeout(30_000);
     await this.#source.close(close).catch((e: unknown) => {
       // An ephemeral runner's registration may already be gone (spec 5.5).
@@ -542,14 +547,26 @@ export class GitHubRunner implements Service {
         });
   }
 
-  /** Completes the jobs a previous process held when it died, and stops them in their VMs. */
+  /**
+   * Completes the jobs a previous process held when it stopped, and stops them in their VMs. Each
+   * stays in the file until it is dealt with, so a job this process could not finish in time (it
+   * was stopped too) is still there for the next one.
+   */
   async #endLeftovers(leftovers: readonly HeldJobRecord[]): Promise<void> {
-    for (const record of leftovers) {
-      const job = jobOfRecord(record);
-      this.#orphans.stop(job.contractId);
-      await completeLostJob(job, this.#channelFor(job), this.#polling.signal, this.#log);
-    }
-    await this.#heldJobs?.clear();
+    for (const record of leftovers) void this.#heldJobs?.add(record);
+    await Promise.all(
+      leftovers.map(async (record) => {
+        const job = jobOfRecord(record);
+        this.#orphans.stop(job.contractId);
+        const result = await completeLostJob(record, {
+          channel: this.#channelFor(job),
+          signal: this.#polling.signal,
+          log: this.#log,
+          timings: this.#t,
+        });
+        if (result !== "aborted") await this.#heldJobs?.remove(record.contractId);
+      }),
+    );
   }
 
   #startJob(message: AgentJobRequestMessage, flow: JobFlow, slot: Slot): void {
@@ -571,6 +588,7 @@ export class GitHubRunner implements Service {
       masker,
       log,
       timings: this.#t,
+      onProgress: (progress) => void this.#heldJobs?.add(heldJobRecord(job, progress)),
       toRequest: () =>
         toJobRequest(message, job, {
           instance: reg.settings.gitHubUrl || reg.settings.serverUrlV2 || reg.settings.serverUrl,
@@ -585,12 +603,18 @@ export class GitHubRunner implements Service {
     void this.#heldJobs?.add(heldJobRecord(job));
     this.#jobsTaken += 1;
     log.info({ flow, name: job.displayName }, "github job acquired");
-    void held.run().finally(() => {
+    void held.run().then((end) => {
       this.#held.delete(held.id);
       this.#orphans.ended(held.id);
-      void this.#heldJobs?.remove(held.id);
+      const outcome = held.report.outcome;
+      if (end === "cut-short" && outcome) {
+        // The lock still holds: the next process completes the job with the result it had.
+        const { result, outputs, reason } = outcome;
+        void this.#heldJobs?.add(heldJobRecord(job, held.report.progress(), { result, outputs, reason }));
+        log.warn("the runner stopped before GitHub accepted the job's completion; the next start completes it");
+      } else void this.#heldJobs?.remove(held.id);
       slot.release();
-      log.info({ result: held.report.outcome?.result }, "github job done");
+      log.info({ result: outcome?.result, end }, "github job done");
       if (reg.settings.ephemeral) {
         this.#ephemeralDone = true;
         this.#polling.abort();

@@ -29,10 +29,11 @@ export const FAST: Partial<GitHubRunnerTimings> = {
     retryLongMs: [40, 60],
     graceMs: 0,
   },
-  channel: { callTimeoutMs: 5_000, completeAttempts: 3, completeRetryMs: 50, uploadAttempts: 4, uploadRetryMs: 20 },
+  channel: { callTimeoutMs: 5_000, uploadAttempts: 4, uploadRetryMs: 20 },
   reportIntervalMs: 20,
   cancelTimeoutMs: 800,
   finalFlushMs: 10_000,
+  completeRetry: { baseMs: 20, maxMs: 100 },
   pollErrors: { baseMs: 50, maxMs: 200 },
   acquireThrottle: { baseMs: 20, maxMs: 100 },
   sessionConflictRetryMs: 100,
@@ -150,6 +151,8 @@ export async function startRunner(
     /** Nothing consumes the label's queue: no orchestrator serves it. */
     noOrchestrator?: boolean;
     inFlightFile?: string;
+    /** The runner's HTTP transport (a test can cut it to play a process that died). */
+    fetch?: typeof fetch;
   } = {},
 ): Promise<RunningRunner> {
   const registration =
@@ -180,6 +183,7 @@ export async function startRunner(
     log,
     timings: { ...FAST, ...over.timings },
     inFlightFile: over.inFlightFile,
+    ...(over.fetch ? { fetch: over.fetch } : {}),
   });
   t.after(async () => {
     await runner.stop(AbortSignal.timeout(5_000));

@@ -111,7 +111,7 @@ describe("the job report", () => {
     assert.deepEqual(r.records.find((x) => x.name === "Run make")?.lines, [`${logTimestamp(5)} once`]);
   });
 
-  it("fails 'Set up job' with the reason when the job ends before any step (a VM that did not boot)", () => {
+  it("fails 'Set up job' with the reason when the job ends before any step (a VM that did not boot), skipping every step", () => {
     const r = new JobReport(job, { masker: new LogMasker([]) });
     for (const ev of events(
       { kind: "provisioning", phase: "booting", label: "omnios" },
@@ -122,6 +122,8 @@ describe("the job report", () => {
       r.records.map((x) => [x.name, x.result]),
       [
         ["Set up job", "failed"],
+        ["Run actions/checkout@v4", "skipped"],
+        ["Run make", "skipped"],
         ["Complete job", "succeeded"],
       ],
     );
@@ -134,5 +136,68 @@ describe("the job report", () => {
     r.finish("cancelled", {}, "the job was cancelled on GitHub", 5_000);
     assert.equal(r.records.find((x) => x.name === "Run make")?.result, "canceled");
     assert.equal(r.outcome?.result, "cancelled");
+  });
+
+  it("reports the steps that never started as skipped and keeps 'Complete job' last when the daemon ends a job", () => {
+    const r = new JobReport(job, { masker: new LogMasker([]) });
+    for (const ev of events(
+      { kind: "step-started", step: 0, stage: "main", name: "Checkout" },
+      { kind: "log", step: null, stage: "main", lines: [{ t: 2, text: "stopping the VM" }] },
+      { kind: "annotation", step: null, level: "warning", message: "the host is shutting down" },
+    ))
+      r.apply(ev);
+    assert.equal(r.records.at(-1)?.name, "Complete job", "job-level lines made 'Complete job' early");
+    r.finish("cancelled", {}, "the gnomon runner was stopped", 5_000);
+    assert.deepEqual(
+      r.records.map((x) => [x.order, x.name, x.state, x.result, x.startTime]),
+      [
+        [1, "Checkout", "completed", "canceled", 1_000],
+        [2, "Run make", "completed", "skipped", null],
+        [3, "Complete job", "completed", "succeeded", 1_001],
+      ],
+    );
+    assert.deepEqual(
+      r.records[2]?.issues.map((i) => [i.message, i.stepNumber]),
+      [
+        ["the host is shutting down", 3],
+        ["the gnomon runner was stopped", 3],
+      ],
+      "its annotations moved with it",
+    );
+  });
+
+  it("restores a previous process's progress without its lines and ends it from there", () => {
+    const first = new JobReport(job, { masker: new LogMasker([]) });
+    for (const ev of events(
+      { kind: "accepted", orchestrator: "h1" },
+      { kind: "step-started", step: 0, stage: "main", name: "Checkout" },
+      { kind: "log", step: 0, stage: "main", lines: [{ t: 2, text: "cloning" }] },
+      { kind: "step-finished", step: 0, stage: "main", outcome: "success", conclusion: "success", outputs: {} },
+      { kind: "step-started", step: 1, stage: "main", name: "Run make" },
+    ))
+      first.apply(ev);
+    const saved = JSON.parse(JSON.stringify(first.progress()));
+    const r = new JobReport(job, { masker: new LogMasker([]), progress: saved });
+    assert.ok(r.records.every((x) => x.inherited && x.lines.length === 0));
+    r.note("not shown: steps had started", 9_000);
+    r.finish("failure", {}, "the runner died", 9_000);
+    r.warnAtEnd("the log of Run make could not be uploaded");
+    assert.deepEqual(
+      r.records.map((x) => [x.order, x.name, x.result, x.inherited]),
+      [
+        [1, "Set up job", "succeeded", true],
+        [2, "Checkout", "succeeded", true],
+        [3, "Run make", "failed", true],
+        [4, "Complete job", "failed", false],
+      ],
+    );
+    assert.equal(r.startTime, 1_000);
+    assert.deepEqual(
+      r.issues().map((i) => [i.level, i.message]),
+      [
+        ["error", "the runner died"],
+        ["warning", "the log of Run make could not be uploaded"],
+      ],
+    );
   });
 });
