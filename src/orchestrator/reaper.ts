@@ -109,6 +109,9 @@ export class Reaper {
           events.emit({ kind: "job-finished", result: "failure", outputs: {}, reason });
           await events.flush();
           await store.jobs.recordEventSeq(job.id, events.nextSeq);
+          // Counted where the result is recorded, like run-job's end(): a redelivery that later
+          // repeats this result counts nothing, or one job would be counted twice in the fleet.
+          this.#o.metrics.jobsFinished.inc({ result: "failure", label: job.runsOn });
           log.warn({ jobId: job.id, owner: lease.owner }, "failed a job whose orchestrator was lost while it ran");
           jobsFailed += 1;
         } else if (action === "requeue") {

@@ -127,6 +127,62 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     assert.deepEqual(qemuPids(), [], "no gnomon QEMU process is left at all");
   });
 
+  it("a SIGKILLed orchestrator restarted only after its lease expired: the reaper fails the job once and /metrics counts it", async (t) => {
+    const { bus, prefix } = await startTestBus(t, "e2e-late");
+    const replyTo = `runner-${randomUUID().slice(0, 8)}`;
+    const events = await EventCollector.start(t, bus, replyTo);
+    const metricsPort = await freePort();
+    const env = (name: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
+      AMQP_URL: RABBIT_URL,
+      DATABASE_URL: td.location,
+      GNOMON_AMQP_PREFIX: prefix,
+      GNOMON_CLUSTER_KEY: SAMPLE_CLUSTER_KEY.toString("hex"),
+      GNOMON_DATA_DIR: mkdtempSync(join(tmpdir(), `gnomon-${name}-`)),
+      GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
+      GNOMON_LABELS: "test",
+      GNOMON_MAX_VMS: "1",
+      GNOMON_LEASE_TTL: `${LEASE_TTL_S}s`,
+      ...extra,
+    });
+    const first = spawnGnomon(["orchestrator"], { env: env("first") });
+    t.after(() => first.child.kill("SIGKILL"));
+    await first.waitForLog(/orchestrator ready/, 60_000);
+    const lost = await jobRequestFromYaml(
+      "on: push\njobs:\n  j:\n    runs-on: test\n    steps:\n      - run: echo started; sleep 600\n",
+      { runsOn: "test", replyTo },
+    );
+    await bus.publishJob(lost);
+    await events.until(lost.id, (es) => logText(es).includes("started"), 180_000, "the step's first line");
+    first.child.kill("SIGKILL");
+    await first.exited;
+    // As after a reboot or a systemd restart backoff: nobody is there until the lease has expired.
+    await until(
+      async () =>
+        (await td.db.query("select 1 from leases where job_id = $1 and expires_at < now()", [lost.id])).rowCount === 1,
+      "the dead orchestrator's lease expires",
+      (LEASE_TTL_S + 10) * 1000,
+    );
+    const second = spawnGnomon(["orchestrator"], {
+      env: env("second", { GNOMON_METRICS_LISTEN: `127.0.0.1:${metricsPort}` }),
+    });
+    t.after(() => second.child.kill("SIGKILL"));
+    await second.waitForLog(/orchestrator ready/, 60_000);
+    const fin = resultOf(await events.finished(lost.id, 60_000));
+    assert.equal(fin?.result, "failure");
+    assert.match(fin?.reason ?? "", /orchestrator lost while running/);
+    // The redelivered request reaches the second orchestrator too; it repeats the result, no more.
+    await until(
+      async () =>
+        (await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()).includes("gnomon_jobs_finished_total{"),
+      "the lost job is counted",
+      15_000,
+    );
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    assert.match(text, /gnomon_jobs_finished_total\{result="failure",label="test"\} 1\n/);
+    second.child.kill("SIGTERM");
+    assert.equal(await second.exited, 0, second.stderr().slice(-2_000));
+  });
+
   it("a job rides out PostgreSQL stopped while its VM boots and RabbitMQ restarted mid-step: success, every line once, in order", async (t) => {
     t.after(() => pgCluster("start").catch(() => {})); // never leave the services stopped
     t.after(() => rabbitmqctl("start_app"));

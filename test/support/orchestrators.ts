@@ -67,22 +67,32 @@ export async function startOrchestrator(
   return { orchestrator, store, metrics };
 }
 
-/** Everything a forge runner's event stream receives, per job, deduplicated by seq. */
+/**
+ * Everything a forge runner's event stream receives, per job, in arrival order, as the forge
+ * runners apply it. A repeated seq (an at-least-once redelivery) is dropped as they drop it. What
+ * would lose or misplace a line in production is an order violation, and every wait fails on it:
+ * a new seq below one already seen (the runners apply events as they come), or an event after
+ * job-finished other than the same result again (the runners drop everything after it).
+ */
 export class EventCollector {
   readonly #byJob = new Map<string, JobEvent[]>();
+  readonly #violations = new Map<string, string[]>();
   readonly #waiters = new Set<() => void>();
 
   static async start(t: TestContext, bus: JobBus, replyTo: string): Promise<EventCollector> {
     const c = new EventCollector();
     const sub = await bus.consumeEvents(replyTo, (d) => {
-      c.#add(d.event);
+      c.add(d.event);
       void d.ack();
     });
     t.after(() => sub.cancel());
     return c;
   }
 
+  /** The job's events as they arrived, repeats dropped. Throws on an order violation. */
   events(jobId: string): readonly JobEvent[] {
+    const bad = this.#violations.get(jobId);
+    if (bad) throw new Error(`job ${jobId}: events out of order: ${bad.join("; ")}`);
     return this.#byJob.get(jobId) ?? [];
   }
 
@@ -117,15 +127,27 @@ export class EventCollector {
     return this.until(jobId, (es) => es.some((e) => e.kind === "job-finished"), timeoutMs, "job-finished");
   }
 
-  #add(e: JobEvent): void {
+  /** Takes one delivered event (what the bus subscription does). */
+  add(e: JobEvent): void {
     const list = this.#byJob.get(e.jobId) ?? [];
-    if (!list.some((x) => x.seq === e.seq)) {
-      list.push(e);
-      list.sort((a, b) => a.seq - b.seq);
-    }
     this.#byJob.set(e.jobId, list);
+    const problem = orderProblem(list, e);
+    if (problem === "repeat") return;
+    if (problem) this.#violations.set(e.jobId, [...(this.#violations.get(e.jobId) ?? []), problem]);
+    list.push(e);
     for (const w of [...this.#waiters]) w();
   }
+}
+
+/** Why `e` could not follow `seen` on a forge runner: "repeat" (dropped), a sentence, or undefined. */
+function orderProblem(seen: readonly JobEvent[], e: JobEvent): string | undefined {
+  if (seen.some((x) => x.seq === e.seq)) return "repeat";
+  const last = seen.at(-1);
+  const fin = seen.find((x) => x.kind === "job-finished");
+  if (fin && !(e.kind === "job-finished" && e.result === fin.result))
+    return `${e.kind} seq ${e.seq} arrived after job-finished (seq ${fin.seq}), where a runner drops it`;
+  if (last && e.seq < last.seq) return `${e.kind} seq ${e.seq} arrived after seq ${last.seq}`;
+  return undefined;
 }
 
 export function logText(events: readonly JobEvent[]): string[] {
