@@ -14,7 +14,8 @@ import { WorkflowError } from "../workflow/errors.js";
 import { evaluateJobIf, type NeedResult, type PlannedJob, planJob } from "../workflow/job-plan.js";
 import { combineLegs, jobsInOrder, transitiveNeeds } from "../workflow/run-plan.js";
 import { parseWorkflowFile, type Workflow } from "../workflow/workflow.js";
-import { type Command, EXIT, UsageError } from "./command.js";
+import { type Command, UsageError } from "./command.js";
+import { EXIT } from "./exit-codes.js";
 import { LocalFleet } from "./local-fleet.js";
 import { gitIgnoredPaths } from "./working-tree.js";
 

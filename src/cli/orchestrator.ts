@@ -14,7 +14,8 @@ import type { Store } from "../store/store.js";
 import type { Logger } from "../telemetry/log.js";
 import { createMetrics, type Metrics } from "../telemetry/metrics.js";
 import { MetricsServer } from "../telemetry/metrics-server.js";
-import { type Command, EXIT, UsageError } from "./command.js";
+import { type Command, UsageError } from "./command.js";
+import { EXIT, exitCodeOf } from "./exit-codes.js";
 import { createForgejoRunner } from "./forgejo.js";
 import { githubInFlightFile } from "./github.js";
 import { clusterKeyOf, createBus, createOrchestrator, createStore } from "./infrastructure.js";
@@ -86,7 +87,7 @@ async function serve(
     return EXIT.ok;
   }
   stderr.write(`gnomon ${name}: ${why.message}\n`);
-  return (why as { code?: string }).code?.startsWith("config") || why instanceof UsageError ? EXIT.usage : EXIT.failed;
+  return exitCodeOf(why);
 }
 
 /** Flag values arrive as strings; the schema wants numbers and lists. */

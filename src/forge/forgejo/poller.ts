@@ -9,7 +9,14 @@ import type { Logger } from "../../telemetry/log.js";
 import { backoffMs, type Intervals, jitter } from "../backoff.js";
 import type { TaskCapacity } from "./capacity.js";
 import type { ForgejoClient, ForgejoTask } from "./client.js";
-import { asError, codeOf, ForgejoUnreachableError, isAbort, RunnerUnregisteredError } from "./errors.js";
+import {
+  asError,
+  codeOf,
+  ForgejoUnreachableError,
+  isAbort,
+  type RegisterAgain,
+  RunnerUnregisteredError,
+} from "./errors.js";
 import { pause } from "./retry.js";
 
 export type PollerState = "waiting-for-slot" | "fetching" | "waiting" | "stopped";
@@ -20,6 +27,8 @@ export interface PollerOptions {
   /** Label names (what capacity is asked for). */
   readonly labels: readonly string[];
   readonly runnerName: string;
+  /** For the "runner deleted" message: how to register a new runner in its place. */
+  readonly registerAgain: RegisterAgain;
   /** Minimum time between two FetchTask calls, and the base of the error backoff. */
   readonly fetchIntervalMs: number;
   /** The error backoff never waits longer. */
@@ -173,7 +182,10 @@ export class Poller {
         );
         return { kind: "empty" };
       case Code.Unauthenticated:
-        return { kind: "fatal", error: new RunnerUnregisteredError(o.client.instance, o.runnerName, { cause: err }) };
+        return {
+          kind: "fatal",
+          error: new RunnerUnregisteredError(o.client.instance, o.runnerName, o.registerAgain, { cause: err }),
+        };
       case Code.Unimplemented:
         return {
           kind: "fatal",
