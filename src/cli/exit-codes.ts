@@ -19,7 +19,7 @@ export const EXIT = {
  * with one exits 2 and is not restarted. Anything else (an outage, a bug) exits 1, and a restart
  * may cure it. Codes rather than classes, so this table needs no import of every stage.
  */
-const TO_FIX = new Set([
+export const OPERATOR_ERROR_CODES: readonly string[] = [
   "cli.usage", // a flag or an argument
   "config.invalid", // a setting
   "forgejo.unregistered", // the runner was deleted on Forgejo: register again
@@ -43,9 +43,10 @@ const TO_FIX = new Set([
   "vm.tool-missing", // install QEMU or an image tool
   "orchestrator.no-labels", // nothing to serve: the catalog or orchestrator.labels
   "telemetry.metrics-listen", // orchestrator.metricsListen cannot be listened on
-]);
+];
+const TO_FIX: ReadonlySet<string> = new Set(OPERATOR_ERROR_CODES);
 
-/** True when `err` carries a code of TO_FIX. */
+/** True when `err` carries one of OPERATOR_ERROR_CODES. */
 export function isOperatorsToFix(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === "string" && TO_FIX.has(code);
