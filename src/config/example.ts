@@ -38,7 +38,7 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   labels: []                 # declared labels, e.g. [linux:vm:debian-12]; empty = those in the credentials file.   env: GNOMON_FORGEJO_LABELS
 #   capacity: 1                # tasks held at once.   env: GNOMON_FORGEJO_CAPACITY
 #   fetchInterval: 2s
-#   fetchIntervalMax: 60s
+#   fetchIntervalMax: 10s      # longest wait between polls while Forgejo fails
 #   fetchTimeout: 5s
 #   reportInterval: 1s
 

@@ -94,7 +94,8 @@ export const ForgejoConfig = z
     labels: labelList,
     capacity: z.number().int().min(1).default(1),
     fetchInterval: duration("2s"),
-    fetchIntervalMax: duration("60s"),
+    /** The longest wait between polls while Forgejo fails: once it is back, it is polled within this. */
+    fetchIntervalMax: duration("10s"),
     fetchTimeout: duration("5s"),
     reportInterval: duration("1s"),
   })

@@ -6,7 +6,7 @@ import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import type { Slot } from "../../lifecycle/slots.js";
 import type { Logger } from "../../telemetry/log.js";
-import { backoffMs, type Intervals, jitter } from "../backoff.js";
+import { type Intervals, nextDelayMs } from "../backoff.js";
 import type { TaskCapacity } from "./capacity.js";
 import type { ForgejoClient, ForgejoTask } from "./client.js";
 import {
@@ -31,7 +31,7 @@ export interface PollerOptions {
   readonly registerAgain: RegisterAgain;
   /** Minimum time between two FetchTask calls, and the base of the error backoff. */
   readonly fetchIntervalMs: number;
-  /** The error backoff never waits longer. */
+  /** The error backoff never waits longer, jitter included: a Forgejo that is back is polled within it. */
   readonly fetchIntervalMaxMs: number;
   readonly fetchTimeoutMs: number;
   /** Called once per task, with the slot it holds; it must release the slot when the task is done. */
@@ -122,7 +122,7 @@ export class Poller {
           o.log.warn({ err: got.error }, "fetching tasks from forgejo failed; retrying with backoff");
         }
         o.onState?.("waiting");
-        await pause(jitter(backoffMs(this.#intervals(), this.#streak), o.random), signal);
+        await pause(nextDelayMs(this.#intervals(), this.#streak, o.random), signal);
       }
     } finally {
       o.onState?.("stopped");
