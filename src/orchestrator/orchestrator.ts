@@ -86,6 +86,7 @@ export class Orchestrator implements Service {
       metrics: opts.metrics,
       log: this.#log,
       intervalMs: opts.reapIntervalMs ?? Math.max(1_000, Math.floor(opts.leaseTtlMs / 2)),
+      runDir: opts.provisioner.runDir,
       isRunningHere: (jobId) => this.#running.has(jobId),
     });
   }

@@ -4,7 +4,7 @@
 // rides out PostgreSQL and RabbitMQ restarts without losing a line.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -45,12 +45,15 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     const replyTo = `runner-${randomUUID().slice(0, 8)}`;
     const events = await EventCollector.start(t, bus, replyTo);
     const metricsPort = await freePort();
-    const env = (name: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
+    // The restarted orchestrator has the data directory of the one that died, as a service does:
+    // the reaper deletes VM files only inside its own <dataDir>/vms.
+    const dataDir = mkdtempSync(join(tmpdir(), "gnomon-faults-"));
+    const env = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
       AMQP_URL: RABBIT_URL,
       DATABASE_URL: td.location,
       GNOMON_AMQP_PREFIX: prefix,
       GNOMON_CLUSTER_KEY: SAMPLE_CLUSTER_KEY.toString("hex"),
-      GNOMON_DATA_DIR: mkdtempSync(join(tmpdir(), `gnomon-${name}-`)),
+      GNOMON_DATA_DIR: dataDir,
       GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
       GNOMON_LABELS: "test",
       GNOMON_MAX_VMS: "1",
@@ -58,7 +61,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
       ...extra,
     });
 
-    const first = spawnGnomon(["orchestrator"], { env: env("first") });
+    const first = spawnGnomon(["orchestrator"], { env: env() });
     t.after(() => first.child.kill("SIGKILL"));
     await first.waitForLog(/orchestrator ready/, 60_000);
 
@@ -78,7 +81,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     const killedAt = Date.now();
 
     const second = spawnGnomon(["orchestrator"], {
-      env: env("second", { GNOMON_METRICS_LISTEN: `127.0.0.1:${metricsPort}` }),
+      env: env({ GNOMON_METRICS_LISTEN: `127.0.0.1:${metricsPort}` }),
     });
     t.after(() => second.child.kill("SIGKILL"));
     await second.waitForLog(/orchestrator ready/, 60_000);
@@ -95,6 +98,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
       "the VM record is removed",
       15_000,
     );
+    assert.equal(existsSync(join(dataDir, "vms", vm.id)), false, "the lost VM's run folder is deleted");
     assert.equal(
       (await td.db.query<{ state: string }>("select state from jobs where id = $1", [lost.id])).rows[0]?.state,
       "failed",
