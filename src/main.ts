@@ -1,8 +1,9 @@
 // gnomon's entry point: picks the subcommand, runs it, and turns its outcome into an exit code and
 // one sentence. The only code that touches process signals.
-import { type Command, type CommandContext, EXIT, helpText, parseCommandArgs, UsageError } from "./cli/command.js";
+import { type Command, type CommandContext, helpText, parseCommandArgs, UsageError } from "./cli/command.js";
 import { configExampleCommand } from "./cli/config-example.js";
 import { execCommand } from "./cli/exec.js";
+import { EXIT, exitCodeOf } from "./cli/exit-codes.js";
 import { forgejoRegisterCommand, forgejoRunCommand } from "./cli/forgejo.js";
 import { githubRegisterCommand, githubRemoveCommand, githubRunCommand } from "./cli/github.js";
 import { imagesCommands } from "./cli/images.js";
@@ -96,7 +97,7 @@ export async function main(
     const e = err instanceof Error ? err : new Error(String(err));
     ctx.stderr.write(`gnomon ${cmd.name}: ${e.message}\n`);
     if (ctx.env["GNOMON_DEBUG"]) ctx.stderr.write(`${e.stack}\n`);
-    return EXIT.failed;
+    return exitCodeOf(err);
   }
 }
 
@@ -114,7 +115,7 @@ export async function runAsProgram(): Promise<void> {
       requestStop();
     } else {
       process.stderr.write(`gnomon: ${sig} received again, exiting now\n`);
-      process.exit(130);
+      process.exit(EXIT.forced);
     }
   };
   process.on("SIGINT", onSignal);

@@ -44,8 +44,6 @@ export class UsageError extends Error {
   readonly code = "cli.usage";
 }
 
-export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
-
 export const GLOBAL_OPTIONS: Options = {
   config: { type: "string", short: "c" },
   "log-level": { type: "string" },

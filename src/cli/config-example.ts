@@ -2,7 +2,8 @@
 // same text; a test parses it so it cannot drift from the schema).
 
 import { CONFIG_EXAMPLE } from "../config/example.js";
-import { type Command, EXIT } from "./command.js";
+import type { Command } from "./command.js";
+import { EXIT } from "./exit-codes.js";
 
 export const configExampleCommand: Command = {
   name: "config example",

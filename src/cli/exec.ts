@@ -1,7 +1,8 @@
 // `gnomon exec`: runs the workflows on disk that an event triggers, job by job in `needs` order
 // with matrices expanded, on this host (`--label NAME=host`) or in a VM (`--label NAME=IMAGE`),
 // and shows the jobs' events to a person: grouped, coloured on a TTY, timed, summarised.
-// Exit codes: 0 every job succeeded, 1 a job failed or was cancelled, 2 usage or input errors.
+// Exit codes: 0 jobs ran and every one succeeded, 1 a job failed or was cancelled, 2 usage or input
+// errors, or no job ran at all.
 import { execFile } from "node:child_process";
 import { randomInt } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
@@ -14,7 +15,8 @@ import { WorkflowError } from "../workflow/errors.js";
 import { evaluateJobIf, type NeedResult, type PlannedJob, planJob } from "../workflow/job-plan.js";
 import { combineLegs, jobsInOrder, transitiveNeeds } from "../workflow/run-plan.js";
 import { parseWorkflowFile, type Workflow } from "../workflow/workflow.js";
-import { type Command, EXIT, UsageError } from "./command.js";
+import { type Command, UsageError } from "./command.js";
+import { EXIT } from "./exit-codes.js";
 import { LocalFleet } from "./local-fleet.js";
 import { gitIgnoredPaths } from "./working-tree.js";
 
@@ -31,8 +33,8 @@ actions/checkout copies the workspace (default: the current directory, uncommitt
 included). --secret K=V sets a secret (--secret K reads it from the environment), --var K=V a
 configuration variable, --matrix K:V keeps only the matrix legs where K is V.
 
-Exit codes: 0 every job succeeded, 1 a job failed or was cancelled, 2 bad usage or input
-(an invalid workflow is shown with file:line:col).`;
+Exit codes: 0 jobs ran and every one succeeded, 1 a job failed or was cancelled, 2 bad usage or
+input (an invalid workflow is shown with file:line:col), or no job ran at all.`;
 
 /** act's marker, which workflows written for act test; exec sets it like act does. */
 const ACT_ENV: Readonly<Record<string, string>> = { ACT: "true" };
@@ -503,8 +505,19 @@ async function runLeg(
   return { ...outcome, ms: renderer.elapsedMs };
 }
 
+/** Why not one job ran, and what to change: the most actionable reason first. */
+function nothingRan(rows: readonly Row[]): string {
+  if (rows.some((r) => r.result === "no-runner"))
+    return "give each runs-on label a --label, e.g. --label ubuntu-latest=host";
+  if (rows.some((r) => r.result === "skipped"))
+    return "every job was skipped by its if: or because a job it needs was; check --event and the jobs' if: conditions";
+  return "no matrix leg is left to run; check the --matrix filters";
+}
+
 function summarise(rows: readonly Row[], p: Paint, out: NodeJS.WritableStream): number {
-  const ran = rows.filter((r) => r.result !== "no-runner");
+  // Only a job that was started counts as run: skipped jobs, jobs without a --label and legs
+  // cancelled before they started have no duration.
+  const ran = rows.filter((r) => r.ms !== undefined);
   const width = Math.min(60, Math.max(10, ...rows.map((r) => r.name.length)));
   out.write(`\n${p.bold("Summary")}\n`);
   for (const r of rows) {
@@ -521,9 +534,11 @@ function summarise(rows: readonly Row[], p: Paint, out: NodeJS.WritableStream): 
   out.write(
     `${rows.length} job${rows.length === 1 ? "" : "s"}: ${count("success")} succeeded, ${count("failure")} failed, ${cancelled} cancelled, ${count("skipped") + count("no-runner")} skipped\n`,
   );
+  if (failed > 0 || cancelled > 0) return EXIT.failed;
   if (ran.length === 0) {
-    out.write("no job ran: give each runs-on label a --label, e.g. --label ubuntu-latest=host\n");
+    // Nothing was tested: a script must not read that as success.
+    out.write(`no job ran: ${nothingRan(rows)}\n`);
     return EXIT.usage;
   }
-  return failed > 0 || cancelled > 0 ? EXIT.failed : EXIT.ok;
+  return EXIT.ok;
 }

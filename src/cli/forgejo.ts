@@ -10,13 +10,7 @@ import { parseClusterKey } from "../contract/sealed-secrets.js";
 import { localCapacity, type TaskCapacity } from "../forge/forgejo/capacity.js";
 import { forgejoClient } from "../forge/forgejo/client.js";
 import { readCredentials } from "../forge/forgejo/credentials-file.js";
-import {
-  CredentialsFileError,
-  ForgejoUnreachableError,
-  LabelError,
-  RegistrationRefusedError,
-  RunnerUnregisteredError,
-} from "../forge/forgejo/errors.js";
+import { CredentialsFileError } from "../forge/forgejo/errors.js";
 import { parseLabels, splitLabelList } from "../forge/forgejo/labels.js";
 import { registerRunner } from "../forge/forgejo/registration.js";
 import { ForgejoRunner } from "../forge/forgejo/runner.js";
@@ -24,7 +18,8 @@ import { runServices } from "../lifecycle/service.js";
 import { Slots } from "../lifecycle/slots.js";
 import type { JobBus } from "../queue/bus.js";
 import type { Logger } from "../telemetry/log.js";
-import { type Command, EXIT, type ParsedArgs, UsageError } from "./command.js";
+import { type Command, type ParsedArgs, UsageError } from "./command.js";
+import { EXIT, exitCodeOf } from "./exit-codes.js";
 import { amqpBus } from "./infrastructure.js";
 import { VERSION } from "./version.js";
 
@@ -33,17 +28,6 @@ const CONFIG_FLAGS = { "credentials-file": "forgejo.credentialsFile" } as const;
 function str(args: ParsedArgs, name: string): string | undefined {
   const v = args.values[name];
   return typeof v === "string" && v.trim() !== "" ? v.trim() : undefined;
-}
-
-/** Errors that are the user's to fix (a token, a URL, a label, a file): exit 2 with the sentence. */
-function isUsersToFix(err: unknown): err is Error {
-  return (
-    err instanceof RegistrationRefusedError ||
-    err instanceof ForgejoUnreachableError ||
-    err instanceof LabelError ||
-    err instanceof CredentialsFileError ||
-    err instanceof RunnerUnregisteredError
-  );
 }
 
 async function ask(question: string): Promise<string> {
@@ -110,26 +94,21 @@ values are asked for unless --no-interactive is given.`,
       );
     const name = str(args, "name") ?? hostname();
 
-    try {
-      const creds = await registerRunner({
-        client: forgejoClient({ instance, userAgent: `gnomon/${VERSION}` }),
-        token,
-        name,
-        labels,
-        version: `gnomon ${VERSION}`,
-        credentialsFile: file,
-      });
-      ctx.stdout.write(
-        `registered runner ${creds.name} (${creds.uuid}) with Forgejo at ${instance}, labels ${parseLabels(creds.labels)
-          .map((l) => l.name)
-          .join(",")}; credentials in ${file} (mode 0600). Start it with \`gnomon forgejo run\` or \`gnomon up\`.\n`,
-      );
-      return EXIT.ok;
-    } catch (err) {
-      if (!isUsersToFix(err)) throw err;
-      ctx.stderr.write(`gnomon forgejo register: ${err.message}\n`);
-      return EXIT.usage;
-    }
+    // A refused token, a wrong URL or a bad label ends in main.ts with its sentence and exit code 2.
+    const creds = await registerRunner({
+      client: forgejoClient({ instance, userAgent: `gnomon/${VERSION}` }),
+      token,
+      name,
+      labels,
+      version: `gnomon ${VERSION}`,
+      credentialsFile: file,
+    });
+    ctx.stdout.write(
+      `registered runner ${creds.name} (${creds.uuid}) with Forgejo at ${instance}, labels ${parseLabels(creds.labels)
+        .map((l) => l.name)
+        .join(",")}; credentials in ${file} (mode 0600). Start it with \`gnomon forgejo run\` or \`gnomon up\`.\n`,
+    );
+    return EXIT.ok;
   },
 };
 
@@ -157,6 +136,7 @@ export function createForgejoRunner(config: Readonly<Config>, deps: ForgejoRunne
     );
   return new ForgejoRunner({
     credentials,
+    credentialsFile: file,
     labels,
     bus: deps.bus,
     capacity: deps.capacity ?? localCapacity(new Slots(config.forgejo.capacity)),
@@ -194,17 +174,10 @@ cluster key shared with the orchestrators; \`gnomon up\` runs everything in one 
         "set clusterKey (GNOMON_CLUSTER_KEY) to the orchestrators' cluster key: job secrets are sealed with it",
       );
     const bus = amqpBus(config.amqpUrl, config, log, "forgejo-runner");
-    let runner: ForgejoRunner;
-    try {
-      runner = createForgejoRunner(config, { bus, clusterKey: parseClusterKey(config.clusterKey), log });
-    } catch (err) {
-      if (!isUsersToFix(err)) throw err;
-      ctx.stderr.write(`gnomon forgejo run: ${err.message}\n`);
-      return EXIT.usage;
-    }
+    const runner = createForgejoRunner(config, { bus, clusterKey: parseClusterKey(config.clusterKey), log });
     const why = await runServices([bus, runner], ctx.stopRequested, config.shutdownTimeout);
     if (why === undefined) return EXIT.ok;
     ctx.stderr.write(`gnomon forgejo run: ${why.message}\n`);
-    return isUsersToFix(why) ? EXIT.usage : EXIT.failed;
+    return exitCodeOf(why);
   },
 };

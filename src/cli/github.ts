@@ -14,13 +14,13 @@ import {
   registrationExists,
   writeRegistration,
 } from "../forge/github/credentials.js";
-import { RegistrationLostError } from "../forge/github/errors.js";
 import { HttpClient } from "../forge/github/http.js";
 import { register, remove, SYSTEM_LABELS } from "../forge/github/registration.js";
 import { createGitHubRunner, platformLabels } from "../forge/github/runner.js";
 import { runServices } from "../lifecycle/service.js";
 import { Slots } from "../lifecycle/slots.js";
-import { type Command, EXIT, type ParsedArgs, UsageError } from "./command.js";
+import { type Command, type ParsedArgs, UsageError } from "./command.js";
+import { EXIT, exitCodeOf } from "./exit-codes.js";
 import { amqpBus } from "./infrastructure.js";
 import { VERSION } from "./version.js";
 
@@ -43,6 +43,22 @@ function http(config: Readonly<Config>): HttpClient {
   return new HttpClient({
     userAgent: `GitHubActionsRunner-${os.toLowerCase()}-${arch.toLowerCase()}/${config.github.runnerVersion} gnomon/${VERSION}`,
   });
+}
+
+/**
+ * Runs a register or remove call. Whatever GitHub refused or could not take there (a token, a
+ * URL, a group, an endpoint that does not answer) changed nothing and is for the person at the
+ * keyboard to fix: exit 2, as for `gnomon forgejo register`, with GitHub's sentence.
+ */
+async function oneShot<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (typeof code === "string" && code.startsWith("github."))
+      throw new UsageError((err as Error).message, { cause: err });
+    throw err;
+  }
 }
 
 function abortOn(stopRequested: Promise<void>): AbortSignal {
@@ -105,18 +121,20 @@ The credentials go to github.credentialsDir (.runner, .credentials, .credentials
       throw new UsageError(
         "--url and --token are needed: copy them from Settings → Actions → Runners → New self-hosted runner",
       );
-    const result = await register({
-      url,
-      token,
-      name: str(args, "name") ?? hostname(),
-      labels,
-      ephemeral: args.values["ephemeral"] === true,
-      runnerGroup: str(args, "runner-group"),
-      replace,
-      runnerVersion: config.github.runnerVersion,
-      http: http(config),
-      signal: abortOn(ctx.stopRequested),
-    });
+    const result = await oneShot(() =>
+      register({
+        url,
+        token,
+        name: str(args, "name") ?? hostname(),
+        labels,
+        ephemeral: args.values["ephemeral"] === true,
+        runnerGroup: str(args, "runner-group"),
+        replace,
+        runnerVersion: config.github.runnerVersion,
+        http: http(config),
+        signal: abortOn(ctx.stopRequested),
+      }),
+    );
     writeRegistration(dir, result.registration);
     const reg = result.registration;
     ctx.stdout.write(
@@ -184,7 +202,7 @@ the orchestrators serving its label; reports steps, logs and results back to Git
     }
     if (why === undefined) return EXIT.ok;
     ctx.stderr.write(`gnomon github run: ${why.message}\n`);
-    return why instanceof RegistrationLostError ? EXIT.usage : EXIT.failed;
+    return exitCodeOf(why);
   },
 };
 
@@ -207,7 +225,9 @@ Removes the registered runner on GitHub (take the token from the runner's page: 
     const token = str(args, "token");
     if (!token) throw new UsageError("--token is needed: take a removal token from the runner's settings page");
     const registration = readRegistration(dir);
-    const outcome = await remove({ registration, token, http: http(config), signal: abortOn(ctx.stopRequested) });
+    const outcome = await oneShot(() =>
+      remove({ registration, token, http: http(config), signal: abortOn(ctx.stopRequested) }),
+    );
     deleteRegistration(dir);
     ctx.stdout.write(
       outcome === "removed"

@@ -5,7 +5,8 @@ import type { Config } from "../config/schema.js";
 import { buildRecipe } from "../vm/build-recipe.js";
 import { type Catalog, catalogStatus, imageNameFor, loadCatalog } from "../vm/catalog.js";
 import { type PullProgress, pullImage } from "../vm/pull.js";
-import { type Command, EXIT, UsageError } from "./command.js";
+import { type Command, UsageError } from "./command.js";
+import { EXIT } from "./exit-codes.js";
 
 export function imagesDir(config: Readonly<Config>): string {
   return config.images.dir || join(config.dataDir, "images");

@@ -44,7 +44,7 @@ export function clusterKeyOf(config: Readonly<Config>): Buffer {
     );
   const file = join(config.dataDir, "cluster.key");
   if (existsSync(file)) return parseClusterKey(readFileSync(file, "utf8"));
-  mkdirSync(config.dataDir, { recursive: true });
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 }); // private, like the embedded database in it
   writeFileSync(file, `${randomBytes(32).toString("hex")}\n`, { mode: 0o600 });
   chmodSync(file, 0o600);
   return parseClusterKey(readFileSync(file, "utf8"));

@@ -14,7 +14,8 @@ import type { Store } from "../store/store.js";
 import type { Logger } from "../telemetry/log.js";
 import { createMetrics, type Metrics } from "../telemetry/metrics.js";
 import { MetricsServer } from "../telemetry/metrics-server.js";
-import { type Command, EXIT, UsageError } from "./command.js";
+import { type Command, UsageError } from "./command.js";
+import { EXIT, exitCodeOf } from "./exit-codes.js";
 import { createForgejoRunner } from "./forgejo.js";
 import { githubInFlightFile } from "./github.js";
 import { clusterKeyOf, createBus, createOrchestrator, createStore } from "./infrastructure.js";
@@ -86,17 +87,14 @@ async function serve(
     return EXIT.ok;
   }
   stderr.write(`gnomon ${name}: ${why.message}\n`);
-  return (why as { code?: string }).code?.startsWith("config") || why instanceof UsageError ? EXIT.usage : EXIT.failed;
+  return exitCodeOf(why);
 }
 
 /** Flag values arrive as strings; the schema wants numbers and lists. */
 function normaliseFlags(values: Record<string, unknown>): void {
   if (typeof values["max-vms"] === "string") values["max-vms"] = Number(values["max-vms"]);
-  if (typeof values["labels"] === "string")
-    values["labels"] = values["labels"]
-      .split(",")
-      .map((s) => s.trim())
-      .filter(Boolean);
+  // Empty entries are kept for the schema to refuse: "--labels ,," must not mean every label.
+  if (typeof values["labels"] === "string") values["labels"] = values["labels"].split(",").map((s) => s.trim());
 }
 
 export const orchestratorCommand: Command = {
@@ -119,8 +117,10 @@ same GNOMON_CLUSTER_KEY everywhere.`,
     const bus = createBus(config, log, "orchestrator");
     const store = createStore(config, log);
     const orchestrator = await createOrchestrator(config, { bus, store, log, metrics, clusterKey });
+    // The endpoint first: an address it cannot listen on fails before the database is opened, and
+    // /healthz answers (503) while the rest starts.
     return serve(
-      [store, bus, orchestrator, ...metricsEndpoint(config, metrics, orchestrator, bus, store)],
+      [...metricsEndpoint(config, metrics, orchestrator, bus, store), store, bus, orchestrator],
       config,
       ctx.stopRequested,
       log,
@@ -183,7 +183,7 @@ embedded PostgreSQL under the data directory.`,
         "no forge runner is registered here: run `gnomon forgejo register` or `gnomon github register` first; serving the queue only",
       );
     return serve(
-      [store, bus, orchestrator, ...metricsEndpoint(config, metrics, orchestrator, bus, store), ...runners],
+      [...metricsEndpoint(config, metrics, orchestrator, bus, store), store, bus, orchestrator, ...runners],
       config,
       ctx.stopRequested,
       log,

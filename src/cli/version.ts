@@ -1,6 +1,7 @@
 // `gnomon version`: the program's version, Node's, and the contract version it speaks.
 import { CONTRACT_VERSION } from "../contract/codec.js";
-import { type Command, EXIT } from "./command.js";
+import type { Command } from "./command.js";
+import { EXIT } from "./exit-codes.js";
 
 declare const GNOMON_VERSION: string | undefined;
 

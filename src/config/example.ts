@@ -28,7 +28,7 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   cpus: 0               # vCPU budget; 0 = this host's CPU count.   env: GNOMON_CPUS
 #   memoryMiB: 0          # memory budget; 0 = 75 % of this host's memory.   env: GNOMON_MEMORY_MIB
 #   labels: []            # labels to serve; empty = all in the image catalog.   env: GNOMON_LABELS
-#   leaseTtl: 30s         # a job whose orchestrator is silent this long is taken over.   env: GNOMON_LEASE_TTL
+#   leaseTtl: 30s         # a job whose orchestrator is silent this long is taken over; at least 5s.   env: GNOMON_LEASE_TTL
 #   drainTimeout: 10m     # on stop, how long running jobs may finish.   env: GNOMON_DRAIN_TIMEOUT
 #   metricsListen: ""     # e.g. 127.0.0.1:9464 for /healthz and /metrics.   env: GNOMON_METRICS_LISTEN
 #   allowHostLabels: false # allow labels that run steps on this host, unisolated.   env: GNOMON_ALLOW_HOST_LABELS
@@ -41,7 +41,7 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   labels: []                 # declared labels, e.g. [linux:vm:debian-12]; empty = those in the credentials file.   env: GNOMON_FORGEJO_LABELS
 #   capacity: 1                # tasks held at once.   env: GNOMON_FORGEJO_CAPACITY
 #   fetchInterval: 2s
-#   fetchIntervalMax: 60s
+#   fetchIntervalMax: 10s      # longest wait between polls while Forgejo fails
 #   fetchTimeout: 5s
 #   reportInterval: 1s
 

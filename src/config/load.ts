@@ -89,6 +89,15 @@ export function loadConfig(input: LoadInput): Readonly<Config> {
   for (const [name, [path, kind]] of Object.entries(ENV_KEYS)) {
     const text = input.env[name];
     if (text === undefined || text === "") continue;
+    if (kind === "list" && text.split(",").some((entry) => entry.trim() === "")) {
+      // ",,," used to become the empty list, which means "every label": a typo must not widen what is served.
+      envProblems.push({
+        where: name,
+        problem: `${JSON.stringify(text)} has an empty entry`,
+        fix: `set ${name} to names separated by single commas, e.g. a,b; or unset it`,
+      });
+      continue;
+    }
     const value = coerce(text, kind);
     if (value === undefined) {
       envProblems.push({
@@ -152,8 +161,11 @@ function describeIssue(issue: z.core.$ZodIssue, origin: Map<string, string>, fil
       fix: "check the spelling against `gnomon config example`",
     };
   }
-  const where = origin.get(path) ?? (file ? `${path} in ${file}` : path);
+  const where = originOf(path, origin) ?? (file ? `${path} in ${file}` : path);
   const got = valueAt(issue);
+  const ownFix = (issue as { params?: { fix?: unknown } }).params?.fix;
+  if (issue.code === "custom" && typeof ownFix === "string")
+    return { where, problem: `${got ? `${got} ` : ""}${issue.message}`, fix: ownFix };
   let problem: string;
   let fix: string;
   switch (issue.code) {
@@ -176,6 +188,15 @@ function describeIssue(issue: z.core.$ZodIssue, origin: Map<string, string>, fil
   return { where, problem, fix };
 }
 
+/** Where the value at `path` (or the setting holding it: a list entry's list) came from. */
+function originOf(path: string, origin: Map<string, string>): string | undefined {
+  for (let p = path; p !== ""; p = p.includes(".") ? p.slice(0, p.lastIndexOf(".")) : "") {
+    const o = origin.get(p);
+    if (o) return o;
+  }
+  return undefined;
+}
+
 function valueAt(issue: z.core.$ZodIssue): string {
   const input = (issue as { input?: unknown }).input;
   return input === undefined ? "" : JSON.stringify(input);
@@ -194,10 +215,7 @@ function coerce(text: string, kind: Kind): unknown {
     case "bool":
       return /^(1|true|yes|on)$/i.test(text) ? true : /^(0|false|no|off)$/i.test(text) ? false : undefined;
     case "list":
-      return text
-        .split(",")
-        .map((s) => s.trim())
-        .filter(Boolean);
+      return text.split(",").map((s) => s.trim());
   }
 }
 

@@ -4,17 +4,55 @@ import { isIP } from "node:net";
 import { z } from "zod";
 
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+const DURATION = /^(\d+)(ms|s|m|h)$/;
 
-/** A duration written as `30s`, `500ms`, `10m`, `1h`; the parsed value is milliseconds. */
-export const duration = (fallback: string) =>
-  z
-    .string()
-    .regex(/^\d+(ms|s|m|h)$/, 'must be a number with ms, s, m or h, e.g. "30s"')
-    .default(fallback)
-    .transform((s) => {
-      const m = /^(\d+)(ms|s|m|h)$/.exec(s)!;
-      return Number(m[1]) * UNITS[m[2]!]!;
+const toMs = (s: string): number => {
+  const m = DURATION.exec(s)!;
+  return Number(m[1]) * UNITS[m[2]!]!;
+};
+
+/** The least a duration may be, written as users write it, and why (for the message). */
+interface Minimum {
+  readonly text: string;
+  readonly why: string;
+}
+
+/**
+ * A duration written as `30s`, `500ms`, `10m`, `1h`; the parsed value is milliseconds. Checked on
+ * the text, so that a message quotes what the user wrote. `params.fix` becomes the message's fix.
+ */
+export const duration = (fallback: string, min?: Minimum) => {
+  let text = z.string().regex(DURATION, 'must be a number with ms, s, m or h, e.g. "30s"');
+  if (min)
+    text = text.refine((v) => !DURATION.test(v) || toMs(v) >= toMs(min.text), {
+      message: `is shorter than ${min.text}, the least that works (${min.why})`,
+      params: { fix: `set it to ${min.text} or more` },
     });
+  return text.default(fallback).transform(toMs);
+};
+
+/** host:port as node's listen() takes it: an IPv4 address, [IPv6], a host name, or empty for every address. */
+export function isHostPort(v: string): boolean {
+  const m = /^(.*):(\d{1,5})$/.exec(v);
+  if (!m || Number(m[2]) > 65_535) return false;
+  const host = m[1]!;
+  if (host === "") return true;
+  if (host.startsWith("[") && host.endsWith("]")) return isIP(host.slice(1, -1)) === 6;
+  return (
+    isIP(host) === 4 ||
+    (/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(host) &&
+      !/^[\d.]+$/.test(host))
+  );
+}
+
+/** A list of labels: an empty entry is a typo (",,," or "a,,b"), never "serve everything". */
+const labelList = z
+  .array(z.string())
+  .refine((a) => a.every((l) => l.trim() !== ""), {
+    message: "has an empty entry",
+    params: { fix: "remove it (a doubled, leading or trailing comma); leave the whole setting unset for every label" },
+  })
+  .default([]);
 
 const url = (what: string) => z.string().url(`must be a URL (${what})`);
 
@@ -47,11 +85,21 @@ export const OrchestratorConfig = z
     cpus: z.number().int().min(0).default(0),
     memoryMiB: z.number().int().min(0).default(0),
     /** Labels to serve; empty = every label of the image catalog. */
-    labels: z.array(z.string().min(1)).default([]),
-    leaseTtl: duration("30s"),
+    labels: labelList,
+    /** Renewed every third of it; shorter than 5 s, an ordinary database pause hands running jobs to another host. */
+    leaseTtl: duration("30s", {
+      text: "5s",
+      why: "the lease is renewed every third of it; a shorter one lapses during an ordinary database pause and another orchestrator takes the running job over",
+    }),
     drainTimeout: duration("10m"),
     /** host:port for /healthz and /metrics; empty = off. */
-    metricsListen: z.string().default(""),
+    metricsListen: z
+      .string()
+      .refine((v) => v === "" || isHostPort(v), {
+        message: "is not host:port",
+        params: { fix: "write it as host:port, e.g. 127.0.0.1:9464 or [::1]:9464, or leave it empty for no endpoint" },
+      })
+      .default(""),
     /** Allows `host` labels that run steps directly on this machine (tests, trusted repos only). */
     allowHostLabels: z.boolean().default(false),
     egress: EgressConfig.default(EgressConfig.parse({})),
@@ -63,10 +111,11 @@ export const ForgejoConfig = z
     /** Where `gnomon forgejo register` writes and `run` reads the runner's credentials. */
     credentialsFile: z.string().default(".runner"),
     /** Labels to declare (name[:vm[:image]] or name:host); empty = the labels in the credentials file. */
-    labels: z.array(z.string().min(1)).default([]),
+    labels: labelList,
     capacity: z.number().int().min(1).default(1),
     fetchInterval: duration("2s"),
-    fetchIntervalMax: duration("60s"),
+    /** The longest wait between polls while Forgejo fails: once it is back, it is polled within this. */
+    fetchIntervalMax: duration("10s"),
     fetchTimeout: duration("5s"),
     reportInterval: duration("1s"),
   })

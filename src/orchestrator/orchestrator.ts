@@ -39,6 +39,18 @@ export interface OrchestratorOptions {
   readonly runnerName?: string;
 }
 
+/** Nothing to serve: no job could ever reach this orchestrator. A setting to fix, not an outage. */
+export class NoLabelsError extends Error {
+  override readonly name = "NoLabelsError";
+  readonly code = "orchestrator.no-labels";
+  constructor() {
+    super(
+      "this orchestrator serves no labels: the image catalog is empty or orchestrator.labels names none of its labels; " +
+        "add an image to the catalog (docs/images.md) or fix orchestrator.labels (GNOMON_LABELS)",
+    );
+  }
+}
+
 interface Running {
   readonly cancel: AbortController;
   readonly done: Promise<void>;
@@ -74,6 +86,7 @@ export class Orchestrator implements Service {
       metrics: opts.metrics,
       log: this.#log,
       intervalMs: opts.reapIntervalMs ?? Math.max(1_000, Math.floor(opts.leaseTtlMs / 2)),
+      runDir: opts.provisioner.runDir,
       isRunningHere: (jobId) => this.#running.has(jobId),
     });
   }
@@ -90,10 +103,7 @@ export class Orchestrator implements Service {
 
   async start(): Promise<void> {
     const labels = this.labels;
-    if (labels.length === 0)
-      throw new Error(
-        "this orchestrator serves no labels: the image catalog is empty or orchestrator.labels names none of its labels",
-      );
+    if (labels.length === 0) throw new NoLabelsError();
     await this.#reaper.reapOnce(); // before taking work: what a crashed predecessor left goes first
     this.#cancels = await this.#opts.bus.consumeCancels((c) => this.#onCancel(c));
     // Prefetch bounds the jobs held unacknowledged, and a job is held until it ends: so the bus

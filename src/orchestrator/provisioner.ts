@@ -43,6 +43,8 @@ export type Target =
 export interface Provisioner {
   /** The labels this host serves. */
   readonly labels: readonly string[];
+  /** The per-VM run folders' parent (<dataDir>/vms): the reaper deletes no file outside it. None: no VMs. */
+  readonly runDir?: string;
   /**
    * Resolves a label to what runs it; throws UnknownLabelError (not served here) or
    * ImageMissingError (served, but the image is not on this host), both with the fix in the message.
@@ -91,6 +93,7 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
   const labels = [...new Set([...vmLabels, ...hostLabels])].sort();
   return {
     labels,
+    runDir: opts.runDir,
     async resolve(label) {
       if (hostLabels.has(label)) return { kind: "host", label };
       if (!vmLabels.includes(label) || !catalogLabels.includes(label)) throw new NotServedError(label, labels);

@@ -2,8 +2,11 @@
 // kills QEMU processes and removes the files of VMs on this host whose owner no longer holds their
 // job's lease, and ends jobs whose lease expired after a step started ("orchestrator lost"). Jobs
 // lost before any step ran go back to queued: their queue message comes back to a live consumer.
-import { readFile, rm } from "node:fs/promises";
-import { dirname } from "node:path";
+// It never deletes a path it read from the database unless that path, resolved through symbolic
+// links, lies inside this host's VM run folder (<dataDir>/vms): the database is shared by the
+// fleet, and a forged or stale row must not make it `rm -rf` anything else.
+import { readFile, realpath, rm } from "node:fs/promises";
+import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { JobBus } from "../queue/bus.js";
 import { afterLostOwner } from "../store/job-state.js";
@@ -25,6 +28,8 @@ export interface ReaperOptions {
   readonly intervalMs: number;
   /** Jobs this process runs are never reaped, whatever their lease says. */
   readonly isRunningHere: (jobId: string) => boolean;
+  /** The VM run folders' parent (<dataDir>/vms); absent: no VM file is ever deleted. */
+  readonly runDir?: string;
 }
 
 export interface ReapReport {
@@ -36,6 +41,8 @@ export interface ReapReport {
 export class Reaper {
   readonly #o: ReaperOptions;
   readonly #stop = new AbortController();
+  /** VM rows whose files were refused, each said once per process (they are seen every pass). */
+  readonly #refusedSaid = new Set<string>();
   #loop: Promise<void> | undefined;
 
   constructor(opts: ReaperOptions) {
@@ -70,9 +77,21 @@ export class Reaper {
     let killed = 0;
     for (const vm of await store.vms.listOrphans(host)) {
       if (this.#o.isRunningHere(vm.jobId)) continue;
-      const wasAlive = await killQemu(vm);
-      await rm(dirname(vm.overlayPath), { recursive: true, force: true }).catch(() => undefined);
-      if (vm.seedPath) await rm(vm.seedPath, { force: true }).catch(() => undefined);
+      const wasAlive = await killQemu(vm); // its own check: a qemu process naming this VM's id
+      const files = await vmFiles(vm, this.#o.runDir);
+      if (files.kind === "refused") {
+        // Kept, not deleted: the row is the only pointer to those files, and the gnomon whose
+        // run folder does hold them (another data directory on this host) can still reap it.
+        if (!this.#refusedSaid.has(vm.id))
+          log.error(
+            { vm: vm.id, jobId: vm.jobId, owner: vm.owner, path: files.path, runDir: this.#o.runDir, wasAlive },
+            `not deleting ${files.path} of an orphan VM: ${files.why}; its record stays. If it is a leftover of this host, ` +
+              `delete it by hand, then its record: delete from vms where id = '${vm.id}'`,
+          );
+        this.#refusedSaid.add(vm.id);
+        continue;
+      }
+      for (const path of files.paths) await rm(path, { recursive: true, force: true }).catch(() => undefined);
       await store.vms.delete(vm.id);
       const job = await store.jobs.get(vm.jobId);
       metrics.vmsReaped.inc({ label: job?.runsOn ?? "unknown" });
@@ -128,6 +147,40 @@ export class Reaper {
     }
     return { jobsFailed, jobsRequeued };
   }
+}
+
+type VmFiles =
+  | { readonly kind: "inside"; readonly paths: readonly string[] }
+  | { readonly kind: "refused"; readonly path: string; readonly why: string };
+
+/**
+ * The real paths the reaper may delete for `vm`: its run folder (the overlay's folder) and its seed,
+ * each resolved through symbolic links and strictly inside `runDir`'s real path. A path that does
+ * not exist needs no deleting; any other path refuses the whole VM.
+ */
+export async function vmFiles(vm: VmRecord, runDir: string | undefined): Promise<VmFiles> {
+  const wanted = [dirname(vm.overlayPath), ...(vm.seedPath ? [vm.seedPath] : [])];
+  if (runDir === undefined) return { kind: "refused", path: wanted[0]!, why: "this orchestrator has no VM run folder" };
+  const root = await realpath(resolve(runDir)).catch(() => resolve(runDir));
+  const paths: string[] = [];
+  for (const path of wanted) {
+    let real: string;
+    try {
+      real = await realpath(resolve(path));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue; // already gone: nothing to delete
+      return { kind: "refused", path, why: `it cannot be resolved (${(err as Error).message})` };
+    }
+    const rel = relative(root, real);
+    if (rel === "" || rel === ".." || rel.startsWith(`..${sep}`) || isAbsolute(rel))
+      return {
+        kind: "refused",
+        path,
+        why: `${real === resolve(path) ? "it" : `it resolves to ${real}, which`} is not inside this host's VM run folder ${root}`,
+      };
+    paths.push(real);
+  }
+  return { kind: "inside", paths };
 }
 
 /** Kills the VM's QEMU if that pid still is this VM's QEMU (pids are reused). True if it was alive. */

@@ -1,6 +1,7 @@
 // The Db interface over PGlite, the embedded PostgreSQL of a one-process install. One instance per
 // data directory per process, its memory sized on purpose, its first-start initdb run in a child
-// process so that initdb's ~600 MB peak goes back to the OS. Never opens a directory another process holds.
+// process so that initdb's ~600 MB peak goes back to the OS. Never opens a directory another process
+// holds, and keeps every file of it private to gnomon's user (pglite-private-fs.ts).
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -21,6 +22,7 @@ import {
   runInside,
 } from "./db.js";
 import { StoreClosedError, StoreUnavailableError } from "./errors.js";
+import { makePrivate, privateNodeFs } from "./pglite-private-fs.js";
 
 /**
  * PostgreSQL's `shared_buffers` for the embedded database. PGlite's own default (128MB) costs
@@ -68,13 +70,16 @@ async function startInstance(dir: string, opts: PgliteDbOptions): Promise<Instan
   const sharedBuffers = opts.sharedBuffers ?? DEFAULT_SHARED_BUFFERS;
   if (!/^\d+(kB|MB|GB)$/.test(sharedBuffers))
     throw new StoreUnavailableError(dir, `sharedBuffers must be a size like "4MB" (got "${sharedBuffers}").`);
-  await mkdir(dirname(dir), { recursive: true });
+  // The data directory holds job data and keys as well: private from its creation on.
+  await mkdir(dirname(dir), { recursive: true, mode: 0o700 });
   const lock = lockDataDir(`${dir}.lock`, dir);
   try {
     const { PGlite } = await import("@electric-sql/pglite");
     const startParams = [...PGlite.defaultStartParams, "-c", `shared_buffers=${sharedBuffers}`];
     if (!existsSync(join(dir, "PG_VERSION"))) await initInChild(dir, startParams, log);
-    const pg = await PGlite.create({ dataDir: dir, startParams });
+    // Also tightens a database an earlier gnomon left group- and world-accessible.
+    await makePrivate(dir);
+    const pg = await PGlite.create({ fs: await privateNodeFs(dir), startParams });
     return { pg, gate: new Slots(1), lock, refs: 0 };
   } catch (err) {
     lock.release();
@@ -107,6 +112,7 @@ async function initInChild(dir: string, startParams: readonly string[], log: Log
   log.info("creating the embedded database (first start, a few seconds)");
   try {
     await runChild(aside, startParams);
+    await makePrivate(aside); // before it appears under its real name
     if (existsSync(dir)) {
       if ((await readdir(dir)).length > 0)
         throw new StoreUnavailableError(

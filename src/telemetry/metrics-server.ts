@@ -17,6 +17,23 @@ export interface MetricsServerOptions {
   readonly health: () => Health;
 }
 
+/** The endpoint cannot listen where orchestrator.metricsListen says: a setting to change, named in the message. */
+export class MetricsListenError extends Error {
+  override readonly name = "MetricsListenError";
+  readonly code = "telemetry.metrics-listen";
+  constructor(
+    readonly listen: string,
+    problem: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `orchestrator.metricsListen (GNOMON_METRICS_LISTEN, --metrics-listen) ${JSON.stringify(listen)}: ${problem}; ` +
+        "choose a free port on an address of this host, e.g. 127.0.0.1:9464, or leave it empty for no endpoint",
+      options,
+    );
+  }
+}
+
 export class MetricsServer implements Service {
   readonly name = "metrics endpoint";
   readonly done: Promise<Error | undefined>;
@@ -37,8 +54,7 @@ export class MetricsServer implements Service {
 
   async start(): Promise<void> {
     const m = /^(.*):(\d+)$/.exec(this.#opts.listen);
-    if (!m)
-      throw new Error(`orchestrator.metricsListen must be host:port, e.g. 127.0.0.1:9464 (got "${this.#opts.listen}")`);
+    if (!m) throw new MetricsListenError(this.#opts.listen, "is not host:port");
     const host = m[1]!.replace(/^\[|\]$/g, "") || "0.0.0.0";
     const server = createServer((req, res) => {
       const path = (req.url ?? "/").split("?")[0];
@@ -57,9 +73,13 @@ export class MetricsServer implements Service {
       } else res.writeHead(404, { "content-type": "text/plain" }).end("try /healthz or /metrics\n");
     });
     await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
+      const refused = (err: NodeJS.ErrnoException) =>
+        reject(
+          new MetricsListenError(this.#opts.listen, `cannot listen there (${err.code ?? err.message})`, { cause: err }),
+        );
+      server.once("error", refused);
       server.listen(Number(m[2]), host, () => {
-        server.off("error", reject);
+        server.off("error", refused);
         resolve();
       });
     });

@@ -1,6 +1,7 @@
 // The CLI frame through the shipped bundle: help, version, config errors and exit codes.
 import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -84,6 +85,32 @@ describe("gnomon CLI", () => {
     const r = await runGnomon(["orchestrator", "--config", file]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /orchestrator\.maxVM in .*typo\.yaml: is not a setting gnomon knows/);
+  });
+
+  it("a metrics address it cannot listen on fails before the database is opened, naming the setting, exit 2", async () => {
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, "127.0.0.1", r));
+    const port = (busy.address() as AddressInfo).port;
+    try {
+      // A database nothing answers at: opening it first would end otherwise, and later.
+      const r = await runGnomon(["orchestrator", "--metrics-listen", `127.0.0.1:${port}`], {
+        env: {
+          DATABASE_URL: "postgres://gnomon@127.0.0.1:9/none",
+          GNOMON_DATA_DIR: mkdtempSync(join(tmp, "data-")),
+          GNOMON_LOG_LEVEL: "silent",
+        },
+      });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `orchestrator\\.metricsListen \\(GNOMON_METRICS_LISTEN, --metrics-listen\\) "127\\.0\\.0\\.1:${port}": cannot listen there \\(EADDRINUSE\\)`,
+        ),
+      );
+      assert.doesNotMatch(r.stderr, /store|database/i);
+    } finally {
+      busy.close();
+    }
   });
 
   it("a missing config file is named with the fix", async () => {

@@ -1,11 +1,15 @@
-// `gnomon up` through the shipped program: it refuses at start a forge runner whose labels no image
-// of this host serves (their jobs would wait for ever), saying what to do, with exit code 2.
+// `gnomon up` through the shipped program: what it refuses at start, saying what to do, with exit
+// code 2 (a forge runner whose labels no image of this host serves, whose jobs would wait for ever;
+// a runner deleted on Forgejo, with a register command that works).
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { runGnomon } from "../support/cli.js";
+import { startFakeForgejo } from "../fakes/forgejo-server.js";
+import { registerForgejoWithCli, runGnomon, spawnGnomon } from "../support/cli.js";
+
+const uuidIn = (file: string): string => (JSON.parse(readFileSync(file, "utf8")) as { uuid: string }).uuid;
 
 describe("gnomon up", () => {
   it("refuses a Forgejo registration whose label no image serves, and exits 2", async () => {
@@ -28,5 +32,45 @@ describe("gnomon up", () => {
       r.stderr,
       /declares "solaris-10", which no image of this host serves .*register it with labels of the image catalog/,
     );
+  });
+
+  it("exits 2 when Forgejo deletes the runner while it serves, and the register command it prints works as given", async (t) => {
+    const forgejo = await startFakeForgejo(t);
+    const cwd = mkdtempSync(join(tmpdir(), "gnomon-up-deleted-"));
+    const file = await registerForgejoWithCli(forgejo, "debian-12", cwd);
+    const old = uuidIn(file);
+    const up = spawnGnomon(["up"], { cwd, env: { GNOMON_DATA_DIR: join(cwd, "data") } });
+    t.after(() => up.child.kill("SIGKILL"));
+    await up.waitForLog(/forgejo runner ready/, 120_000);
+    forgejo.deleteRunner(old);
+    assert.equal(await up.exited, 2, up.stderr().slice(-2_000));
+    const said = up.stderr();
+    assert.match(said, /^gnomon up: Forgejo at .* no longer accepts runner e2e \(/m);
+    const command = /`(gnomon forgejo register [^`]+)`/.exec(said)?.[1];
+    assert.ok(command, said);
+    assert.match(command, /--replace/, "the credentials file is still there: register refuses without --replace");
+
+    const [, ...args] = command.split(" ").map((w) => (w === "TOKEN" ? forgejo.registrationToken : w));
+    const again = await runGnomon([...args, "--no-interactive"], { cwd });
+    assert.equal(again.code, 0, again.stderr);
+    assert.notEqual(uuidIn(file), old, "a new runner's credentials replace the deleted one's");
+    assert.deepEqual(
+      forgejo.runners().map((x) => [x.name, x.labels]),
+      [["e2e", ["debian-12"]]],
+    );
+  });
+
+  it("exits 2 at start, with the same sentence, when the runner was deleted before gnomon started", async (t) => {
+    const forgejo = await startFakeForgejo(t);
+    const cwd = mkdtempSync(join(tmpdir(), "gnomon-up-deleted-"));
+    const file = await registerForgejoWithCli(forgejo, "debian-12", cwd);
+    forgejo.deleteRunner(uuidIn(file));
+    const r = await runGnomon(["up"], {
+      cwd,
+      env: { GNOMON_DATA_DIR: join(cwd, "data"), GNOMON_LOG_LEVEL: "silent" },
+      timeoutMs: 120_000,
+    });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /no longer accepts runner e2e .*`gnomon forgejo register --replace --instance /);
   });
 });

@@ -49,6 +49,72 @@ describe("configuration", () => {
     );
   });
 
+  it("refuses a lease TTL shorter than 5 s (renewed every third of it), naming the setting", () => {
+    for (const ttl of ["0ms", "1ms", "4999ms", "1s"])
+      assert.throws(
+        () => loadConfig({ env: { GNOMON_LEASE_TTL: ttl } }),
+        (e: unknown) =>
+          e instanceof ConfigError &&
+          new RegExp(`^GNOMON_LEASE_TTL: "${ttl}" is shorter than 5s.*; set it to 5s or more$`).test(e.message),
+        ttl,
+      );
+    assert.equal(loadConfig({ env: { GNOMON_LEASE_TTL: "5s" } }).orchestrator.leaseTtl, 5_000);
+    const file = join(tmp, "short-lease.yaml");
+    writeFileSync(file, "orchestrator:\n  leaseTtl: 10ms\n");
+    assert.throws(
+      () => loadConfig({ file, env: {} }),
+      (e: unknown) =>
+        e instanceof ConfigError && /orchestrator\.leaseTtl in .*short-lease\.yaml: "10ms" is shorter/.test(e.message),
+    );
+  });
+
+  it("refuses a label list with an empty entry instead of serving every label", () => {
+    for (const [name, text] of [
+      ["GNOMON_LABELS", ",,,"],
+      ["GNOMON_LABELS", "debian-12,,omnios"],
+      ["GNOMON_LABELS", "debian-12,"],
+      ["GNOMON_FORGEJO_LABELS", " , "],
+    ] as const)
+      assert.throws(
+        () => loadConfig({ env: { [name]: text } }),
+        (e: unknown) =>
+          e instanceof ConfigError && e.message.startsWith(`${name}: ${JSON.stringify(text)} has an empty entry`),
+        `${name}=${text}`,
+      );
+    assert.deepEqual(loadConfig({ env: { GNOMON_LABELS: "debian-12, omnios" } }).orchestrator.labels, [
+      "debian-12",
+      "omnios",
+    ]);
+    assert.throws(
+      () => loadConfig({ env: {}, flags: [{ path: "orchestrator.labels", flag: "--labels", value: ["", ""] }] }),
+      (e: unknown) => e instanceof ConfigError && /^--labels: .* has an empty entry/.test(e.message),
+    );
+    const file = join(tmp, "empty-label.yaml");
+    writeFileSync(file, 'forgejo:\n  labels: ["linux", ""]\n');
+    assert.throws(
+      () => loadConfig({ file, env: {} }),
+      (e: unknown) =>
+        e instanceof ConfigError && /^forgejo\.labels in .*empty-label\.yaml: .* has an empty entry/.test(e.message),
+    );
+  });
+
+  it("refuses a metrics listen address that is not host:port when it loads, naming the setting", () => {
+    for (const bad of ["nonsense", "9464", "127.0.0.1:99999", "999.0.0.1:9464", "[::1:9464", "host name:9464"])
+      assert.throws(
+        () => loadConfig({ env: { GNOMON_METRICS_LISTEN: bad } }),
+        (e: unknown) =>
+          e instanceof ConfigError &&
+          e.message.startsWith(`GNOMON_METRICS_LISTEN: ${JSON.stringify(bad)} is not host:port; write it as host:port`),
+        bad,
+      );
+    for (const good of ["127.0.0.1:9464", "[::1]:9464", ":9464", "localhost:0", "metrics.example.org:80", ""])
+      assert.equal(
+        loadConfig({ env: {}, flags: [{ path: "orchestrator.metricsListen", flag: "--metrics-listen", value: good }] })
+          .orchestrator.metricsListen,
+        good,
+      );
+  });
+
   it("reports an environment value of the wrong kind by its variable name", () => {
     assert.throws(
       () => loadConfig({ env: { GNOMON_ALLOW_HOST_LABELS: "perhaps" } }),

@@ -1,10 +1,11 @@
 // The orchestrator under faults, with real processes, RabbitMQ, PostgreSQL and VMs: an
 // orchestrator killed with SIGKILL mid-job is cleaned up after by the next one (VM reaped, job
 // ended "orchestrator lost"), /metrics shows what happened, and a SIGTERM stops cleanly; a job
-// rides out PostgreSQL and RabbitMQ restarts without losing a line.
+// rides out PostgreSQL and RabbitMQ restarts without losing a line. They check only the VMs their
+// own orchestrators started: other gnomons on this machine have VMs of their own.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,7 +15,7 @@ import { spawnGnomon } from "../support/cli.js";
 import { createTestDatabase, pgCluster, type TestDatabase } from "../support/db.js";
 import { jobRequestFromYaml } from "../support/job-requests.js";
 import { EventCollector, logText, resultOf } from "../support/orchestrators.js";
-import { isAlive, qemuPids, until } from "../support/qemu-processes.js";
+import { foreignQemu, isAlive, qemuPids, until } from "../support/qemu-processes.js";
 import { RABBIT_URL, rabbitmqctl, startTestBus } from "../support/rabbit.js";
 import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
 import { TEST_IMAGES_DIR, testImage } from "../support/test-image.js";
@@ -45,12 +46,17 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     const replyTo = `runner-${randomUUID().slice(0, 8)}`;
     const events = await EventCollector.start(t, bus, replyTo);
     const metricsPort = await freePort();
-    const env = (name: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
+    // Another gnomon's VM on this machine: this test must neither count it nor kill it.
+    const foreign = foreignQemu(t);
+    // The restarted orchestrator has the data directory of the one that died, as a service does:
+    // the reaper deletes VM files only inside its own <dataDir>/vms.
+    const dataDir = mkdtempSync(join(tmpdir(), "gnomon-faults-"));
+    const env = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
       AMQP_URL: RABBIT_URL,
       DATABASE_URL: td.location,
       GNOMON_AMQP_PREFIX: prefix,
       GNOMON_CLUSTER_KEY: SAMPLE_CLUSTER_KEY.toString("hex"),
-      GNOMON_DATA_DIR: mkdtempSync(join(tmpdir(), `gnomon-${name}-`)),
+      GNOMON_DATA_DIR: dataDir,
       GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
       GNOMON_LABELS: "test",
       GNOMON_MAX_VMS: "1",
@@ -58,7 +64,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
       ...extra,
     });
 
-    const first = spawnGnomon(["orchestrator"], { env: env("first") });
+    const first = spawnGnomon(["orchestrator"], { env: env() });
     t.after(() => first.child.kill("SIGKILL"));
     await first.waitForLog(/orchestrator ready/, 60_000);
 
@@ -78,7 +84,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     const killedAt = Date.now();
 
     const second = spawnGnomon(["orchestrator"], {
-      env: env("second", { GNOMON_METRICS_LISTEN: `127.0.0.1:${metricsPort}` }),
+      env: env({ GNOMON_METRICS_LISTEN: `127.0.0.1:${metricsPort}` }),
     });
     t.after(() => second.child.kill("SIGKILL"));
     await second.waitForLog(/orchestrator ready/, 60_000);
@@ -95,6 +101,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
       "the VM record is removed",
       15_000,
     );
+    assert.equal(existsSync(join(dataDir, "vms", vm.id)), false, "the lost VM's run folder is deleted");
     assert.equal(
       (await td.db.query<{ state: string }>("select state from jobs where id = $1", [lost.id])).rows[0]?.state,
       "failed",
@@ -124,7 +131,8 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
 
     second.child.kill("SIGTERM");
     assert.equal(await second.exited, 0, second.stderr().slice(-2_000));
-    assert.deepEqual(qemuPids(), [], "no gnomon QEMU process is left at all");
+    assert.deepEqual(qemuPids(dataDir), [], "no QEMU process of this test's orchestrators is left");
+    assert.ok(isAlive(foreign.pid), "another gnomon's VM on this machine is left alone");
   });
 
   it("a SIGKILLed orchestrator restarted only after its lease expired: the reaper fails the job once and /metrics counts it", async (t) => {
@@ -190,6 +198,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     const replyTo = `runner-${randomUUID().slice(0, 8)}`;
     const events = await EventCollector.start(t, bus, replyTo);
     const metricsPort = await freePort();
+    const dataDir = mkdtempSync(join(tmpdir(), "gnomon-outage-"));
     const health = async () => {
       const r = await fetch(`http://127.0.0.1:${metricsPort}/healthz`);
       return { status: r.status, body: (await r.json()) as Record<string, unknown> };
@@ -200,7 +209,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
         DATABASE_URL: td.location,
         GNOMON_AMQP_PREFIX: prefix,
         GNOMON_CLUSTER_KEY: SAMPLE_CLUSTER_KEY.toString("hex"),
-        GNOMON_DATA_DIR: mkdtempSync(join(tmpdir(), "gnomon-outage-")),
+        GNOMON_DATA_DIR: dataDir,
         GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
         GNOMON_LABELS: "test",
         GNOMON_MAX_VMS: "1",
@@ -264,7 +273,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     );
     const row = await td.db.query<{ state: string }>("select state from jobs where id = $1", [job.id]);
     assert.equal(row.rows[0]?.state, "succeeded");
-    await until(() => qemuPids().length === 0, "the VM is gone", 30_000);
+    await until(() => qemuPids(dataDir).length === 0, "the VM is gone", 30_000);
     // A restart while idle is shrugged off as well: the next job runs.
     await pgCluster("restart");
     const next = await jobRequestFromYaml(

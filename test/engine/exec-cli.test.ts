@@ -192,6 +192,36 @@ jobs:
     assert.match(nothing.stdout, /no job ran: give each runs-on label a --label/);
   });
 
+  it("exits 2, not 0, when jobs were there but none ran: all skipped by if:, or no matrix leg left", async (t) => {
+    const dir = await workspace(t, {
+      "s.yml": `on: push
+jobs:
+  only-on-prs:
+    if: github.event_name == 'pull_request'
+    runs-on: ubuntu-latest
+    steps: [{ run: echo should not run }]
+  after:
+    needs: only-on-prs
+    runs-on: ubuntu-latest
+    steps: [{ run: echo should not run either }]
+`,
+      "m.yml": `on: workflow_dispatch
+jobs:
+  m:
+    strategy: { matrix: { os: [a, b] } }
+    runs-on: ubuntu-latest
+    steps: [{ run: echo leg }]
+`,
+    });
+    const skipped = await exec(dir);
+    assert.equal(skipped.code, 2, skipped.stdout);
+    assert.ok(!skipped.stdout.includes("should not run"));
+    assert.match(skipped.stdout, /no job ran: every job was skipped by its if: or because a job it needs was/);
+    const noLeg = await exec(dir, "--event", "workflow_dispatch", "--matrix", "os:c");
+    assert.equal(noLeg.code, 2, noLeg.stdout);
+    assert.match(noLeg.stdout, /no job ran: no matrix leg is left to run; check the --matrix filters/);
+  });
+
   it("refuses bad usage with exit 2 (a missing workspace, a bad flag value, an event nothing runs on), and fails a job whose VM cannot be had", async (t) => {
     const dir = await workspace(t, { "a.yml": "on: push\njobs:\n  a: { runs-on: x, steps: [{ run: echo }] }\n" });
     const vm = await runGnomon(["exec", "--workspace", dir, "--label", "x=no-such-image"], { cwd: dir });

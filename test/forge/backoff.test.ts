@@ -1,7 +1,10 @@
-// The shared poll backoff: doubling from the base, capped, with ±20 % jitter.
+// The shared poll backoff: doubling from the base, capped, with ±20 % jitter that never passes the
+// cap; and the pollers' defaults, which poll a forge that is back again within 10 s.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { backoffMs, jitter } from "../../src/forge/backoff.js";
+import { loadConfig } from "../../src/config/load.js";
+import { backoffMs, jitter, nextDelayMs } from "../../src/forge/backoff.js";
+import { DEFAULT_TIMINGS } from "../../src/forge/github/runner.js";
 
 describe("backoffMs", () => {
   const intervals = { baseMs: 2_000, maxMs: 60_000 };
@@ -48,5 +51,43 @@ describe("jitter", () => {
       const ms = jitter(10_000);
       assert.ok(ms >= 8_000 && ms <= 12_000, `${ms} out of range`);
     }
+  });
+});
+
+describe("nextDelayMs", () => {
+  it("jitters below the cap but never above it", () => {
+    const intervals = { baseMs: 2_000, maxMs: 10_000 };
+    assert.equal(
+      nextDelayMs(intervals, 1, () => 0),
+      1_600,
+    );
+    assert.equal(
+      nextDelayMs(intervals, 3, () => 0.999_999),
+      9_600,
+    );
+    assert.equal(
+      nextDelayMs(intervals, 4, () => 0.999_999),
+      10_000,
+      "16 s jittered is capped",
+    );
+    assert.equal(
+      nextDelayMs(intervals, 50, () => 0),
+      8_000,
+      "at the cap, jitter still spreads downwards",
+    );
+  });
+});
+
+describe("poll backoff after a forge outage", () => {
+  const worstCase = (intervals: { baseMs: number; maxMs: number }) =>
+    Math.max(...[1, 2, 3, 4, 5, 6, 10, 1_000].map((streak) => nextDelayMs(intervals, streak, () => 0.999_999)));
+
+  it("polls a Forgejo that is back again within 10 s, however long the outage was (default settings)", () => {
+    const f = loadConfig({ env: {} }).forgejo;
+    assert.ok(worstCase({ baseMs: f.fetchInterval, maxMs: f.fetchIntervalMax }) <= 10_000);
+  });
+
+  it("polls a GitHub that is back again within 10 s, however long the outage was (default timings)", () => {
+    assert.ok(worstCase(DEFAULT_TIMINGS.pollErrors) <= 10_000);
   });
 });

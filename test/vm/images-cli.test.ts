@@ -38,15 +38,15 @@ describe("gnomon images", () => {
     assert.match(r.stdout, /^test is up to date \(built .*\): disk \d+ MiB \(qcow2 of \d+ MiB of files\), kernel/m);
   });
 
-  it("sends URL images to pull and recipe images to build", async () => {
+  it("sends URL images to pull and recipe images to build, and exits 2 for a name to change", async () => {
     const build = await runGnomon(["images", "build", "debian-12"]);
     assert.equal(build.code, 2);
     assert.match(build.stderr, /not built from a recipe; download it with `gnomon images pull debian-12`/);
     const pull = await runGnomon(["images", "pull", "test"], { env: { GNOMON_IMAGES_DIR: TEST_IMAGES_DIR } });
-    assert.equal(pull.code, 1);
+    assert.equal(pull.code, 2);
     assert.match(pull.stderr, /use `gnomon images build test`/);
     const unknown = await runGnomon(["images", "pull", "no-such-os"]);
-    assert.equal(unknown.code, 1);
+    assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /No image in the catalog serves runs-on "no-such-os"\. Known labels: /);
   });
 

@@ -23,6 +23,9 @@ export function codeOf(err: unknown): Code | undefined {
  * list because Forgejo answers it for database trouble and for a request key still in use.
  */
 export function isTransient(err: unknown): boolean {
+  // Already classified as the end of this runner (Declare at start answers Unauthenticated for a
+  // deleted runner): retrying it would wait for ever without a word.
+  if (err instanceof RunnerUnregisteredError) return false;
   const code = codeOf(err);
   if (code === undefined) return !isAbort(err);
   return (
@@ -35,6 +38,28 @@ export function isTransient(err: unknown): boolean {
   );
 }
 
+/** What `gnomon forgejo register` needs to register a new runner in place of a deleted one. */
+export interface RegisterAgain {
+  readonly name: string;
+  /** Full label texts (`name:scheme:arg`), as the runner serves them now. */
+  readonly labels: readonly string[];
+  /** The credentials file to overwrite; absent: register's default (forgejo.credentialsFile). */
+  readonly credentialsFile?: string;
+}
+
+/** A word for a POSIX shell: as is when it is plain, else single-quoted. */
+function shellWord(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", "'\\''")}'`;
+}
+
+/** The command that registers a runner in place of the deleted one; TOKEN stands for a new registration token. */
+export function registerAgainCommand(instance: string, again: RegisterAgain): string {
+  const words = ["gnomon", "forgejo", "register", "--replace", "--instance", instance, "--token", "TOKEN"];
+  words.push("--name", again.name, "--labels", again.labels.join(","));
+  if (again.credentialsFile) words.push("--credentials-file", again.credentialsFile);
+  return words.map((w, i) => (w === "TOKEN" && words[i - 1] === "--token" ? w : shellWord(w))).join(" ");
+}
+
 /** The server no longer accepts this runner's credentials: stop and register again. */
 export class RunnerUnregisteredError extends Error {
   override readonly name = "RunnerUnregisteredError";
@@ -42,11 +67,14 @@ export class RunnerUnregisteredError extends Error {
   constructor(
     readonly instance: string,
     readonly runner: string,
+    again: RegisterAgain,
     options?: ErrorOptions,
   ) {
+    // The credentials file still exists, so a plain `register` would refuse: the command says --replace.
     super(
       `Forgejo at ${instance} no longer accepts runner ${runner}: the runner was deleted there, or its registration was lost. ` +
-        "Run `gnomon forgejo register` again to register a new runner (it writes a new credentials file).",
+        "Take a new registration token from Forgejo (Settings → Actions → Runners → Create new runner) and register " +
+        `again in place of the old credentials: \`${registerAgainCommand(instance, again)}\` with the token for TOKEN, then start gnomon again.`,
       options,
     );
   }

@@ -6,10 +6,17 @@ import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import type { Slot } from "../../lifecycle/slots.js";
 import type { Logger } from "../../telemetry/log.js";
-import { backoffMs, type Intervals, jitter } from "../backoff.js";
+import { type Intervals, nextDelayMs } from "../backoff.js";
 import type { TaskCapacity } from "./capacity.js";
 import type { ForgejoClient, ForgejoTask } from "./client.js";
-import { asError, codeOf, ForgejoUnreachableError, isAbort, RunnerUnregisteredError } from "./errors.js";
+import {
+  asError,
+  codeOf,
+  ForgejoUnreachableError,
+  isAbort,
+  type RegisterAgain,
+  RunnerUnregisteredError,
+} from "./errors.js";
 import { pause } from "./retry.js";
 
 export type PollerState = "waiting-for-slot" | "fetching" | "waiting" | "stopped";
@@ -20,9 +27,11 @@ export interface PollerOptions {
   /** Label names (what capacity is asked for). */
   readonly labels: readonly string[];
   readonly runnerName: string;
+  /** For the "runner deleted" message: how to register a new runner in its place. */
+  readonly registerAgain: RegisterAgain;
   /** Minimum time between two FetchTask calls, and the base of the error backoff. */
   readonly fetchIntervalMs: number;
-  /** The error backoff never waits longer. */
+  /** The error backoff never waits longer, jitter included: a Forgejo that is back is polled within it. */
   readonly fetchIntervalMaxMs: number;
   readonly fetchTimeoutMs: number;
   /** Called once per task, with the slot it holds; it must release the slot when the task is done. */
@@ -113,7 +122,7 @@ export class Poller {
           o.log.warn({ err: got.error }, "fetching tasks from forgejo failed; retrying with backoff");
         }
         o.onState?.("waiting");
-        await pause(jitter(backoffMs(this.#intervals(), this.#streak), o.random), signal);
+        await pause(nextDelayMs(this.#intervals(), this.#streak, o.random), signal);
       }
     } finally {
       o.onState?.("stopped");
@@ -173,7 +182,10 @@ export class Poller {
         );
         return { kind: "empty" };
       case Code.Unauthenticated:
-        return { kind: "fatal", error: new RunnerUnregisteredError(o.client.instance, o.runnerName, { cause: err }) };
+        return {
+          kind: "fatal",
+          error: new RunnerUnregisteredError(o.client.instance, o.runnerName, o.registerAgain, { cause: err }),
+        };
       case Code.Unimplemented:
         return {
           kind: "fatal",

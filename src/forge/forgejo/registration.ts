@@ -9,6 +9,7 @@ import {
   asError,
   codeOf,
   ForgejoUnreachableError,
+  type RegisterAgain,
   RegistrationRefusedError,
   RunnerUnregisteredError,
 } from "./errors.js";
@@ -90,7 +91,7 @@ export async function registerRunner(input: RegisterInput): Promise<RunnerCreden
  */
 export async function declareRunner(
   client: ForgejoClient,
-  creds: Pick<RunnerCredentials, "name" | "uuid">,
+  runner: Pick<RunnerCredentials, "name" | "uuid"> & { readonly registerAgain: RegisterAgain },
   labelNames: readonly string[],
   version: string,
   log: Logger,
@@ -106,7 +107,9 @@ export async function declareRunner(
       return "unsupported";
     }
     if (code === Code.Unauthenticated)
-      throw new RunnerUnregisteredError(client.instance, `${creds.name} (${creds.uuid})`, { cause: err });
+      throw new RunnerUnregisteredError(client.instance, `${runner.name} (${runner.uuid})`, runner.registerAgain, {
+        cause: err,
+      });
     throw err;
   }
 }

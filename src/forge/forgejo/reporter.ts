@@ -8,7 +8,7 @@ import type { JobEvent, JobResult } from "../../contract/job-event.js";
 import type { Logger } from "../../telemetry/log.js";
 import type { Intervals } from "../backoff.js";
 import type { ForgejoClient, TaskResult } from "./client.js";
-import { asError, codeOf, isTransient, LogsLostError, RunnerUnregisteredError } from "./errors.js";
+import { asError, codeOf, isTransient, LogsLostError, type RegisterAgain, RunnerUnregisteredError } from "./errors.js";
 import { LogsIncompleteError, shipLog } from "./log-shipper.js";
 import { pause, retry } from "./retry.js";
 import type { TaskRecord } from "./task-record.js";
@@ -19,6 +19,8 @@ export interface ReporterOptions {
   readonly jobId: string;
   /** For the "registration lost" message. */
   readonly runnerName: string;
+  /** For the same message: how to register a new runner in its place. */
+  readonly registerAgain: RegisterAgain;
   /** forgejo-runner's report_interval: 1 s. */
   readonly reportIntervalMs: number;
   /** Deadline of each periodic call. */
@@ -243,7 +245,8 @@ export class TaskReporter {
   #fatalIf(err: unknown): boolean {
     if (codeOf(err) !== Code.Unauthenticated) return false;
     this.#fatal = true;
-    this.#o.onFatal(new RunnerUnregisteredError(this.#o.client.instance, this.#o.runnerName, { cause: err }));
+    const o = this.#o;
+    o.onFatal(new RunnerUnregisteredError(o.client.instance, o.runnerName, o.registerAgain, { cause: err }));
     return true;
   }
 

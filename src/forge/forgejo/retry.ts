@@ -2,7 +2,7 @@
 // signal ends the wait. Sleeps only through node:timers/promises with the signal, so a stop always
 // interrupts it.
 import { setTimeout as sleep } from "node:timers/promises";
-import { backoffMs, type Intervals, jitter } from "../backoff.js";
+import { type Intervals, nextDelayMs } from "../backoff.js";
 
 export interface RetryOptions {
   readonly intervals: Intervals;
@@ -23,7 +23,7 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, o: RetryOpti
     } catch (err) {
       if (o.signal.aborted) throw o.signal.reason;
       if (!o.retryable(err)) throw err;
-      const delayMs = jitter(backoffMs(o.intervals, attempt), o.random);
+      const delayMs = nextDelayMs(o.intervals, attempt, o.random);
       o.onRetry?.(err, attempt, delayMs);
       await sleep(delayMs, undefined, { signal: o.signal });
     }

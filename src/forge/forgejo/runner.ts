@@ -14,7 +14,7 @@ import { unservedNotice, warnUnservedLabels } from "../unserved-labels.js";
 import type { TaskCapacity } from "./capacity.js";
 import { type ForgejoClient, type ForgejoTask, forgejoClient } from "./client.js";
 import type { RunnerCredentials } from "./credentials-file.js";
-import { asError, isTransient, JobSkippedError } from "./errors.js";
+import { asError, isTransient, JobSkippedError, type RegisterAgain } from "./errors.js";
 import { failLostTask, type InFlightTask, inFlightTasksFile } from "./in-flight-tasks.js";
 import type { RunnerLabel } from "./labels.js";
 import { Poller, type PollerState } from "./poller.js";
@@ -45,6 +45,8 @@ export interface ForgejoRunnerOptions {
   /** After Forgejo cancelled a task, how long the job has to confirm (default: its cancel-timeout-minutes + 1). */
   readonly cancelGraceMs?: number;
   readonly onPollerState?: (s: PollerState) => void;
+  /** The credentials file it was read from, for the "runner deleted" message's register command. */
+  readonly credentialsFile?: string;
   /**
    * Where the tasks held right now are kept, so that the next process ends them on Forgejo if
    * this one dies mid-job. Default: none (nothing survives a crash).
@@ -110,6 +112,7 @@ export class ForgejoRunner implements Service {
       capacity: options.capacity,
       labels: options.labels.map((l) => l.name),
       runnerName: this.#runnerName(),
+      registerAgain: this.#registerAgain(),
       fetchIntervalMs: effectiveFetchIntervalMs(c.address, options.fetchIntervalMs),
       fetchIntervalMaxMs: options.fetchIntervalMaxMs,
       fetchTimeoutMs: options.fetchTimeoutMs,
@@ -143,7 +146,8 @@ export class ForgejoRunner implements Service {
 
   async #declare(signal: AbortSignal): Promise<void> {
     const names = this.#o.labels.map((l) => l.name);
-    const how = await declareRunner(this.#client, this.#o.credentials, names, this.#o.version, this.#o.log, signal);
+    const runner = { ...this.#o.credentials, registerAgain: this.#registerAgain() };
+    const how = await declareRunner(this.#client, runner, names, this.#o.version, this.#o.log, signal);
     this.#declared = true;
     this.#o.log.info({ labels: names, declare: how, instance: this.#o.credentials.address }, "forgejo runner ready");
   }
@@ -194,6 +198,11 @@ export class ForgejoRunner implements Service {
     return `${c.name} (${c.uuid})`;
   }
 
+  #registerAgain(): RegisterAgain {
+    const o = this.#o;
+    return { name: o.credentials.name, labels: o.labels.map((l) => l.text), credentialsFile: o.credentialsFile };
+  }
+
   #handOff(task: ForgejoTask, slot: Slot): void {
     const o = this.#o;
     const jobId = jobIdForTask(o.credentials.address, task.id);
@@ -211,6 +220,7 @@ export class ForgejoRunner implements Service {
       record,
       jobId,
       runnerName: this.#runnerName(),
+      registerAgain: this.#registerAgain(),
       reportIntervalMs: o.reportIntervalMs,
       callTimeoutMs: 30_000,
       retryIntervals: { baseMs: 100, maxMs: 15_000 },

@@ -6,7 +6,7 @@ import { deferred, type Service } from "../../lifecycle/service.js";
 import type { Slot } from "../../lifecycle/slots.js";
 import type { JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
-import { backoffMs, type Intervals, jitter } from "../backoff.js";
+import { type Intervals, nextDelayMs, OUTAGE_RETRY_MAX_MS } from "../backoff.js";
 import type { InFlightFile } from "../in-flight-file.js";
 import { LogMasker } from "../log-masker.js";
 import { OrphanJobs } from "../orphan-jobs.js";
@@ -51,7 +51,10 @@ export interface CapacityGate {
 }
 
 export interface GitHubRunnerTimings extends HeldJobTimings {
-  /** Backoff after failed polls (official: 15–30 s, then 30–60 s). */
+  /**
+   * Backoff after failed polls. The official runner waits 15–30 s, then 30–60 s; capped at 10 s
+   * here so that a GitHub that is back is polled again, and queued jobs start, within seconds.
+   */
   readonly pollErrors: Intervals;
   /** Backoff after an acquire GitHub refused with 404/409/422. */
   readonly acquireThrottle: Intervals;
@@ -69,7 +72,7 @@ export const DEFAULT_TIMINGS: GitHubRunnerTimings = {
   cancelTimeoutMs: 60_000,
   finalFlushMs: 120_000,
   completeRetry: { baseMs: 5_000, maxMs: 30_000 },
-  pollErrors: { baseMs: 15_000, maxMs: 60_000 },
+  pollErrors: { baseMs: 5_000, maxMs: OUTAGE_RETRY_MAX_MS },
   acquireThrottle: { baseMs: 2_000, maxMs: 60_000 },
   sessionConflictRetryMs: 30_000,
   sessionConflictGiveUpMs: 4 * 60_000,
@@ -319,7 +322,7 @@ export class GitHubRunner implements Service {
         }
         streak += 1;
         if (streak === 1) this.#log.warn({ err: asError(err) }, "could not open the message session; retrying");
-        await sleep(jitter(backoffMs(this.#t.pollErrors, streak)), undefined, { signal: this.#polling.signal });
+        await sleep(nextDelayMs(this.#t.pollErrors, streak), undefined, { signal: this.#polling.signal });
       }
     }
   }
@@ -375,7 +378,7 @@ export class GitHubRunner implements Service {
           streak += 1;
           if (streak === 1)
             this.#log.warn({ err: asError(err) }, "polling GitHub for jobs failed; retrying with backoff");
-          await sleep(jitter(backoffMs(this.#t.pollErrors, streak)), undefined, { signal: this.#polling.signal }).catch(
+          await sleep(nextDelayMs(this.#t.pollErrors, streak), undefined, { signal: this.#polling.signal }).catch(
             () => {},
           );
           continue;
@@ -391,7 +394,7 @@ export class GitHubRunner implements Service {
         const outcome = await this.#handle(msg, status, slot);
         if (outcome === "throttle") {
           acquireStreak += 1;
-          await sleep(jitter(backoffMs(this.#t.acquireThrottle, acquireStreak)), undefined, {
+          await sleep(nextDelayMs(this.#t.acquireThrottle, acquireStreak), undefined, {
             signal: this.#polling.signal,
           }).catch(() => {});
         } else if (outcome === "job") acquireStreak = 0;

@@ -303,7 +303,10 @@ describe("Forgejo runner", () => {
     h.forgejo.deleteRunner(h.creds.uuid);
     const why = await h.runner.done;
     assert.ok(why instanceof RunnerUnregisteredError);
-    assert.match(why.message, /run `gnomon forgejo register` again/i);
+    assert.match(
+      why.message,
+      /register again in place of the old credentials: `gnomon forgejo register --replace --instance /,
+    );
     assert.match(why.message, new RegExp(h.forgejo.url.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")));
   });
 

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, statSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -11,6 +12,18 @@ import { runGnomon } from "../../support/cli.js";
 
 const AMQP_URL = process.env["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672";
 const dirFor = () => join(mkdtempSync(join(tmpdir(), "gnomon-gh-cli-")), "github");
+
+/** A local port nothing listens on (taken, then closed). */
+function closedPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
 
 describe("gnomon github (bundled CLI)", () => {
   it("registers with the v2 flow, refuses a second registration into the same directory, and removes it", async (t) => {
@@ -89,7 +102,7 @@ describe("gnomon github (bundled CLI)", () => {
     assert.equal(fake.runners()[0]?.version, "2.331.5");
   });
 
-  it("explains a rejected token and exits 1", async (t) => {
+  it("explains a rejected token and exits 2, like forgejo register", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2" });
     const r = await runGnomon([
       "github",
@@ -103,10 +116,45 @@ describe("gnomon github (bundled CLI)", () => {
       "--credentials-dir",
       dirFor(),
     ]);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2);
     assert.match(
       r.stderr,
       /^gnomon github register: GitHub did not accept the registration token .*create a new one at/,
+    );
+  });
+
+  it("exits 2 for a missing --labels and for an endpoint that does not answer, naming what to fix", async () => {
+    const noLabels = await runGnomon([
+      "github",
+      "register",
+      "--url",
+      "https://github.com/o/r",
+      "--token",
+      "T",
+      "--credentials-dir",
+      dirFor(),
+    ]);
+    assert.equal(noLabels.code, 2, noLabels.stderr);
+    assert.match(noLabels.stderr, /^gnomon github register: pass --labels with the runs-on label/);
+    const port = await closedPort();
+    const dead = await runGnomon([
+      "github",
+      "register",
+      "--url",
+      `http://127.0.0.1:${port}/o/r`,
+      "--token",
+      "T",
+      "--labels",
+      "debian-12",
+      "--credentials-dir",
+      dirFor(),
+    ]);
+    assert.equal(dead.code, 2, dead.stderr);
+    assert.match(
+      dead.stderr,
+      new RegExp(
+        `^gnomon github register: could not exchange the registration token: .*127\\.0\\.0\\.1:${port}.* did not answer`,
+      ),
     );
   });
 
@@ -134,7 +182,7 @@ describe("gnomon github (bundled CLI)", () => {
     assert.match(run.stderr, /no longer exists .*run `gnomon github register` again/);
   });
 
-  it("run says what to set when GitHub refuses the advertised version", async (t) => {
+  it("run says what to set when GitHub refuses the advertised version, and exits 2", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2", minRunnerVersion: "2.331.0" });
     const dir = dirFor();
     const reg = await runGnomon([
@@ -153,7 +201,7 @@ describe("gnomon github (bundled CLI)", () => {
     const run = await runGnomon(["github", "run", "--credentials-dir", dir, "--runner-version", "2.330.0"], {
       env: { AMQP_URL, GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"), GNOMON_LOG_LEVEL: "silent" },
     });
-    assert.equal(run.code, 1, run.stderr);
+    assert.equal(run.code, 2, run.stderr);
     assert.match(
       run.stderr,
       /refuses runner version 2\.330\.0 .*set github\.runnerVersion \(or GNOMON_GITHUB_RUNNER_VERSION\)/,
