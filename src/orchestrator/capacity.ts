@@ -51,6 +51,11 @@ export class Capacity {
     return this.#vms;
   }
 
+  /** Whether reserve(size) would wait now: VMs, CPUs or memory in use, or others waiting first. */
+  wouldWait(size: Size): boolean {
+    return this.#waiters.length > 0 || !this.#available(size);
+  }
+
   fits(size: Size): boolean {
     return size.cpus <= this.budget.cpus && size.memoryMiB <= this.budget.memoryMiB;
   }

@@ -53,6 +53,8 @@ export class NoLabelsError extends Error {
 
 interface Running {
   readonly cancel: AbortController;
+  /** A stop gives the job back to the queue through this, if it has not started here yet. */
+  readonly handBack: AbortController;
   readonly done: Promise<void>;
 }
 
@@ -129,6 +131,9 @@ export class Orchestrator implements Service {
   async #stop(deadline: AbortSignal): Promise<void> {
     await this.#consumer?.setPrefetch(0).catch(() => undefined);
     this.#reaper.stop();
+    // Jobs still waiting for a slot (or for another orchestrator's lease) go back to the queue
+    // now: this host will not start them, another one can.
+    for (const r of this.#running.values()) r.handBack.abort();
     if (this.#running.size > 0) {
       this.#log.info(
         { jobs: this.#running.size, drainMs: this.#opts.drainTimeoutMs },
@@ -164,23 +169,29 @@ export class Orchestrator implements Service {
       return;
     }
     const cancel = new AbortController();
-    const done = runJob(delivery, cancel.signal, {
-      orchestratorId: this.id,
-      host: this.host,
-      bus: this.#opts.bus,
-      store: this.#opts.store,
-      provisioner: this.#opts.provisioner,
-      capacity: this.capacity,
-      clusterKey: this.#opts.clusterKey,
-      leaseTtlMs: this.#opts.leaseTtlMs,
-      metrics: this.#opts.metrics,
-      log: this.#log,
-      runnerName: this.#opts.runnerName ?? this.id,
-      jobOptions: this.#opts.jobOptions,
-    })
+    const handBack = new AbortController();
+    const done = runJob(
+      delivery,
+      cancel.signal,
+      {
+        orchestratorId: this.id,
+        host: this.host,
+        bus: this.#opts.bus,
+        store: this.#opts.store,
+        provisioner: this.#opts.provisioner,
+        capacity: this.capacity,
+        clusterKey: this.#opts.clusterKey,
+        leaseTtlMs: this.#opts.leaseTtlMs,
+        metrics: this.#opts.metrics,
+        log: this.#log,
+        runnerName: this.#opts.runnerName ?? this.id,
+        jobOptions: this.#opts.jobOptions,
+      },
+      handBack.signal,
+    )
       .catch((err: unknown) => this.#log.error({ err, jobId: id }, "job runner failed"))
       .finally(() => this.#running.delete(id));
-    this.#running.set(id, { cancel, done });
+    this.#running.set(id, { cancel, handBack, done });
   }
 
   #onCancel(c: Cancel): void {

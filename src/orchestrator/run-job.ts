@@ -53,9 +53,16 @@ export const TAKEOVER_SEQ_GAP = 100_000;
 
 /**
  * Runs one delivered job to its end. `cancel` aborts it (a Cancel message, a lost lease, a stop
- * whose deadline passed); the abort reason becomes the job's last words.
+ * whose deadline passed); the abort reason becomes the job's last words. `handBack` (a stop) gives
+ * the job back to the queue instead, if it has not got its machine's capacity yet: another
+ * orchestrator runs it, and nothing of it ran here.
  */
-export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: RunJobDeps): Promise<void> {
+export async function runJob(
+  delivery: JobDelivery,
+  cancel: AbortSignal,
+  deps: RunJobDeps,
+  handBack: AbortSignal = new AbortController().signal,
+): Promise<void> {
   const req = delivery.request;
   const log = jobLogger(deps.log, { jobId: req.id, forge: req.source.forge, label: req.runsOn });
   const acceptedAt = Date.now();
@@ -98,7 +105,7 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
     return;
   }
 
-  const lease = await takeLease(job, req, deps, cancel, log);
+  const lease = await takeLease(job, req, deps, AbortSignal.any([cancel, handBack]), log);
   if (lease.kind === "gone") {
     await delivery.nack({ requeue: true });
     return;
@@ -184,16 +191,22 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
     }
     const size = deps.provisioner.sizeOf(target);
     try {
-      const waiting = deps.capacity.freeVms === 0;
+      // Memory and CPUs count too: a host with free VM slots can still be out of memory.
+      const waiting = deps.capacity.wouldWait(size);
       if (waiting)
         events.emit({
           kind: "provisioning",
           phase: "waiting-for-capacity",
           label: req.runsOn,
-          message: "waiting for a free VM slot on this host",
+          message: "waiting for a free VM slot on this host (its VMs, CPUs or memory are in use)",
         });
-      reservation = await deps.capacity.reserve(req.runsOn, size, signal);
+      reservation = await deps.capacity.reserve(req.runsOn, size, AbortSignal.any([signal, handBack]));
     } catch (err) {
+      if (handBack.aborted && !signal.aborted) {
+        gauge.clear();
+        await giveBack(req, deps, events, delivery, log);
+        return;
+      }
       await end(
         signal.aborted ? "cancelled" : "failure",
         signal.aborted ? reasonOf(signal, cancelled()) : (err as Error).message,
@@ -286,6 +299,29 @@ export async function runJob(delivery: JobDelivery, cancel: AbortSignal, deps: R
     reservation?.release();
     keeper.stop();
   }
+}
+
+/**
+ * Back to the queue with nothing run here: the job is queued again, its lease released and its
+ * seq recorded (the next owner continues above it), and the delivery requeued.
+ */
+async function giveBack(
+  req: JobRequest,
+  deps: RunJobDeps,
+  events: EventStream,
+  delivery: JobDelivery,
+  log: Logger,
+): Promise<void> {
+  await events.flush();
+  await deps.store.jobs.recordEventSeq(req.id, events.nextSeq).catch(() => undefined);
+  try {
+    await deps.store.jobs.requeue(req.id);
+  } catch (err) {
+    log.warn({ err }, "could not mark the handed-back job queued; the next owner takes it over after the lease");
+  }
+  await deps.store.leases.release(req.id, deps.orchestratorId).catch(() => undefined);
+  await delivery.nack({ requeue: true });
+  log.info("handed the job back to the queue: this orchestrator is stopping and had not started it");
 }
 
 async function teardown(workspace: Workspace, deps: RunJobDeps, req: JobRequest, log: Logger): Promise<void> {

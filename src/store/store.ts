@@ -32,6 +32,8 @@ export interface StoreOptions {
   embeddedSharedBuffers?: string;
   /** Most PostgreSQL connections of this process. */
   poolMax?: number;
+  /** How long statements wait out an unreachable PostgreSQL; default 60 s (db.ts). */
+  outageToleranceMs?: number;
   log?: Logger;
 }
 
@@ -93,7 +95,13 @@ export class Store implements Service {
     const startedAt = performance.now();
     const { databaseUrl, dataDir } = this.#opts;
     const db = databaseUrl
-      ? await openDb({ kind: "postgres", url: databaseUrl, poolMax: this.#opts.poolMax, log: this.#log })
+      ? await openDb({
+          kind: "postgres",
+          url: databaseUrl,
+          poolMax: this.#opts.poolMax,
+          outageToleranceMs: this.#opts.outageToleranceMs,
+          log: this.#log,
+        })
       : await openDb({
           kind: "pglite",
           dir: join(dataDir, "pglite"),

@@ -15,6 +15,16 @@ describe("host capacity", () => {
     assert.equal(c.freeVms, 2);
   });
 
+  it("tells whether a job would wait: free VM slots are not enough when memory or CPUs are taken", async () => {
+    const c = new Capacity({ maxVms: 4, cpus: 4, memoryMiB: 1024 });
+    assert.equal(c.wouldWait({ cpus: 1, memoryMiB: 768 }), false);
+    const a = await c.reserve("l", { cpus: 1, memoryMiB: 768 });
+    assert.equal(c.freeVms, 3);
+    assert.equal(c.wouldWait({ cpus: 1, memoryMiB: 512 }), true);
+    assert.equal(c.wouldWait({ cpus: 1, memoryMiB: 256 }), false);
+    a.release();
+  });
+
   it("makes a job wait until memory frees, first come first served", async () => {
     const c = new Capacity({ maxVms: 4, cpus: 4, memoryMiB: 1024 });
     const a = await c.reserve("l", { cpus: 1, memoryMiB: 768 });
@@ -29,6 +39,7 @@ describe("host capacity", () => {
     });
     await new Promise((r) => setImmediate(r));
     assert.deepEqual(order, []);
+    assert.equal(c.wouldWait({ cpus: 1, memoryMiB: 64 }), true, "behind the waiting ones");
     a.release();
     (await big).release();
     (await tiny).release();

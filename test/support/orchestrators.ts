@@ -11,6 +11,7 @@ import { Orchestrator } from "../../src/orchestrator/orchestrator.js";
 import { createVmProvisioner } from "../../src/orchestrator/provisioner.js";
 import type { JobBus } from "../../src/queue/bus.js";
 import { Store } from "../../src/store/store.js";
+import type { Logger } from "../../src/telemetry/log.js";
 import { createMetrics, type Metrics } from "../../src/telemetry/metrics.js";
 import { loadCatalog } from "../../src/vm/catalog.js";
 import { SAMPLE_CLUSTER_KEY } from "./samples.js";
@@ -25,6 +26,13 @@ export interface TestOrchestratorOptions {
   readonly leaseTtlMs?: number;
   readonly drainTimeoutMs?: number;
   readonly id?: string;
+  /** The VM budget beyond maxVms; default plenty (8 CPUs, 16 GiB). */
+  readonly cpus?: number;
+  readonly memoryMiB?: number;
+  /** How long the store waits out an unreachable PostgreSQL; default the store's own. */
+  readonly outageToleranceMs?: number;
+  /** Where the orchestrator logs; default the silent root logger. */
+  readonly log?: Logger;
   /** What jobs in VMs reach; default: the configuration's default policy. */
   readonly egress?: EgressPolicy;
 }
@@ -36,7 +44,11 @@ export async function startOrchestrator(
   t: TestContext,
   opts: TestOrchestratorOptions,
 ): Promise<{ orchestrator: Orchestrator; store: Store; metrics: Metrics }> {
-  const store = new Store({ databaseUrl: opts.databaseUrl, dataDir: mkdtempSync(join(tmpdir(), "gnomon-orch-")) });
+  const store = new Store({
+    databaseUrl: opts.databaseUrl,
+    dataDir: mkdtempSync(join(tmpdir(), "gnomon-orch-")),
+    outageToleranceMs: opts.outageToleranceMs,
+  });
   await store.start();
   const metrics = createMetrics({ defaultMetrics: false });
   const provisioner = createVmProvisioner({
@@ -52,12 +64,13 @@ export async function startOrchestrator(
     bus: opts.bus,
     store,
     provisioner,
-    budget: { maxVms: opts.maxVms ?? 2, cpus: 8, memoryMiB: 16_384 },
+    budget: { maxVms: opts.maxVms ?? 2, cpus: opts.cpus ?? 8, memoryMiB: opts.memoryMiB ?? 16_384 },
     clusterKey: SAMPLE_CLUSTER_KEY,
     leaseTtlMs: opts.leaseTtlMs ?? 5_000,
     drainTimeoutMs: opts.drainTimeoutMs ?? 10_000,
     metrics,
     id: opts.id,
+    log: opts.log,
   });
   await orchestrator.start();
   t.after(async () => {
