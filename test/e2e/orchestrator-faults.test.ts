@@ -140,19 +140,21 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     const replyTo = `runner-${randomUUID().slice(0, 8)}`;
     const events = await EventCollector.start(t, bus, replyTo);
     const metricsPort = await freePort();
-    const env = (name: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
+    // One data directory for both, as a service restarted on its host has.
+    const dataDir = mkdtempSync(join(tmpdir(), "gnomon-late-"));
+    const env = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
       AMQP_URL: RABBIT_URL,
       DATABASE_URL: td.location,
       GNOMON_AMQP_PREFIX: prefix,
       GNOMON_CLUSTER_KEY: SAMPLE_CLUSTER_KEY.toString("hex"),
-      GNOMON_DATA_DIR: mkdtempSync(join(tmpdir(), `gnomon-${name}-`)),
+      GNOMON_DATA_DIR: dataDir,
       GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
       GNOMON_LABELS: "test",
       GNOMON_MAX_VMS: "1",
       GNOMON_LEASE_TTL: `${LEASE_TTL_S}s`,
       ...extra,
     });
-    const first = spawnGnomon(["orchestrator"], { env: env("first") });
+    const first = spawnGnomon(["orchestrator"], { env: env() });
     t.after(() => first.child.kill("SIGKILL"));
     await first.waitForLog(/orchestrator ready/, 60_000);
     const lost = await jobRequestFromYaml(
@@ -171,7 +173,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
       (LEASE_TTL_S + 10) * 1000,
     );
     const second = spawnGnomon(["orchestrator"], {
-      env: env("second", { GNOMON_METRICS_LISTEN: `127.0.0.1:${metricsPort}` }),
+      env: env({ GNOMON_METRICS_LISTEN: `127.0.0.1:${metricsPort}` }),
     });
     t.after(() => second.child.kill("SIGKILL"));
     await second.waitForLog(/orchestrator ready/, 60_000);
@@ -189,6 +191,7 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     assert.match(text, /gnomon_jobs_finished_total\{result="failure",label="test"\} 1\n/);
     second.child.kill("SIGTERM");
     assert.equal(await second.exited, 0, second.stderr().slice(-2_000));
+    assert.deepEqual(qemuPids(dataDir), [], "no QEMU process of this test's orchestrators is left");
   });
 
   it("a job rides out PostgreSQL stopped while its VM boots and RabbitMQ restarted mid-step: success, every line once, in order", async (t) => {
