@@ -194,6 +194,60 @@ describe("orchestrator faults (processes, RabbitMQ, PostgreSQL, VMs)", () => {
     assert.deepEqual(qemuPids(dataDir), [], "no QEMU process of this test's orchestrators is left");
   });
 
+  it("a job whose orchestrator is SIGKILLed before its first step runs again on the next one, every line once", async (t) => {
+    const { bus, prefix } = await startTestBus(t, "e2e-early");
+    const replyTo = `runner-${randomUUID().slice(0, 8)}`;
+    const events = await EventCollector.start(t, bus, replyTo);
+    const dataDir = mkdtempSync(join(tmpdir(), "gnomon-early-"));
+    const env = (): NodeJS.ProcessEnv => ({
+      AMQP_URL: RABBIT_URL,
+      DATABASE_URL: td.location,
+      GNOMON_AMQP_PREFIX: prefix,
+      GNOMON_CLUSTER_KEY: SAMPLE_CLUSTER_KEY.toString("hex"),
+      GNOMON_DATA_DIR: dataDir,
+      GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
+      GNOMON_LABELS: "test",
+      GNOMON_MAX_VMS: "1",
+      GNOMON_LEASE_TTL: `${LEASE_TTL_S}s`,
+    });
+    const first = spawnGnomon(["orchestrator"], { env: env() });
+    t.after(() => first.child.kill("SIGKILL"));
+    await first.waitForLog(/orchestrator ready/, 60_000);
+    const req = await jobRequestFromYaml(
+      "on: push\njobs:\n  j:\n    runs-on: test\n    steps:\n      - run: echo the only run\n",
+      { runsOn: "test", replyTo },
+    );
+    await bus.publishJob(req);
+    await events.until(
+      req.id,
+      (es) => es.some((e) => e.kind === "provisioning" && e.phase === "booting"),
+      120_000,
+      "its VM booting",
+    );
+    first.child.kill("SIGKILL");
+    await first.exited;
+    const second = spawnGnomon(["orchestrator"], { env: env() });
+    t.after(() => second.child.kill("SIGKILL"));
+    const got = await events.finished(req.id, 240_000);
+    assert.equal(resultOf(got)?.result, "success", logText(got).join("\n"));
+    assert.equal(logText(got).filter((l) => l === "the only run").length, 1);
+    const owners = new Set(got.flatMap((e) => (e.kind === "accepted" ? [e.orchestrator] : [])));
+    assert.equal(owners.size, 2, "accepted by the killed orchestrator, then by its successor");
+    assert.equal(
+      (await td.db.query<{ state: string }>("select state from jobs where id = $1", [req.id])).rows[0]?.state,
+      "succeeded",
+    );
+    // The killed orchestrator's half-booted VM is reaped by its successor (every half lease).
+    await until(() => qemuPids(dataDir).length === 0, "the first VM is reaped", (LEASE_TTL_S + 30) * 1000);
+    await until(
+      async () => (await td.db.query("select 1 from vms where job_id = $1", [req.id])).rowCount === 0,
+      "no VM record of the job is left",
+      15_000,
+    );
+    second.child.kill("SIGTERM");
+    assert.equal(await second.exited, 0, second.stderr().slice(-2_000));
+  });
+
   it("a job rides out PostgreSQL stopped while its VM boots and RabbitMQ restarted mid-step: success, every line once, in order", async (t) => {
     t.after(() => pgCluster("start").catch(() => {})); // never leave the services stopped
     t.after(() => rabbitmqctl("start_app"));
