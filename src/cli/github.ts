@@ -197,7 +197,11 @@ the orchestrators serving its label; reports steps, logs and results back to Git
     if (runner.finishedEphemeral) {
       // GitHub removes an ephemeral registration after its job; the local files are useless now.
       if (!jit) deleteRegistration(dir);
-      ctx.stderr.write(`gnomon github run: the ephemeral runner ${describeRunner(registration)} finished its job\n`);
+      ctx.stderr.write(
+        runner.ephemeralEnd === "job-lost"
+          ? `gnomon github run: GitHub gave the one job of the ephemeral runner ${describeRunner(registration)} to another runner, which used the registration up; register a new one\n`
+          : `gnomon github run: the ephemeral runner ${describeRunner(registration)} finished its job\n`,
+      );
       return EXIT.ok;
     }
     if (why === undefined) return EXIT.ok;

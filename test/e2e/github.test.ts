@@ -242,6 +242,10 @@ describe("github end to end (fake GitHub, RabbitMQ, PostgreSQL, a real VM)", () 
     }
 
     assertEveryJwtAndRenewalVerified(fake, job.jobId, /\/run\/renewjob$/);
+    assert.ok(
+      fake.liveMessages.some((m) => m.jobId === job.jobId),
+      "the live console's messages are among what the secret check searches",
+    );
     assertNoSecretReceived(fake, job.githubToken);
     await vmGone(stage, vm);
     await fake.waitFor(() => runner.heldJobs === 0, "the runner let go of the job");

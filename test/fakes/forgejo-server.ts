@@ -1,8 +1,10 @@
 // A faithful fake of Forgejo's side of the runner protocol, for tests: connect-rpc over real HTTP
 // on loopback, with the server's rules as ../shared/spec/forgejo-runner-protocol.md describes them
-// (registration tokens, the runner headers, task assignment by label, tasks_version, request keys,
-// log index checks, task states, cancellation, the zombie reaper), fault injection, and a
-// scripting API (queue a job, cancel it, read log rows and states, wait for calls).
+// (registration tokens, the runner headers, task assignment by label, tasks_version, request keys
+// with their lock and replay, log index checks, task states, cancellation, ephemeral runners, the
+// zombie reaper), older servers (one task per call, request keys ignored), fault injection (failed
+// or slow calls), and a scripting API (queue a job, cancel it, read log rows and states, wait for
+// calls).
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -43,9 +45,9 @@ export interface Faults {
 export interface FakeForgejoOptions {
   /** false: a server older than 1.21, without Declare. */
   readonly declare?: boolean;
-  /** false: a server without task_capacity / additional_tasks (before Forgejo 14). */
+  /** false: a server without task_capacity / additional_tasks (before Forgejo 14, and Gitea). */
   readonly multiTask?: boolean;
-  /** false: a server that ignores x-runner-request-key (before Forgejo 15). */
+  /** false: a server that ignores x-runner-request-key (before Forgejo 15, and Gitea). */
   readonly requestKeys?: boolean;
   /** ZOMBIE_TASK_TIMEOUT: a running task not updated for this long is failed by reap(). */
   readonly zombieTimeoutMs?: number;
@@ -183,12 +185,20 @@ export class FakeForgejo {
   readonly #calls = new Map<FakeMethod, number>();
   readonly #injected = new Map<FakeMethod, number>();
   readonly #listeners = new Set<() => void>();
-  readonly #assignments = new Map<string, number[]>(); // request key → task ids
+  readonly #assignments = new Map<string, number[]>(); // runner uuid/request key → task ids
+  /** Request keys a FetchTask is working on right now (Forgejo's MutexMap, held for the whole call). */
   readonly #lockedKeys = new Set<string>();
   readonly #maxRunning = new Map<string, number>();
   readonly #failNext = new Map<FakeMethod, { n: number; mode: "before" | "after" }>();
+  readonly #slowNext = new Map<FakeMethod, { n: number; ms: number }>();
   /** task_capacity of every FetchTask, as sent (undefined: not sent). */
   readonly fetchCapacities: (number | undefined)[] = [];
+  /** x-runner-request-key of every FetchTask that reached the server, as sent ("" when absent). */
+  readonly fetchRequestKeys: string[] = [];
+  /** How many tasks each FetchTask handed out (replays included; a slow call's even if nobody got its answer). */
+  readonly tasksPerFetch: number[] = [];
+  /** FetchTask calls answered "request key is currently locked; retry soon". */
+  lockedRefusals = 0;
   #faults: Faults | undefined;
   #roll: () => number = Math.random;
   #version = 0;
@@ -237,6 +247,15 @@ export class FakeForgejo {
   /** Fails the next `n` calls of `method` (before: the server never sees them; after: answers lost). */
   failNext(method: FakeMethod, n: number, mode: "before" | "after"): void {
     this.#failNext.set(method, { n, mode });
+  }
+
+  /**
+   * The server applies each of the next `n` calls of `method` at once but answers it only `ms` later
+   * (a slow commit), whether or not the client still waits. A FetchTask holds its request key's lock
+   * until it answers, as Forgejo holds it for the whole call.
+   */
+  slowNext(method: FakeMethod, n: number, ms: number): void {
+    this.#slowNext.set(method, { n, ms });
   }
 
   /** Queues one job (state waiting) and bumps the tasks version. Returns the job id. */
@@ -423,11 +442,11 @@ export class FakeForgejo {
 
   #routes(router: ConnectRouter): void {
     const wrap =
-      <Req, Res>(method: FakeMethod, fn: (req: Req, ctx: HandlerContext) => Res) =>
+      <Req, Res>(method: FakeMethod, fn: (req: Req, ctx: HandlerContext) => Res | Promise<Res>) =>
       async (req: Req, ctx: HandlerContext): Promise<Res> => {
         this.#count(method);
         try {
-          const out = fn(req, ctx);
+          const out = await fn(req, ctx);
           this.#lostAnswer(method);
           return out;
         } finally {
@@ -512,17 +531,52 @@ export class FakeForgejo {
     return r;
   }
 
-  #fetchTask(
+  /**
+   * Forgejo 15+ with a request key: the key is locked for the whole call (a concurrent call with it,
+   * e.g. a client's retry while its timed-out call still runs here, is answered `internal` "request
+   * key is currently locked; retry soon"), and the tasks an earlier call assigned under it are
+   * handed out again. Older servers and Gitea ignore the header.
+   */
+  async #fetchTask(
     tasksVersion: bigint,
     taskCapacity: bigint | undefined,
     ctx: HandlerContext,
-  ): MessageInitShape<typeof FetchTaskResponseSchema> {
+  ): Promise<MessageInitShape<typeof FetchTaskResponseSchema>> {
     const r = this.#auth(ctx);
     this.fetchCapacities.push(taskCapacity === undefined ? undefined : Number(taskCapacity));
-    const key = this.#o.requestKeys === false ? "" : (ctx.requestHeader.get("x-runner-request-key") ?? "");
+    const sentKey = ctx.requestHeader.get("x-runner-request-key") ?? "";
+    this.fetchRequestKeys.push(sentKey);
+    const key = this.#o.requestKeys === false ? "" : sentKey;
+    if (key && this.#lockedKeys.has(key)) {
+      this.lockedRefusals += 1;
+      throw new ConnectError("request key is currently locked; retry soon", Code.Internal);
+    }
+    if (key) this.#lockedKeys.add(key);
+    try {
+      const out = this.#pickTasks(r, key, tasksVersion, taskCapacity);
+      this.tasksPerFetch.push((out.task ? 1 : 0) + (out.additionalTasks?.length ?? 0));
+      await this.#slow("FetchTask");
+      return out;
+    } finally {
+      if (key) this.#lockedKeys.delete(key);
+    }
+  }
+
+  /** Waits as slowNext said for this call of `method`, if it did. */
+  async #slow(method: FakeMethod): Promise<void> {
+    const slow = this.#slowNext.get(method);
+    if (!slow || slow.n <= 0) return;
+    slow.n -= 1;
+    await new Promise((resolve) => setTimeout(resolve, slow.ms));
+  }
+
+  #pickTasks(
+    r: RunnerView,
+    key: string,
+    tasksVersion: bigint,
+    taskCapacity: bigint | undefined,
+  ): { task?: Task | undefined; additionalTasks?: Task[]; tasksVersion: bigint } {
     if (key) {
-      if (this.#lockedKeys.has(key))
-        throw new ConnectError("request key is currently locked; retry soon", Code.Internal);
       const earlier = this.#assignments.get(`${r.uuid}/${key}`);
       if (earlier && earlier.length > 0) {
         // Replay the tasks of a call whose answer was lost, with fresh tokens (the server stores hashes).

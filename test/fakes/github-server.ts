@@ -4,7 +4,10 @@
 // the run service, the Results service with signed blob URLs, and a classic tenant (pools, agents,
 // RSA-OAEP session keys, AES-CBC messages, job requests, timeline, logs, feed, plan events). It keeps
 // the books a real service keeps (lock expiry, change orders, acknowledged log lines), offers fault
-// injection, and a scripting API for tests. Real HTTP on 127.0.0.1; no part of gnomon is imported.
+// injection, and a scripting API for tests. As strict as GitHub where it matters to a runner: an
+// ephemeral runner is handed one job and is deleted once that job completes; sessions, polls and
+// acknowledgements without a runner version are refused; every live-console frame is kept for the
+// leak checks. Real HTTP on 127.0.0.1; no part of gnomon is imported.
 import {
   constants,
   createCipheriv,
@@ -38,7 +41,10 @@ export interface FakeGitHubOptions {
   readonly requireFips?: boolean;
   /** Classic sessions: OAEP with SHA-256 instead of SHA-1. */
   readonly useFipsEncryption?: boolean;
-  /** Polls and sessions from a lower runner version get the "deprecated" answer. */
+  /**
+   * Sessions, polls and acknowledgements from a lower runner version get the "deprecated" answer.
+   * Those that carry no version at all get it whatever this says.
+   */
   readonly minRunnerVersion?: string;
   /** Plan version of classic jobs (≥ 8: completion by JobCompleted event). */
   readonly classicPlanVersion?: number;
@@ -50,6 +56,17 @@ export interface RecordedRequest {
   readonly url: string;
   readonly headers: Readonly<Record<string, string>>;
   readonly body: string;
+  readonly at: number;
+  /** The HTTP status the fake answered with (undefined while the call is held, e.g. a long poll). */
+  status: number | undefined;
+}
+
+/** One WebSocket message the live console received, as sent (its frames joined), valid or not. */
+export interface LiveMessage {
+  /** The job whose token opened the socket. */
+  readonly jobId: string;
+  readonly binary: boolean;
+  readonly data: string;
   readonly at: number;
 }
 
@@ -148,6 +165,8 @@ export interface FakeRunner {
   readonly flow: FakeFlow;
   readonly authorizationUrl: string;
   deleted: boolean;
+  /** Jobs GitHub assigned to this runner; an ephemeral one is never assigned a second. */
+  assignments: number;
 }
 
 export interface FakeFaults {
@@ -169,6 +188,8 @@ export interface FakeFaults {
   results: "up" | "failing" | "stalled";
   /** The next N completejob calls answer 500 before looking at the job. */
   completeErrors: number;
+  /** completejob takes effect at once but its answer is held this long (a slow run service). */
+  completeAnswerDelayMs: number;
 }
 
 // ------------------------------------------------------------------ internals
@@ -230,6 +251,38 @@ const brokerError = (status: number, errorKind: string, errorMessage: string) =>
 const runError = (status: number, errorMessage: string) =>
   new HttpError(status, { source: "actions-run-service", statusCode: status, errorMessage });
 
+/** The text as a JSON object, or undefined when it is not one. */
+function parseObject(text: string): Record<string, unknown> | undefined {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every string inside a JSON text (keys too), decoded, one per line after a blank line; "" for other text. */
+function decodedStrings(text: string): string {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return "";
+  }
+  const out: string[] = [];
+  const walk = (x: unknown): void => {
+    if (typeof x === "string") out.push(x);
+    else if (Array.isArray(x)) for (const e of x) walk(e);
+    else if (typeof x === "object" && x !== null)
+      for (const [k, e] of Object.entries(x)) {
+        out.push(k);
+        walk(e);
+      }
+  };
+  walk(v);
+  return out.length > 0 ? `\n\n${out.join("\n")}` : "";
+}
+
 function b64urlToB64(s: string): string {
   return Buffer.from(s, "base64url").toString("base64");
 }
@@ -281,6 +334,7 @@ export class FakeGitHubServer {
     feedDown: false,
     results: "up",
     completeErrors: 0,
+    completeAnswerDelayMs: 0,
   };
   /** Results calls answered 500 because of `faults.results`. */
   resultsRefused = 0;
@@ -289,6 +343,8 @@ export class FakeGitHubServer {
   /** Classic runners get a BrokerMigration message and then their jobs from the broker. */
   migrateToBroker = false;
   readonly requests: RecordedRequest[] = [];
+  /** Every message the live console WebSockets received, in arrival order (see `everythingReceived`). */
+  readonly liveMessages: LiveMessage[] = [];
   /** Every JWT assertion the token endpoint verified: algorithm and claims. */
   readonly assertions: { alg: string; claims: Record<string, unknown> }[] = [];
   readonly #opts: Required<Omit<FakeGitHubOptions, "requireFips" | "minRunnerVersion">> &
@@ -370,8 +426,7 @@ export class FakeGitHubServer {
   /** Deletes a runner on the server, as GitHub does after 14 days offline. */
   deleteRunner(id: number): void {
     const r = this.#runners.get(id);
-    if (r) r.deleted = true;
-    this.#changed();
+    if (r) this.#remove(r);
   }
 
   /** Revokes every runner access token (token rotation): the next call with one answers 401. */
@@ -472,16 +527,21 @@ export class FakeGitHubServer {
     );
   }
 
-  /** Everything the fake received, as one text: for leak assertions. */
+  /**
+   * Everything the fake received, as one text, for leak assertions: every request (the live
+   * console's WebSocket upgrades included) with its headers and body, and every live-console
+   * message. A JSON body or message is followed by its strings decoded, so that text JSON escapes
+   * (a quote, a backslash, `\u00e9`) is found in the form it had before it was encoded.
+   */
   everythingReceived(): string {
-    return this.requests
-      .map(
-        (r) =>
-          `${r.method} ${r.url}\n${Object.entries(r.headers)
-            .map(([k, v]) => `${k}: ${v}`)
-            .join("\n")}\n\n${r.body}`,
-      )
-      .join("\n----\n");
+    const requests = this.requests.map(
+      (r) =>
+        `${r.method} ${r.url}\n${Object.entries(r.headers)
+          .map(([k, v]) => `${k}: ${v}`)
+          .join("\n")}\n\n${r.body}${decodedStrings(r.body)}`,
+    );
+    const live = this.liveMessages.map((m) => `WebSocket message (job ${m.jobId})\n${m.data}${decodedStrings(m.data)}`);
+    return [...requests, ...live].join("\n----\n");
   }
 
   /** Waits until `probe` returns something truthy, re-checking on every request the fake serves. */
@@ -517,10 +577,14 @@ export class FakeGitHubServer {
   }
 
   /**
-   * The live console (spec 8.5): a WebSocket at /_ws/ingest.sock for a job's own token, taking
-   * {count, value, stepId, startLine} text messages; each lands in the job's `feed`.
+   * The live console (spec 6.6): a WebSocket at /_ws/ingest.sock for a job's own token, taking
+   * {count, value, stepId, startLine} text messages; each lands in the job's `feed`. The upgrade
+   * request is recorded like any other request, and every message as received in `liveMessages`,
+   * before it is looked at: a malformed one is kept too. A message arrives in 1 KiB frames (spec
+   * 6.6); it is kept whole, so a secret split across two frames is still found in it.
    */
   #upgrade(sockets: WebSocketServer, req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const recorded = this.#record(req, Buffer.alloc(0));
     const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
     const job = [...this.#jobs.values()].find((j) => token !== undefined && j.accessToken === token);
     const refusal =
@@ -532,12 +596,21 @@ export class FakeGitHubServer {
             ? "401 Unauthorized"
             : undefined;
     if (refusal !== undefined || !job) {
+      recorded.status = Number(refusal?.split(" ")[0] ?? 401);
       socket.end(`HTTP/1.1 ${refusal}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      this.#changed();
       return;
     }
+    recorded.status = 101;
     sockets.handleUpgrade(req, socket, head, (ws) => {
       ws.on("message", (data, isBinary) => {
-        const b = isBinary ? undefined : (JSON.parse(data.toString()) as Record<string, unknown>);
+        const text = Buffer.isBuffer(data)
+          ? data.toString("utf8")
+          : Array.isArray(data)
+            ? Buffer.concat(data).toString("utf8")
+            : Buffer.from(data).toString("utf8");
+        this.liveMessages.push({ jobId: job.jobId, binary: isBinary, data: text, at: Date.now() });
+        const b = isBinary ? undefined : parseObject(text);
         const value = b?.["value"];
         if (!b || !Array.isArray(value) || b["count"] !== value.length || !(Number(b["startLine"]) >= 1)) {
           ws.close(1003, "bad feed message");
@@ -703,6 +776,24 @@ export class FakeGitHubServer {
     this.#changes.emit("change");
   }
 
+  /**
+   * The registration is gone: its sessions with it, and every call made with its credentials
+   * answers 401 (a token exchange: invalid_client), polls held at this moment included.
+   */
+  #remove(runner: FakeRunner): void {
+    runner.deleted = true;
+    for (const [id, s] of this.#sessions) if (s.runnerId === runner.id) this.#sessions.delete(id);
+    this.#changed();
+  }
+
+  /** A job's completion was accepted: GitHub removes an ephemeral runner with its one job (spec 9.2). */
+  #completed(job: FakeJob): void {
+    job.state = "completed";
+    const runner = job.runnerId === undefined ? undefined : this.#runners.get(job.runnerId);
+    if (runner?.ephemeral) this.#remove(runner);
+    this.#changed();
+  }
+
   #checkLock(job: FakeJob): void {
     if (job.state === "acquired" && Date.now() > job.lockedUntil) {
       job.state = "lost";
@@ -742,10 +833,16 @@ export class FakeGitHubServer {
     return job;
   }
 
+  /**
+   * The version gate of sessions, polls and acknowledgements (spec 9.1): a version below the minimum
+   * is deprecated, and so is a call that states none (GitHub has a minimum at all times; a runner
+   * that says nothing cannot be above it).
+   */
   #checkVersion(version: string | null | undefined, kind: "broker" | "classic"): void {
     const min = this.#opts.minRunnerVersion;
-    if (!min || !version || !versionLess(version, min)) return;
-    const message = `Runner version v${version} is deprecated and cannot receive messages.`;
+    const v = version ?? "";
+    if (/^\d+\.\d+\.\d+$/.test(v) && !(min && versionLess(v, min))) return;
+    const message = `Runner version v${v} is deprecated and cannot receive messages.`;
     throw kind === "broker"
       ? brokerError(403, "RunnerVersionTooOld", message)
       : vssError(403, "AccessDeniedException", message);
@@ -807,6 +904,7 @@ export class FakeGitHubServer {
           ? `${this.url}/_services/vstoken/_apis/oauth2/token/${clientId}`
           : `${this.tenantUrl}/_apis/oauth2/token`,
       deleted: false,
+      assignments: 0,
     };
     this.#runners.set(id, runner);
     return runner;
@@ -814,36 +912,49 @@ export class FakeGitHubServer {
 
   // ---------------------------------------------------------------- HTTP
 
-  async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const raw = Buffer.concat(chunks);
+  #record(req: IncomingMessage, raw: Buffer): RecordedRequest {
     const url = new URL(req.url ?? "/", this.url);
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(", ") : String(v ?? "");
-    this.requests.push({
+    const recorded: RecordedRequest = {
       method: req.method ?? "GET",
       path: url.pathname,
       url: url.toString(),
       headers,
       body: raw.toString("utf8"),
       at: Date.now(),
-    });
+      status: undefined,
+    };
+    this.requests.push(recorded);
+    return recorded;
+  }
+
+  async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const raw = Buffer.concat(chunks);
+    const url = new URL(req.url ?? "/", this.url);
+    const recorded = this.#record(req, raw);
     const closed = new AbortController();
     res.on("close", () => closed.abort());
+    const answer = (status: number, type: string, body: string) => {
+      recorded.status = status;
+      res.writeHead(status, { "Content-Type": type }).end(body);
+    };
     try {
       const out = await this.#route(req, url, raw, closed.signal);
       if (res.writableEnded || closed.signal.aborted) return;
-      if (out === undefined) res.writeHead(202).end();
-      else if (typeof out === "object" && out !== null && "status" in out && "raw" in out) {
+      if (out === undefined) {
+        recorded.status = 202;
+        res.writeHead(202).end();
+      } else if (typeof out === "object" && out !== null && "status" in out && "raw" in out) {
         const o = out as { status: number; raw: string };
-        res.writeHead(o.status, { "Content-Type": "application/json" }).end(o.raw);
-      } else res.writeHead(200, { "Content-Type": "application/json; charset=utf-8" }).end(JSON.stringify(out));
+        answer(o.status, "application/json", o.raw);
+      } else answer(200, "application/json; charset=utf-8", JSON.stringify(out));
     } catch (err) {
       if (res.writableEnded || closed.signal.aborted) return;
-      if (err instanceof HttpError)
-        res.writeHead(err.status, { "Content-Type": "application/json" }).end(JSON.stringify(err.body));
-      else res.writeHead(500, { "Content-Type": "text/plain" }).end(String(err));
+      if (err instanceof HttpError) answer(err.status, "application/json", JSON.stringify(err.body));
+      else answer(500, "text/plain", String(err));
     } finally {
       this.#changed();
     }
@@ -888,7 +999,7 @@ export class FakeGitHubServer {
       this.#registrationToken(req, "remove");
       const r = this.#runners.get(Number(g[1]));
       if (!r || r.deleted) throw new HttpError(404, { message: "Not Found" });
-      r.deleted = true;
+      this.#remove(r);
       return { status: 204, raw: "" };
     }
 
@@ -911,6 +1022,7 @@ export class FakeGitHubServer {
     if (p === "/broker/message" && m === "GET") return this.#poll(req, url, "broker", closed);
     if (p === "/broker/acknowledge" && m === "POST") {
       const runner = this.#runnerOf(req);
+      this.#checkVersion(url.searchParams.get("runnerVersion"), "broker");
       const body = this.#json(raw);
       const job = [...this.#jobs.values()].find((j) => j.runnerRequestId === body["runnerRequestId"]);
       if (!job || job.runnerId !== runner.id) throw brokerError(404, "AcknowledgeJobNotFound", "job not found");
@@ -989,7 +1101,7 @@ export class FakeGitHubServer {
         throw new HttpError(422, {
           message: `Already exists - A runner with the name ${existing.name} already exists.`,
         });
-      existing.deleted = true;
+      this.#remove(existing);
     }
     const runner = this.#newRunner({
       name: String(b["name"]),
@@ -1128,8 +1240,13 @@ export class FakeGitHubServer {
     return out;
   }
 
-  /** Finds work for an Online runner: the oldest queued job whose labels it carries. */
+  /**
+   * Finds work for an Online runner: the oldest queued job whose labels it carries. An ephemeral
+   * runner gets one assignment in its life: GitHub consumes the registration with it, so a runner
+   * that lost that job to another (acquirejob 404/409) is never given another (actions/runner#4617).
+   */
   #assign(session: Session, runner: FakeRunner): void {
+    if (runner.ephemeral && runner.assignments > 0) return;
     if (
       [...this.#jobs.values()].some(
         (j) => j.runnerId === runner.id && (j.state === "assigned" || j.state === "acquired"),
@@ -1143,6 +1260,7 @@ export class FakeGitHubServer {
     if (!job) return;
     job.state = "assigned";
     job.runnerId = runner.id;
+    runner.assignments += 1;
     if (session.kind === "broker" || this.migrateToBroker) {
       job.flow = session.kind === "broker" ? "v2" : "migrated";
       if (session.kind === "classic")
@@ -1214,13 +1332,14 @@ export class FakeGitHubServer {
           resolve();
         };
         const onChange = () => {
-          if (next()) done();
+          if (runner.deleted || next()) done();
         };
         const timer = setTimeout(done, this.#opts.pollHoldMs);
         this.#changes.on("change", onChange);
         this.#changes.once("close", done);
         closed.addEventListener("abort", done, { once: true });
       });
+      this.#runnerOf(req); // the registration may have gone while the poll was held
       msg = next();
     }
     if (!msg || closed.aborted) return via === "broker" ? { status: 200, raw: "" } : undefined;
@@ -1275,7 +1394,7 @@ export class FakeGitHubServer {
     return { lockedUntil: new Date(job.lockedUntil).toISOString() };
   }
 
-  #completeV2(req: IncomingMessage, raw: Buffer): unknown {
+  async #completeV2(req: IncomingMessage, raw: Buffer): Promise<unknown> {
     if (this.faults.completeErrors > 0) {
       this.faults.completeErrors -= 1;
       this.completeRefused += 1;
@@ -1287,11 +1406,13 @@ export class FakeGitHubServer {
     const conclusions = ["succeeded", "succeededWithIssues", "failed", "canceled", "skipped", "abandoned"];
     if (!conclusions.includes(String(b["conclusion"])))
       throw runError(400, `conclusion ${String(b["conclusion"])} is not valid`);
-    job.state = "completed";
     job.conclusion = String(b["conclusion"]);
     job.outputs = (b["outputs"] as FakeJob["outputs"]) ?? {};
     job.stepResults = (b["stepResults"] as Record<string, unknown>[]) ?? [];
     job.annotations = (b["annotations"] as Record<string, unknown>[]) ?? [];
+    this.#completed(job);
+    if (this.faults.completeAnswerDelayMs > 0)
+      await new Promise((resolve) => setTimeout(resolve, this.faults.completeAnswerDelayMs));
     return { status: 200, raw: "" };
   }
 
@@ -1496,7 +1617,7 @@ export class FakeGitHubServer {
       if (kind !== "remove") throw vssError(403, "AccessDeniedException", "a removal token is needed");
       const r = agentId === undefined ? undefined : this.#runners.get(agentId);
       if (!r || r.deleted) throw vssError(404, "TaskAgentNotFoundException", `agent ${agentId} not found`);
-      r.deleted = true;
+      this.#remove(r);
       return { status: 204, raw: "" };
     }
     const b = this.#json(raw);
@@ -1548,8 +1669,8 @@ export class FakeGitHubServer {
     const b = this.#json(raw);
     if (b["result"] !== undefined && b["finishTime"] !== undefined) {
       if (job.state !== "acquired") throw vssError(404, "TaskAgentJobNotFoundException", "the job is not running");
-      job.state = "completed";
       job.conclusion = String(b["result"]);
+      this.#completed(job);
       return { requestId, result: b["result"] };
     }
     if (job.state === "lost") throw vssError(400, "TaskAgentJobTokenExpiredException", "the job's lock has expired");
@@ -1613,9 +1734,9 @@ export class FakeGitHubServer {
       if (b["name"] !== "JobCompleted" || b["jobId"] !== job.jobId || Number(b["requestId"]) !== job.requestId)
         throw vssError(400, "ArgumentException", "a JobCompleted event for this job is expected");
       if (job.state !== "acquired") throw vssError(404, "TaskOrchestrationPlanNotFoundException", "the job is over");
-      job.state = "completed";
       job.conclusion = String(b["result"]);
       job.outputs = (b["outputs"] as FakeJob["outputs"]) ?? {};
+      this.#completed(job);
       return { status: 204, raw: "" };
     }
     throw vssError(404, "RouteNotFoundException", `no hub route ${method} ${rest}`);

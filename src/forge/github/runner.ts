@@ -138,7 +138,8 @@ export class GitHubRunner implements Service {
   #started = false;
   #stopping = false;
   #jobsTaken = 0;
-  #ephemeralDone = false;
+  /** How an ephemeral (or JIT) registration was used up; GitHub does not give it another job. */
+  #ephemeralEnd: EphemeralEnd | undefined;
   /** Completing the jobs a previous process left; awaited before the runner counts as stopped. */
   #leftovers: Promise<void> = Promise.resolve();
   #locations: Locations | undefined;
@@ -208,9 +209,19 @@ export class GitHubRunner implements Service {
     return this.#held.size;
   }
 
-  /** True when an ephemeral (or JIT) runner has finished its one job: its registration is gone on GitHub. */
+  /** True when an ephemeral (or JIT) runner has used up its registration: GitHub deletes it. */
   get finishedEphemeral(): boolean {
-    return this.#ephemeralDone;
+    return this.#ephemeralEnd !== undefined;
+  }
+
+  /** How the ephemeral registration was used up: its one job ran, or GitHub gave it to another runner. */
+  get ephemeralEnd(): EphemeralEnd | undefined {
+    return this.#ephemeralEnd;
+  }
+
+  /** An ephemeral registration that has been handed its one job: GitHub deletes it once that job ends. */
+  #usedEphemeral(): boolean {
+    return this.#o.registration.settings.ephemeral && (this.#jobsTaken > 0 || this.#ephemeralEnd !== undefined);
   }
 
   /** The token exchanges made so far (each one a fresh JWT assertion). */
@@ -334,7 +345,7 @@ export class GitHubRunner implements Service {
   /** True while the loop should go on: not stopped, or stopping with jobs still held (cancellations may come). */
   #keepPolling(): boolean {
     if (this.#polling.signal.aborted) return false;
-    if (this.#ephemeralDone) return false;
+    if (this.#ephemeralEnd !== undefined) return false;
     if (this.#stopping && this.#held.size === 0) return false;
     return true;
   }
@@ -352,7 +363,7 @@ export class GitHubRunner implements Service {
         const status: RunnerStatus = this.#held.size > 0 ? "Busy" : "Online";
         let slot: Slot | undefined;
         if (status === "Online") {
-          if (this.#stopping || (this.#o.registration.settings.ephemeral && this.#jobsTaken > 0)) break;
+          if (this.#stopping || this.#usedEphemeral()) break;
           slot = await this.#o.capacity.acquire(this.#polling.signal);
         }
         const poll = new AbortController();
@@ -401,6 +412,16 @@ export class GitHubRunner implements Service {
         else if (outcome === "shutdown") break;
       }
     } catch (err) {
+      if (err instanceof RegistrationLostError && this.#usedEphemeral()) {
+        // GitHub deletes an ephemeral registration when its job completes, and may answer a poll
+        // with that before this process has seen the completion's answer: the expected end, not a
+        // lost registration. A job still held completes with its own token.
+        this.#log.info(
+          { held: this.#held.size },
+          "github removed the ephemeral registration after its job; no more polling",
+        );
+        return;
+      }
       if (this.#polling.signal.aborted && !(err instanceof RegistrationLostError)) return;
       throw err;
     }
@@ -419,7 +440,7 @@ export class GitHubRunner implements Service {
       switch (type) {
         case "runnerjobrequest":
         case "pipelineagentjobrequest": {
-          const canTake = !this.#stopping && !(this.#o.registration.settings.ephemeral && this.#jobsTaken > 0);
+          const canTake = !this.#stopping && !this.#usedEphemeral();
           const take = canTake ? (slot ?? this.#o.capacity.tryAcquire()) : undefined;
           if (!take) {
             // Leave the job to GitHub, which gives it to another runner (official: the message is not deleted).
@@ -429,7 +450,17 @@ export class GitHubRunner implements Service {
           }
           const result =
             type === "runnerjobrequest" ? await this.#acquireJob(msg, status) : parseJobMessage(msg.body, "classic");
-          if (result === "skip") {
+          if (result === "gone" && this.#o.registration.settings.ephemeral) {
+            // GitHub used the registration up with this assignment (actions/runner#4617): it never
+            // gives this runner another job, so polling on would only keep a runner nobody can use.
+            if (take !== slot) take.release();
+            this.#ephemeralEnd = "job-lost";
+            this.#log.warn(
+              "github gave this ephemeral runner's one job to another runner or dropped it; the registration is used up, so the runner ends",
+            );
+            return "shutdown";
+          }
+          if (result === "skip" || result === "gone") {
             if (take !== slot) take.release();
             return "throttle";
           }
@@ -488,7 +519,8 @@ export class GitHubRunner implements Service {
     }
   }
 
-  async #acquireJob(msg: ReceivedMessage, status: RunnerStatus): Promise<ParsedJob | "skip"> {
+  /** The job message, "gone" when GitHub says the assignment is no longer this runner's (404/409), or "skip". */
+  async #acquireJob(msg: ReceivedMessage, status: RunnerStatus): Promise<ParsedJob | "gone" | "skip"> {
     const ref = RunnerJobRequestRef.safeParse(safeJson(msg.body));
     if (!ref.success) return { ok: false, reason: "the job reference is not readable" };
     const r = ref.data;
@@ -520,7 +552,7 @@ export class GitHubRunner implements Service {
       const res = await sendAuthed(this.#http, this.#brokerTokens, call);
       if (res.status === 404 || res.status === 409 || res.status === 422) {
         this.#log.debug({ status: res.status, url: redactUrl(res.url) }, "job already taken or gone; skipping it");
-        return "skip";
+        return res.status === 422 ? "skip" : "gone";
       }
       if (res.status < 200 || res.status > 299) throw apiError(call.what, res);
       return parseJobMessage(res.text, "run-service");
@@ -619,7 +651,7 @@ export class GitHubRunner implements Service {
       slot.release();
       log.info({ result: outcome?.result, end }, "github job done");
       if (reg.settings.ephemeral) {
-        this.#ephemeralDone = true;
+        this.#ephemeralEnd = "job-done";
         this.#polling.abort();
       } else if (this.#stopping && this.#held.size === 0) this.#polling.abort();
       // Poll again at once with the new status, so GitHub learns the runner is free.
@@ -629,6 +661,9 @@ export class GitHubRunner implements Service {
 }
 
 type ParsedJob = { ok: true; message: AgentJobRequestMessage; flow: JobFlow } | { ok: false; reason: string };
+
+/** job-done: the runner's one job ran; job-lost: GitHub gave it to another runner (or dropped it) first. */
+export type EphemeralEnd = "job-done" | "job-lost";
 
 function parseJobMessage(body: string, flow: JobFlow): ParsedJob {
   const parsed = AgentJobRequestMessage.safeParse(safeJson(body));

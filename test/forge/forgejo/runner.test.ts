@@ -1,5 +1,6 @@
 // The Forgejo runner against the fake Forgejo, driven by JobEvents on the in-process bus as an
-// orchestrator would publish them: polling within capacity, reporting, faults, cancellation.
+// orchestrator would publish them: polling within capacity, request keys, reporting, faults,
+// cancellation, and servers older than Forgejo 15 (no request keys) and 14 (one task per call).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { decodeJobRequest } from "../../../src/contract/codec.js";
@@ -330,6 +331,70 @@ describe("Forgejo runner", () => {
     await job.ack();
     await runJob(h.emitter(job.request), [{ lines: ["x"] }]);
     await h.forgejo.waitFor(() => h.forgejo.jobStatus(jobId) === "success", "success");
+  });
+});
+
+describe("Forgejo runner request keys (Forgejo 15+)", () => {
+  it("gets back the task of a FetchTask that outlived its deadline: the retries keep the request key, wait out its lock, and take the replay", async (t) => {
+    const h = await startHarness(t); // the runner gives a FetchTask 2 s
+    await h.forgejo.nextCall("FetchTask");
+    h.forgejo.slowNext("FetchTask", 1, 3_000); // Forgejo assigns the task at once, but answers after 3 s
+    const first = h.forgejo.fetchRequestKeys.length;
+    const jobId = h.forgejo.queueJob({ workflow: workflow(1) });
+    const job = await h.nextJob();
+    const task = h.forgejo.taskOfJob(jobId);
+    assert.equal(job.request.source.ref["taskId"], task?.id, "the task the slow call assigned, replayed");
+    assert.equal(h.forgejo.tasks().length, 1, "Forgejo made no second task");
+    assert.ok(h.forgejo.lockedRefusals >= 1, "a retry came while the slow call still held the key");
+    const keys = h.forgejo.fetchRequestKeys.slice(first);
+    assert.ok(
+      keys.length >= 3 && keys.every((k) => k === keys[0]),
+      `the slow call, the refused retries and the replay carried one key: ${keys.join(", ")}`,
+    );
+    await job.ack();
+    await runJob(h.emitter(job.request), [{ lines: ["once"] }]);
+    await h.forgejo.waitFor(() => h.forgejo.jobStatus(jobId) === "success", "success");
+    await h.forgejo.nextCall("FetchTask");
+    assert.notEqual(h.forgejo.fetchRequestKeys.at(-1), keys[0], "a new key once a call succeeded");
+  });
+});
+
+describe("Forgejo runner against servers before Forgejo 15 and 14 (and Gitea)", () => {
+  it("fills a capacity of 3 from a server that hands out one task per call and ignores request keys, and runs every job", async (t) => {
+    const h = await startHarness(t, { capacity: 3, fake: { multiTask: false, requestKeys: false } });
+    const ids = [1, 2, 3].map(() => h.forgejo.queueJob({ workflow: workflow(1) }));
+    const jobs = [await h.nextJob(), await h.nextJob(), await h.nextJob()];
+    assert.equal(h.runner.activeTasks, 3);
+    assert.equal(h.forgejo.maxRunning(h.creds.uuid), 3);
+    assert.ok(h.forgejo.fetchCapacities.includes(3), "it asked for all its room (the server ignores that)");
+    assert.ok(
+      h.forgejo.tasksPerFetch.every((n) => n <= 1),
+      `the server gave at most one task per call: ${h.forgejo.tasksPerFetch.join(",")}`,
+    );
+    for (const [i, job] of jobs.entries()) {
+      await job.ack();
+      await runJob(h.emitter(job.request), [{ lines: [`job ${i}`] }]);
+    }
+    for (const id of ids) await h.forgejo.waitFor(() => h.forgejo.jobStatus(id) === "success", `job ${id} to succeed`);
+  });
+
+  it("loses only the task of a lost FetchTask answer to a server without request keys (its reaper ends it), and takes the next job", async (t) => {
+    const h = await startHarness(t, { fake: { requestKeys: false } });
+    await h.forgejo.nextCall("FetchTask");
+    h.forgejo.failNext("FetchTask", 1, "after");
+    const lost = h.forgejo.queueJob({ workflow: workflow(1) });
+    await h.forgejo.waitFor(() => h.forgejo.faultsInjected("FetchTask") === 1, "the lost answer");
+    await h.forgejo.nextCall("FetchTask"); // the retry with the same key: nothing comes back
+    const next = h.forgejo.queueJob({ workflow: workflow(1) });
+    const job = await h.nextJob();
+    assert.equal(job.request.source.ref["taskId"], h.forgejo.taskOfJob(next)?.id, "the next job, not the lost one");
+    await job.ack();
+    await runJob(h.emitter(job.request), [{ lines: ["x"] }]);
+    await h.forgejo.waitFor(() => h.forgejo.jobStatus(next) === "success", "success");
+    assert.equal(h.jobs.length, 1, "the lost task never reached an orchestrator");
+    assert.equal(h.forgejo.taskOfJob(lost)?.status, "running", "Forgejo still counts it running");
+    assert.equal(h.forgejo.reap(Date.now() + 60 * 60_000), 1, "until its zombie reaper fails it");
+    assert.equal(h.forgejo.jobStatus(lost), "failure");
   });
 });
 

@@ -182,6 +182,38 @@ describe("gnomon github (bundled CLI)", () => {
     assert.match(run.stderr, /no longer exists .*run `gnomon github register` again/);
   });
 
+  it("run of an ephemeral runner whose one job went to another runner exits 0, says so and deletes the used-up registration", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 500 });
+    const dir = dirFor();
+    const reg = await runGnomon([
+      "github",
+      "register",
+      "--url",
+      fake.repoUrl,
+      "--token",
+      fake.registrationToken(),
+      "--labels",
+      "debian-12",
+      "--ephemeral",
+      "--credentials-dir",
+      dir,
+    ]);
+    assert.equal(reg.code, 0, reg.stderr);
+    fake.faults.acquireConflicts = 1; // another runner acquires the job GitHub assigned to this one
+    fake.queueJob({ labels: ["debian-12"] });
+    fake.queueJob({ labels: ["debian-12"] });
+    const run = await runGnomon(["github", "run", "--credentials-dir", dir], {
+      env: { AMQP_URL, GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"), GNOMON_LOG_LEVEL: "silent" },
+      timeoutMs: 30_000,
+    });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(
+      run.stderr,
+      /GitHub gave the one job of the ephemeral runner .* to another runner.*register a new one/,
+    );
+    assert.equal(existsSync(join(dir, ".runner")), false, "the used-up registration's files are gone");
+  });
+
   it("run says what to set when GitHub refuses the advertised version, and exits 2", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2", minRunnerVersion: "2.331.0" });
     const dir = dirFor();

@@ -1,7 +1,7 @@
 // The GHES (classic) flow end to end against the fake: an encrypted message session, the job in a
 // PipelineAgentJobRequest, lock renewal on the pool's job request, timeline records, step logs and
 // the live feed on the plan hub, and the JobCompleted event; BrokerMigration onto the broker; logs
-// resumed from GitHub's line count after a broken upload.
+// resumed from GitHub's line count after a broken upload; an ephemeral agent deleted after its job.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { startFakeGitHub } from "../../fakes/github-server.js";
@@ -76,6 +76,21 @@ describe("github runner, classic flow (GitHub Enterprise Server)", () => {
         assert.ok(!everything.includes(s), "no secret reached GitHub");
       await fake.waitFor(() => runner.heldJobs === 0, "the runner let go of the job");
     });
+
+  it("an ephemeral runner takes one job and ends; the tenant deletes it with the JobCompleted event", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "classic", pollHoldMs: 200 });
+    const { orchestrator, runner, registration } = await startRunner(t, fake, { ephemeral: true });
+    const first = fake.queueJob({ labels: ["debian-12"] });
+    const second = fake.queueJob({ labels: ["debian-12"] });
+    const req = await orchestrator.nextJob();
+    assert.equal(req.id, first.jobId);
+    await orchestrator.emit(req, ...happyEvents(["once"]));
+    assert.equal(await runner.done, undefined);
+    assert.equal(runner.ephemeralEnd, "job-done");
+    assert.equal(fake.job(first.jobId).conclusion, "succeeded");
+    assert.equal(fake.runner(registration.settings.agentId)?.deleted, true, "the tenant deleted the agent");
+    assert.equal(fake.job(second.jobId).state, "queued", "the second job was left to another runner");
+  });
 
   it("follows a BrokerMigration message onto the broker and runs the job through the run service", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "classic", pollHoldMs: 300 });

@@ -39,6 +39,16 @@ describe("github runner, broker flow (github.com)", () => {
     assert.equal(acquired.state, "acquired");
     assert.ok(acquired.renewals.length >= 1, "the first renewal came before the job was queued");
     assert.equal(runner.heldJobs, 1);
+    // Every call that carries the runner version was accepted (GitHub refuses those without one).
+    const versioned = [...fake.calls("/broker/session", "POST"), ...fake.calls(/^\/broker\/(message|acknowledge)$/)];
+    assert.ok(
+      fake.calls("/broker/acknowledge", "POST").length === 1,
+      "the job request was acknowledged (its reference asks for it)",
+    );
+    assert.deepEqual(
+      versioned.filter((r) => r.status !== undefined && r.status !== 200).map((r) => `${r.path} ${r.status}`),
+      [],
+    );
 
     const message = fake.jobMessage(job.jobId, "v2") as { steps: { id: string }[] };
     const all = happyEvents(
@@ -113,16 +123,34 @@ describe("github runner, broker flow (github.com)", () => {
     const { orchestrator } = await startRunner(t, fake);
     const job = fake.queueJob({ labels: ["self-hosted", "debian-12"], secrets: { MY_SECRET: secret } });
     const req = await orchestrator.nextJob();
+    const message = fake.jobMessage(job.jobId, "v2") as { steps: { id: string }[] };
     const printed = forms.map((f) => `${f.name}: ${f.printed}`);
-    await orchestrator.emit(req, ...happyEvents(printed, { leaked: encodeURIComponent(secret) }));
+    const all = happyEvents(printed, { leaked: encodeURIComponent(secret) });
+    // The printing step's lines first, until the live console has shown them all; then its end.
+    await orchestrator.emit(req, ...all.slice(0, 8));
+    const liveLines = () =>
+      fake
+        .job(job.jobId)
+        .feed.filter((f) => f.stepId === message.steps[1]!.id)
+        .flatMap((f) => f.lines);
+    await fake.waitFor(() => liveLines().length >= forms.length, "the step's lines on the live console");
+    await orchestrator.emit(req, ...all.slice(8));
 
     await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed");
     const done = fake.job(job.jobId);
-    const message = fake.jobMessage(job.jobId, "v2") as { steps: { id: string }[] };
     const lines = done.stepLogs.get(message.steps[1]!.id)?.content.trimEnd().split("\n") ?? [];
     assert.deepEqual(
       lines.map((l) => l.replace(TS, "")),
       forms.map((f) => maskedLine(f, `${f.name}: `)),
+    );
+    assert.deepEqual(
+      liveLines(),
+      forms.map((f) => maskedLine(f, `${f.name}: `)),
+      "the live console showed them masked too",
+    );
+    assert.ok(
+      fake.liveMessages.some((m) => m.jobId === job.jobId),
+      "the live console's messages are part of what is searched below",
     );
     assert.deepEqual(done.outputs, { leaked: { value: "***", isSecret: false } });
     const stored = [...done.stepLogs.values(), done.jobLog]
@@ -398,16 +426,60 @@ describe("github runner, broker flow (github.com)", () => {
     assert.equal(fake.calls("/broker/message").length, polls, "and it stopped asking");
   });
 
-  it("an ephemeral runner takes one job and then ends", async (t) => {
+  it("an ephemeral runner takes one job and then ends; GitHub deletes it with that job's completion", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 200 });
-    const { orchestrator, runner } = await startRunner(t, fake, { ephemeral: true });
+    const { orchestrator, runner, registration } = await startRunner(t, fake, { ephemeral: true });
     const first = fake.queueJob({ labels: ["debian-12"] });
-    fake.queueJob({ labels: ["debian-12"] });
+    const second = fake.queueJob({ labels: ["debian-12"] });
     const req = await orchestrator.nextJob();
     assert.equal(req.id, first.jobId);
     await orchestrator.emit(req, ...happyEvents(["once"]));
     assert.equal(await runner.done, undefined);
     assert.ok(runner.finishedEphemeral);
-    assert.equal(orchestrator.jobs.length, 1, "the second job was left to another runner");
+    assert.equal(runner.ephemeralEnd, "job-done");
+    assert.equal(fake.job(first.jobId).conclusion, "succeeded");
+    assert.equal(fake.runner(registration.settings.agentId)?.deleted, true, "GitHub deleted the registration");
+    assert.equal(fake.job(second.jobId).state, "queued", "the second job was left to another runner");
+    assert.equal(orchestrator.jobs.length, 1);
+  });
+
+  it("an ephemeral runner told by a poll that its registration is gone before its completion was answered ends as finished, not as a lost registration", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 200 });
+    // completejob takes effect (GitHub deletes the runner) but its answer comes late: the runner's
+    // next poll learns of the deletion first.
+    fake.faults.completeAnswerDelayMs = 1_500;
+    const { orchestrator, runner, registration, records } = await startRunner(t, fake, { ephemeral: true });
+    const job = fake.queueJob({ labels: ["debian-12"] });
+    const req = await orchestrator.nextJob();
+    await orchestrator.emit(req, ...happyEvents(["once"]));
+    await fake.waitFor(() => fake.runner(registration.settings.agentId)?.deleted, "the registration deleted");
+    const polled = await fake.waitFor(
+      () => fake.calls("/broker/message").find((r) => r.at > fake.job(job.jobId).renewals[0]! && r.status === 401),
+      "a poll answered 401 after the deletion",
+    );
+    assert.ok(polled);
+    assert.equal(await runner.done, undefined, "the runner ends without an error");
+    assert.equal(runner.ephemeralEnd, "job-done");
+    assert.equal(fake.job(job.jobId).conclusion, "succeeded");
+    assert.ok(
+      !records.some((r) => r.level >= 50 && /register/.test(JSON.stringify(r))),
+      "nothing tells the operator to register again",
+    );
+  });
+
+  it("an ephemeral runner whose one job went to another runner ends, instead of polling for a job GitHub never gives it", async (t) => {
+    const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 200 });
+    fake.faults.acquireConflicts = 1; // another runner wins the job between assignment and acquire
+    const { orchestrator, runner, registration } = await startRunner(t, fake, { ephemeral: true });
+    const lost = fake.queueJob({ labels: ["debian-12"] });
+    const other = fake.queueJob({ labels: ["debian-12"] });
+    const end = await Promise.race([runner.done, sleep(10_000, "still polling after 10 s")]);
+    assert.equal(end, undefined);
+    assert.ok(runner.finishedEphemeral, "the registration is used up: the CLI deletes its files");
+    assert.equal(runner.ephemeralEnd, "job-lost");
+    assert.equal(fake.job(lost.jobId).runnerId, -1, "the other runner has it");
+    assert.equal(fake.job(other.jobId).state, "queued", "GitHub gave this runner no second job");
+    assert.equal(fake.runner(registration.settings.agentId)?.assignments, 1);
+    assert.equal(orchestrator.jobs.length, 0);
   });
 });
