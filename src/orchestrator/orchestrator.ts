@@ -23,6 +23,8 @@ export interface OrchestratorOptions {
   readonly budget: Budget;
   readonly clusterKey: Buffer;
   readonly leaseTtlMs: number;
+  /** How often each job's heartbeat goes out while this orchestrator holds it; default 10 s. */
+  readonly heartbeatIntervalMs?: number;
   /** How long running jobs may finish after stop() before they are cancelled. */
   readonly drainTimeoutMs: number;
   readonly metrics: Metrics;
@@ -38,6 +40,9 @@ export interface OrchestratorOptions {
   /** runner.name of its jobs; default the orchestrator id. */
   readonly runnerName?: string;
 }
+
+/** The heartbeat interval when none is configured: as orchestrator.heartbeatInterval's default. */
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 10_000;
 
 interface Running {
   readonly cancel: AbortController;
@@ -163,6 +168,7 @@ export class Orchestrator implements Service {
       capacity: this.capacity,
       clusterKey: this.#opts.clusterKey,
       leaseTtlMs: this.#opts.leaseTtlMs,
+      heartbeatMs: this.#opts.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS,
       metrics: this.#opts.metrics,
       log: this.#log,
       runnerName: this.#opts.runnerName ?? this.id,

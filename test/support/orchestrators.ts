@@ -22,6 +22,7 @@ export interface TestOrchestratorOptions {
   readonly maxVms?: number;
   readonly leaseTtlMs?: number;
   readonly drainTimeoutMs?: number;
+  readonly heartbeatIntervalMs?: number;
   readonly id?: string;
 }
 
@@ -48,6 +49,7 @@ export async function startOrchestrator(
     clusterKey: SAMPLE_CLUSTER_KEY,
     leaseTtlMs: opts.leaseTtlMs ?? 5_000,
     drainTimeoutMs: opts.drainTimeoutMs ?? 10_000,
+    heartbeatIntervalMs: opts.heartbeatIntervalMs,
     metrics,
     id: opts.id,
   });
