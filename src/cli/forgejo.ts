@@ -167,6 +167,7 @@ export function createForgejoRunner(config: Readonly<Config>, deps: ForgejoRunne
     fetchIntervalMaxMs: config.forgejo.fetchIntervalMax,
     fetchTimeoutMs: config.forgejo.fetchTimeout,
     reportIntervalMs: config.forgejo.reportInterval,
+    orchestratorSilenceMs: config.orchestratorSilence,
     inFlightFile: join(resolve(config.dataDir), "forgejo-tasks", `${credentials.uuid}.json`),
   });
 }

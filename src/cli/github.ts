@@ -173,6 +173,7 @@ the orchestrators serving its label; reports steps, logs and results back to Git
       runnerVersion: config.github.runnerVersion,
       gnomonVersion: VERSION,
       log,
+      timings: { orchestratorSilenceMs: config.orchestratorSilence },
       inFlightFile: githubInFlightFile(config.dataDir, registration),
     });
     const why = await runServices([bus, runner], ctx.stopRequested, config.shutdownTimeout);

@@ -165,6 +165,7 @@ embedded PostgreSQL under the data directory.`,
           runnerVersion: config.github.runnerVersion,
           gnomonVersion: VERSION,
           log,
+          timings: { orchestratorSilenceMs: config.orchestratorSilence },
           inFlightFile: githubInFlightFile(config.dataDir, registration),
         }),
       );

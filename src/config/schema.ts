@@ -4,16 +4,22 @@ import { z } from "zod";
 
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
 
-/** A duration written as `30s`, `500ms`, `10m`, `1h`; the parsed value is milliseconds. */
-export const duration = (fallback: string) =>
+function toMs(s: string): number {
+  const m = /^(\d+)(ms|s|m|h)$/.exec(s);
+  return m ? Number(m[1]) * UNITS[m[2]!]! : Number.NaN;
+}
+
+/**
+ * A duration written as `30s`, `500ms`, `10m`, `1h`; the parsed value is milliseconds. `least`
+ * (written the same way) is the smallest value allowed.
+ */
+export const duration = (fallback: string, least?: string) =>
   z
     .string()
     .regex(/^\d+(ms|s|m|h)$/, 'must be a number with ms, s, m or h, e.g. "30s"')
+    .refine((s) => least === undefined || !(toMs(s) < toMs(least)), `must be at least ${least}`)
     .default(fallback)
-    .transform((s) => {
-      const m = /^(\d+)(ms|s|m|h)$/.exec(s)!;
-      return Number(m[1]) * UNITS[m[2]!]!;
-    });
+    .transform(toMs);
 
 const url = (what: string) => z.string().url(`must be a URL (${what})`);
 
@@ -29,6 +35,8 @@ export const OrchestratorConfig = z
     /** Labels to serve; empty = every label of the image catalog. */
     labels: z.array(z.string().min(1)).default([]),
     leaseTtl: duration("30s"),
+    /** How often a running job's orchestrator tells its forge runner it is alive (a heartbeat event). */
+    heartbeatInterval: duration("10s", "100ms"),
     drainTimeout: duration("10m"),
     /** host:port for /healthz and /metrics; empty = off. */
     metricsListen: z.string().default(""),
@@ -94,6 +102,11 @@ export const Config = z
       .regex(/^[0-9a-fA-F]{64}$/, "must be 64 hex characters (openssl rand -hex 32)")
       .optional(),
     shutdownTimeout: duration("10m"),
+    /**
+     * A forge runner ends a job as failed when the orchestrator that accepted it sent nothing for
+     * this long (at least three of the heartbeat intervals it announced).
+     */
+    orchestratorSilence: duration("50s", "1s"),
     orchestrator: OrchestratorConfig.default(OrchestratorConfig.parse({})),
     forgejo: ForgejoConfig.default(ForgejoConfig.parse({})),
     github: GithubConfig.default(GithubConfig.parse({})),

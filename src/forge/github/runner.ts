@@ -68,6 +68,7 @@ export const DEFAULT_TIMINGS: GitHubRunnerTimings = {
   reportIntervalMs: 500,
   cancelTimeoutMs: 60_000,
   finalFlushMs: 120_000,
+  orchestratorSilenceMs: 50_000,
   pollErrors: { baseMs: 15_000, maxMs: 60_000 },
   acquireThrottle: { baseMs: 2_000, maxMs: 60_000 },
   sessionConflictRetryMs: 30_000,
@@ -587,7 +588,7 @@ export class GitHubRunner implements Service {
     log.info({ flow, name: job.displayName }, "github job acquired");
     void held.run().finally(() => {
       this.#held.delete(held.id);
-      this.#orphans.ended(held.id);
+      this.#orphans.ended(held.id, held.cancelReason);
       void this.#heldJobs?.remove(held.id);
       slot.release();
       log.info({ result: held.report.outcome?.result }, "github job done");
