@@ -183,6 +183,7 @@ label, and reports logs, step states and results back to Forgejo. Needs RabbitMQ
 cluster key shared with the orchestrators; \`gnomon up\` runs everything in one process.`,
   options: { "credentials-file": { type: "string" } },
   configFlags: CONFIG_FLAGS,
+  secondSignal: "hurry",
   async run(args, ctx) {
     const config = args.config();
     const log = args.logger();
@@ -203,7 +204,7 @@ cluster key shared with the orchestrators; \`gnomon up\` runs everything in one 
       ctx.stderr.write(`gnomon forgejo run: ${err.message}\n`);
       return EXIT.usage;
     }
-    const why = await runServices([bus, runner], ctx.stopRequested, config.shutdownTimeout);
+    const why = await runServices([bus, runner], ctx.stopRequested, config.shutdownTimeout, ctx.forceRequested);
     if (why === undefined) return EXIT.ok;
     ctx.stderr.write(`gnomon forgejo run: ${why.message}\n`);
     return isUsersToFix(why) ? EXIT.usage : EXIT.failed;

@@ -143,6 +143,7 @@ the orchestrators serving its label; reports steps, logs and results back to Git
     "runner-version": { type: "string" },
   },
   configFlags: CONFIG_FLAGS,
+  secondSignal: "hurry",
   async run(args, ctx) {
     const config = args.config();
     const log = args.logger();
@@ -176,7 +177,7 @@ the orchestrators serving its label; reports steps, logs and results back to Git
       timings: { orchestratorSilenceMs: config.orchestratorSilence },
       inFlightFile: githubInFlightFile(config.dataDir, registration),
     });
-    const why = await runServices([bus, runner], ctx.stopRequested, config.shutdownTimeout);
+    const why = await runServices([bus, runner], ctx.stopRequested, config.shutdownTimeout, ctx.forceRequested);
     if (runner.finishedEphemeral) {
       // GitHub removes an ephemeral registration after its job; the local files are useless now.
       if (!jit) deleteRegistration(dir);

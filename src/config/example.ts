@@ -35,7 +35,7 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   labels: []            # labels to serve; empty = all in the image catalog.   env: GNOMON_LABELS
 #   leaseTtl: 30s         # a job whose orchestrator is silent this long is taken over.   env: GNOMON_LEASE_TTL
 #   heartbeatInterval: 10s # how often a running job tells its forge runner this host is alive.   env: GNOMON_HEARTBEAT_INTERVAL
-#   drainTimeout: 10m     # on stop, how long running jobs may finish.   env: GNOMON_DRAIN_TIMEOUT
+#   drainTimeout: 10m     # on stop, how long running jobs may finish (gnomon up stops within it).   env: GNOMON_DRAIN_TIMEOUT
 #   metricsListen: ""     # e.g. 127.0.0.1:9464 for /healthz and /metrics.   env: GNOMON_METRICS_LISTEN
 #   allowHostLabels: false # allow labels that run steps on this host, unisolated.   env: GNOMON_ALLOW_HOST_LABELS
 

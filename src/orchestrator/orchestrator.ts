@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Cancel } from "../contract/cancel.js";
 import type { JobRequest } from "../contract/job-request.js";
-import { deferred, type Service } from "../lifecycle/service.js";
+import { deferred, ForcedStopError, type Service } from "../lifecycle/service.js";
 import type { JobBus, JobConsumer, JobDelivery, Subscription } from "../queue/bus.js";
 import type { Store } from "../store/store.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
@@ -133,11 +133,17 @@ export class Orchestrator implements Service {
       const all = Promise.all([...this.#running.values()].map((r) => r.done));
       await Promise.race([all, new Promise((r) => drain.addEventListener("abort", r, { once: true }))]);
       if (this.#running.size > 0) {
-        this.#log.warn({ jobs: this.#running.size }, "drain time is up: cancelling the jobs still running");
-        for (const r of this.#running.values())
-          r.cancel.abort(
-            new JobCancelledError("the gnomon orchestrator running this job was stopped (its drain time ran out)"),
-          );
+        const forced = deadline.reason instanceof ForcedStopError;
+        this.#log.warn(
+          { jobs: this.#running.size },
+          forced
+            ? "stop forced: cancelling the jobs still running"
+            : "drain time is up: cancelling the jobs still running",
+        );
+        const why = forced
+          ? "the gnomon orchestrator running this job was stopped at once (it was asked to stop a second time)"
+          : "the gnomon orchestrator running this job was stopped (its drain time ran out)";
+        for (const r of this.#running.values()) r.cancel.abort(new JobCancelledError(why));
         await all;
       }
     }
