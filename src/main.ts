@@ -101,18 +101,37 @@ export async function main(
   }
 }
 
+/** After a second signal, a command that hurries (secondSignal "hurry") gets this long before gnomon exits anyway. */
+export const HURRIED_STOP_MS = 30_000;
+
 /** Runs as the program: wires signals, exits with the command's code. */
 export async function runAsProgram(): Promise<void> {
+  const argv = process.argv.slice(2);
+  // A daemon holding jobs ends them on their forge on a second signal instead of leaving them running there.
+  const hurries = findCommand(argv, COMMANDS)?.cmd.secondSignal === "hurry";
   let signals = 0;
   let requestStop!: () => void;
   const stopRequested = new Promise<void>((r) => {
     requestStop = r;
+  });
+  let requestForce!: () => void;
+  const forceRequested = new Promise<void>((r) => {
+    requestForce = r;
   });
   const onSignal = (sig: NodeJS.Signals) => {
     signals += 1;
     if (signals === 1) {
       process.stderr.write(`gnomon: ${sig} received, stopping (send it again to force)\n`);
       requestStop();
+    } else if (signals === 2 && hurries) {
+      process.stderr.write(
+        `gnomon: ${sig} received again: cancelling the running jobs and ending them on their forge now (at most ${HURRIED_STOP_MS / 1000} s; send it a third time to exit at once)\n`,
+      );
+      requestForce();
+      setTimeout(() => {
+        process.stderr.write("gnomon: the hurried stop took too long, exiting now\n");
+        process.exit(130);
+      }, HURRIED_STOP_MS).unref();
     } else {
       process.stderr.write(`gnomon: ${sig} received again, exiting now\n`);
       process.exit(EXIT.forced);
@@ -120,9 +139,10 @@ export async function runAsProgram(): Promise<void> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
-  const code = await main(process.argv.slice(2), {
+  const code = await main(argv, {
     env: process.env,
     stopRequested,
+    forceRequested,
     stdout: process.stdout,
     stderr: process.stderr,
   });

@@ -13,6 +13,11 @@ export interface CommandContext {
   readonly env: NodeJS.ProcessEnv;
   /** Resolves when the user asked gnomon to stop (SIGINT/SIGTERM). */
   readonly stopRequested: Promise<void>;
+  /**
+   * Resolves when the user asked a second time, for a command whose secondSignal is "hurry":
+   * stop waiting, cancel what runs and end it on its forge now. Never resolves otherwise.
+   */
+  readonly forceRequested?: Promise<void>;
   readonly stdout: NodeJS.WriteStream;
   readonly stderr: NodeJS.WriteStream;
 }
@@ -27,6 +32,12 @@ export interface Command {
   /** Option name → config path, for options that override configuration. */
   readonly configFlags?: Readonly<Record<string, string>>;
   readonly allowPositionals?: boolean;
+  /**
+   * What a second SIGINT/SIGTERM does: "exit" (the default) exits at once; "hurry" resolves
+   * forceRequested, so the stop skips the rest of its wait but still ends the jobs it holds on
+   * their forge, within a bounded time (a third signal exits at once).
+   */
+  readonly secondSignal?: "exit" | "hurry";
   run(args: ParsedArgs, ctx: CommandContext): Promise<number>;
 }
 

@@ -147,6 +147,7 @@ export function createForgejoRunner(config: Readonly<Config>, deps: ForgejoRunne
     fetchIntervalMaxMs: config.forgejo.fetchIntervalMax,
     fetchTimeoutMs: config.forgejo.fetchTimeout,
     reportIntervalMs: config.forgejo.reportInterval,
+    orchestratorSilenceMs: config.orchestratorSilence,
     inFlightFile: join(resolve(config.dataDir), "forgejo-tasks", `${credentials.uuid}.json`),
   });
 }
@@ -162,6 +163,7 @@ label, and reports logs, step states and results back to Forgejo. Needs RabbitMQ
 cluster key shared with the orchestrators; \`gnomon up\` runs everything in one process.`,
   options: { "credentials-file": { type: "string" } },
   configFlags: CONFIG_FLAGS,
+  secondSignal: "hurry",
   async run(args, ctx) {
     const config = args.config();
     const log = args.logger();
@@ -175,7 +177,7 @@ cluster key shared with the orchestrators; \`gnomon up\` runs everything in one 
       );
     const bus = amqpBus(config.amqpUrl, config, log, "forgejo-runner");
     const runner = createForgejoRunner(config, { bus, clusterKey: parseClusterKey(config.clusterKey), log });
-    const why = await runServices([bus, runner], ctx.stopRequested, config.shutdownTimeout);
+    const why = await runServices([bus, runner], ctx.stopRequested, config.shutdownTimeout, ctx.forceRequested);
     if (why === undefined) return EXIT.ok;
     ctx.stderr.write(`gnomon forgejo run: ${why.message}\n`);
     return exitCodeOf(why);

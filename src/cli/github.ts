@@ -161,6 +161,7 @@ the orchestrators serving its label; reports steps, logs and results back to Git
     "runner-version": { type: "string" },
   },
   configFlags: CONFIG_FLAGS,
+  secondSignal: "hurry",
   async run(args, ctx) {
     const config = args.config();
     const log = args.logger();
@@ -191,9 +192,10 @@ the orchestrators serving its label; reports steps, logs and results back to Git
       runnerVersion: config.github.runnerVersion,
       gnomonVersion: VERSION,
       log,
+      timings: { orchestratorSilenceMs: config.orchestratorSilence },
       inFlightFile: githubInFlightFile(config.dataDir, registration),
     });
-    const why = await runServices([bus, runner], ctx.stopRequested, config.shutdownTimeout);
+    const why = await runServices([bus, runner], ctx.stopRequested, config.shutdownTimeout, ctx.forceRequested);
     if (runner.finishedEphemeral) {
       // GitHub removes an ephemeral registration after its job; the local files are useless now.
       if (!jit) deleteRegistration(dir);

@@ -86,6 +86,7 @@ export async function createOrchestrator(
     },
     clusterKey: deps.clusterKey,
     leaseTtlMs: o.leaseTtl,
+    heartbeatIntervalMs: o.heartbeatInterval,
     drainTimeoutMs: o.drainTimeout,
     metrics: deps.metrics,
     log: deps.log,

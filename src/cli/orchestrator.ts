@@ -6,7 +6,7 @@ import { join, resolve } from "node:path";
 import type { Config } from "../config/schema.js";
 import { readRegistration } from "../forge/github/credentials.js";
 import { createGitHubRunner } from "../forge/github/runner.js";
-import { runServices, type Service } from "../lifecycle/service.js";
+import { runServices, type Service, type ServiceLayer } from "../lifecycle/service.js";
 import { Slots } from "../lifecycle/slots.js";
 import type { Orchestrator } from "../orchestrator/orchestrator.js";
 import type { JobBus } from "../queue/bus.js";
@@ -14,7 +14,7 @@ import type { Store } from "../store/store.js";
 import type { Logger } from "../telemetry/log.js";
 import { createMetrics, type Metrics } from "../telemetry/metrics.js";
 import { MetricsServer } from "../telemetry/metrics-server.js";
-import { type Command, UsageError } from "./command.js";
+import { type Command, type CommandContext, UsageError } from "./command.js";
 import { EXIT, exitCodeOf } from "./exit-codes.js";
 import { createForgejoRunner } from "./forgejo.js";
 import { githubInFlightFile } from "./github.js";
@@ -74,14 +74,14 @@ function storeUnreachableSince(store: Store): number | undefined {
 }
 
 async function serve(
-  services: Service[],
-  config: Readonly<Config>,
-  stopRequested: Promise<void>,
+  layers: ServiceLayer[],
+  stopTimeoutMs: number,
+  ctx: CommandContext,
   log: Logger,
-  stderr: NodeJS.WritableStream,
   name: string,
 ): Promise<number> {
-  const why = await runServices(services, stopRequested, config.shutdownTimeout);
+  const { stderr } = ctx;
+  const why = await runServices(layers, ctx.stopRequested, stopTimeoutMs, ctx.forceRequested);
   if (why === undefined) {
     log.info("stopped");
     return EXIT.ok;
@@ -108,6 +108,7 @@ With RabbitMQ (AMQP_URL) and PostgreSQL (DATABASE_URL) any number of hosts share
 same GNOMON_CLUSTER_KEY everywhere.`,
   options: ORCHESTRATOR_OPTIONS,
   configFlags: ORCHESTRATOR_FLAGS,
+  secondSignal: "hurry",
   async run(args, ctx) {
     normaliseFlags(args.values as Record<string, unknown>);
     const config = args.config();
@@ -121,10 +122,9 @@ same GNOMON_CLUSTER_KEY everywhere.`,
     // /healthz answers (503) while the rest starts.
     return serve(
       [...metricsEndpoint(config, metrics, orchestrator, bus, store), store, bus, orchestrator],
-      config,
-      ctx.stopRequested,
+      config.shutdownTimeout,
+      ctx,
       log,
-      ctx.stderr,
       "orchestrator",
     );
   },
@@ -141,6 +141,7 @@ wrote github.credentialsDir. Without AMQP_URL and DATABASE_URL it uses the embed
 embedded PostgreSQL under the data directory.`,
   options: ORCHESTRATOR_OPTIONS,
   configFlags: ORCHESTRATOR_FLAGS,
+  secondSignal: "hurry",
   async run(args, ctx) {
     normaliseFlags(args.values as Record<string, unknown>);
     const config = args.config();
@@ -165,6 +166,7 @@ embedded PostgreSQL under the data directory.`,
           runnerVersion: config.github.runnerVersion,
           gnomonVersion: VERSION,
           log,
+          timings: { orchestratorSilenceMs: config.orchestratorSilence },
           inFlightFile: githubInFlightFile(config.dataDir, registration),
         }),
       );
@@ -182,12 +184,14 @@ embedded PostgreSQL under the data directory.`,
         { forgejo: forgejoFile, github: githubDir },
         "no forge runner is registered here: run `gnomon forgejo register` or `gnomon github register` first; serving the queue only",
       );
+    // One stop for the whole host: the runners stop fetching and the orchestrator stops consuming
+    // at once, and the jobs get the drain time (within shutdownTimeout), then are cancelled and
+    // reported; /metrics stays up meanwhile.
     return serve(
-      [...metricsEndpoint(config, metrics, orchestrator, bus, store), store, bus, orchestrator, ...runners],
-      config,
-      ctx.stopRequested,
+      [...metricsEndpoint(config, metrics, orchestrator, bus, store), store, bus, [orchestrator, ...runners]],
+      Math.min(config.shutdownTimeout, config.orchestrator.drainTimeout),
+      ctx,
       log,
-      ctx.stderr,
       "up",
     );
   },

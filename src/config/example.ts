@@ -20,8 +20,13 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 # Key that seals job secrets on the queue: 64 hex characters, the same on every host
 # (openssl rand -hex 32). Without RabbitMQ it is generated once under dataDir.   env: GNOMON_CLUSTER_KEY
 # clusterKey: "0000000000000000000000000000000000000000000000000000000000000000"
-# How long a stop waits for running work before cancelling it.   env: GNOMON_SHUTDOWN_TIMEOUT
+# How long a stop waits for running work before cancelling it (gnomon up: the shorter of this
+# and orchestrator.drainTimeout).   env: GNOMON_SHUTDOWN_TIMEOUT
 # shutdownTimeout: 10m
+# A forge runner ends a job as failed, saying why, when the orchestrator that accepted it sent
+# nothing for this long (never less than 3 of its heartbeats). Keep it above leaseTtl plus one
+# heartbeat, so that in a fleet another orchestrator takes the job over first.   env: GNOMON_ORCHESTRATOR_SILENCE
+# orchestratorSilence: 50s
 
 # orchestrator:
 #   maxVms: 2             # most VMs at once on this host.   env: GNOMON_MAX_VMS
@@ -29,7 +34,8 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   memoryMiB: 0          # memory budget; 0 = 75 % of this host's memory.   env: GNOMON_MEMORY_MIB
 #   labels: []            # labels to serve; empty = all in the image catalog.   env: GNOMON_LABELS
 #   leaseTtl: 30s         # a job whose orchestrator is silent this long is taken over; at least 5s.   env: GNOMON_LEASE_TTL
-#   drainTimeout: 10m     # on stop, how long running jobs may finish.   env: GNOMON_DRAIN_TIMEOUT
+#   heartbeatInterval: 10s # how often a running job tells its forge runner this host is alive.   env: GNOMON_HEARTBEAT_INTERVAL
+#   drainTimeout: 10m     # on stop, how long running jobs may finish (gnomon up stops within it).   env: GNOMON_DRAIN_TIMEOUT
 #   metricsListen: ""     # e.g. 127.0.0.1:9464 for /healthz and /metrics.   env: GNOMON_METRICS_LISTEN
 #   allowHostLabels: false # allow labels that run steps on this host, unisolated.   env: GNOMON_ALLOW_HOST_LABELS
 #   egress:               # what jobs in VMs reach through gnomon's egress proxy (docs/network.md); never this host

@@ -91,6 +91,8 @@ export const OrchestratorConfig = z
       text: "5s",
       why: "the lease is renewed every third of it; a shorter one lapses during an ordinary database pause and another orchestrator takes the running job over",
     }),
+    /** How often a running job's orchestrator tells its forge runner it is alive (a heartbeat event). */
+    heartbeatInterval: duration("10s", { text: "100ms", why: "each heartbeat is a message on the bus" }),
     drainTimeout: duration("10m"),
     /** host:port for /healthz and /metrics; empty = off. */
     metricsListen: z
@@ -164,6 +166,14 @@ export const Config = z
       .regex(/^[0-9a-fA-F]{64}$/, "must be 64 hex characters (openssl rand -hex 32)")
       .optional(),
     shutdownTimeout: duration("10m"),
+    /**
+     * A forge runner ends a job as failed when the orchestrator that accepted it sent nothing for
+     * this long (at least three of the heartbeat intervals it announced).
+     */
+    orchestratorSilence: duration("50s", {
+      text: "1s",
+      why: "a shorter silence ends jobs whose orchestrator is merely busy",
+    }),
     orchestrator: OrchestratorConfig.default(OrchestratorConfig.parse({})),
     forgejo: ForgejoConfig.default(ForgejoConfig.parse({})),
     github: GithubConfig.default(GithubConfig.parse({})),

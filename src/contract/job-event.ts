@@ -37,7 +37,16 @@ export type LogLine = z.infer<typeof LogLine>;
 export const MAX_LINES_PER_EVENT = 1_000;
 
 export const JobEvent = z.discriminatedUnion("kind", [
-  z.object({ ...head, kind: z.literal("accepted"), orchestrator: z.string() }),
+  z.object({
+    ...head,
+    kind: z.literal("accepted"),
+    orchestrator: z.string(),
+    /**
+     * The orchestrator sends a heartbeat at least this often until the job ends (ms). Absent from
+     * orchestrators that send none (older ones): a reader may call a job silent only when it is set.
+     */
+    heartbeatMs: z.number().int().positive().optional(),
+  }),
   z.object({
     ...head,
     kind: z.literal("provisioning"),
@@ -91,6 +100,7 @@ export const JobEvent = z.discriminatedUnion("kind", [
     /** Why the job failed or was cancelled, as a sentence for the user. */
     reason: z.string().optional(),
   }),
+  /** "Still here": sent by the job's orchestrator every heartbeatMs while it holds the job. */
   z.object({ ...head, kind: z.literal("heartbeat") }),
 ]);
 export type JobEvent = z.infer<typeof JobEvent>;

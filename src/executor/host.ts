@@ -80,6 +80,8 @@ export function runnerArch(arch: string = process.arch): string {
 
 /** Creates the per-job directory (work, temp, tool cache) and an executor rooted in it. */
 export async function createHostExecutor(opts: HostExecutorOptions = {}): Promise<HostExecutor> {
+  // <dataDir>/host-jobs does not exist on a fresh data directory.
+  if (opts.parentDir) await mkdir(opts.parentDir, { recursive: true, mode: 0o700 });
   const jobDir = await mkdtemp(join(opts.parentDir ?? tmpdir(), "gnomon-job-"));
   const platform: ExecutorPlatform = {
     os: runnerOs(),

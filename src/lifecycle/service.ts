@@ -12,31 +12,59 @@ export interface Service {
 }
 
 /**
- * Starts services in order, waits until a stop is requested or one of them ends, then stops them
- * in reverse order under one deadline. Returns why it ended: undefined for a requested stop.
+ * One service, or several that start one after another and stop side by side: roles that must
+ * all stop taking work at once and drain together (gnomon up's orchestrator and forge runners).
+ */
+export type ServiceLayer = Service | readonly Service[];
+
+/** The stop deadline's reason when the user asked a second time: cancel what runs, now. */
+export class ForcedStopError extends Error {
+  override readonly name = "ForcedStopError";
+  readonly code = "lifecycle.forced-stop";
+  constructor() {
+    super("gnomon was asked to stop again, so it did not wait for the job to finish");
+  }
+}
+
+/**
+ * Starts the layers in order, waits until a stop is requested or a service ends, then stops the
+ * layers in reverse order under one deadline: `stopTimeoutMs` after the stop began, or at once
+ * when `forceRequested` resolves (its reason then is a ForcedStopError). Returns why it ended:
+ * undefined for a requested stop.
  */
 export async function runServices(
-  services: readonly Service[],
+  layers: readonly ServiceLayer[],
   stopRequested: Promise<void>,
   stopTimeoutMs: number,
+  forceRequested?: Promise<void>,
 ): Promise<Error | undefined> {
-  const started: Service[] = [];
+  const started: Service[][] = [];
   let why: Error | undefined;
   try {
-    for (const s of services) {
-      await s.start();
-      started.push(s);
+    for (const layer of layers) {
+      const members = isService(layer) ? [layer] : layer;
+      started.push([]);
+      for (const s of members) {
+        await s.start();
+        started.at(-1)?.push(s);
+      }
     }
     why = await Promise.race([
       stopRequested.then(() => undefined),
-      ...started.map((s) => s.done.then((e) => e ?? new Error(`${s.name} ended on its own`))),
+      ...started.flat().map((s) => s.done.then((e) => e ?? new Error(`${s.name} ended on its own`))),
     ]);
   } catch (err) {
     why = err instanceof Error ? err : new Error(String(err));
   }
-  const deadline = AbortSignal.timeout(stopTimeoutMs);
-  for (const s of [...started].reverse()) await s.stop(deadline);
+  const forced = new AbortController();
+  void forceRequested?.then(() => forced.abort(new ForcedStopError()));
+  const deadline = AbortSignal.any([AbortSignal.timeout(stopTimeoutMs), forced.signal]);
+  for (const layer of [...started].reverse()) await Promise.all(layer.map((s) => s.stop(deadline)));
   return why;
+}
+
+function isService(layer: ServiceLayer): layer is Service {
+  return !Array.isArray(layer);
 }
 
 /** A resolvable promise: the building block of `done`. */

@@ -1,6 +1,8 @@
 // One job's outgoing JobEvents: stamps each body with v, jobId, a per-job monotonic seq and the
 // time, and publishes in order without waiting for each confirm (the bus keeps order on its
-// channel); flush() waits for every confirm. The engine batches its own log lines already.
+// channel); flush() waits for every confirm. The engine batches its own log lines already. Once
+// started, it sends a heartbeat at a fixed interval until job-finished, so the forge runner can
+// tell a job whose orchestrator died from one that is only quiet.
 import type { JobEvent, JobEventBody, StepStage } from "../contract/job-event.js";
 
 export interface EventSink {
@@ -24,6 +26,7 @@ export class EventStream {
   readonly #opts: EventStreamOptions;
   readonly #now: () => number;
   #finished = false;
+  #heartbeat: NodeJS.Timeout | undefined;
 
   constructor(opts: EventStreamOptions) {
     this.#opts = opts;
@@ -43,7 +46,10 @@ export class EventStream {
 
   emit(body: JobEventBody): void {
     if (this.#finished) return;
-    if (body.kind === "job-finished") this.#finished = true;
+    if (body.kind === "job-finished") {
+      this.#finished = true;
+      this.stopHeartbeat();
+    }
     const event = { ...body, v: 1, jobId: this.#opts.jobId, seq: this.#seq++, t: this.#now() } as JobEvent;
     const p: Promise<void> = this.#opts.sink
       .publishEvent(this.#opts.replyTo, event)
@@ -55,6 +61,22 @@ export class EventStream {
   /** One job-level (or step) log line, stamped now. */
   log(text: string, step: number | null = null, stage: StepStage = "main"): void {
     this.emit({ kind: "log", step, stage, lines: [{ t: this.#now(), text }] });
+  }
+
+  /**
+   * Sends a heartbeat every `intervalMs` from now until job-finished or stopHeartbeat(); a second
+   * call changes nothing. The timer does not keep the process alive.
+   */
+  startHeartbeat(intervalMs: number): void {
+    if (this.#heartbeat || this.#finished) return;
+    this.#heartbeat = setInterval(() => this.emit({ kind: "heartbeat" }), intervalMs);
+    this.#heartbeat.unref();
+  }
+
+  /** Stops the heartbeats (the job ends without a job-finished of ours: handed back, or ended elsewhere). */
+  stopHeartbeat(): void {
+    clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
   }
 
   /** Waits until every event so far is confirmed (or failed for good). */

@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Cancel } from "../contract/cancel.js";
 import type { JobRequest } from "../contract/job-request.js";
-import { deferred, type Service } from "../lifecycle/service.js";
+import { deferred, ForcedStopError, type Service } from "../lifecycle/service.js";
 import type { JobBus, JobConsumer, JobDelivery, Subscription } from "../queue/bus.js";
 import type { Store } from "../store/store.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
@@ -23,6 +23,8 @@ export interface OrchestratorOptions {
   readonly budget: Budget;
   readonly clusterKey: Buffer;
   readonly leaseTtlMs: number;
+  /** How often each job's heartbeat goes out while this orchestrator holds it; default 10 s. */
+  readonly heartbeatIntervalMs?: number;
   /** How long running jobs may finish after stop() before they are cancelled. */
   readonly drainTimeoutMs: number;
   readonly metrics: Metrics;
@@ -50,6 +52,9 @@ export class NoLabelsError extends Error {
     );
   }
 }
+
+/** The heartbeat interval when none is configured: as orchestrator.heartbeatInterval's default. */
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 10_000;
 
 interface Running {
   readonly cancel: AbortController;
@@ -143,11 +148,17 @@ export class Orchestrator implements Service {
       const all = Promise.all([...this.#running.values()].map((r) => r.done));
       await Promise.race([all, new Promise((r) => drain.addEventListener("abort", r, { once: true }))]);
       if (this.#running.size > 0) {
-        this.#log.warn({ jobs: this.#running.size }, "drain time is up: cancelling the jobs still running");
-        for (const r of this.#running.values())
-          r.cancel.abort(
-            new JobCancelledError("the gnomon orchestrator running this job was stopped (its drain time ran out)"),
-          );
+        const forced = deadline.reason instanceof ForcedStopError;
+        this.#log.warn(
+          { jobs: this.#running.size },
+          forced
+            ? "stop forced: cancelling the jobs still running"
+            : "drain time is up: cancelling the jobs still running",
+        );
+        const why = forced
+          ? "the gnomon orchestrator running this job was stopped at once (it was asked to stop a second time)"
+          : "the gnomon orchestrator running this job was stopped (its drain time ran out)";
+        for (const r of this.#running.values()) r.cancel.abort(new JobCancelledError(why));
         await all;
       }
     }
@@ -182,6 +193,7 @@ export class Orchestrator implements Service {
         capacity: this.capacity,
         clusterKey: this.#opts.clusterKey,
         leaseTtlMs: this.#opts.leaseTtlMs,
+        heartbeatMs: this.#opts.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS,
         metrics: this.#opts.metrics,
         log: this.#log,
         runnerName: this.#opts.runnerName ?? this.id,

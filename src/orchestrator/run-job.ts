@@ -28,6 +28,8 @@ export interface RunJobDeps {
   readonly capacity: Capacity;
   readonly clusterKey: Buffer;
   readonly leaseTtlMs: number;
+  /** How often a job's heartbeat goes out, from its accepted event until it ends. */
+  readonly heartbeatMs: number;
   readonly metrics: Metrics;
   readonly log: Logger;
   /** runner.name in the job. */
@@ -164,7 +166,10 @@ export async function runJob(
     await end("failure", `gnomon could not assign the job: ${(err as Error).message}`);
     return;
   }
-  events.emit({ kind: "accepted", orchestrator: deps.orchestratorId });
+  // From here the forge runner may call the job lost when this orchestrator falls silent: the
+  // heartbeats say it is alive while nothing else happens (waiting for capacity, booting, a quiet step).
+  events.emit({ kind: "accepted", orchestrator: deps.orchestratorId, heartbeatMs: deps.heartbeatMs });
+  events.startHeartbeat(deps.heartbeatMs);
   deps.metrics.queueWaitSeconds.observe(
     { label: req.runsOn },
     Math.max(0, acceptedAt - Date.parse(req.queuedAt)) / 1000,
@@ -298,6 +303,7 @@ export async function runJob(
     if (workspace) await teardown(workspace, deps, req, log);
     reservation?.release();
     keeper.stop();
+    events.stopHeartbeat();
   }
 }
 

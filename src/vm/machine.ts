@@ -2,7 +2,8 @@
 // computes, reads the serial console, and waits for SSH while telling the boot phases apart (no
 // serial output / kernel booted but no network / SSH refused / auth failed). It owns the QEMU
 // process, the overlay and the seed: destroy() removes all three on every path, and a process
-// exit kills what is left. Decisions live in qemu-args.ts and machine-state.ts; this is the shell.
+// exit kills what is left; QEMU dies with this process even when it is killed (parent-death.ts).
+// Decisions live in qemu-args.ts and machine-state.ts; this is the shell.
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
@@ -18,6 +19,7 @@ import type { ImageSpec } from "./catalog.js";
 import { asError, type BootPhase, BootTimeoutError, QemuExitedError, ToolMissingError } from "./errors.js";
 import { type StopReason, transition, type VmEvent, type VmState } from "./machine-state.js";
 import { createOverlay } from "./overlay.js";
+import { parentDeathHelper, SETPRIV_EXEC_ENOENT, withParentDeathSignal } from "./parent-death.js";
 import { acquirePort, releasePort } from "./ports.js";
 import { type Accel, qemuArgs, qemuBinary, type RunPaths } from "./qemu-args.js";
 import { QmpClient } from "./qmp.js";
@@ -237,7 +239,9 @@ class QemuMachine implements Machine {
     const args = qemuArgs(this.image, this.#paths, { id: this.id, sshPort: this.#port, accel: this.#accel });
     this.#stderr = "";
     this.#exitedAc = new AbortController();
-    const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const setpriv = await parentDeathHelper(this.#opts.logger);
+    const run = withParentDeathSignal(binary, args, setpriv);
+    const child = spawn(run.command, run.args, { stdio: ["ignore", "pipe", "pipe"] });
     this.#child = child;
     this.#exited = new Promise((resolve) => {
       child.on("error", (err: NodeJS.ErrnoException) => {
@@ -249,6 +253,8 @@ class QemuMachine implements Machine {
         resolve(null);
       });
       child.on("exit", (code) => {
+        // Through setpriv a missing QEMU is not ENOENT from spawn but setpriv's exit code (QEMU never uses it).
+        if (setpriv && code === SETPRIV_EXEC_ENOENT) this.#spawnError = new ToolMissingError(binary, packageOf(binary));
         this.#serial.end();
         this.#apply({ e: "exited", exitCode: code });
         this.#exitedAc.abort();
@@ -288,7 +294,7 @@ class QemuMachine implements Machine {
     for (;;) {
       if (this.#exitedAc.signal.aborted) {
         if (HOSTFWD_FAILED.test(this.#stderr)) throw new PortTakenError();
-        throw this.#exitError(this.#phase());
+        throw this.#spawnError ?? this.#exitError(this.#phase());
       }
       signal?.throwIfAborted();
       const left = deadline - Date.now();

@@ -146,6 +146,36 @@ describe("configuration", () => {
     }
   });
 
+  it("refuses a heartbeat interval or orchestrator silence below its minimum, saying the minimum", () => {
+    assert.equal(loadConfig({ env: {} }).orchestratorSilence, 50_000);
+    assert.equal(loadConfig({ env: {} }).orchestrator.heartbeatInterval, 10_000);
+    assert.equal(loadConfig({ env: { GNOMON_HEARTBEAT_INTERVAL: "250ms" } }).orchestrator.heartbeatInterval, 250);
+    assert.throws(
+      () => loadConfig({ env: { GNOMON_HEARTBEAT_INTERVAL: "50ms" } }),
+      (e: unknown) =>
+        e instanceof ConfigError && /GNOMON_HEARTBEAT_INTERVAL: "50ms" must be at least 100ms/.test(e.message),
+    );
+    assert.throws(
+      () => loadConfig({ env: { GNOMON_ORCHESTRATOR_SILENCE: "900ms" } }),
+      (e: unknown) =>
+        e instanceof ConfigError && /GNOMON_ORCHESTRATOR_SILENCE: "900ms" must be at least 1s/.test(e.message),
+    );
+  });
+
+  it("the annotated example names every setting", () => {
+    const leaves = (o: Record<string, unknown>, prefix = ""): string[] =>
+      Object.entries(o).flatMap(([k, v]) =>
+        v !== null && typeof v === "object" && !Array.isArray(v)
+          ? leaves(v as Record<string, unknown>, `${prefix}${k}.`)
+          : [`${prefix}${k}`],
+      );
+    const optional = ["amqpUrl", "databaseUrl", "clusterKey"]; // no default: absent from the parsed value
+    for (const path of [...leaves(Config.parse({})), ...optional]) {
+      const key = path.split(".").at(-1) ?? path;
+      assert.match(CONFIG_EXAMPLE, new RegExp(`^#\\s+${key}:`, "m"), `${path} is missing from the example`);
+    }
+  });
+
   it("the annotated example, uncommented, is a valid configuration", () => {
     const uncommented = CONFIG_EXAMPLE.split("\n")
       .filter((l) => /^# ?[a-zA-Z ]/.test(l) && /^#( {0,5})[a-zA-Z]+:/.test(l))

@@ -33,6 +33,14 @@ describe("host executor", () => {
     assert.deepEqual(out, ["unset unset yes"]);
   });
 
+  it("creates its parent folder when it does not exist yet (a fresh data directory)", async (t) => {
+    const base = await mkdtemp(join(tmpdir(), "gnomon-host-parent-"));
+    t.after(() => rm(base, { recursive: true, force: true }));
+    const ex = await createHostExecutor({ parentDir: join(base, "data", "host-jobs") });
+    assert.ok(ex.jobDir.startsWith(join(base, "data", "host-jobs")));
+    await ex.close();
+  });
+
   it("puts work, temp and tool cache in one per-job directory and removes it on close", async () => {
     const ex = await createHostExecutor();
     for (const dir of [ex.platform.workDir, ex.platform.tempDir, ex.platform.toolCacheDir])

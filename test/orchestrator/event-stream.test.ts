@@ -76,4 +76,48 @@ describe("job event stream", () => {
     assert.deepEqual(failed, [0]);
     assert.equal(calls, 2);
   });
+
+  it("sends a heartbeat every interval once started, and none after job-finished", async (t) => {
+    const bus = new MemoryBus();
+    await bus.start();
+    t.after(() => bus.stop(AbortSignal.timeout(1_000)));
+    const got: JobEvent[] = [];
+    await bus.consumeEvents("beats", (d) => {
+      got.push(d.event);
+      void d.ack();
+    });
+    const s = new EventStream({ jobId: randomUUID(), replyTo: "beats", sink: bus });
+    s.emit({ kind: "accepted", orchestrator: "h1", heartbeatMs: 50 });
+    s.startHeartbeat(50);
+    s.startHeartbeat(50); // a second start changes nothing
+    const beats = () => got.filter((e) => e.kind === "heartbeat").length;
+    while (beats() < 3) await new Promise((r) => setTimeout(r, 10));
+    s.emit({ kind: "job-finished", result: "success", outputs: {} });
+    await s.flush();
+    while (!got.some((e) => e.kind === "job-finished")) await new Promise((r) => setTimeout(r, 10));
+    const atEnd = got.length;
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(got.length, atEnd, "nothing after job-finished");
+    assert.deepEqual(
+      got.map((e) => e.seq),
+      got.map((_, i) => i),
+      "heartbeats take their place in the seq",
+    );
+    assert.equal(got.at(-1)?.kind, "job-finished");
+    for (const e of got) assert.ok(JobEvent.safeParse(e).success);
+  });
+
+  it("stopHeartbeat stops the heartbeats of a job it hands back without a result", async (t) => {
+    const bus = new MemoryBus();
+    await bus.start();
+    t.after(() => bus.stop(AbortSignal.timeout(1_000)));
+    const s = new EventStream({ jobId: randomUUID(), replyTo: "quiet", sink: bus });
+    s.startHeartbeat(20);
+    await new Promise((r) => setTimeout(r, 70));
+    s.stopHeartbeat();
+    const sent = s.nextSeq;
+    assert.ok(sent >= 2, `beat ${sent} times in 70 ms`);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(s.nextSeq, sent);
+  });
 });

@@ -75,6 +75,36 @@ describe("orchestrator (in-process bus, PostgreSQL, host labels)", () => {
     assert.equal((await store.leases.get(req.id)) === undefined, true, "the lease is released");
   });
 
+  it("announces its heartbeat interval when it accepts a job and beats through a quiet step until the job ends", async (t) => {
+    const bus = new MemoryBus();
+    await bus.start();
+    t.after(() => bus.stop(AbortSignal.timeout(5_000)));
+    const replyTo = `runner-${randomUUID().slice(0, 8)}`;
+    const events = await EventCollector.start(t, bus, replyTo);
+    await startOrchestrator(t, {
+      bus,
+      databaseUrl: td.location,
+      labels: [],
+      hostLabels: [HOST],
+      heartbeatIntervalMs: 200,
+    });
+    const req = await jobRequestFromYaml(
+      "on: push\njobs:\n  j:\n    runs-on: local\n    steps:\n      - run: echo quiet; sleep 1.5; echo loud\n",
+      { runsOn: HOST, replyTo },
+    );
+    await bus.publishJob(req);
+    const got = await events.finished(req.id, 30_000);
+    const accepted = got.find((e) => e.kind === "accepted");
+    assert.equal(accepted?.kind === "accepted" && accepted.heartbeatMs, 200);
+    const quiet = got.findIndex((e) => e.kind === "log" && e.lines.some((l) => l.text === "quiet"));
+    const loud = got.findIndex((e) => e.kind === "log" && e.lines.some((l) => l.text === "loud"));
+    const beats = got.slice(quiet, loud).filter((e) => e.kind === "heartbeat").length;
+    assert.ok(beats >= 4, `${beats} heartbeats during 1.5 s of silence at one per 200 ms`);
+    const count = events.events(req.id).length;
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(events.events(req.id).length, count, "no heartbeat after job-finished");
+  });
+
   it("ends a failing job as failure with the failing step's conclusion", async (t) => {
     const { bus, replyTo, events, store } = await setup(t);
     const req = await jobRequestFromYaml(

@@ -25,6 +25,7 @@ export interface TestOrchestratorOptions {
   readonly maxVms?: number;
   readonly leaseTtlMs?: number;
   readonly drainTimeoutMs?: number;
+  readonly heartbeatIntervalMs?: number;
   readonly id?: string;
   /** The VM budget beyond maxVms; default plenty (8 CPUs, 16 GiB). */
   readonly cpus?: number;
@@ -68,6 +69,7 @@ export async function startOrchestrator(
     clusterKey: SAMPLE_CLUSTER_KEY,
     leaseTtlMs: opts.leaseTtlMs ?? 5_000,
     drainTimeoutMs: opts.drainTimeoutMs ?? 10_000,
+    heartbeatIntervalMs: opts.heartbeatIntervalMs,
     metrics,
     id: opts.id,
     log: opts.log,

@@ -2,11 +2,13 @@
 // (UpdateLog) and then the full state (UpdateTask, also the heartbeat that keeps Forgejo's zombie
 // reaper away while the VM boots). It learns forge-side cancellation from UpdateTask answers and
 // asks for a Cancel; at the end it sends the last rows with no_more until acknowledged and only then
-// the final UpdateTask. Calls for one task are never in flight together.
+// the final UpdateTask. Calls for one task are never in flight together. A job whose orchestrator
+// falls silent (orchestrator-silence.ts) is ended here as failed, saying so, and a Cancel goes out.
 import { Code } from "@connectrpc/connect";
 import type { JobEvent, JobResult } from "../../contract/job-event.js";
 import type { Logger } from "../../telemetry/log.js";
 import type { Intervals } from "../backoff.js";
+import { OrchestratorSilence, silenceReason } from "../orchestrator-silence.js";
 import type { ForgejoClient, TaskResult } from "./client.js";
 import { asError, codeOf, isTransient, LogsLostError, type RegisterAgain, RunnerUnregisteredError } from "./errors.js";
 import { LogsIncompleteError, shipLog } from "./log-shipper.js";
@@ -33,6 +35,10 @@ export interface ReporterOptions {
   readonly cancelGraceMs: number;
   /** Publishes a Cancel for the job on the bus; failures are logged by the caller. */
   readonly requestCancel: (reason: string) => Promise<void>;
+  /** How long the orchestrator that accepted the job may send nothing before the task is ended as failed. */
+  readonly orchestratorSilenceMs: number;
+  /** False while the runner's own queue connection is down: silence does not count then. */
+  readonly busConnected: () => boolean;
   /** Forgejo stopped accepting the runner's credentials: the runner must stop. */
   readonly onFatal: (err: Error) => void;
   readonly log: Logger;
@@ -56,12 +62,14 @@ export class TaskReporter {
   #logClosed = false;
   /** Cuts the final report short when a stop (endHere with a limit) gives it less time than it took. */
   readonly #finalCut = new AbortController();
+  readonly #silence: OrchestratorSilence;
 
   constructor(options: ReporterOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
     this.#finalTimeoutMs = options.finalTimeoutMs;
     this.#cancelGraceMs = options.cancelGraceMs;
+    this.#silence = new OrchestratorSilence(options.orchestratorSilenceMs);
     this.done = this.#run().catch((err) => {
       this.#o.log.error({ err }, "task reporter failed");
     });
@@ -79,6 +87,7 @@ export class TaskReporter {
   /** Applies a job event (duplicates are ignored); a result starts the final report at once. */
   apply(event: JobEvent): void {
     const fresh = this.#o.record.apply(event);
+    if (fresh) this.#silence.heard(event, this.#now());
     if (fresh && this.#o.record.finished) this.#wakeUp();
   }
 
@@ -178,7 +187,11 @@ export class TaskReporter {
       record.finish(this.#remote.result === "cancelled" ? "cancelled" : "failure", now, {
         reason: `Forgejo ended the task; the job did not confirm that it stopped within ${Math.round(this.#cancelGraceMs / 1000)} s, so gnomon closed it here.`,
       });
-    } else if (this.#watchdogAtMs !== undefined && now >= this.#watchdogAtMs) {
+      return;
+    }
+    // Once Forgejo ended the task, the grace above bounds the wait for the job instead.
+    if (!this.#remote && this.#endIfSilent(now)) return;
+    if (this.#watchdogAtMs !== undefined && now >= this.#watchdogAtMs) {
       this.#cancel("no result in time");
       record.finish("failure", now, {
         reason:
@@ -186,6 +199,28 @@ export class TaskReporter {
           "Check that an orchestrator serves this job's runs-on label.",
       });
     }
+  }
+
+  /** Ends the task as failed when the job's orchestrator fell silent; true when it did. */
+  #endIfSilent(now: number): boolean {
+    if (!this.#o.busConnected()) {
+      this.#silence.deaf(now);
+      return false;
+    }
+    const silence = this.#silence.check(now);
+    if (!silence) return false;
+    const reason = silenceReason(silence);
+    this.#o.log.warn(
+      {
+        taskId: String(this.#o.record.taskId),
+        orchestrator: silence.orchestrator,
+        lastHeard: new Date(silence.lastHeardMs).toISOString(),
+      },
+      "the job's orchestrator stopped reporting; ending the task as failed",
+    );
+    this.#cancel(reason);
+    this.#o.record.finish("failure", now, { reason });
+    return true;
   }
 
   /** Last words: rows with no_more until all are acknowledged, then the final state. */

@@ -38,6 +38,8 @@ export interface ForgejoRunnerOptions {
   readonly fetchIntervalMaxMs: number;
   readonly fetchTimeoutMs: number;
   readonly reportIntervalMs: number;
+  /** A job whose orchestrator sent nothing this long (orchestratorSilence) is ended as failed. */
+  readonly orchestratorSilenceMs: number;
   /** Default: a client for credentials.address. */
   readonly client?: ForgejoClient;
   /** How long the last report of a task is retried (default 10 min). */
@@ -226,6 +228,8 @@ export class ForgejoRunner implements Service {
       retryIntervals: { baseMs: 100, maxMs: 15_000 },
       finalTimeoutMs: o.finalTimeoutMs ?? 10 * 60_000,
       cancelGraceMs: o.cancelGraceMs ?? 6 * 60_000,
+      orchestratorSilenceMs: o.orchestratorSilenceMs,
+      busConnected: () => o.bus.connected,
       requestCancel: (reason) => o.bus.publishCancel({ v: 1, jobId, reason, t: Date.now() }),
       onFatal: (err) => this.#end(err),
       log,
@@ -234,7 +238,8 @@ export class ForgejoRunner implements Service {
     void this.#inFlight?.add({ taskId: String(task.id), jobId });
     void reporter.done.finally(() => {
       this.#reporters.delete(jobId);
-      this.#orphans.ended(jobId);
+      // A job ended here without its result may run on: its later events stop it again.
+      this.#orphans.ended(jobId, reporter.cancelReason);
       void this.#inFlight?.remove(jobId);
       slot.release();
       this.#poller.lookAgain();

@@ -1,15 +1,16 @@
 // One job GitHub gave this runner, from acquisition to completion: the first renewal, the JobRequest
 // on the bus, the renewal loop, the job's events into its report and onto GitHub (steps and logs in
 // one loop, live lines in another, so neither waits for the other), and the completion with last
-// words. Every way out (finished, cancelled, lock lost, shutdown) completes the job on GitHub,
-// renewing its lock until GitHub accepted that, and publishes a Cancel when the orchestrator may
-// still be running it.
+// words. Every way out (finished, cancelled, lock lost, its orchestrator fell silent, shutdown)
+// completes the job on GitHub, renewing its lock until GitHub accepted that, and publishes a Cancel
+// when the orchestrator may still be running it.
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Cancel } from "../../contract/cancel.js";
 import type { JobRequest } from "../../contract/job-request.js";
 import type { EventDelivery, JobBus } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
 import type { LogMasker } from "../log-masker.js";
+import { OrchestratorSilence, silenceReason } from "../orchestrator-silence.js";
 import { unservedNotice } from "../unserved-labels.js";
 import { type CompletionTimings, completeOnGitHub, REPORTING_OUTAGE } from "./completion.js";
 import { asError, JobGoneError } from "./errors.js";
@@ -27,7 +28,12 @@ export interface HeldJobTimings extends CompletionTimings {
   readonly reportIntervalMs: number;
   /** The least time a cancelled job gets to end on its own before it is completed as cancelled. */
   readonly cancelTimeoutMs: number;
+  /** A job whose orchestrator sent nothing this long (orchestratorSilence) is completed as failed. */
+  readonly orchestratorSilenceMs: number;
 }
+
+/** How often a held job checks that its orchestrator still speaks. */
+const SILENCE_CHECK_MS = 1_000;
 
 export interface HeldJobOptions {
   readonly job: GitHubJob;
@@ -54,6 +60,7 @@ type Ending =
   | { readonly t: "finished" }
   | { readonly t: "cancel-timeout" }
   | { readonly t: "lost"; readonly error: Error }
+  | { readonly t: "silent"; readonly reason: string }
   | { readonly t: "shutdown"; readonly reason: string };
 
 /** Wakes the loops that wait for news; a wait leaves no listener behind, however long the job. */
@@ -98,7 +105,9 @@ export class HeldJob {
   #cancelRequested = false;
   /** When the runner is stopping: no completion attempt starts after this. */
   #hurryUntil = Number.POSITIVE_INFINITY;
+  #cancelReason: string | undefined;
   #done: Promise<HeldJobEnd> | undefined;
+  readonly #silence: OrchestratorSilence;
 
   constructor(opts: HeldJobOptions) {
     this.#o = opts;
@@ -106,6 +115,7 @@ export class HeldJob {
     this.#now = opts.now ?? Date.now;
     this.report = new JobReport(opts.job, { masker: opts.masker });
     this.#reporting = new Outage(opts.log, REPORTING_OUTAGE, this.#now);
+    this.#silence = new OrchestratorSilence(opts.timings.orchestratorSilenceMs);
     let resolve!: (e: Ending) => void;
     const promise = new Promise<Ending>((r) => {
       resolve = r;
@@ -124,6 +134,11 @@ export class HeldJob {
   /** The JobRequest id: the key of this job's events on the bus. */
   get id(): string {
     return this.job.contractId;
+  }
+
+  /** The reason of the Cancel this job published, once it did (the job may run on after its end here). */
+  get cancelReason(): string | undefined {
+    return this.#cancelReason;
   }
 
   /** Successful renewals after the first. */
@@ -145,6 +160,7 @@ export class HeldJob {
     const applied = this.report.apply(delivery.event);
     void delivery.ack().catch((err) => this.#o.log.warn({ err: asError(err) }, "could not acknowledge a job event"));
     if (!applied) return;
+    this.#silence.heard(delivery.event, this.#now());
     if (this.report.outcome) this.#ended.resolve({ t: "finished" });
     this.#changed();
   }
@@ -219,6 +235,9 @@ export class HeldJob {
     void this.#ended.promise.then(() => reporting.abort());
     const syncing = this.#syncLoop(reporting.signal);
     const streaming = this.#liveLoop(reporting.signal);
+    const watch = setInterval(() => this.#checkSilence(), SILENCE_CHECK_MS);
+    watch.unref();
+    void this.#ended.promise.then(() => clearInterval(watch));
     const ending = await this.#ended.promise;
     await syncing;
 
@@ -231,6 +250,10 @@ export class HeldJob {
         case "lost":
           await this.#publishCancel(ending.error.message);
           this.report.finish("failure", {}, ending.error.message, at);
+          break;
+        case "silent":
+          await this.#publishCancel(ending.reason);
+          this.report.finish("failure", {}, ending.reason, at);
           break;
         case "shutdown":
           await this.#publishCancel(ending.reason);
@@ -301,9 +324,26 @@ export class HeldJob {
     }
   }
 
+  /** Ends the job when its orchestrator fell silent; while the runner's own queue connection is down, silence does not count. */
+  #checkSilence(): void {
+    const now = this.#now();
+    if (!this.#o.bus.connected) {
+      this.#silence.deaf(now);
+      return;
+    }
+    const silence = this.#silence.check(now);
+    if (!silence) return;
+    this.#o.log.warn(
+      { orchestrator: silence.orchestrator, lastHeard: new Date(silence.lastHeardMs).toISOString() },
+      "the job's orchestrator stopped reporting; completing the job as failed",
+    );
+    this.#ended.resolve({ t: "silent", reason: silenceReason(silence) });
+  }
+
   async #publishCancel(reason: string): Promise<void> {
     if (!this.#published) return;
     const cancel: Cancel = { v: 1, jobId: this.id, reason: this.report.mask(reason), t: this.#now() };
+    this.#cancelReason = cancel.reason;
     try {
       await withRetries(() => this.#o.bus.publishCancel(cancel), { attempts: 5, delayMs: (n) => 500 * n });
     } catch (err) {

@@ -72,6 +72,7 @@ export const DEFAULT_TIMINGS: GitHubRunnerTimings = {
   cancelTimeoutMs: 60_000,
   finalFlushMs: 120_000,
   completeRetry: { baseMs: 5_000, maxMs: 30_000 },
+  orchestratorSilenceMs: 50_000,
   pollErrors: { baseMs: 5_000, maxMs: OUTAGE_RETRY_MAX_MS },
   acquireThrottle: { baseMs: 2_000, maxMs: 60_000 },
   sessionConflictRetryMs: 30_000,
@@ -640,7 +641,7 @@ export class GitHubRunner implements Service {
     log.info({ flow, name: job.displayName }, "github job acquired");
     void held.run().then((end) => {
       this.#held.delete(held.id);
-      this.#orphans.ended(held.id);
+      this.#orphans.ended(held.id, held.cancelReason);
       const outcome = held.report.outcome;
       if (end === "cut-short" && outcome) {
         // The lock still holds: the next process completes the job with the result it had.

@@ -99,6 +99,7 @@ export async function startHarness(t: TestContext, o: HarnessOptions = {}): Prom
     fetchIntervalMaxMs: 200,
     fetchTimeoutMs: 2_000,
     reportIntervalMs: 25,
+    orchestratorSilenceMs: 60_000,
     finalTimeoutMs: 30_000,
     ...o.runner,
   });
