@@ -19,7 +19,7 @@ import {
   testPrefix,
 } from "../support/rabbit.js";
 import { type BusHarness, jobBusContract } from "./bus-contract.js";
-import { event, holdsFor, job, Recorder, uid, until } from "./helpers.js";
+import { event, holdsFor, job, Recorder, uid, until, within } from "./helpers.js";
 
 const RUN = `gt-amqp-${process.pid}`;
 
@@ -181,6 +181,39 @@ describe("RabbitMQ bus", () => {
     t.after(() => sub.cancel());
     assert.deepEqual(await got.count(1), [1]);
     await holdsFor(300, () => assert.deepEqual(got.items, [1], "delivered once"));
+  });
+
+  it("declares the cancel and dead-letter exchanges again when they were deleted under a running bus, and goes on", async (t) => {
+    const log = capturedLog();
+    const h = amqpHarness(t, { log: log.log });
+    const [forge, orchestrator] = [await h.bus(), await h.bus()];
+    const cancels = new Recorder<string>();
+    // On the publishing bus, as in `gnomon up` (another process's cancel queue is bound again when its
+    // own publisher meets the missing exchange, or when it reconnects).
+    const sub = await forge.consumeCancels((c) => cancels.push(c.jobId));
+    t.after(() => sub.cancel());
+    const topology = amqpTopology(h.prefix);
+    const raw = await rawChannel();
+    t.after(() => raw.close());
+    // An operator's cleanup: gone with them are the bindings of the cancel and dead-letter queues.
+    await raw.channel.deleteExchange(topology.cancelExchange);
+    await raw.channel.deleteExchange(topology.deadLetterExchange);
+    // Publishing to a missing exchange closes the publisher's channel (404): it must come back with
+    // the exchanges, not close again and again.
+    const first = job("x").id;
+    await within(forge.publishCancel({ v: 1, jobId: first, reason: "r", t: Date.now() }), "the cancel is confirmed");
+    assert.deepEqual(await cancels.count(1), [first], "the subscriber's queue is bound again");
+    const label = h.label();
+    const j = job(label);
+    await forge.publishJob(j); // the publisher goes on with other work
+    const c = await orchestrator.consumeJobs(
+      [label],
+      1,
+      (d) => void d.nack({ requeue: false, reason: "poison for the test" }),
+    );
+    t.after(() => c.cancel());
+    await until(async () => (await readyMessages(topology.deadLetterQueue)) === 1, "the dead letter is kept");
+    assert.ok(log.count(/publisher channel closed/) <= 2, `${log.count(/publisher channel closed/)} channel losses`);
   });
 
   it("rejects every publish the broker nacks with a typed error naming the message and queue; each resolved one is delivered", async (t) => {
