@@ -21,7 +21,8 @@ import {
   testPrefix,
 } from "../support/rabbit.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
-import { event, holdsFor, job, uid, until, within } from "./helpers.js";
+import { within } from "../support/within.js";
+import { event, holdsFor, job, uid, until } from "./helpers.js";
 
 const RUN = `gt-faults-${process.pid}`;
 

@@ -18,8 +18,9 @@ import {
   readyMessages,
   testPrefix,
 } from "../support/rabbit.js";
+import { within } from "../support/within.js";
 import { type BusHarness, jobBusContract } from "./bus-contract.js";
-import { event, holdsFor, job, Recorder, uid, until, within } from "./helpers.js";
+import { event, holdsFor, job, Recorder, uid, until } from "./helpers.js";
 
 const RUN = `gt-amqp-${process.pid}`;
 
@@ -201,7 +202,11 @@ describe("RabbitMQ bus", () => {
     // Publishing to a missing exchange closes the publisher's channel (404): it must come back with
     // the exchanges, not close again and again.
     const first = job("x").id;
-    await within(forge.publishCancel({ v: 1, jobId: first, reason: "r", t: Date.now() }), "the cancel is confirmed");
+    await within(
+      forge.publishCancel({ v: 1, jobId: first, reason: "r", t: Date.now() }),
+      "the cancel is confirmed",
+      15_000,
+    );
     assert.deepEqual(await cancels.count(1), [first], "the subscriber's queue is bound again");
     const label = h.label();
     const j = job(label);

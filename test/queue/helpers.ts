@@ -46,20 +46,6 @@ export async function until(cond: () => boolean | Promise<boolean>, what: string
   }
 }
 
-/** Settles as `p` does, or rejects after `timeoutMs`: a bound against hanging, not a measurement. */
-export async function within<T>(p: Promise<T>, what: string, timeoutMs = 15_000): Promise<T> {
-  const bound = new AbortController();
-  const timeout = sleep(timeoutMs, undefined, { signal: bound.signal }).then(() => {
-    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    bound.abort();
-    timeout.catch(() => {});
-  }
-}
-
 /**
  * Asserts that `check` keeps passing for `ms`. Absence ("no further delivery") cannot be awaited as
  * a state, so this is the one place the suites watch a clock; the window is far above the broker's
