@@ -296,9 +296,10 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
         byStart[i]!.createdMs >= byStart[i - 1]!.stoppedMs!,
         `task ${byStart[i]!.id} was fetched after task ${byStart[i - 1]!.id} had ended`,
       );
+    // The fake is a Forgejo 14+: a FetchTask without task_capacity would be a runner that forgot it.
     assert.ok(
-      forgejo.fetchCapacities.every((c) => c === undefined || c === 1),
-      `asked for at most one task each time: ${forgejo.fetchCapacities.join(",")}`,
+      forgejo.fetchCapacities.length >= 3 && forgejo.fetchCapacities.every((c) => c === 1),
+      `asked for one task each time: ${forgejo.fetchCapacities.join(",")}`,
     );
   });
 
