@@ -182,6 +182,10 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
     return this.#state === "running" && this.#conn.isUp;
   }
 
+  get publishingBlocked(): string | undefined {
+    return this.#state === "running" ? this.#conn.blockedReason : undefined;
+  }
+
   async publishJob(request: JobRequest): Promise<void> {
     this.#running("publishJob");
     const queue = this.topology.jobQueue(request.runsOn);

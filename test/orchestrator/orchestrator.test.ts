@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
+import { orchestratorHealth } from "../../src/orchestrator/health.js";
 import { MemoryBus } from "../../src/queue/memory.js";
+import { MetricsServer } from "../../src/telemetry/metrics-server.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { jobRequestFromYaml } from "../support/job-requests.js";
 import { EventCollector, logText, resultOf, startOrchestrator } from "../support/orchestrators.js";
@@ -194,20 +196,38 @@ describe("orchestrator (in-process bus, PostgreSQL, host labels)", () => {
     for (const r of reqs) assert.equal(events.events(r.id).filter((e) => e.kind === "accepted").length, 1);
   });
 
-  it("reports jobs, durations and boot phases on /metrics after a job ran", async (t) => {
-    const { bus, replyTo, events, metrics } = await setup(t);
+  it("reports jobs, durations and boot phases on /metrics after a job ran, and its health on /healthz", async (t) => {
+    const { bus, replyTo, events, metrics, orchestrator, store } = await setup(t);
     const req = await jobRequestFromYaml(TWO_STEPS, { runsOn: HOST, replyTo });
     await bus.publishJob(req);
     await events.finished(req.id);
-    const { MetricsServer } = await import("../../src/telemetry/metrics-server.js");
-    const server = new MetricsServer({ listen: "127.0.0.1:0", metrics, health: () => ({ ok: true, detail: {} }) });
+    // The health the CLI serves, of this very orchestrator, bus and store.
+    const server = new MetricsServer({
+      listen: "127.0.0.1:0",
+      metrics,
+      health: orchestratorHealth({ orchestrator, bus, store }),
+    });
     await server.start();
     t.after(() => server.stop());
     const text = await (await fetch(`http://${server.address}/metrics`)).text();
     assert.match(text, /gnomon_jobs_finished_total\{result="success",label="local:host"\} 1/);
     assert.match(text, /gnomon_job_duration_seconds_count\{label="local:host",result="success"\} 1/);
     assert.match(text, /gnomon_job_queue_wait_seconds_count\{label="local:host"\} 1/);
+    assert.ok(orchestrator.labels.includes(HOST));
     const health = await fetch(`http://${server.address}/healthz`);
     assert.equal(health.status, 200);
+    assert.deepEqual(await health.json(), {
+      ok: true,
+      orchestrator: orchestrator.id,
+      labels: orchestrator.labels,
+      runningJobs: 0,
+      freeVms: orchestrator.capacity.freeVms,
+      queue: "connected",
+      database: "ok",
+    });
+    await bus.stop(AbortSignal.timeout(5_000)); // as if the queue were gone: no job can start or finish
+    const down = await fetch(`http://${server.address}/healthz`);
+    assert.equal(down.status, 503);
+    assert.equal(((await down.json()) as { queue: string }).queue, "reconnecting");
   });
 });

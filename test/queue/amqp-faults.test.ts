@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { after, describe, it, type TestContext } from "node:test";
 import type { JobRequest } from "../../src/contract/job-request.js";
+import { queueHealth } from "../../src/orchestrator/health.js";
 import { AmqpBus } from "../../src/queue/amqp.js";
 import { amqpTopology } from "../../src/queue/amqp-topology.js";
 import type { JobDelivery } from "../../src/queue/bus.js";
@@ -220,6 +221,12 @@ describe("RabbitMQ bus under faults", () => {
       assert.equal(during.resolved(), 0, "no publish resolved while the broker was not taking them");
       assert.equal(p.deliveries.size, 20, "nothing published during the alarm reached a consumer");
     });
+    // What /healthz shows: connected, but no job can be queued or finish.
+    assert.match(p.forge.publishingBlocked ?? "", /memory/);
+    assert.deepEqual(queueHealth(p.forge), {
+      ok: false,
+      state: `publishing blocked by rabbitmq (${p.forge.publishingBlocked})`,
+    });
     await alarm.clear();
     await within(during.done, "every publish confirmed once the alarm cleared", 60_000);
     await until(() => p.deliveries.size === 20 + TOTAL, "every job consumed");
@@ -231,6 +238,7 @@ describe("RabbitMQ bus under faults", () => {
     await until(() => p.events.size === 20 + TOTAL, "every job's event reached the runner's stream");
     await until(() => p.pubLog.count(/rabbitmq unblocked publishing/, INFO) === 1, "the publisher logs the all-clear");
     assert.equal(p.pubLog.count(/lost the rabbitmq connection/), 0, "the blocked connection was kept, not replaced");
+    assert.deepEqual(queueHealth(p.forge), { ok: true, state: "connected" });
   });
 
   it("survives a RabbitMQ restart (stop_app, start_app) with publishes waiting for it", async (t) => {
