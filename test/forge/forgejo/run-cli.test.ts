@@ -10,10 +10,12 @@ import { after, describe, it } from "node:test";
 import type { JobEvent, JobEventBody } from "../../../src/contract/job-event.js";
 import { openSecrets } from "../../../src/contract/sealed-secrets.js";
 import { AmqpBus } from "../../../src/queue/amqp.js";
+import { amqpTopology } from "../../../src/queue/amqp-topology.js";
 import type { JobDelivery } from "../../../src/queue/bus.js";
 import { startFakeForgejo } from "../../fakes/forgejo-server.js";
+import { job } from "../../queue/helpers.js";
 import { GNOMON_BIN, registerForgejoWithCli } from "../../support/cli.js";
-import { deleteTopology, leftovers, RABBIT_URL, testPrefix } from "../../support/rabbit.js";
+import { deleteTopology, leftovers, queuePolicy, RABBIT_URL, readyMessages, testPrefix } from "../../support/rabbit.js";
 import { workflow } from "./harness.js";
 
 function startGnomon(
@@ -115,6 +117,53 @@ describe("gnomon forgejo run", () => {
     const s = done.steps[0]!;
     assert.deepEqual(done.rows.slice(s.logIndex, s.logIndex + s.logLength), ["hello from the VM"]);
 
+    gnomon.child.kill("SIGTERM");
+    assert.equal(await gnomon.exit, 0, gnomon.stderr());
+  });
+  it("fails a task whose job RabbitMQ refuses (a negative confirm), with the broker's refusal as its last line", async (t) => {
+    const forgejo = await startFakeForgejo(t);
+    const cwd = mkdtempSync(join(tmpdir(), "gnomon-run-"));
+    const image = `forgejo-cli-${randomUUID().slice(0, 8)}`;
+    await registerForgejoWithCli(forgejo, `linux:vm:${image}`, cwd);
+    writeFileSync(join(cwd, "gnomon.yaml"), "forgejo:\n  fetchInterval: 100ms\n  reportInterval: 100ms\n");
+    const prefix = testPrefix(RUN);
+    // An operator's length limit on this test's queues only; a quorum queue takes one message over it.
+    await queuePolicy(t, prefix, { "max-length": 0, overflow: "reject-publish" });
+    const filler = new AmqpBus({ url: RABBIT_URL, prefix, connectionName: "test-filler" });
+    await filler.start();
+    t.after(() => filler.stop(AbortSignal.timeout(5_000)));
+    await filler.publishJob(job(image)); // the queue is full from now on
+    const queue = amqpTopology(prefix).jobQueue(image);
+
+    const gnomon = startGnomon(["forgejo", "run"], cwd, {
+      AMQP_URL: RABBIT_URL,
+      GNOMON_AMQP_PREFIX: prefix,
+      GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"),
+      GNOMON_LOG_LEVEL: "warn",
+    });
+    t.after(async () => {
+      gnomon.child.kill("SIGKILL");
+      await gnomon.exit;
+    });
+    t.after(() => deleteTopology(prefix));
+
+    const jobId = forgejo.queueJob({ workflow: workflow(1) });
+    const task = await forgejo.waitFor(
+      () => {
+        const x = forgejo.taskOfJob(jobId);
+        return x?.status === "failure" && x.logArchived ? x : undefined;
+      },
+      "the task to fail",
+      30_000,
+    );
+    assert.match(
+      task.rows.at(-1) ?? "",
+      new RegExp(
+        `^gnomon could not queue the job: RabbitMQ refused message [0-9a-f-]{36} for "${queue.replace(/\./g, "\\.")}"`,
+      ),
+      task.rows.join("\n"),
+    );
+    assert.equal(await readyMessages(queue), 1, "only the filler is queued: the refused job is not");
     gnomon.child.kill("SIGTERM");
     assert.equal(await gnomon.exit, 0, gnomon.stderr());
   });
