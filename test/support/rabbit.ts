@@ -130,6 +130,9 @@ export async function queuePolicy(
   });
 }
 
+/** The longest a test may keep the broker's memory alarm up, whatever happens to the test. */
+const MAX_ALARM_MS = 30_000;
+
 /**
  * RabbitMQ's memory alarm, raised on purpose: the broker then blocks every connection that publishes,
  * the whole broker's, other tests' too, so keep it up for a few seconds only. The watermark it had is
@@ -151,7 +154,9 @@ export async function memoryAlarm(t: { after(fn: () => Promise<void>): unknown }
     );
   const restore = absolute ? ["absolute", absolute[1]!] : [was];
   let raised = false;
+  let watchdog: NodeJS.Timeout | undefined;
   const clear = async (): Promise<void> => {
+    clearTimeout(watchdog);
     if (!raised) return;
     await rabbitmqctl("set_vm_memory_high_watermark", ...restore);
     raised = false;
@@ -160,6 +165,8 @@ export async function memoryAlarm(t: { after(fn: () => Promise<void>): unknown }
   return {
     async raise() {
       raised = true;
+      // Even a test stuck before its after-hooks must not block the shared broker for long.
+      watchdog = setTimeout(() => void clear().catch(() => {}), MAX_ALARM_MS);
       await rabbitmqctl("set_vm_memory_high_watermark", "0.0000001");
     },
     clear,
