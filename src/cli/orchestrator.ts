@@ -8,6 +8,7 @@ import { readRegistration } from "../forge/github/credentials.js";
 import { createGitHubRunner } from "../forge/github/runner.js";
 import { runServices, type Service, type ServiceLayer } from "../lifecycle/service.js";
 import { Slots } from "../lifecycle/slots.js";
+import { orchestratorHealth } from "../orchestrator/health.js";
 import type { Orchestrator } from "../orchestrator/orchestrator.js";
 import type { JobBus } from "../queue/bus.js";
 import type { Store } from "../store/store.js";
@@ -46,31 +47,9 @@ function metricsEndpoint(
       listen: config.orchestrator.metricsListen,
       metrics,
       // Unhealthy while the queue or the database is out of reach: no job can start or finish then.
-      health: () => {
-        const since = storeUnreachableSince(store);
-        const ok = bus.connected && since === undefined;
-        return {
-          ok,
-          detail: {
-            orchestrator: orchestrator.id,
-            labels: orchestrator.labels,
-            runningJobs: orchestrator.runningJobs.length,
-            freeVms: orchestrator.capacity.freeVms,
-            queue: bus.connected ? "connected" : "reconnecting",
-            database: since === undefined ? "ok" : `unreachable since ${new Date(since).toISOString()}`,
-          },
-        };
-      },
+      health: orchestratorHealth({ orchestrator, bus, store }),
     }),
   ];
-}
-
-function storeUnreachableSince(store: Store): number | undefined {
-  try {
-    return store.db.unreachableSince;
-  } catch {
-    return Date.now(); // not open (starting or stopping)
-  }
 }
 
 async function serve(

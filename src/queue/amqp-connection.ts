@@ -57,6 +57,7 @@ export class AmqpConnection {
   readonly #stop = new AbortController();
   #model: ChannelModel | undefined;
   #up = false;
+  #blocked: string | undefined;
   #loop: Promise<void> | undefined;
 
   constructor(opts: AmqpConnectionOptions) {
@@ -70,6 +71,11 @@ export class AmqpConnection {
 
   get isUp(): boolean {
     return this.#up;
+  }
+
+  /** The broker's reason while it blocks this connection's publishes (a resource alarm). */
+  get blockedReason(): string | undefined {
+    return this.#up ? this.#blocked : undefined;
   }
 
   /** Connects for the first time, retrying until `timeoutMs`; rejects with a typed error. */
@@ -128,11 +134,18 @@ export class AmqpConnection {
     // Errors arrive as 'error' followed by 'close'; 'close' is where we act.
     model.on("error", () => {});
     model.on("close", (err?: Error) => this.#onClose(model, err));
-    model.on("blocked", (reason: string) =>
-      this.#opts.log.warn({ reason }, "rabbitmq blocked publishing (resource alarm); publishes wait until it clears"),
-    );
-    model.on("unblocked", () => this.#opts.log.info("rabbitmq unblocked publishing"));
+    model.on("blocked", (reason: string) => {
+      if (this.#model !== model) return;
+      this.#blocked = reason || "resource alarm";
+      this.#opts.log.warn({ reason }, "rabbitmq blocked publishing (resource alarm); publishes wait until it clears");
+    });
+    model.on("unblocked", () => {
+      if (this.#model !== model) return;
+      this.#blocked = undefined;
+      this.#opts.log.info("rabbitmq unblocked publishing");
+    });
     this.#model = model;
+    this.#blocked = undefined;
     try {
       await this.#opts.onUp(model);
     } catch (err) {

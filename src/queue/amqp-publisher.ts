@@ -2,7 +2,8 @@
 // at once (many in flight, confirmed in batches by the broker) and its promise resolves only when
 // RabbitMQ confirmed it — on this connection or, after an outage, on a later one: whatever was not
 // confirmed when a connection died is published again, in its original order. It never drops a
-// message silently: a negative confirm rejects, an unroutable message is declared for and resent.
+// message silently: a negative confirm rejects, an unroutable message is declared for and resent
+// (a missing queue returns it; a missing exchange closes the channel, and the bus declares again).
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ChannelModel, ConfirmChannel, Message, Options } from "amqplib";
 import type { Logger } from "../telemetry/log.js";
@@ -36,7 +37,10 @@ export interface PublisherDeps {
   readonly isDeclared: (queue: string) => boolean;
   readonly declare: (queue: string) => Promise<void>;
   readonly forget: (queue: string) => void;
-  /** The confirm channel died while its connection lives on. */
+  /**
+   * The confirm channel died while its connection lives on, e.g. closed by the broker (404) for a
+   * publish to an exchange an operator deleted; `err` is the broker's reason when it gave one.
+   */
   readonly onChannelLost: (err: Error) => void;
 }
 
@@ -74,8 +78,11 @@ export class AmqpPublisher {
   /** Takes a fresh confirm channel on a new connection and resends everything unconfirmed. */
   async attach(model: ChannelModel): Promise<void> {
     const ch = await model.createConfirmChannel();
-    ch.on("error", () => {});
-    ch.on("close", () => this.#onChannelClose(ch));
+    let why: Error | undefined;
+    ch.on("error", (err: unknown) => {
+      why = asError(err);
+    });
+    ch.on("close", () => this.#onChannelClose(ch, why));
     ch.on("return", (msg: Message) => this.#onReturn(ch, msg));
     this.#channel = ch;
     this.#blocked = false;
@@ -215,12 +222,12 @@ export class AmqpPublisher {
         o.returned = true;
   }
 
-  #onChannelClose(ch: ConfirmChannel): void {
+  #onChannelClose(ch: ConfirmChannel, why: Error | undefined): void {
     this.#closed.add(ch);
     if (this.#channel !== ch) return;
     this.#channel = undefined;
     this.#blocked = false;
-    this.#deps.onChannelLost(new Error("the publisher confirm channel closed"));
+    this.#deps.onChannelLost(why ?? new Error("the publisher confirm channel closed"));
   }
 
   #settle(o: Outgoing, err?: Error): void {

@@ -23,6 +23,8 @@ export interface SubscriptionDeps {
 /** What the bus restores on every new connection. */
 export interface Restorable {
   attach(model: ChannelModel): Promise<void>;
+  /** Declares its queue and bindings again on the live connection (an exchange was recreated). */
+  redeclare(): Promise<void>;
   detach(): void;
   /** Ends it; `graceful` also removes what only it used (its cancel queue). */
   close(graceful: boolean): Promise<void>;
@@ -70,6 +72,10 @@ abstract class ChannelConsumer implements Restorable, Subscription {
 
   detach(): void {
     this.channel = undefined;
+  }
+
+  async redeclare(): Promise<void> {
+    if (!this.closed) await this.declare();
   }
 
   cancel(): Promise<void> {

@@ -41,7 +41,7 @@ import {
   type Restorable,
 } from "./amqp-subscriptions.js";
 import { type AmqpTopology, amqpTopology, DEFAULT_PREFIX } from "./amqp-topology.js";
-import { type BackoffOptions, DEFAULT_RECONNECT_BACKOFF } from "./backoff.js";
+import { type BackoffOptions, backoffMs, DEFAULT_RECONNECT_BACKOFF, jitter } from "./backoff.js";
 import type { EventDelivery, JobBus, JobConsumer, JobDelivery, Subscription } from "./bus.js";
 import {
   DEAD_AT_HEADER,
@@ -92,6 +92,10 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
   readonly #subscriptions = new Set<Restorable>();
   #state: State = "new";
   #stopped: Promise<void> | undefined;
+  /** Publisher channels lost in a row (each soon after the last), and when the last one was. */
+  #publisherLosses = 0;
+  #publisherLostAt = 0;
+  #publisherRestore: NodeJS.Timeout | undefined;
 
   constructor(opts: AmqpBusOptions) {
     this.#opts = opts;
@@ -105,7 +109,7 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
       isDeclared: (q) => this.#declarations.isDeclared(q),
       declare: (q) => this.#declarations.workQueue(q),
       forget: (q) => this.#declarations.forget(q),
-      onChannelLost: () => this.#restoreLater("publisher", (m) => this.#publisher.attach(m)),
+      onChannelLost: (err) => this.#restorePublisher(err),
     });
     this.#conn = new AmqpConnection({
       url: opts.url,
@@ -152,6 +156,7 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
       return;
     }
     this.#state = "stopping";
+    clearTimeout(this.#publisherRestore);
     // Take no new jobs: held ones go back to the front of their queues.
     await Promise.all([...this.#consumers].map((c) => c.cancel()));
     try {
@@ -175,6 +180,10 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
 
   get connected(): boolean {
     return this.#state === "running" && this.#conn.isUp;
+  }
+
+  get publishingBlocked(): string | undefined {
+    return this.#state === "running" ? this.#conn.blockedReason : undefined;
   }
 
   async publishJob(request: JobRequest): Promise<void> {
@@ -393,13 +402,34 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
     for (const s of this.#subscriptions) s.detach();
   }
 
-  /** A channel died while its connection lives on: restore it once this turn's close handling ran. */
-  #restoreLater(what: string, attach: (m: ChannelModel) => Promise<void>): void {
+  /**
+   * The publisher's channel died while the connection lives on. The broker closes it (404) for a
+   * publish to a missing exchange: one an operator deleted, and with it the bindings of the
+   * dead-letter and cancel queues. Resending on a bare new channel would close it again at once, in
+   * a loop, so the exchanges and every binding are declared again first; and a channel that keeps
+   * dying is restored with the reconnect backoff, never in a tight loop.
+   */
+  #restorePublisher(err: Error): void {
+    // After this turn's close handling: when the whole connection went, the reconnect restores it.
     setImmediate(() => {
-      const model = this.#conn.model;
-      if (!model || this.#state === "stopped") return;
-      this.#log.warn(`the ${what} channel closed; restoring it`);
-      attach(model).catch((err: unknown) => this.#conn.recycle(asError(err)));
+      if (!this.#conn.model || this.#state === "stopped") return;
+      const now = Date.now();
+      const backoff = this.#opts.reconnectBackoff ?? DEFAULT_RECONNECT_BACKOFF;
+      // A channel that lived longer than the longest backoff starts the count again.
+      this.#publisherLosses = now - this.#publisherLostAt > backoff.maxMs ? 1 : this.#publisherLosses + 1;
+      this.#publisherLostAt = now;
+      const delayMs = this.#publisherLosses > 1 ? jitter(backoffMs(backoff, this.#publisherLosses - 1)) : 0;
+      this.#log.warn({ err: err.message, retryInMs: delayMs }, "the publisher channel closed; restoring it");
+      clearTimeout(this.#publisherRestore);
+      this.#publisherRestore = setTimeout(() => {
+        const model = this.#conn.model;
+        if (!model || this.#state === "stopped") return;
+        void (async () => {
+          await this.#declarations.base();
+          await Promise.all([...this.#subscriptions].map((s) => s.redeclare()));
+          await this.#publisher.attach(model);
+        })().catch((e: unknown) => this.#conn.recycle(asError(e)));
+      }, delayMs);
     });
   }
 

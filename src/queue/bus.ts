@@ -37,6 +37,11 @@ export interface Subscription {
 export interface JobBus extends Service {
   /** False while the broker connection is down and being restored (and before start, after stop). */
   readonly connected: boolean;
+  /**
+   * Why the broker holds publishes back right now although connected (RabbitMQ's resource alarm:
+   * its reason, e.g. "low on memory"); undefined when it does not. Publishes wait meanwhile.
+   */
+  readonly publishingBlocked?: string | undefined;
   /** Publishes a job for its `runsOn` label; resolves only after the broker confirmed it. */
   publishJob(request: JobRequest): Promise<void>;
   /**

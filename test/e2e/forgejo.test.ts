@@ -247,19 +247,17 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
     );
     assert.equal(qemuPids(vm.id).length, 1, "the VM runs");
 
-    const cancelledAt = Date.now();
     forgejo.cancelJob(jobId);
     const job = await until(
       async () => {
         const j = await stage.store.jobs.get(vm.jobId);
         return j?.state === "cancelled" ? j : undefined;
       },
-      "the orchestrator to end the job cancelled",
+      "the orchestrator to end the job cancelled", // bounded far below the step's 600 s sleep
       60_000,
     );
     assert.equal(job.result, "cancelled");
     await vmGone(stage, vm);
-    assert.ok(Date.now() - cancelledAt < 60_000, "the step was stopped, not waited for");
 
     const task = await finished(forgejo, jobId, 30_000);
     const all = task.rows.join("\n");
@@ -298,9 +296,10 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
         byStart[i]!.createdMs >= byStart[i - 1]!.stoppedMs!,
         `task ${byStart[i]!.id} was fetched after task ${byStart[i - 1]!.id} had ended`,
       );
+    // The fake is a Forgejo 14+: a FetchTask without task_capacity would be a runner that forgot it.
     assert.ok(
-      forgejo.fetchCapacities.every((c) => c === undefined || c === 1),
-      `asked for at most one task each time: ${forgejo.fetchCapacities.join(",")}`,
+      forgejo.fetchCapacities.length >= 3 && forgejo.fetchCapacities.every((c) => c === 1),
+      `asked for one task each time: ${forgejo.fetchCapacities.join(",")}`,
     );
   });
 
@@ -431,13 +430,11 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
     assert.equal(forgejo.taskOfJob(jobId)?.status, "running", "Forgejo still thinks the job runs");
 
     second = spawnUp(dir, env);
-    const restartedAt = Date.now();
+    // Bounded far below Forgejo's own reaper (10 min), which would fail the task without a word.
     const task = await finished(forgejo, jobId, 120_000);
     assert.equal(task.status, "failure", `${task.rows.join("\n")}\n${second.stderr()}`);
     assert.equal(task.rows.at(-1), LOST_RUNNER_LINE);
     assert.ok(task.rows.includes("started"), "the lines Forgejo had are kept");
-    const tookMs = Date.now() - restartedAt;
-    assert.ok(tookMs < 120_000, `ended ${tookMs} ms after the restart (Forgejo's own reaper would take 10 min)`);
     await until(() => qemuPids(dataDir).length === 0, "the dead process's VM to be reaped", 60_000);
 
     // And the restarted runner works: the next job runs to success.

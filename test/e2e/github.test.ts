@@ -374,7 +374,6 @@ describe("github end to end (fake GitHub, RabbitMQ, PostgreSQL, a real VM)", () 
     assert.equal(ended.result, "cancelled");
     assert.match(ended.failureReason ?? "", /lock of GitHub job .* expired|no longer knows job/);
     await vmGone(stage, vm);
-    assert.ok(Date.now() - failingSince < lockMs + 60_000, "stopped soon after the lock ran out");
     const lost = fake.job(job.jobId);
     assert.equal(lost.state, "lost", "GitHub gave the job up too");
     assert.ok(lost.lockExpiredAt !== undefined && lost.lockExpiredAt >= failingSince);

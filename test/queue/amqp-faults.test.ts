@@ -1,15 +1,28 @@
 // Fault tests for the RabbitMQ bus: connections cut mid-stream through a TCP proxy the test
 // controls, and a broker restart. Forge side and orchestrator side are separate buses (separate
 // connections); both must recover on their own, and every job (and the event the orchestrator
-// reports for it) must arrive exactly once after dedupe by id.
+// reports for it) must arrive exactly once after dedupe by id. The resource-alarm test blocks every
+// publisher on the broker for a few seconds, which is why this file, like the other fault tests,
+// runs only with --test-concurrency=1.
 import assert from "node:assert/strict";
 import { after, describe, it, type TestContext } from "node:test";
+import type { JobRequest } from "../../src/contract/job-request.js";
+import { queueHealth } from "../../src/orchestrator/health.js";
 import { AmqpBus } from "../../src/queue/amqp.js";
 import { amqpTopology } from "../../src/queue/amqp-topology.js";
 import type { JobDelivery } from "../../src/queue/bus.js";
 import { capturedLog, INFO, WARN } from "../support/captured-log.js";
-import { deleteTopology, leftovers, RABBIT_URL, rabbitmqctl, readyMessages, testPrefix } from "../support/rabbit.js";
+import {
+  deleteTopology,
+  leftovers,
+  memoryAlarm,
+  RABBIT_URL,
+  rabbitmqctl,
+  readyMessages,
+  testPrefix,
+} from "../support/rabbit.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
+import { within } from "../support/within.js";
 import { event, holdsFor, job, uid, until } from "./helpers.js";
 
 const RUN = `gt-faults-${process.pid}`;
@@ -58,28 +71,43 @@ async function pair(t: TestContext, url: string) {
   };
 }
 
-/** Publishes `total` jobs with at most `window` unconfirmed at a time; returns every id and promise. */
-function publishStream(bus: AmqpBus, label: string, total: number, window: number) {
+/**
+ * Publishes `total` jobs with at most `window` unconfirmed at a time, each padded by `padBytes`;
+ * returns every id and promise.
+ */
+function publishStream(bus: AmqpBus, label: string, total: number, window: number, padBytes = 0) {
   const ids: string[] = [];
   const confirmed: Promise<void>[] = [];
   let inFlight = 0;
+  let resolved = 0;
   let room: (() => void) | undefined;
   const done = (async () => {
     for (let i = 0; i < total; i++) {
       if (inFlight >= window) await new Promise<void>((r) => (room = r));
-      const j = job(label);
+      const j = padBytes > 0 ? padded(label, padBytes) : job(label);
       ids.push(j.id);
       inFlight += 1;
-      const p = bus.publishJob(j).finally(() => {
-        inFlight -= 1;
-        room?.();
-        room = undefined;
-      });
+      const p = bus
+        .publishJob(j)
+        .then(() => {
+          resolved += 1;
+        })
+        .finally(() => {
+          inFlight -= 1;
+          room?.();
+          room = undefined;
+        });
       confirmed.push(p);
     }
     await Promise.all(confirmed);
   })();
-  return { ids, done };
+  return { ids, done, resolved: () => resolved };
+}
+
+/** A job that is `padBytes` bigger than usual (in a workflow variable). */
+function padded(label: string, padBytes: number): JobRequest {
+  const j = job(label);
+  return { ...j, contexts: { ...j.contexts, vars: { pad: "x".repeat(padBytes) } } };
 }
 
 describe("RabbitMQ bus under faults", () => {
@@ -175,6 +203,42 @@ describe("RabbitMQ bus under faults", () => {
     );
     assert.ok(got.every((d) => d.redelivered));
     for (const d of got) await d.ack();
+  });
+
+  it("holds publishes while a resource alarm blocks publishing, confirms each once it clears, and logs both", async (t) => {
+    const alarm = await memoryAlarm(t); // its restore is the first after-hook: before the buses stop
+    const p = await pair(t, RABBIT_URL);
+    const warm = publishStream(p.forge, p.label, 20, 20);
+    await warm.done;
+    await until(() => p.events.size === 20, "the warm-up jobs' events reached the runner");
+
+    await alarm.raise();
+    // 15 MB: more than the sockets and amqplib's write buffer take, so the rest waits for 'drain'.
+    const TOTAL = 5_000;
+    const during = publishStream(p.forge, p.label, TOTAL, TOTAL, 2_000);
+    await until(() => p.pubLog.count(/rabbitmq blocked publishing/, WARN) === 1, "the publisher logs the block");
+    await holdsFor(500, () => {
+      assert.equal(during.resolved(), 0, "no publish resolved while the broker was not taking them");
+      assert.equal(p.deliveries.size, 20, "nothing published during the alarm reached a consumer");
+    });
+    // What /healthz shows: connected, but no job can be queued or finish.
+    assert.match(p.forge.publishingBlocked ?? "", /memory/);
+    assert.deepEqual(queueHealth(p.forge), {
+      ok: false,
+      state: `publishing blocked by rabbitmq (${p.forge.publishingBlocked})`,
+    });
+    await alarm.clear();
+    await within(during.done, "every publish confirmed once the alarm cleared", 60_000);
+    await until(() => p.deliveries.size === 20 + TOTAL, "every job consumed");
+    assert.deepEqual(new Set(p.deliveries.keys()), new Set([...warm.ids, ...during.ids]));
+    assert.ok(
+      [...p.deliveries.values()].every((n) => n === 1),
+      "each job arrived once: nothing was published twice",
+    );
+    await until(() => p.events.size === 20 + TOTAL, "every job's event reached the runner's stream");
+    await until(() => p.pubLog.count(/rabbitmq unblocked publishing/, INFO) === 1, "the publisher logs the all-clear");
+    assert.equal(p.pubLog.count(/lost the rabbitmq connection/), 0, "the blocked connection was kept, not replaced");
+    assert.deepEqual(queueHealth(p.forge), { ok: true, state: "connected" });
   });
 
   it("survives a RabbitMQ restart (stop_app, start_app) with publishes waiting for it", async (t) => {

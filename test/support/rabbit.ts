@@ -111,3 +111,64 @@ export async function startTestBus(
 }
 
 const cleaned = new Set<string>();
+
+/**
+ * Applies a queue policy (`definition`, e.g. a length limit) to the queues whose names start with
+ * `prefix.`: scoped to one test's prefix, it touches nothing else on the shared broker. Removed again
+ * when `t` ends. RabbitMQ applies a policy to a queue declared later too.
+ */
+export async function queuePolicy(
+  t: { after(fn: () => Promise<void>): unknown },
+  prefix: string,
+  definition: Record<string, unknown>,
+): Promise<void> {
+  const name = `${prefix}-policy`;
+  const pattern = `^${prefix.replace(/[.]/g, "\\.")}\\.`;
+  await rabbitmqctl("set_policy", "--apply-to", "queues", name, pattern, JSON.stringify(definition));
+  t.after(async () => {
+    await rabbitmqctl("clear_policy", name);
+  });
+}
+
+/** The longest a test may keep the broker's memory alarm up, whatever happens to the test. */
+const MAX_ALARM_MS = 30_000;
+
+/**
+ * RabbitMQ's memory alarm, raised on purpose: the broker then blocks every connection that publishes,
+ * the whole broker's, other tests' too, so keep it up for a few seconds only. The watermark it had is
+ * put back when `t` ends (also when the test failed); `clear()` puts it back at once.
+ */
+export async function memoryAlarm(t: { after(fn: () => Promise<void>): unknown }): Promise<{
+  raise(): Promise<void>;
+  clear(): Promise<void>;
+}> {
+  const was = (await rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")).trim();
+  const absolute = /^\{absolute,\s*(\d+)\}$/.exec(was);
+  if (!absolute && !/^\d+(\.\d+)?(e-?\d+)?$/.test(was))
+    throw new Error(`cannot read RabbitMQ's memory watermark to restore it later (got "${was}")`);
+  // A run killed while the alarm was up left the tiny watermark behind: never "restore" that.
+  if (!absolute && Number(was) < 0.01)
+    throw new Error(
+      `RabbitMQ's memory watermark is ${was}: a killed test left the alarm up. Restore it first ` +
+        "(`rabbitmqctl set_vm_memory_high_watermark 0.4`, the default)",
+    );
+  const restore = absolute ? ["absolute", absolute[1]!] : [was];
+  let raised = false;
+  let watchdog: NodeJS.Timeout | undefined;
+  const clear = async (): Promise<void> => {
+    clearTimeout(watchdog);
+    if (!raised) return;
+    await rabbitmqctl("set_vm_memory_high_watermark", ...restore);
+    raised = false;
+  };
+  t.after(clear);
+  return {
+    async raise() {
+      raised = true;
+      // Even a test stuck before its after-hooks must not block the shared broker for long.
+      watchdog = setTimeout(() => void clear().catch(() => {}), MAX_ALARM_MS);
+      await rabbitmqctl("set_vm_memory_high_watermark", "0.0000001");
+    },
+    clear,
+  };
+}

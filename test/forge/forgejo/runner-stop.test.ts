@@ -2,6 +2,7 @@
 // the allowance the stop gives it, so `gnomon up` / `forgejo run` exit soon after SIGTERM.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { within } from "../../support/within.js";
 import { runJob, startHarness, workflow } from "./harness.js";
 
 describe("Forgejo runner stop", () => {
@@ -15,10 +16,8 @@ describe("Forgejo runner stop", () => {
     const refused = h.forgejo.faultsInjected("UpdateLog");
     await h.forgejo.waitFor(() => h.forgejo.faultsInjected("UpdateLog") >= refused + 2, "the final report retrying");
 
-    const started = Date.now();
-    await h.runner.stop(AbortSignal.timeout(100));
-    const tookMs = Date.now() - started;
-    assert.ok(tookMs < 20_000, `stop returned after ${tookMs} ms (the allowance is 15 s)`);
+    // The allowance is 15 s; a stop that sat out finalTimeout (120 s) would run into this bound.
+    await within(h.runner.stop(AbortSignal.timeout(100)), "the stop to return", 60_000);
     assert.equal(h.runner.activeTasks, 0);
     assert.equal(h.forgejo.taskOfJob(jobId)?.status, "running", "Forgejo never heard the end (it was down)");
   });

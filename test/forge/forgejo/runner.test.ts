@@ -184,8 +184,8 @@ describe("Forgejo runner", () => {
     for (const id of ids) await h.forgejo.waitFor(() => h.forgejo.jobStatus(id) === "success", `job ${id} to succeed`);
     assert.equal(h.forgejo.maxRunning(h.creds.uuid), 1);
     assert.ok(
-      h.forgejo.fetchCapacities.every((c) => c === 1),
-      "never asked for more than its one slot",
+      h.forgejo.fetchCapacities.length >= 3 && h.forgejo.fetchCapacities.every((c) => c === 1),
+      `asked for its one slot each time: ${h.forgejo.fetchCapacities.join(",")}`,
     );
   });
 

@@ -6,11 +6,25 @@ import { existsSync, mkdtempSync, statSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { startFakeGitHub } from "../../fakes/github-server.js";
 import { runGnomon } from "../../support/cli.js";
+import { deleteTopology, leftovers, RABBIT_URL, testPrefix } from "../../support/rabbit.js";
 
-const AMQP_URL = process.env["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672";
+// Never the production prefix ("gnomon"): the broker is shared with other tests and installations.
+const RUN = `gt-github-cli-${process.pid}`;
+
+/** The environment of a `github run` on the test broker, under a prefix deleted when `t` ends. */
+function runEnv(t: { after(fn: () => Promise<void>): unknown }): NodeJS.ProcessEnv {
+  const prefix = testPrefix(RUN);
+  t.after(() => deleteTopology(prefix));
+  return {
+    AMQP_URL: RABBIT_URL,
+    GNOMON_AMQP_PREFIX: prefix,
+    GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"),
+    GNOMON_LOG_LEVEL: "silent",
+  };
+}
 const dirFor = () => join(mkdtempSync(join(tmpdir(), "gnomon-gh-cli-")), "github");
 
 /** A local port nothing listens on (taken, then closed). */
@@ -26,6 +40,10 @@ function closedPort(): Promise<number> {
 }
 
 describe("gnomon github (bundled CLI)", () => {
+  after(async () => {
+    assert.deepEqual(await leftovers(RUN), [], "every test deleted its queues and exchanges");
+  });
+
   it("registers with the v2 flow, refuses a second registration into the same directory, and removes it", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2" });
     const dir = dirFor();
@@ -176,7 +194,7 @@ describe("gnomon github (bundled CLI)", () => {
     assert.equal(reg.code, 0, reg.stderr);
     fake.deleteRunner(fake.runners()[0]!.id);
     const run = await runGnomon(["github", "run", "--credentials-dir", dir], {
-      env: { AMQP_URL, GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"), GNOMON_LOG_LEVEL: "silent" },
+      env: runEnv(t),
     });
     assert.equal(run.code, 2, run.stderr);
     assert.match(run.stderr, /no longer exists .*run `gnomon github register` again/);
@@ -231,7 +249,7 @@ describe("gnomon github (bundled CLI)", () => {
     ]);
     assert.equal(reg.code, 0, reg.stderr);
     const run = await runGnomon(["github", "run", "--credentials-dir", dir, "--runner-version", "2.330.0"], {
-      env: { AMQP_URL, GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"), GNOMON_LOG_LEVEL: "silent" },
+      env: runEnv(t),
     });
     assert.equal(run.code, 2, run.stderr);
     assert.match(
