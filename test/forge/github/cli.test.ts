@@ -221,7 +221,7 @@ describe("gnomon github (bundled CLI)", () => {
     fake.queueJob({ labels: ["debian-12"] });
     fake.queueJob({ labels: ["debian-12"] });
     const run = await runGnomon(["github", "run", "--credentials-dir", dir], {
-      env: { AMQP_URL, GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"), GNOMON_LOG_LEVEL: "silent" },
+      env: runEnv(t),
       timeoutMs: 30_000,
     });
     assert.equal(run.code, 0, run.stderr);
