@@ -1,8 +1,9 @@
 // How much of a document gnomon reads from a job or a forge (a workflow, an action.yml, a Forgejo
 // task's payload and context, a GitHub job message's template tokens and contexts): the one place
-// the limits are named. They are checked before anything is expanded, so a hostile document (an
-// alias bomb, a nesting bomb) is refused in milliseconds instead of blocking the process for
-// minutes; each is far above what real workflows need. docs/faq.md lists them.
+// the limits are named. The size limits are checked before anything is expanded, so a hostile
+// document (an alias bomb, a nesting bomb) is refused in milliseconds instead of blocking the
+// process for minutes; the schema's checks, slow on some shapes within them, run on a worker thread
+// within maxParseMs. Each is far above what real workflows need. docs/faq.md lists them.
 
 export interface DocumentLimits {
   /** The size of the text, in UTF-8 bytes. Large real workflows are a few hundred KiB. */
@@ -19,6 +20,12 @@ export interface DocumentLimits {
    * string repeats the string. Four times maxBytes, so a file of the largest size may reuse a lot.
    */
   readonly maxExpandedBytes: number;
+  /**
+   * How long reading one workflow or action file may take on the parser's worker thread. Within the
+   * other limits the schema's checks still grow with the square of some shapes (thousands of jobs,
+   * a long script full of expressions: seconds at 1 MiB); a 1 MiB real workflow takes under 1 s.
+   */
+  readonly maxParseMs: number;
 }
 
 export const DOCUMENT_LIMITS: DocumentLimits = Object.freeze({
@@ -26,6 +33,7 @@ export const DOCUMENT_LIMITS: DocumentLimits = Object.freeze({
   maxDepth: 100,
   maxNodes: 250_000,
   maxExpandedBytes: 4 * 1024 * 1024,
+  maxParseMs: 10_000,
 });
 
 /**

@@ -1,8 +1,7 @@
-// Pure: a Forgejo task → a contract JobRequest. The single-job workflow payload is parsed by
-// src/workflow into the job spec (within the document limits), the task context becomes the github
-// context (without any token), and the job token, the runtime token and the task's secrets are
-// sealed. Never logs, never reads a clock or the environment (async only because the workflow
-// parser is).
+// A Forgejo task → a contract JobRequest. The single-job workflow payload is parsed by src/workflow
+// into the job spec (on its parser thread, within the document limits), the task context becomes
+// the github context (without any token), and the job token, the runtime token and the task's
+// secrets are sealed. Never logs, never reads a clock or the environment.
 import { createHash } from "node:crypto";
 import { JobRequest } from "../../contract/job-request.js";
 import { sealSecrets } from "../../contract/sealed-secrets.js";
@@ -10,7 +9,8 @@ import { boundedToJs, parseBoundedYaml } from "../../workflow/bounded-yaml.js";
 import { DOCUMENT_LIMITS, nestsDeeperThan } from "../../workflow/document-limits.js";
 import { WorkflowError } from "../../workflow/errors.js";
 import type { PlannedJob } from "../../workflow/job-plan.js";
-import { parseSingleJobWorkflow, planSingleJob, singleJobShouldRun } from "../../workflow/single-job.js";
+import { readSingleJobWorkflow } from "../../workflow/parse-thread.js";
+import { planSingleJob, singleJobShouldRun } from "../../workflow/single-job.js";
 import { type ForgejoTask, type JsonObject, taskNeeds, taskPayloadText } from "./client.js";
 import { JobSkippedError, TaskRejectedError } from "./errors.js";
 import { labelForJob, type RunnerLabel } from "./labels.js";
@@ -157,7 +157,7 @@ export async function toJobRequest(task: ForgejoTask, cx: ConversionContext): Pr
 
   let leg: PlannedJob;
   try {
-    const single = await parseSingleJobWorkflow(payload.text, payload.file);
+    const single = await readSingleJobWorkflow(payload.text, payload.file);
     const planCtx = { github, vars: { ...task.vars }, inputs, needs: planNeeds };
     // Forgejo leaves the job's `if:` to the runner, as forgejo-runner evaluates it.
     if (!singleJobShouldRun(single, planCtx))
