@@ -13,8 +13,9 @@ import { executeJob, type JobOutcome } from "../engine/engine.js";
 import { createHostExecutor } from "../executor/host.js";
 import { WorkflowError } from "../workflow/errors.js";
 import { evaluateJobIf, type NeedResult, type PlannedJob, planJob } from "../workflow/job-plan.js";
+import { readWorkflowFile } from "../workflow/parse-thread.js";
 import { combineLegs, jobsInOrder, transitiveNeeds } from "../workflow/run-plan.js";
-import { parseWorkflowFile, type Workflow } from "../workflow/workflow.js";
+import type { Workflow } from "../workflow/workflow.js";
 import { type Command, UsageError } from "./command.js";
 import { EXIT } from "./exit-codes.js";
 import { LocalFleet } from "./local-fleet.js";
@@ -315,7 +316,7 @@ export const execCommand: Command = {
       const shown =
         inWorkspace && !inWorkspace.startsWith("..") ? inWorkspace : relative(process.cwd(), file) || basename(file);
       try {
-        workflows.push(await parseWorkflowFile(shown, await readFile(file, "utf8")));
+        workflows.push(await readWorkflowFile(shown, await readFile(file, "utf8")));
       } catch (err) {
         if (!(err instanceof WorkflowError)) throw err;
         invalid = true;

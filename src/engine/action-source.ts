@@ -2,8 +2,9 @@
 // git from the job's actions URL (on the executor, so the machine that runs it has it), or
 // something gnomon cannot run. Loads and validates the action's metadata file.
 import { FileNotFoundError } from "../executor/executor.js";
-import { type ActionDefinition, parseActionFile } from "../workflow/action-file.js";
+import type { ActionDefinition } from "../workflow/action-file.js";
 import { WorkflowError } from "../workflow/errors.js";
+import { readActionFile } from "../workflow/parse-thread.js";
 import { hasGitSomewhere, runGitFetch } from "./git-fetch.js";
 import type { JobRuntime } from "./runtime.js";
 
@@ -52,7 +53,8 @@ export async function loadAction(job: JobRuntime, dir: string, display: string):
       throw err;
     }
     try {
-      return parseActionFile(`${display}/${name}`, text);
+      // On the parser thread: an action.yml comes from the job, and may be built to be slow to read.
+      return await readActionFile(`${display}/${name}`, text);
     } catch (err) {
       if (err instanceof WorkflowError)
         throw new ActionUnavailableError(`the action ${display} is invalid: ${err.message}`, { cause: err });

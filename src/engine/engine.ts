@@ -172,8 +172,9 @@ async function execute(input: JobInput, opts: EngineOptions, hostGit: HostGit | 
   const jobLine = (text: string) => log.line(null, "main", text);
   const timeout = AbortSignal.timeout(spec.timeoutMinutes * 60_000);
   const signal = AbortSignal.any([opts.signal, timeout]);
+  // The reason travels in job-finished only: every reporter shows it there (Forgejo's closing line,
+  // GitHub's error, exec's summary), so a log line of it here would show it twice.
   const finish = (result: JobResult, outputs: Readonly<Record<string, string>>, reason?: string): JobOutcome => {
-    if (reason) jobLine(`##[error]${reason}`);
     log.event({ kind: "job-finished", result, outputs: { ...outputs }, reason });
     log.flush();
     return { result, outputs, reason: reason === undefined ? undefined : masker.mask(reason) };
@@ -332,7 +333,8 @@ async function jobOutputs(job: JobRuntime, top: Frame): Promise<Record<string, s
     raw = evaluateStringMap(job.spec.outputs, top.scope(top.baseEnv()));
   } catch (err) {
     const reason = err instanceof WorkflowError ? err.message : errorMessage(err);
-    job.log.line(null, "main", `##[error]the job's outputs could not be evaluated: ${reason}`);
+    for (const line of `the job's outputs could not be evaluated: ${reason}`.split(/\r?\n/))
+      job.log.line(null, "main", `##[error]${line}`);
     job.status = job.status === "cancelled" ? "cancelled" : "failure";
     return {};
   }

@@ -139,14 +139,15 @@ export class StepOutput {
   }
 }
 
-/** An error/warning/notice: an `##[level]` log line and an annotation event. */
+/** An error/warning/notice: `##[level]` log lines and an annotation event. */
 export function annotate(
   frame: Frame,
   level: "error" | "warning" | "notice",
   message: string,
   cmd?: WorkflowCommand,
 ): void {
-  frame.line(`##[${level}]${message}`);
+  // One `##[level]` line per line of the message (an invalid action lists one problem a line).
+  for (const line of message.split(/\r?\n/)) frame.line(`##[${level}]${line}`);
   const num = (name: string) => {
     const v = cmd ? prop(cmd, name) : undefined;
     return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;

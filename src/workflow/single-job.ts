@@ -1,11 +1,13 @@
 // A Forgejo task's `workflow_payload` (a single-job workflow the server already split, matrix
 // reduced, runs-on evaluated) as the one job to run. Tolerates what Forgejo adds or leaves that is
 // not GitHub syntax: bookkeeping keys, `needs:` (the results come with the task), null steps and
-// strategy scalars written as strings. Pure.
-import { parseDocument, stringify } from "yaml";
+// scalars written as strings (strategy, timeouts). The payload is read within DOCUMENT_LIMITS and
+// cleaned in place, as a YAML document, so nothing is expanded and lines stay the payload's. Pure.
+import { isAlias, isMap, isScalar, isSeq, Pair, type ParsedNode, Scalar, type YAMLMap } from "yaml";
+import { parseBoundedYaml } from "./bounded-yaml.js";
 import { WorkflowError } from "./errors.js";
 import { evaluateJobIf, type PlanContexts, type PlannedJob, planJob } from "./job-plan.js";
-import { parseWorkflowFile, type Workflow, type WorkflowJob } from "./workflow.js";
+import { parseWorkflowYaml, type Workflow, type WorkflowJob } from "./workflow.js";
 
 const WORKFLOW_KEYS = new Set(["name", "run-name", "on", "permissions", "env", "defaults", "concurrency", "jobs"]);
 const JOB_KEYS = new Set([
@@ -38,56 +40,73 @@ export interface SingleJob {
   readonly dropped: readonly string[];
 }
 
-/** Cleans the payload as described above and parses it; exactly one job is expected. */
+/**
+ * Cleans the payload as described above and parses it; exactly one job is expected. Every problem,
+ * a limit included, throws WorkflowError citing `file`.
+ */
 export async function parseSingleJobWorkflow(yamlText: string, file = "workflow_payload"): Promise<SingleJob> {
-  const doc = parseDocument(yamlText, { uniqueKeys: false });
-  if (doc.errors.length > 0)
-    throw new WorkflowError(
-      doc.errors.map((e) => ({ file, line: e.linePos?.[0]?.line, col: e.linePos?.[0]?.col, message: e.message })),
-    );
-  const root: unknown = doc.toJS();
-  if (!isRecord(root)) throw new WorkflowError([{ file, message: "the payload is not a YAML mapping" }]);
+  const yaml = parseBoundedYaml(file, yamlText);
+  const resolve = (n: ParsedNode | null | undefined): ParsedNode | undefined =>
+    n && isAlias(n) ? yaml.aliases.get(n) : (n ?? undefined);
+  const root = resolve(yaml.doc.contents);
+  if (!root || !isMap(root)) throw new WorkflowError([{ file, message: "the payload is not a YAML mapping" }]);
   const dropped: string[] = [];
   dropUnknown(root, WORKFLOW_KEYS, "", dropped);
-  root["on"] ??= "push"; // the schema needs a trigger; the task's context says which event ran
-  const jobs = root["jobs"];
-  const entries = isRecord(jobs) ? Object.entries(jobs) : [];
+  // The schema needs a trigger; the task's context says which event ran.
+  const on = root.items.find((p) => keyOf(p) === "on");
+  if (!on) root.items.push(new Pair(new Scalar("on"), new Scalar("push")) as YAMLMap.Parsed["items"][number]);
+  else if (isNull(resolve(on.value))) on.value = new Scalar("push") as Scalar.Parsed;
+  const jobs = resolve(valueAt(root, "jobs"));
+  const entries = jobs && isMap(jobs) ? jobs.items : [];
   const [entry] = entries;
   if (!entry || entries.length !== 1)
     throw new WorkflowError([{ file, message: "the payload must hold exactly one job under `jobs:`" }]);
-  const [jobId, job] = entry;
-  if (!isRecord(job)) throw new WorkflowError([{ file, message: `jobs.${jobId} is not a mapping` }]);
+  const jobId = keyOf(entry);
+  const job = resolve(entry.value);
+  if (!job || !isMap(job)) throw new WorkflowError([{ file, message: `jobs.${jobId} is not a mapping` }]);
   dropUnknown(job, JOB_KEYS, `jobs.${jobId}.`, dropped);
-  if (Array.isArray(job["steps"])) job["steps"] = job["steps"].filter((s: unknown) => s !== null);
-  const strategy = job["strategy"];
-  if (isRecord(strategy)) {
-    const ff = strategy["fail-fast"];
-    if (ff === "true" || ff === "false") strategy["fail-fast"] = ff === "true";
-    const mp = strategy["max-parallel"];
-    if (typeof mp === "string" && /^\d+$/.test(mp)) strategy["max-parallel"] = Number(mp);
+  const steps = resolve(valueAt(job, "steps"));
+  if (steps && isSeq(steps)) steps.items = steps.items.filter((s) => !isNull(resolve(s)));
+  const strategy = resolve(valueAt(job, "strategy"));
+  if (strategy && isMap(strategy)) {
+    const ff = resolve(valueAt(strategy, "fail-fast"));
+    if (isScalar(ff) && (ff.value === "true" || ff.value === "false")) ff.value = ff.value === "true";
+    numberFromString(resolve(valueAt(strategy, "max-parallel")));
   }
-  const workflow = await parseWorkflowFile(file, stringify(root, { lineWidth: 0 }));
+  // forgejo-runner ≥ 8.0.1 tolerates these as strings ("30"), which the schema does not.
+  for (const k of ["timeout-minutes", "cancel-timeout-minutes"]) numberFromString(resolve(valueAt(job, k)));
+  const workflow = await parseWorkflowYaml(yaml);
   const parsed = workflow.jobs[0];
   if (!parsed) throw new WorkflowError([{ file, message: "the payload holds no job" }]);
   return { workflow, job: parsed, dropped };
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
+/** A key as text (bounded-yaml.ts admits only scalar keys). */
+function keyOf(pair: { readonly key: unknown }): string {
+  return isScalar(pair.key) ? String(pair.key.value) : "";
+}
+
+function valueAt(map: YAMLMap.Parsed, key: string): ParsedNode | null | undefined {
+  return map.items.find((p) => keyOf(p) === key)?.value;
+}
+
+function isNull(n: ParsedNode | undefined): boolean {
+  return n === undefined || (isScalar(n) && (n.value === null || n.value === undefined));
+}
+
+/** A scalar string of digits ("30") becomes the number, in place. */
+function numberFromString(n: ParsedNode | undefined): void {
+  if (isScalar(n) && typeof n.value === "string" && /^\d+$/.test(n.value.trim())) n.value = Number(n.value);
 }
 
 /** Drops keys that are not GitHub syntax (and `needs:`, whose results come with the task). */
-function dropUnknown(
-  map: Record<string, unknown>,
-  known: ReadonlySet<string>,
-  prefix: string,
-  dropped: string[],
-): void {
-  for (const key of Object.keys(map)) {
-    if (known.has(key)) continue;
-    delete map[key];
+function dropUnknown(map: YAMLMap.Parsed, known: ReadonlySet<string>, prefix: string, dropped: string[]): void {
+  map.items = map.items.filter((p) => {
+    const key = keyOf(p);
+    if (known.has(key)) return true;
     dropped.push(`${prefix}${key}`);
-  }
+    return false;
+  });
 }
 
 /** The job's spec and contexts for the task (its matrix is already one leg). */

@@ -5,8 +5,9 @@ import { convertWorkflowTemplate, ErrorPolicy } from "@actions/workflow-parser/m
 import { isMapping, isString } from "@actions/workflow-parser/templates/tokens/type-guards";
 import type { StepSpec } from "../contract/job-request.js";
 import type { SerializedToken } from "../contract/template-token.js";
+import { type BoundedYaml, parseBoundedYaml } from "./bounded-yaml.js";
 import { mappingValue, toStepSpecs } from "./steps.js";
-import { readTemplateFile, throwIfProblems } from "./template-file.js";
+import { readTemplateYaml, throwIfProblems } from "./template-file.js";
 import { toSerializedToken } from "./tokens.js";
 
 export interface WorkflowJob {
@@ -44,9 +45,15 @@ export interface Workflow {
   readonly jobs: readonly WorkflowJob[];
 }
 
-/** Parses and validates a workflow file. */
+/** Parses and validates a workflow file (within DOCUMENT_LIMITS). */
 export async function parseWorkflowFile(file: string, content: string): Promise<Workflow> {
-  const { context, root } = readTemplateFile("workflow", file, content);
+  return await parseWorkflowYaml(parseBoundedYaml(file, content));
+}
+
+/** As parseWorkflowFile(), for YAML already read within the limits. */
+export async function parseWorkflowYaml(yaml: BoundedYaml): Promise<Workflow> {
+  const file = yaml.file;
+  const { context, root } = readTemplateYaml("workflow", yaml);
   const template = await convertWorkflowTemplate(context, root, undefined, { errorPolicy: ErrorPolicy.TryConversion });
   throwIfProblems(context, file);
 

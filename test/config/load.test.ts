@@ -153,12 +153,18 @@ describe("configuration", () => {
     assert.throws(
       () => loadConfig({ env: { GNOMON_HEARTBEAT_INTERVAL: "50ms" } }),
       (e: unknown) =>
-        e instanceof ConfigError && /GNOMON_HEARTBEAT_INTERVAL: "50ms" is shorter than 100ms, the least that works .*; set it to 100ms or more/.test(e.message),
+        e instanceof ConfigError &&
+        /GNOMON_HEARTBEAT_INTERVAL: "50ms" is shorter than 100ms, the least that works .*; set it to 100ms or more/.test(
+          e.message,
+        ),
     );
     assert.throws(
       () => loadConfig({ env: { GNOMON_ORCHESTRATOR_SILENCE: "900ms" } }),
       (e: unknown) =>
-        e instanceof ConfigError && /GNOMON_ORCHESTRATOR_SILENCE: "900ms" is shorter than 1s, the least that works .*; set it to 1s or more/.test(e.message),
+        e instanceof ConfigError &&
+        /GNOMON_ORCHESTRATOR_SILENCE: "900ms" is shorter than 1s, the least that works .*; set it to 1s or more/.test(
+          e.message,
+        ),
     );
   });
 

@@ -220,12 +220,14 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
     );
     const breaks = stepRows(task, 1);
     assert.ok(breaks.includes("about to fail"), all);
-    assert.ok(
-      breaks.some((r) => /exit code 3/.test(r)),
-      `the failing step's log says why: ${breaks.join(" | ")}`,
+    assert.deepEqual(
+      breaks.filter((r) => /exit code 3/.test(r)),
+      ["##[error]Process completed with exit code 3."],
+      `the failing step's log says why, once: ${breaks.join(" | ")}`,
     );
     assert.ok(!task.rows.includes("never printed"), all);
     assert.equal(task.rows.at(-1), "the step 'Breaks' failed", "the last row says why the job failed");
+    assert.equal(task.rows.filter((r) => r.includes("the step 'Breaks' failed")).length, 1, `said once:\n${all}`);
     await vmGone(stage, vm);
   });
 

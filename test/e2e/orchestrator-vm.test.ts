@@ -10,6 +10,7 @@ import { EventCollector, logText, resultOf, startOrchestrator } from "../support
 import { isAlive, qemuPids, until } from "../support/qemu-processes.js";
 import { startTestBus } from "../support/rabbit.js";
 import { testImage } from "../support/test-image.js";
+import { aliasBombAction } from "../support/yaml-bombs.js";
 
 const WORKFLOW = `
 on: push
@@ -65,6 +66,50 @@ describe("orchestrator end to end (RabbitMQ, PostgreSQL, a real VM)", () => {
       got.filter((e) => e.kind === "step-finished").map((e) => (e.kind === "step-finished" ? e.conclusion : "")),
       ["success", "success", "success"],
     );
+  });
+
+  it("a local action that is an alias bomb fails only its step, and the orchestrator runs the next job", async (t) => {
+    const { bus } = await startTestBus(t, "e2e-bomb");
+    const replyTo = `runner-${randomUUID().slice(0, 8)}`;
+    const events = await EventCollector.start(t, bus, replyTo);
+    const { store } = await startOrchestrator(t, { bus, databaseUrl: td.location, labels: ["test"], maxVms: 1 });
+    // A step writes the bomb (8 levels of aliases, ~500 bytes) into the workspace; the next uses it.
+    const b64 = Buffer.from(aliasBombAction(8)).toString("base64");
+    const bomb = await jobRequestFromYaml(
+      `on: push
+jobs:
+  bomb:
+    runs-on: test
+    steps:
+      - run: mkdir -p that && echo ${b64} | base64 -d > that/action.yml && wc -c that/action.yml
+      - uses: ./that
+      - if: always()
+        run: echo "still here after the bomb"
+`,
+      { runsOn: "test", replyTo },
+    );
+    const next = await jobRequestFromYaml(WORKFLOW, { runsOn: "test", replyTo });
+    await bus.publishJob(bomb);
+    await bus.publishJob(next);
+    const got = await events.finished(bomb.id, 240_000);
+    const lines = logText(got);
+    assert.deepEqual(
+      got.flatMap((e) => (e.kind === "step-finished" && e.stage === "main" ? [e.conclusion] : [])),
+      ["success", "failure", "success"],
+      lines.join("\n"),
+    );
+    assert.ok(
+      lines.some((l) =>
+        /^##\[error\]the action \.\/that is invalid: \.\/that\/action\.yml:\d+:\d+: the YAML holds more than 250000 values once its aliases are expanded .*\(maxNodes\)/.test(
+          l,
+        ),
+      ),
+      lines.join("\n"),
+    );
+    assert.ok(lines.includes("still here after the bomb"), lines.join("\n"));
+    assert.equal(resultOf(got)?.result, "failure");
+    assert.equal(resultOf(await events.finished(next.id, 240_000))?.result, "success", "the next job ran to its end");
+    assert.equal((await store.jobs.get(next.id))?.state, "succeeded");
   });
 
   it("a cancellation mid-step stops the step, runs cleanup, ends the job cancelled and destroys its VM", async (t) => {

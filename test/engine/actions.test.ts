@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { createHostExecutor, type HostExecutor } from "../../src/executor/host.js";
+import { aliasBombAction } from "../support/yaml-bombs.js";
 import { printed, runJob } from "./run-job.js";
 
 const job = (steps: string) => `on: push
@@ -327,6 +328,73 @@ describe("engine: actions gnomon cannot run", () => {
     assert.equal(r.outcome.result, "failure");
     assert.ok(
       r.stepLines(0).some((l) => /the action \.\/bad is invalid: \.\/bad\/action\.yml:4:7: /.test(l)),
+      r.stepLines(0).join("\n"),
+    );
+  });
+
+  it("lists each problem of an invalid action.yml on an error line of its own", async (t) => {
+    const r = await runJob(t, job(`      - uses: ./bad`), {
+      before: files({
+        "bad/action.yml": "runs:\n  using: composite\n  steps:\n    - runn: x\n    - name: y\n      usses: z\n",
+      }),
+    });
+    const errors = r.stepLines(0).filter((l) => l.startsWith("##[error]"));
+    assert.ok(errors.length >= 3, errors.join("\n"));
+    assert.match(errors[0] ?? "", /^##\[error\]the action \.\/bad is invalid: \d+ problems:$/);
+    assert.ok(
+      errors.some((l) => /^##\[error\] {2}\.\/bad\/action\.yml:4:7: Unexpected value 'runn'$/.test(l)),
+      errors.join("\n"),
+    );
+    assert.ok(
+      errors.some((l) => /^##\[error\] {2}\.\/bad\/action\.yml:6:7: Unexpected value 'usses'$/.test(l)),
+      errors.join("\n"),
+    );
+    assert.ok(
+      r.lines.every((l) => !l.includes("\n")),
+      "no log line holds a line break",
+    );
+  });
+
+  it("fails only the step whose local action, written by the step before, is an alias bomb", async (t) => {
+    const b64 = Buffer.from(aliasBombAction(8)).toString("base64");
+    const r = await runJob(
+      t,
+      job(`      - run: mkdir -p that && echo ${b64} | base64 -d > that/action.yml
+      - uses: ./that
+      - if: always()
+        run: echo still running`),
+    );
+    assert.deepEqual(r.conclusions, ["success", "failure", "success"]);
+    assert.ok(
+      r
+        .stepLines(1)
+        .some((l) =>
+          /^##\[error\]the action \.\/that is invalid: \.\/that\/action\.yml:\d+:\d+: the YAML holds more than 250000 values once its aliases are expanded .*\(maxNodes\)/.test(
+            l,
+          ),
+        ),
+      r.stepLines(1).join("\n"),
+    );
+    assert.ok(r.stepLines(2).includes("still running"));
+  });
+
+  it("fails only the step whose remote action is an alias bomb", async (t) => {
+    const actions = await tempDir(t, "gnomon-actions-");
+    await gitRepo(actions, "octo/bomb", { "action.yml": aliasBombAction(8) });
+    const r = await runJob(
+      t,
+      job("      - uses: octo/bomb@v1\n      - if: always()\n        run: echo still running"),
+      {
+        actionsUrl: `file://${actions}`,
+      },
+    );
+    assert.deepEqual(r.conclusions, ["failure", "success"]);
+    assert.ok(
+      r
+        .stepLines(0)
+        .some((l) =>
+          /^##\[error\]the action octo\/bomb@v1 is invalid: octo\/bomb@v1\/action\.yml:\d+:\d+: .*\(maxNodes\)/.test(l),
+        ),
       r.stepLines(0).join("\n"),
     );
   });

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { runGnomon } from "../support/cli.js";
+import { aliasBombWorkflow } from "../support/yaml-bombs.js";
 
 async function workspace(
   t: TestContext,
@@ -153,6 +154,17 @@ jobs:
     const r = await exec(dir);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /^\.github\/workflows\/bad\.yml:6:9: Unexpected value 'runn'$/m);
+    assert.match(r.stderr, /the workflow is invalid; nothing was run/);
+  });
+
+  it("refuses an alias-bomb workflow at once with the limit it passes, and exits 2 without running anything", async (t) => {
+    const dir = await workspace(t, { "bomb.yml": aliasBombWorkflow(8, "ubuntu-latest") });
+    const r = await exec(dir);
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      /^\.github\/workflows\/bomb\.yml:\d+:\d+: the YAML holds more than 250000 values once its aliases are expanded .*\(maxNodes\); .*write the repeated parts out/m,
+    );
     assert.match(r.stderr, /the workflow is invalid; nothing was run/);
   });
 

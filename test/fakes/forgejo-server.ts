@@ -13,7 +13,7 @@ import { create, type JsonObject, type MessageInitShape } from "@bufbuild/protob
 import { type Timestamp, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { parse as parseYaml } from "yaml";
+import { parseDocument } from "yaml";
 import { PingService } from "../../src/gen/ping/v1/services_pb.js";
 import {
   type FetchTaskResponseSchema,
@@ -114,6 +114,7 @@ interface JobRow {
   readonly eventName: string;
   readonly event: JsonObject;
   readonly repository: string;
+  readonly file: string;
   readonly contextExtra: JsonObject;
 }
 
@@ -126,6 +127,8 @@ export interface QueueJobInput {
   readonly eventName?: string;
   readonly event?: JsonObject;
   readonly repository?: string;
+  /** The workflow's path in the repository (default .forgejo/workflows/ci.yml). */
+  readonly file?: string;
   /** Merged over the generated task context (e.g. to drop the default actions URL). */
   readonly context?: JsonObject;
 }
@@ -260,7 +263,10 @@ export class FakeForgejo {
 
   /** Queues one job (state waiting) and bumps the tasks version. Returns the job id. */
   queueJob(input: QueueJobInput): number {
-    const doc = parseYaml(input.workflow) as { jobs?: Record<string, { "runs-on"?: unknown; steps?: unknown[] }> };
+    // Aliases are kept as references (no alias budget): a job may hold an alias bomb for gnomon to refuse.
+    const doc = parseDocument(input.workflow).toJS({ maxAliasCount: -1 }) as {
+      jobs?: Record<string, { "runs-on"?: unknown; steps?: unknown[] }>;
+    };
     const keys = Object.keys(doc.jobs ?? {});
     if (keys.length !== 1) throw new Error(`queueJob wants a workflow with exactly one job, got ${keys.length}`);
     const key = keys[0]!;
@@ -291,6 +297,7 @@ export class FakeForgejo {
       eventName: input.eventName ?? "push",
       event: input.event ?? {},
       repository: input.repository ?? "alice/demo",
+      file: input.file ?? ".forgejo/workflows/ci.yml",
       contextExtra: input.context ?? {},
     });
     this.#version += 1;
@@ -648,7 +655,9 @@ export class FakeForgejo {
       repositoryUrl: `${this.url}${job.repository}`,
       actor: "alice",
       triggering_actor: "",
-      workflow: "ci.yml",
+      // The workflow id is its file name; newer servers add workflow_ref with the path.
+      workflow: job.file.slice(job.file.lastIndexOf("/") + 1),
+      workflow_ref: `${job.repository}/${job.file}@refs/heads/main`,
       job: job.key,
       run_id: String(job.runId),
       run_number: String(job.id),

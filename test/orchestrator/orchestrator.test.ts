@@ -2,7 +2,11 @@
 // each job takes milliseconds: the event stream, outcomes in the store, cancellation, capacity,
 // a cancelled queued job, and the metrics. The VM journeys are in test/e2e/.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { orchestratorHealth } from "../../src/orchestrator/health.js";
 import { MemoryBus } from "../../src/queue/memory.js";
@@ -10,6 +14,7 @@ import { MetricsServer } from "../../src/telemetry/metrics-server.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { jobRequestFromYaml } from "../support/job-requests.js";
 import { EventCollector, logText, resultOf, startOrchestrator } from "../support/orchestrators.js";
+import { aliasBombAction } from "../support/yaml-bombs.js";
 
 const HOST = "local:host";
 
@@ -125,6 +130,50 @@ describe("orchestrator (in-process bus, PostgreSQL, host labels)", () => {
     );
     assert.equal(resultOf(got)?.result, "failure");
     assert.equal((await store.jobs.get(req.id))?.state, "failed");
+  });
+
+  it("fails only the step whose remote action is an alias bomb, at once, and runs another job meanwhile", async (t) => {
+    const { bus, replyTo, events, store } = await setup(t, { maxVms: 2 });
+    // The forge's side: a repository octo/bomb whose action.yml is the bomb, served by git.
+    const actions = mkdtempSync(join(tmpdir(), "gnomon-actions-"));
+    t.after(() => rmSync(actions, { recursive: true, force: true }));
+    const repo = join(actions, "octo", "bomb");
+    mkdirSync(repo, { recursive: true });
+    writeFileSync(join(repo, "action.yml"), aliasBombAction(8));
+    const git = (...args: string[]) =>
+      execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@e", ...args], { cwd: repo, stdio: "ignore" });
+    git("init", "-q", "-b", "main");
+    git("add", "-A");
+    git("commit", "-q", "-m", "bomb");
+    git("tag", "v1");
+    const bomb = {
+      ...(await jobRequestFromYaml(
+        "on: push\njobs:\n  j:\n    runs-on: local\n    steps:\n      - uses: octo/bomb@v1\n      - if: always()\n        run: echo after the bomb\n",
+        { runsOn: HOST, replyTo },
+      )),
+      actionsUrl: `file://${actions}`,
+    };
+    const other = await jobRequestFromYaml(TWO_STEPS, { runsOn: HOST, replyTo });
+    await bus.publishJob(bomb);
+    await bus.publishJob(other);
+    const got = await events.finished(bomb.id);
+    assert.deepEqual(
+      got.flatMap((e) => (e.kind === "step-finished" && e.stage === "main" ? [e.conclusion] : [])),
+      ["failure", "success"],
+    );
+    const said = got.flatMap((e) => (e.kind === "annotation" ? [e.message] : []));
+    assert.ok(
+      said.some((m) =>
+        /^the action octo\/bomb@v1 is invalid: octo\/bomb@v1\/action\.yml:\d+:\d+: the YAML holds more than 250000 values once its aliases are expanded .*\(maxNodes\)/.test(
+          m,
+        ),
+      ),
+      said.join("\n"),
+    );
+    assert.ok(logText(got).includes("after the bomb"));
+    assert.equal(resultOf(got)?.result, "failure");
+    assert.equal(resultOf(await events.finished(other.id))?.result, "success", "the other job ran to its end");
+    assert.equal((await store.jobs.get(bomb.id))?.state, "failed");
   });
 
   it("masks secrets in the event stream", async (t) => {

@@ -121,6 +121,35 @@ jobs:
     assert.equal(singleJobShouldRun(always, { github: {}, needs: needs("failure") }), true);
   });
 
+  it("refuse a payload with an alias that names no anchor as a WorkflowError, not a ReferenceError", async () => {
+    await assert.rejects(
+      parseSingleJobWorkflow(
+        `on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n        env: { A: *nowhere }\n`,
+        "ci.yml",
+      ),
+      (err: unknown) => {
+        assert.ok(err instanceof WorkflowError, String(err));
+        assert.match(err.message, /^ci\.yml:7:\d+: the alias \*nowhere has no anchor &nowhere before it$/);
+        return true;
+      },
+    );
+  });
+
+  it("read a payload that reuses one anchor many times, which yaml's own alias budget refused", async () => {
+    const uses = Array.from({ length: 150 }, (_, i) => `      - run: echo ${i}\n        env: *common\n`).join("");
+    const single = await parseSingleJobWorkflow(
+      `on: push\njobs:\n  a:\n    runs-on: x\n    env: &common { A: "1", B: "2" }\n    steps:\n${uses}`,
+    );
+    assert.equal(single.job.steps.length, 150);
+    assert.deepEqual(single.job.steps[149]?.env, {
+      type: 2,
+      map: [
+        { Key: "A", Value: "1" },
+        { Key: "B", Value: "2" },
+      ],
+    });
+  });
+
   it("accepts a payload without `on:` and refuses one with two jobs", async () => {
     await parseSingleJobWorkflow("jobs:\n  a:\n    runs-on: x\n    steps: [{ run: echo }]\n");
     await assert.rejects(

@@ -99,11 +99,15 @@ export class TaskRecord {
         if (event.stage === "main" && event.step !== null) this.#enterStep(event.step, event.lines[0]?.t ?? event.t);
         for (const line of event.lines) this.log(line.text, line.t);
         break;
-      case "annotation": {
-        const where = event.file ? ` (${event.file}${event.line !== undefined ? `:${event.line}` : ""})` : "";
-        this.log(`${event.level}: ${event.title ? `${event.title}: ` : ""}${event.message}${where}`, event.t);
+      case "annotation":
+        // The engine logs every annotation as a `##[level]message` line too; Forgejo has no
+        // annotations, so only a location it did not print is added.
+        if (event.file)
+          this.log(
+            `  at ${event.file}${event.line !== undefined ? `:${event.line}${event.col !== undefined ? `:${event.col}` : ""}` : ""}`,
+            event.t,
+          );
         break;
-      }
       case "step-finished": {
         const s = event.stage === "main" ? this.#steps[event.step] : undefined;
         if (!s) break;
@@ -122,15 +126,25 @@ export class TaskRecord {
     return true;
   }
 
-  /** Appends one log row, masked, where Forgejo's viewer expects it (see #target). */
+  /**
+   * Appends the text where Forgejo's viewer expects it (see #target), one row per line: a row is
+   * one line on the viewer, so a message of several lines (a rejected workflow's problems) would
+   * otherwise show as one row with its line breaks lost.
+   */
   log(text: string, timeMs: number): void {
-    const content = rowContent(this.#masker.mask(text));
-    const step = this.#target();
-    if (step) {
-      if (step.logLength === 0) step.logIndex = this.rowCount;
-      step.logLength += 1;
+    // Masked whole first: a secret of several lines is masked across the lines it spans.
+    for (const line of this.#masker
+      .mask(text)
+      .replace(/\r?\n$/, "")
+      .split(/\r?\n/)) {
+      const content = rowContent(line);
+      const step = this.#target();
+      if (step) {
+        if (step.logLength === 0) step.logIndex = this.rowCount;
+        step.logLength += 1;
+      }
+      this.#rows.push({ timeMs, content });
     }
-    this.#rows.push({ timeMs, content });
   }
 
   /**

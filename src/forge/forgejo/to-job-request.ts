@@ -1,13 +1,16 @@
-// Pure: a Forgejo task → a contract JobRequest. The single-job workflow payload is parsed by
-// src/workflow into the job spec, the task context becomes the github context (without any token),
-// and the job token, the runtime token and the task's secrets are sealed. Never logs, never reads a
-// clock or the environment (async only because the workflow parser is).
+// A Forgejo task → a contract JobRequest. The single-job workflow payload is parsed by src/workflow
+// into the job spec (on its parser thread, within the document limits), the task context becomes
+// the github context (without any token), and the job token, the runtime token and the task's
+// secrets are sealed. Never logs, never reads a clock or the environment.
 import { createHash } from "node:crypto";
-import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { JobRequest } from "../../contract/job-request.js";
 import { sealSecrets } from "../../contract/sealed-secrets.js";
+import { boundedToJs, parseBoundedYaml } from "../../workflow/bounded-yaml.js";
+import { DOCUMENT_LIMITS, nestsDeeperThan } from "../../workflow/document-limits.js";
+import { WorkflowError } from "../../workflow/errors.js";
 import type { PlannedJob } from "../../workflow/job-plan.js";
-import { parseSingleJobWorkflow, planSingleJob, singleJobShouldRun } from "../../workflow/single-job.js";
+import { readSingleJobWorkflow } from "../../workflow/parse-thread.js";
+import { planSingleJob, singleJobShouldRun } from "../../workflow/single-job.js";
 import { type ForgejoTask, type JsonObject, taskNeeds, taskPayloadText } from "./client.js";
 import { JobSkippedError, TaskRejectedError } from "./errors.js";
 import { labelForJob, type RunnerLabel } from "./labels.js";
@@ -58,26 +61,48 @@ export function jobIdForTask(instance: string, taskId: bigint): string {
 }
 
 interface Payload {
-  readonly yaml: string;
+  /** The payload's text; src/workflow undoes Forgejo's quirks. */
+  readonly text: string;
+  /** The workflow's file, as problems cite it. */
+  readonly file: string;
   readonly jobKey: string;
   /** Non-null entries of the job's steps: Forgejo made one step row per entry. */
   readonly stepCount: number;
 }
 
-/** The payload's text, its one job's key and step count; src/workflow undoes Forgejo's quirks. */
+/**
+ * The workflow's file as problems should cite it: its path in the repository from `workflow_ref`
+ * (newer servers: `owner/repo/.forgejo/workflows/ci.yml@refs/heads/main`) where that agrees with
+ * `workflow` (the file name), else that file name; `workflow_payload` when the task names neither.
+ */
+export function workflowFileOf(context: JsonObject): string {
+  const name = str(context["workflow"]);
+  const ref = str(context["workflow_ref"]);
+  const repository = str(context["repository"]);
+  if (ref && repository && ref.startsWith(`${repository}/`)) {
+    const path = ref.slice(repository.length + 1).replace(/@[^@]*$/, "");
+    if (/^\.(forgejo|gitea|github)\/workflows\/[^/]+$/.test(path) && (!name || path.endsWith(`/${name}`))) return path;
+  }
+  return name ?? "workflow_payload";
+}
+
+/** The payload, its one job's key and step count. */
 export function readPayload(task: ForgejoTask): Payload {
   const text = taskPayloadText(task);
   if (text === undefined || text.trim() === "")
     throw new TaskRejectedError(
       `Forgejo sent task ${task.id} without a workflow; re-run the job, and report it to the Forgejo admin if it happens again.`,
     );
+  const file = workflowFileOf(task.context ?? {});
   let doc: unknown;
   try {
-    doc = parseYaml(text, { uniqueKeys: false });
+    // Within the limits, so this costs what the text costs: nothing is expanded beyond them.
+    doc = boundedToJs(parseBoundedYaml(file, text));
   } catch (err) {
-    throw new TaskRejectedError(
-      `The workflow Forgejo sent for task ${task.id} is not valid YAML: ${(err as Error).message.split("\n")[0]}.`,
-    );
+    if (!(err instanceof WorkflowError)) throw err;
+    throw new TaskRejectedError(`The workflow Forgejo sent for task ${task.id} cannot be read: ${err.message}`, {
+      cause: err,
+    });
   }
   const jobs = isRecord(doc) ? doc["jobs"] : undefined;
   const keys = isRecord(jobs) ? Object.keys(jobs) : [];
@@ -89,18 +114,7 @@ export function readPayload(task: ForgejoTask): Payload {
   const job = jobs[jobKey];
   const steps: unknown = isRecord(job) ? job["steps"] : undefined;
   const stepCount = Array.isArray(steps) ? steps.filter((x) => x !== null && x !== undefined).length : 0;
-  // forgejo-runner ≥ 8.0.1 tolerates these as strings ("30"), which the schema does not; the other
-  // quirks (bookkeeping keys, needs, strategy scalars, null steps) are undone by src/workflow.
-  let changed = false;
-  if (isRecord(job))
-    for (const k of ["timeout-minutes", "cancel-timeout-minutes"]) {
-      const v = job[k];
-      if (typeof v === "string" && /^\d+$/.test(v.trim())) {
-        job[k] = Number(v);
-        changed = true;
-      }
-    }
-  return { yaml: changed ? stringifyYaml(doc, { lineWidth: 0 }) : text, jobKey, stepCount };
+  return { text, file, jobKey, stepCount };
 }
 
 /** The number of steps Forgejo created rows for (0 when the payload is unreadable). */
@@ -149,6 +163,14 @@ export function taskMaskValues(task: ForgejoTask): string[] {
 export async function toJobRequest(task: ForgejoTask, cx: ConversionContext): Promise<JobRequest> {
   const payload = readPayload(task);
   const context: JsonObject = task.context ?? {};
+  const maxDepth = DOCUMENT_LIMITS.maxDepth;
+  // Forgejo builds the context, but the event payload in it carries what users sent (dispatch inputs …).
+  if (nestsDeeperThan(context, maxDepth))
+    throw new TaskRejectedError(
+      `The context Forgejo sent for task ${task.id} (the github context with the event payload) nests more than ` +
+        `${maxDepth} arrays and objects deep, over gnomon's limit of ${maxDepth} (maxDepth); gnomon does not run it. ` +
+        "Trigger the workflow with a smaller event, or report it to the Forgejo admin.",
+    );
 
   const actionsUrl = compat(context, "default_actions_url");
   if (!actionsUrl)
@@ -167,10 +189,9 @@ export async function toJobRequest(task: ForgejoTask, cx: ConversionContext): Pr
     ),
   );
 
-  const fileName = str(context["workflow"]) ?? `${payload.jobKey}.yml`;
   let leg: PlannedJob;
   try {
-    const single = await parseSingleJobWorkflow(payload.yaml, fileName);
+    const single = await readSingleJobWorkflow(payload.text, payload.file);
     const planCtx = { github, vars: { ...task.vars }, inputs, needs: planNeeds };
     // Forgejo leaves the job's `if:` to the runner, as forgejo-runner evaluates it.
     if (!singleJobShouldRun(single, planCtx))

@@ -200,6 +200,27 @@ export class LockLostError extends Error {
   }
 }
 
+/**
+ * A job message beyond one of DOCUMENT_LIMITS (its contexts or template tokens nest too deep, or
+ * hold too many values): gnomon does not run the job, and fails it on GitHub with this message.
+ */
+export class JobMessageLimitError extends Error {
+  override readonly name = "JobMessageLimitError";
+  readonly code = "github.job-message-limit";
+  constructor(
+    readonly limit: "maxDepth" | "maxNodes",
+    readonly max: number,
+    what: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `${what}, over gnomon's limit of ${max} (${limit}) for what it reads from a job; ` +
+        "simplify the workflow (or the event payload) that made it",
+      options,
+    );
+  }
+}
+
 export function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }

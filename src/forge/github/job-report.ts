@@ -316,7 +316,8 @@ export class JobReport {
 
   #problem(r: ReportRecord, at: number, result: JobResult, reason: string): void {
     const level = result === "cancelled" ? "warning" : "error";
-    this.#line(r, at, `##[${level}]${reason}`);
+    // One `##[level]` line per line of the reason (a rejected workflow lists one problem a line).
+    for (const line of reason.split(/\r?\n/)) this.#line(r, at, `##[${level}]${line}`);
     r.issues.push({ level, message: reason, stepNumber: r.order });
   }
 

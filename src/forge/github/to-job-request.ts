@@ -4,6 +4,8 @@
 import { JobRequest, type JobSpec, type StepSpec } from "../../contract/job-request.js";
 import { MASK_HINT_PREFIX, sealSecrets } from "../../contract/sealed-secrets.js";
 import type { SerializedToken } from "../../contract/template-token.js";
+import { DOCUMENT_LIMITS } from "../../workflow/document-limits.js";
+import { JobMessageLimitError } from "./errors.js";
 import { derivedGuid } from "./guid.js";
 import { type AgentJobRequestMessage, decodeContextData, type WireStep } from "./wire.js";
 
@@ -264,6 +266,40 @@ function toStep(s: WireStep, ref: JobStepRef, i: number): StepResult {
   return { ok: true, step: { ...common, kind: "uses", uses, ...(inputs !== undefined ? { with: inputs } : {}) } };
 }
 
+/** Values in a token (its mappings and sequences, keys and scalars), counting up to `max` + 1. */
+function tokenNodes(t: SerializedToken | null | undefined, max: number): number {
+  if (t === null || t === undefined || typeof t !== "object") return 1;
+  let n = 1;
+  if (t.type === 1) for (const item of t.seq) if (n <= max) n += tokenNodes(item, max - n);
+  if (t.type === 2)
+    for (const { Key, Value } of t.map) if (n <= max) n += tokenNodes(Key, max - n) + tokenNodes(Value, max - n);
+  return n;
+}
+
+/**
+ * The job's template tokens (steps, env, defaults, outputs, containers) hold at most
+ * DOCUMENT_LIMITS.maxNodes values together, as a workflow file does once its aliases are expanded.
+ */
+function tokensOverLimit(msg: AgentJobRequestMessage): JobMessageLimitError | undefined {
+  const max = DOCUMENT_LIMITS.maxNodes;
+  const tokens: (SerializedToken | null | undefined)[] = [
+    msg.jobOutputs,
+    msg.jobContainer,
+    msg.jobServiceContainers,
+    ...(msg.environmentVariables ?? []),
+    ...(msg.defaults ?? []),
+  ];
+  for (const s of msg.steps)
+    tokens.push(s.displayNameToken, s.inputs, s.environment, s.continueOnError, s.timeoutInMinutes);
+  let n = 0;
+  for (const t of tokens) {
+    n += tokenNodes(t, max - n);
+    if (n > max)
+      return new JobMessageLimitError("maxNodes", max, `the job's steps and settings hold more than ${max} values`);
+  }
+  return undefined;
+}
+
 export interface JobRequestContext {
   /** `https://github.com/o/r`, or the server URL when the registration has none (JIT). */
   readonly instance: string;
@@ -292,10 +328,17 @@ export function toJobRequest(msg: AgentJobRequestMessage, job: GitHubJob, ctx: J
     steps.push(r.step);
   }
   const cd = msg.contextData ?? {};
-  const context = (name: string): unknown => {
-    const key = Object.keys(cd).find((k) => k.toLowerCase() === name);
-    return key === undefined ? undefined : decodeContextData(cd[key]);
-  };
+  const decoded = new Map<string, unknown>();
+  try {
+    for (const [k, v] of Object.entries(cd))
+      if (!decoded.has(k.toLowerCase())) decoded.set(k.toLowerCase(), decodeContextData(v, k));
+  } catch (err) {
+    if (err instanceof JobMessageLimitError) return { ok: false, reason: err.message };
+    throw err;
+  }
+  const context = (name: string): unknown => decoded.get(name);
+  const tooMany = tokensOverLimit(msg);
+  if (tooMany) return { ok: false, reason: tooMany.message };
   const { token: _token, ...github } = record(context("github"));
   const jobContext = record(context("job"));
   const vars = Object.fromEntries(

@@ -3,6 +3,8 @@
 // read case-insensitively; dictionaries keep their keys. Nothing here does I/O.
 import { z } from "zod";
 import type { SerializedToken } from "../../contract/template-token.js";
+import { DOCUMENT_LIMITS } from "../../workflow/document-limits.js";
+import { JobMessageLimitError } from "./errors.js";
 
 // ---------------------------------------------------------------- helpers
 
@@ -299,15 +301,22 @@ function prop(o: Record<string, unknown>, name: string): unknown {
  * GitHub's template token JSON → the contract's serialized token. Differences handled: position
  * fields are dropped, empty `seq`/`map`/`lit` and default `bool`/`num` may be omitted, mapping pairs
  * may be `Key`/`Value` or `key`/`value`, an insert expression carries `directive`, and an object
- * without `type` is a string.
+ * without `type` is a string. Sequences and mappings may nest DOCUMENT_LIMITS.maxDepth deep, as in
+ * a workflow file: deeper is refused before the recursion could exhaust the stack.
  */
-export function toSerializedToken(raw: unknown, path = "token"): TokenResult {
+export function toSerializedToken(raw: unknown, path = "token", depth = 1): TokenResult {
   if (raw === null || typeof raw === "string" || typeof raw === "number" || typeof raw === "boolean")
     return { ok: true, token: raw };
   if (typeof raw !== "object" || Array.isArray(raw)) return { ok: false, problem: `${path} is not a template token` };
   const o = raw as Record<string, unknown>;
   const type = prop(o, "type");
   const lit = prop(o, "lit");
+  const max = DOCUMENT_LIMITS.maxDepth;
+  if ((type === 1 || type === 2) && depth > max)
+    return {
+      ok: false,
+      problem: `${path.length > 80 ? `${path.slice(0, 80)}…` : path} nests more than ${max} mappings and sequences deep, over gnomon's limit of ${max} (maxDepth)`,
+    };
   switch (type) {
     case undefined:
     case 0:
@@ -317,7 +326,7 @@ export function toSerializedToken(raw: unknown, path = "token"): TokenResult {
       if (!Array.isArray(seq)) return { ok: false, problem: `${path}.seq is not a list` };
       const out: SerializedToken[] = [];
       for (const [i, item] of seq.entries()) {
-        const r = toSerializedToken(item, `${path}.seq[${i}]`);
+        const r = toSerializedToken(item, `${path}.seq[${i}]`, depth + 1);
         if (!r.ok) return r;
         out.push(r.token);
       }
@@ -329,9 +338,13 @@ export function toSerializedToken(raw: unknown, path = "token"): TokenResult {
       const out: { Key: SerializedToken; Value: SerializedToken }[] = [];
       for (const [i, pair] of map.entries()) {
         if (typeof pair !== "object" || pair === null) return { ok: false, problem: `${path}.map[${i}] is not a pair` };
-        const k = toSerializedToken(prop(pair as Record<string, unknown>, "Key"), `${path}.map[${i}].Key`);
+        const k = toSerializedToken(prop(pair as Record<string, unknown>, "Key"), `${path}.map[${i}].Key`, depth + 1);
         if (!k.ok) return k;
-        const v = toSerializedToken(prop(pair as Record<string, unknown>, "Value"), `${path}.map[${i}].Value`);
+        const v = toSerializedToken(
+          prop(pair as Record<string, unknown>, "Value"),
+          `${path}.map[${i}].Value`,
+          depth + 1,
+        );
         if (!v.ok) return v;
         out.push({ Key: k.token, Value: v.token });
       }
@@ -370,16 +383,26 @@ export const WireToken = z.unknown().transform((v, ctx): SerializedToken => {
 
 /**
  * PipelineContextData (spec 7.3) → plain JSON. Dictionaries keep their pair order; `t` 0 string,
- * 1 array, 2 and 5 dictionary, 3 boolean, 4 number; an object without `t` is a string.
+ * 1 array, 2 and 5 dictionary, 3 boolean, 4 number; an object without `t` is a string. Arrays and
+ * dictionaries may nest DOCUMENT_LIMITS.maxDepth deep; deeper throws JobMessageLimitError.
  */
-export function decodeContextData(raw: unknown): unknown {
+export function decodeContextData(raw: unknown, name = "context", depth = 1): unknown {
   if (raw === null || typeof raw !== "object") return raw;
-  if (Array.isArray(raw)) return raw.map(decodeContextData);
+  const max = DOCUMENT_LIMITS.maxDepth;
   const o = raw as Record<string, unknown>;
-  switch (prop(o, "t")) {
+  const t = Array.isArray(raw) ? 1 : prop(o, "t");
+  if ((t === 1 || t === 2 || t === 5) && depth > max)
+    throw new JobMessageLimitError(
+      "maxDepth",
+      max,
+      `the ${name} context of the job message nests more than ${max} arrays and objects deep`,
+    );
+  const decode = (v: unknown) => decodeContextData(v, name, depth + 1);
+  if (Array.isArray(raw)) return raw.map(decode);
+  switch (t) {
     case 1: {
       const a = prop(o, "a");
-      return Array.isArray(a) ? a.map(decodeContextData) : [];
+      return Array.isArray(a) ? a.map(decode) : [];
     }
     case 2:
     case 5: {
@@ -389,7 +412,7 @@ export function decodeContextData(raw: unknown): unknown {
         for (const pair of d) {
           if (typeof pair !== "object" || pair === null) continue;
           const k = prop(pair as Record<string, unknown>, "k");
-          if (typeof k === "string") out[k] = decodeContextData(prop(pair as Record<string, unknown>, "v"));
+          if (typeof k === "string") out[k] = decode(prop(pair as Record<string, unknown>, "v"));
         }
       return out;
     }

@@ -6,6 +6,7 @@ import { describe, it } from "node:test";
 import { decodeJobRequest } from "../../../src/contract/codec.js";
 import { RunnerUnregisteredError } from "../../../src/forge/forgejo/errors.js";
 import { maskedLine, printedForms } from "../../support/secret-prints.js";
+import { aliasBombWorkflow } from "../../support/yaml-bombs.js";
 import { RUNS_ON, runJob, startHarness, workflow } from "./harness.js";
 
 const lines = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix} line ${i + 1}`);
@@ -255,17 +256,39 @@ describe("Forgejo runner", () => {
     await h.forgejo.waitFor(() => h.runner.activeTasks === 0, "the runner to let go");
   });
 
-  it("fails a task whose workflow cannot run, with the reason as its last log line", async (t) => {
+  it("fails a task whose workflow cannot run, one problem a row, citing the workflow's file", async (t) => {
     const h = await startHarness(t);
     const jobId = h.forgejo.queueJob({
-      workflow: "on: push\njobs:\n  build:\n    runs-on: linux\n    steps:\n      - run: echo\n        bogus: 1\n",
+      file: ".forgejo/workflows/build.yaml",
+      workflow:
+        "on: push\njobs:\n  build:\n    runs-on: linux\n    steps:\n      - run: echo\n        bogus: 1\n      - run: echo\n        other: 2\n",
     });
     const task = await h.forgejo.waitFor(() => {
       const x = h.forgejo.taskOfJob(jobId);
       return x?.status === "failure" && x.logArchived ? x : undefined;
     }, "the task to fail");
-    assert.match(task.rows.at(-1) ?? "", /cannot be run/);
+    assert.deepEqual(task.rows.slice(1), [
+      'The workflow of job "build" cannot be run: 2 problems:',
+      "  .forgejo/workflows/build.yaml:7:9: Unexpected value 'bogus'",
+      "  .forgejo/workflows/build.yaml:9:9: Unexpected value 'other'",
+    ]);
     assert.equal(h.jobs.length, 0, "nothing was queued for an orchestrator");
+  });
+
+  it("fails a task whose workflow is an alias bomb at once, with the limit, and takes the next task", async (t) => {
+    const h = await startHarness(t);
+    const bomb = h.forgejo.queueJob({ workflow: aliasBombWorkflow(8), file: ".forgejo/workflows/bomb.yml" });
+    const task = await h.forgejo.waitFor(() => {
+      const x = h.forgejo.taskOfJob(bomb);
+      return x?.status === "failure" && x.logArchived ? x : undefined;
+    }, "the bomb's task to fail");
+    assert.match(
+      task.rows.at(-1) ?? "",
+      /^The workflow Forgejo sent for task \d+ cannot be read: \.forgejo\/workflows\/bomb\.yml:\d+:\d+: the YAML holds more than 250000 values once its aliases are expanded .*\(maxNodes\)/,
+    );
+    h.forgejo.queueJob({ workflow: workflow(1) });
+    const next = await h.nextJob();
+    assert.equal(next.request.spec.steps.length, 1, "the next task became a job");
   });
 
   it("says in the task's log when no orchestrator serves the job's label, and leaves the job queued for one", async (t) => {

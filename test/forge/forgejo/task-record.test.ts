@@ -10,6 +10,8 @@ import { LogMasker } from "../../../src/forge/log-masker.js";
 
 const NO_SECRETS = new LogMasker([]);
 
+import { runJob } from "../../engine/run-job.js";
+
 const jobId = randomUUID();
 let seq = 0;
 const ev = (body: JobEventBody, t = 1_000 + seq): JobEvent => ({ v: 1, jobId, seq: seq++, t, ...body }) as JobEvent;
@@ -166,11 +168,51 @@ describe("TaskRecord", () => {
         "plain ***",
         "quote ***",
         'json "***"',
-        "error: failed with ***",
         "because ***",
       ],
     );
     assert.deepEqual(r.unsentOutputs(), { o: "v=***" });
+  });
+
+  it("writes a text of several lines (a rejected workflow's problems) as one row per line", () => {
+    const r = new TaskRecord(1n, 0, NO_SECRETS);
+    r.finish("failure", 5, { reason: "The workflow cannot be run: 2 problems:\n  ci.yml:7:9: a\r\n  ci.yml:9:9: b\n" });
+    assert.deepEqual(
+      r.pendingRows().rows.map((x) => x.content),
+      ["The workflow cannot be run: 2 problems:", "  ci.yml:7:9: a", "  ci.yml:9:9: b"],
+    );
+  });
+
+  it("shows a failed step's error once and the job's reason once, from the engine's own events", async (t) => {
+    const run = await runJob(
+      t,
+      "on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - name: Breaks\n        run: exit 3\n",
+    );
+    const r = new TaskRecord(1n, 1, NO_SECRETS);
+    for (const body of run.events) r.apply(ev(body));
+    const rows = r.pendingRows().rows.map((x) => x.content);
+    assert.deepEqual(
+      rows.filter((x) => x.includes("Process completed")),
+      ["##[error]Process completed with exit code 3."],
+    );
+    assert.deepEqual(
+      rows.filter((x) => x.includes("failed")),
+      ["the step 'Breaks' failed"],
+    );
+    assert.equal(rows.at(-1), "the step 'Breaks' failed");
+  });
+
+  it("adds only the location of an annotation, whose message the engine logged already", () => {
+    const r = new TaskRecord(1n, 1, NO_SECRETS);
+    r.apply(ev({ kind: "step-started", step: 0, stage: "main", name: "one" }));
+    r.apply(ev(lines(0, "##[warning]deprecated")));
+    r.apply(ev({ kind: "annotation", step: 0, level: "warning", message: "deprecated" }));
+    r.apply(ev(lines(0, "##[error]it broke")));
+    r.apply(ev({ kind: "annotation", step: 0, level: "error", message: "it broke", file: "app.js", line: 10, col: 3 }));
+    assert.deepEqual(
+      r.pendingRows().rows.map((x) => x.content),
+      ["##[warning]deprecated", "##[error]it broke", "  at app.js:10:3"],
+    );
   });
 
   it("changes nothing after the result but remembers the seq", () => {

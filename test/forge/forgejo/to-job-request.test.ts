@@ -9,6 +9,7 @@ import { TaskRejectedError } from "../../../src/forge/forgejo/errors.js";
 import { parseLabels } from "../../../src/forge/forgejo/labels.js";
 import { jobIdForTask, payloadStepCount, toJobRequest } from "../../../src/forge/forgejo/to-job-request.js";
 import { Result, TaskSchema } from "../../../src/gen/runner/v1/messages_pb.js";
+import { aliasBombWorkflow } from "../../support/yaml-bombs.js";
 
 const KEY = randomBytes(32);
 const INSTANCE = "https://forgejo.example/";
@@ -36,25 +37,27 @@ jobs:
       - uses: actions/checkout@v4
 `;
 
+const CONTEXT: JsonObject = {
+  event_name: "push",
+  event: { ref: "refs/heads/main" },
+  repository: "alice/demo",
+  run_id: "9",
+  run_number: "3",
+  run_attempt: "1",
+  workflow: "ci.yml",
+  server_url: INSTANCE,
+  token: "jobtoken0123",
+  forgejo_runtime_token: "runtime-jwt",
+  gitea_runtime_token: "runtime-jwt",
+  forgejo_default_actions_url: "https://data.forgejo.org",
+  gitea_default_actions_url: "https://github.com",
+};
+
 function task(over: { payload?: string; context?: JsonObject; secrets?: Record<string, string> } = {}) {
   return create(TaskSchema, {
     id: 42n,
     workflowPayload: new TextEncoder().encode(over.payload ?? PAYLOAD),
-    context: over.context ?? {
-      event_name: "push",
-      event: { ref: "refs/heads/main" },
-      repository: "alice/demo",
-      run_id: "9",
-      run_number: "3",
-      run_attempt: "1",
-      workflow: "ci.yml",
-      server_url: INSTANCE,
-      token: "jobtoken0123",
-      forgejo_runtime_token: "runtime-jwt",
-      gitea_runtime_token: "runtime-jwt",
-      forgejo_default_actions_url: "https://data.forgejo.org",
-      gitea_default_actions_url: "https://github.com",
-    },
+    context: over.context ?? CONTEXT,
     secrets: over.secrets ?? { GITHUB_TOKEN: "jobtoken0123", GITEA_TOKEN: "jobtoken0123", MY_SECRET: "s3cret" },
     vars: { COLOR: "blue" },
     needs: { build: { result: Result.SUCCESS, outputs: { v: "7" } } },
@@ -150,6 +153,46 @@ describe("Forgejo task → JobRequest", () => {
     await assert.rejects(
       toJobRequest(task(), other),
       /runs on "linux", which this runner no longer serves \(its labels are big\)/,
+    );
+  });
+
+  it("rejects an alias bomb in the payload with the limit it passes, citing the workflow's file", async () => {
+    const bomb = task({ payload: aliasBombWorkflow(8), context: { ...CONTEXT, workflow: "bomb.yml" } });
+    await assert.rejects(toJobRequest(bomb, cx), (err: Error) => {
+      assert.ok(err instanceof TaskRejectedError, String(err));
+      assert.match(
+        err.message,
+        /^The workflow Forgejo sent for task 42 cannot be read: bomb\.yml:\d+:\d+: the YAML holds more than 250000 values once its aliases are expanded .*\(maxNodes\)/,
+      );
+      return true;
+    });
+    assert.equal(payloadStepCount(bomb), 0, "no step rows to count in a payload that cannot be read");
+  });
+
+  it("cites the workflow's path from workflow_ref, else the file name Forgejo gives, never one made up", async () => {
+    const bad = "on: push\njobs:\n  build:\n    runs-on: linux\n    steps:\n      - run: echo\n        bogus: 1\n";
+    const withRef = {
+      ...CONTEXT,
+      workflow: "build.yml",
+      workflow_ref: "alice/demo/.forgejo/workflows/build.yml@refs/heads/main",
+    };
+    const cited = async (context: JsonObject) =>
+      toJobRequest(task({ payload: bad, context }), cx).then(
+        () => assert.fail("the payload is invalid"),
+        (err: Error) => err.message,
+      );
+    assert.match(await cited(withRef), /: \.forgejo\/workflows\/build\.yml:7:9: Unexpected value 'bogus'$/);
+    assert.match(await cited({ ...CONTEXT, workflow: "build.yml" }), /: build\.yml:7:9: Unexpected value 'bogus'$/);
+    const { workflow: _, ...unnamed } = CONTEXT;
+    assert.match(await cited(unnamed), /: workflow_payload:7:9: Unexpected value 'bogus'$/);
+  });
+
+  it("rejects a task whose context nests past the depth limit", async () => {
+    let deep: JsonObject = { x: 1 };
+    for (let i = 0; i < 150; i++) deep = { inner: deep };
+    await assert.rejects(
+      toJobRequest(task({ context: { ...CONTEXT, event: deep } }), cx),
+      /context Forgejo sent for task 42 .* nests more than 100 arrays and objects deep, over gnomon's limit of 100 \(maxDepth\)/,
     );
   });
 

@@ -130,6 +130,17 @@ describe("the job report", () => {
     assert.equal(r.records[0]?.issues[0]?.message, "the VM did not reach ssh within 300 s");
   });
 
+  it("writes a reason of several lines as one error line each (a rejected job's problems)", () => {
+    const r = new JobReport(job, { masker: new LogMasker([]) });
+    r.finish("failure", {}, "gnomon cannot run this job: 2 problems:\n  a.yml:1:1: one\n  a.yml:2:1: two", 5_000);
+    const setUp = r.records[0];
+    assert.deepEqual(
+      setUp?.lines.map((l) => l.slice(logTimestamp(5_000).length + 1)),
+      ["##[error]gnomon cannot run this job: 2 problems:", "##[error]  a.yml:1:1: one", "##[error]  a.yml:2:1: two"],
+    );
+    assert.equal(setUp?.issues.length, 1, "one issue, with the whole reason");
+  });
+
   it("marks steps still running as cancelled when the job is cancelled", () => {
     const r = new JobReport(job, { masker: new LogMasker([]) });
     r.apply(events({ kind: "step-started", step: 1, stage: "main", name: "Run make" })[0]!);

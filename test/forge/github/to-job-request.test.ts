@@ -156,6 +156,38 @@ describe("a GitHub job message", () => {
     });
   });
 
+  it("fails with the limit when its steps' tokens hold more values than a workflow may", async (t) => {
+    const fake = await startFakeGitHub(t);
+    const job = fake.queueJob();
+    const raw = fake.jobMessage(job.jobId, "v2");
+    const values = Array.from({ length: 130_000 }, (_, i) => ({ Key: `K${i}`, Value: "v" }));
+    (raw["steps"] as Record<string, unknown>[])[1]!["environment"] = { type: 2, map: values };
+    const msg = AgentJobRequestMessage.parse(raw);
+    const d = describeJob(msg, "run-service");
+    assert.ok(d.ok);
+    const r = toJobRequest(msg, d.job, ctx);
+    assert.ok(!r.ok);
+    assert.match(
+      r.reason,
+      /^the job's steps and settings hold more than 250000 values, over gnomon's limit of 250000 \(maxNodes\) for what it reads from a job; simplify the workflow/,
+    );
+  });
+
+  it("fails with the limit when a context nests deeper than a workflow may", async (t) => {
+    const fake = await startFakeGitHub(t);
+    const job = fake.queueJob();
+    const raw = fake.jobMessage(job.jobId, "v2");
+    let payload: unknown = "leaf";
+    for (let i = 0; i < 150; i++) payload = { t: 2, d: [{ k: "inner", v: payload }] };
+    (raw["contextData"] as Record<string, unknown>)["inputs"] = payload;
+    const msg = AgentJobRequestMessage.parse(raw);
+    const d = describeJob(msg, "run-service");
+    assert.ok(d.ok);
+    const r = toJobRequest(msg, d.job, ctx);
+    assert.ok(!r.ok);
+    assert.match(r.reason, /^the inputs context of the job message nests more than 100 arrays and objects deep/);
+  });
+
   it("keeps a job id that is a UUID and derives a stable one from a GUID without a version", () => {
     assert.equal(contractJobId("AF60F1ED-E283-516C-8D88-01CC3EE1C589"), "af60f1ed-e283-516c-8d88-01cc3ee1c589");
     const odd = "af60f1ed-e283-016c-0d88-01cc3ee1c589";

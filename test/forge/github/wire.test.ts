@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { z } from "zod";
 import { SerializedToken } from "../../../src/contract/template-token.js";
+import { JobMessageLimitError } from "../../../src/forge/github/errors.js";
 import { errorDetail } from "../../../src/forge/github/http.js";
 import { expandRoute } from "../../../src/forge/github/locations.js";
 import { isHostedHost, parseGitHubUrl } from "../../../src/forge/github/urls.js";
@@ -51,6 +52,23 @@ describe("GitHub template tokens", () => {
     const r = toSerializedToken({ type: 1, seq: ["a", { type: 42 }] });
     assert.deepEqual(r, { ok: false, problem: "token.seq[1] has unknown token type 42" });
   });
+
+  it("nest at most as deep as a workflow may; deeper is refused without exhausting the stack", () => {
+    const nested = (n: number) => {
+      let t: unknown = "leaf";
+      for (let i = 0; i < n; i++) t = i % 2 ? { type: 1, seq: [t] } : { type: 2, map: [{ Key: "k", Value: t }] };
+      return t;
+    };
+    assert.ok(toSerializedToken(nested(100)).ok);
+    for (const n of [101, 200_000]) {
+      const r = toSerializedToken(nested(n));
+      assert.ok(!r.ok);
+      assert.match(
+        r.problem,
+        /^token\.\S* nests more than 100 mappings and sequences deep, over gnomon's limit of 100 \(maxDepth\)$/,
+      );
+    }
+  });
 });
 
 describe("PipelineContextData", () => {
@@ -75,6 +93,25 @@ describe("PipelineContextData", () => {
       nothing: null,
     });
     assert.deepEqual(Object.keys(v as object), ["z", "arr", "empty", "cs", "bare", "nothing"]);
+  });
+
+  it("nests at most 100 arrays and dictionaries deep; deeper throws JobMessageLimitError", () => {
+    const nested = (n: number) => {
+      let v: unknown = "leaf";
+      for (let i = 0; i < n; i++) v = i % 2 ? { t: 1, a: [v] } : { t: 2, d: [{ k: "k", v }] };
+      return v;
+    };
+    assert.doesNotThrow(() => decodeContextData(nested(100), "github"));
+    for (const n of [101, 200_000])
+      assert.throws(
+        () => decodeContextData(nested(n), "github"),
+        (err: unknown) =>
+          err instanceof JobMessageLimitError &&
+          err.limit === "maxDepth" &&
+          /^the github context of the job message nests more than 100 arrays and objects deep, over gnomon's limit of 100 \(maxDepth\)/.test(
+            err.message,
+          ),
+      );
   });
 });
 
