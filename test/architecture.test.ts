@@ -1,4 +1,6 @@
 // Imports point downstream only: each stage under src/ may import only itself and the stages listed.
+// And the shapes the code keeps: a job's lifecycle is written down by its ledger alone and runJob
+// has one exit; the pure cores reach no I/O; gnomon exec's scheduling lives in the workflow stage.
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative, sep } from "node:path";
@@ -44,6 +46,43 @@ function files(dir: string): string[] {
 
 const stageOf = (file: string): string => relative(SRC, file).split(sep)[0]!;
 
+const read = (path: string): string => readFileSync(join(SRC, path), "utf8");
+
+/** The code of a module without its imports and comments (a comment may name what the code must not do). */
+const code = (path: string): string =>
+  read(path)
+    .replace(/^import\s[\s\S]*?\sfrom\s+["'][^"']+["'];/gm, "")
+    .replace(/\/\*[\s\S]*?\*\//g, "")
+    .replace(/^\s*\/\/.*$/gm, "");
+
+/** Relative modules a file imports for their values (not `import type`), as paths under src/. */
+function valueImports(path: string): string[] {
+  const out: string[] = [];
+  for (const m of read(path).matchAll(/^import\s+(type\s+)?([\s\S]*?)\s+from\s+["']([^"']+)["'];/gm)) {
+    const [, typeOnly, names = "", from = ""] = m;
+    if (typeOnly) continue;
+    // `import { type A, type B } from` brings no value either.
+    const inner = /^\{([\s\S]*)\}$/.exec(names.trim())?.[1];
+    if (inner?.split(",").every((n) => n.trim() === "" || n.trim().startsWith("type "))) continue;
+    out.push(from.startsWith(".") ? relative(SRC, join(SRC, path, "..", from)).replace(/\.js$/, ".ts") : from);
+  }
+  return out;
+}
+
+/**
+ * Decisions without effects (STYLE 2.4): no builtin of node, no driver, no logger, through every
+ * module they load. Each is tested without QEMU, sockets, databases or clocks.
+ */
+const PURE = [
+  "store/job-state.ts",
+  "queue/bus-status.ts",
+  "orchestrator/capacity.ts",
+  "orchestrator/forge-endpoints.ts",
+  "workflow/run-plan.ts",
+  "workflow/run-schedule.ts",
+];
+const EFFECTFUL_PACKAGES = /^(node:|pg$|pg-|amqplib|ssh2|pino|prom-client|@electric-sql\/|@connectrpc\/connect-node)/;
+
 describe("architecture", () => {
   it("every module's relative imports point to itself or a stage it may import", () => {
     const violations: string[] = [];
@@ -73,6 +112,58 @@ describe("architecture", () => {
       .filter((f) => !WIRING.has(stageOf(f)))
       .filter((f) => /from\s+["'](\.\.\/)+(cli\/|main\.js)/.test(readFileSync(f, "utf8")));
     assert.deepEqual(bad, []);
+  });
+
+  it("runJob has one exit: run-job.ts closes the job's ledger in one place, settles no delivery and calls no store", () => {
+    const runJob = code("orchestrator/run-job.ts");
+    assert.equal(runJob.match(/ledger\.close\(/g)?.length, 1, "one close of the ledger");
+    assert.equal(
+      runJob.match(/ledger\.crashed\(/g)?.length,
+      1,
+      "one place where an unexpected error becomes an ending",
+    );
+    assert.doesNotMatch(runJob, /\.(ack|nack)\(/, "the delivery is settled by the ledger's close");
+    assert.doesNotMatch(runJob, /\bstore\.|\.(jobs|leases|vms|cancellations)\./, "the store is the ledger's");
+    assert.doesNotMatch(runJob, /\bmetrics\./, "the metrics are the ledger's");
+    assert.doesNotMatch(runJob, /new EventStream|\.emit\(/, "the events are the ledger's");
+  });
+
+  it("in the orchestrator only the job ledger settles a job's delivery and moves its row, besides the reaper's and a Cancel's bookkeeping", () => {
+    const settles = new Set(["orchestrator/job-ledger.ts", "orchestrator/orchestrator.ts"]);
+    const movesJobs = new Set(["orchestrator/job-ledger.ts", "orchestrator/lease-keeper.ts", "orchestrator/reaper.ts"]);
+    const bad: string[] = [];
+    for (const file of files(join(SRC, "orchestrator"))) {
+      const path = relative(SRC, file);
+      const text = code(path);
+      if (/\.(ack|nack)\(/.test(text) && !settles.has(path)) bad.push(`${path} settles a delivery`);
+      if (/\.(jobs|leases|vms)\.[a-zA-Z]+\(/.test(text) && !movesJobs.has(path))
+        bad.push(`${path} writes a job's rows`);
+    }
+    assert.deepEqual(bad, []);
+  });
+
+  it("the pure cores reach no I/O through anything they load", () => {
+    const bad: string[] = [];
+    for (const root of PURE) {
+      const seen = new Set<string>();
+      const walk = (path: string, via: string) => {
+        if (seen.has(path)) return;
+        seen.add(path);
+        for (const dep of valueImports(path)) {
+          if (EFFECTFUL_PACKAGES.test(dep)) bad.push(`${root}: ${via}${path} loads ${dep}`);
+          else if (dep.endsWith(".ts")) walk(dep, `${via}${path} → `);
+        }
+      };
+      walk(root, "");
+    }
+    assert.deepEqual(bad, []);
+  });
+
+  it("gnomon exec leaves needs, if: and fail-fast to workflow/run-schedule.ts", () => {
+    const exec = valueImports("cli/exec.ts");
+    assert.ok(exec.includes("workflow/run-schedule.ts"));
+    for (const planner of ["workflow/job-plan.ts", "workflow/run-plan.ts"])
+      assert.ok(!exec.includes(planner), `cli/exec.ts plans jobs itself (${planner})`);
   });
 
   it("no module uses a default export or an index.ts barrel", () => {

@@ -1,6 +1,7 @@
 // `gnomon exec`: runs the workflows on disk that an event triggers, job by job in `needs` order
-// with matrices expanded, on this host (`--label NAME=host`) or in a VM (`--label NAME=IMAGE`),
-// and shows the jobs' events to a person: grouped, coloured on a TTY, timed, summarised.
+// with matrices expanded (workflow/run-schedule.ts decides what runs), on this host
+// (`--label NAME=host`) or in a VM (`--label NAME=IMAGE`), and shows the jobs' events to a
+// person: grouped, coloured on a TTY, timed, summarised.
 // Exit codes: 0 jobs ran and every one succeeded, 1 a job failed or was cancelled, 2 usage or input
 // errors, or no job ran at all.
 import { execFile } from "node:child_process";
@@ -12,9 +13,9 @@ import type { JobEventBody } from "../contract/job-event.js";
 import { executeJob, type JobOutcome } from "../engine/engine.js";
 import { createHostExecutor } from "../executor/host.js";
 import { WorkflowError } from "../workflow/errors.js";
-import { evaluateJobIf, type NeedResult, type PlannedJob, planJob } from "../workflow/job-plan.js";
+import type { NeedResult, PlannedJob } from "../workflow/job-plan.js";
 import { readWorkflowFile } from "../workflow/parse-thread.js";
-import { combineLegs, jobsInOrder, transitiveNeeds } from "../workflow/run-plan.js";
+import { RunSchedule } from "../workflow/run-schedule.js";
 import type { Workflow } from "../workflow/workflow.js";
 import { type Command, UsageError } from "./command.js";
 import { EXIT } from "./exit-codes.js";
@@ -127,8 +128,6 @@ async function localGithub(workspace: string, event: string): Promise<Record<str
     secret_source: "None",
   };
 }
-
-const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /* ---------- rendering ---------- */
 
@@ -353,95 +352,49 @@ export const execCommand: Command = {
     };
     const debug = secrets["ACTIONS_STEP_DEBUG"] === "true" || vars["ACTIONS_STEP_DEBUG"] === "true";
 
+    // The schedule decides what runs and what does not (needs, if:, matrices, fail-fast); this
+    // loop runs the legs it hands out and shows every decision.
     for (const w of triggered) {
-      const jobs = jobsInOrder(w, only && w.jobs.some((j) => j.id === only) ? only : undefined) ?? [];
-      const results = new Map<string, NeedResult>();
-      const continueOnError = new Set<string>();
-      for (const job of jobs) {
-        const effective = (id: string): NeedResult["result"] => {
-          const r = results.get(id)?.result ?? "skipped";
-          return r === "failure" && continueOnError.has(id) ? "success" : r;
-        };
-        const needs: Record<string, NeedResult> = {};
-        for (const n of job.needs) needs[n] = results.get(n) ?? { result: "skipped", outputs: {} };
-        const planCtx = { github, vars, needs };
-        const display = `${w.name} / ${job.id}`;
-        let runIt: boolean;
-        try {
-          runIt = evaluateJobIf(w, job, planCtx, {
-            upstream: transitiveNeeds(w, job.id).map(effective),
-            cancelled: stop.signal.aborted,
-          });
-        } catch (err) {
-          ctx.stdout.write(`${p.red("✗")} ${p.bold(display)}: ${messageOf(err)}\n`);
-          results.set(job.id, { result: "failure", outputs: {} });
-          rows.push({ name: display, result: "failure", note: messageOf(err) });
-          continue;
-        }
-        if (!runIt) {
-          results.set(job.id, { result: "skipped", outputs: {} });
-          rows.push({
-            name: display,
-            result: "skipped",
-            note: job.needs.length > 0 ? `needs ${job.needs.join(", ")}` : "if: false",
-          });
-          continue;
-        }
-        let legs: PlannedJob[];
-        try {
-          legs = planJob(w, job, planCtx, { matrixFilter });
-        } catch (err) {
-          ctx.stdout.write(`${p.red("✗")} ${p.bold(display)}: ${messageOf(err)}\n`);
-          results.set(job.id, { result: "failure", outputs: {} });
-          rows.push({ name: display, result: "failure", note: messageOf(err) });
-          continue;
-        }
-        const legResults: NeedResult[] = [];
-        let failFast = false;
-        for (const leg of legs) {
-          const name = `${w.name} / ${leg.spec.job.name}`;
-          if (leg.spec.continueOnError) continueOnError.add(job.id);
-          const target =
-            leg.runsOn.length > 0 && leg.runsOn.every((l) => l in labels) ? labels[leg.runsOn[0] ?? ""] : undefined;
-          if (target === undefined) {
-            const missing = leg.runsOn.filter((l) => !(l in labels));
-            const hint =
-              missing.length > 0
-                ? `no --label for runs-on ${missing.join(", ")}; add --label ${missing[0]}=host to run it here`
-                : "the job has no runs-on";
-            ctx.stdout.write(`${p.yellow("-")} ${p.bold(name)} ${p.dim(`skipped: ${hint}`)}\n`);
-            rows.push({ name, result: "no-runner", note: hint });
-            continue;
+      const schedule = new RunSchedule(w, { github, vars, only, matrixFilter, targets: labels });
+      for (let d = schedule.next(stop.signal.aborted); d; d = schedule.next(stop.signal.aborted)) {
+        switch (d.kind) {
+          case "invalid":
+            ctx.stdout.write(`${p.red("✗")} ${p.bold(d.name)}: ${d.reason}\n`);
+            rows.push({ name: d.name, result: "failure", note: d.reason });
+            break;
+          case "skipped":
+            rows.push({ name: d.name, result: "skipped", note: d.note });
+            break;
+          case "no-runner":
+            ctx.stdout.write(`${p.yellow("-")} ${p.bold(d.name)} ${p.dim(`skipped: ${d.hint}`)}\n`);
+            rows.push({ name: d.name, result: "no-runner", note: d.hint });
+            break;
+          case "cancelled":
+            rows.push({ name: d.name, result: "cancelled", note: d.note });
+            break;
+          case "run": {
+            const outcome = await runLeg(d.leg, d.target, d.name, {
+              workspace,
+              skip: await skipOf(),
+              secrets,
+              stop: stop.signal,
+              p,
+              out: ctx.stdout,
+              debug,
+              fleet: fleetOf,
+            });
+            schedule.finished(outcome);
+            const tolerated = outcome.result === "failure" && d.leg.spec.continueOnError;
+            rows.push({
+              name: d.name,
+              result: outcome.result,
+              ms: outcome.ms,
+              note: tolerated ? "continue-on-error" : outcome.reason,
+              tolerated,
+            });
+            break;
           }
-          if (failFast || stop.signal.aborted) {
-            legResults.push({ result: "cancelled", outputs: {} });
-            rows.push({ name, result: "cancelled", note: failFast ? "fail-fast: another leg failed" : "cancelled" });
-            continue;
-          }
-          const outcome = await runLeg(leg, target, name, {
-            workspace,
-            skip: await skipOf(),
-            secrets,
-            stop: stop.signal,
-            p,
-            out: ctx.stdout,
-            debug,
-            fleet: fleetOf,
-          });
-          legResults.push({ result: outcome.result, outputs: outcome.outputs });
-          const tolerated = outcome.result === "failure" && leg.spec.continueOnError;
-          rows.push({
-            name,
-            result: outcome.result,
-            ms: outcome.ms,
-            note: tolerated ? "continue-on-error" : outcome.reason,
-            tolerated,
-          });
-          const ff = (leg.contexts.strategy as Record<string, unknown> | null)?.["fail-fast"];
-          if (outcome.result === "failure" && !leg.spec.continueOnError && ff !== false && legs.length > 1)
-            failFast = true;
         }
-        results.set(job.id, legResults.length > 0 ? combineLegs(legResults) : { result: "skipped", outputs: {} });
       }
     }
     await fleet?.stop();

@@ -37,17 +37,16 @@ const ORCHESTRATOR_OPTIONS = {
 function metricsEndpoint(
   config: Readonly<Config>,
   metrics: Metrics,
-  orchestrator: Orchestrator,
-  bus: JobBus,
-  store: Store,
+  parts: { orchestrator: Orchestrator; bus: JobBus; store: Store; runners?: readonly Service[] },
 ): Service[] {
   if (!config.orchestrator.metricsListen) return [];
   return [
     new MetricsServer({
       listen: config.orchestrator.metricsListen,
       metrics,
-      // Unhealthy while the queue or the database is out of reach: no job can start or finish then.
-      health: orchestratorHealth({ orchestrator, bus, store }),
+      // From every service of the process: unhealthy while one is not ready (the queue, the
+      // database or a forge out of reach: no job can start or finish through it then).
+      health: orchestratorHealth(parts),
     }),
   ];
 }
@@ -100,7 +99,7 @@ same GNOMON_CLUSTER_KEY everywhere.`,
     // The endpoint first: an address it cannot listen on fails before the database is opened, and
     // /healthz answers (503) while the rest starts.
     return serve(
-      [...metricsEndpoint(config, metrics, orchestrator, bus, store), store, bus, orchestrator],
+      [...metricsEndpoint(config, metrics, { orchestrator, bus, store }), store, bus, orchestrator],
       config.shutdownTimeout,
       ctx,
       log,
@@ -167,7 +166,12 @@ embedded PostgreSQL under the data directory.`,
     // at once, and the jobs get the drain time (within shutdownTimeout), then are cancelled and
     // reported; /metrics stays up meanwhile.
     return serve(
-      [...metricsEndpoint(config, metrics, orchestrator, bus, store), store, bus, [orchestrator, ...runners]],
+      [
+        ...metricsEndpoint(config, metrics, { orchestrator, bus, store, runners }),
+        store,
+        bus,
+        [orchestrator, ...runners],
+      ],
       Math.min(config.shutdownTimeout, config.orchestrator.drainTimeout),
       ctx,
       log,

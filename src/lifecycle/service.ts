@@ -1,8 +1,32 @@
 // The shape of every long-lived part of gnomon: start, a two-phase stop, and a `done` promise.
 // Only main.ts touches process signals; everything else is stopped through this interface.
 
+/**
+ * Where a service is in its life, as an operator acts on it (temporalio's worker `State`, reduced):
+ * `degraded` runs but cannot do its work right now (a peer it needs is out of reach) and comes back
+ * by itself; `stopped` has ended, after stop() or on its own.
+ */
+export type ServiceState = "starting" | "ready" | "degraded" | "stopping" | "stopped";
+
+/**
+ * A snapshot of one service (temporalio's `WorkerStatus`): its state and a sentence for an
+ * operator. A degraded service always says why, and so does one that stopped on its own (the
+ * sentence its `done` carries); a ready one may say what it is doing.
+ */
+export type ServiceStatus =
+  | { readonly state: "starting"; readonly detail: string }
+  | { readonly state: "ready"; readonly detail?: string }
+  | { readonly state: "degraded"; readonly detail: string }
+  | { readonly state: "stopping"; readonly detail?: string }
+  | { readonly state: "stopped"; readonly detail?: string };
+
 export interface Service {
   readonly name: string;
+  /**
+   * What it is doing now, read from the state it keeps: never waits, never asks a peer, never
+   * throws. /healthz is built from these.
+   */
+  status(): ServiceStatus;
   /** Resolves once ready for work (connected, declared, migrated); rejects if it cannot get there. */
   start(): Promise<void>;
   /** Take no new work; finish or hand back what is held; when `deadline` aborts, cancel the rest. Idempotent. */

@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Cancel } from "../contract/cancel.js";
 import type { JobRequest } from "../contract/job-request.js";
-import { deferred, ForcedStopError, type Service } from "../lifecycle/service.js";
+import { deferred, ForcedStopError, type Service, type ServiceStatus } from "../lifecycle/service.js";
 import type { JobBus, JobConsumer, JobDelivery, Subscription } from "../queue/bus.js";
 import type { Store } from "../store/store.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
@@ -77,6 +77,8 @@ export class Orchestrator implements Service {
   #consumer: JobConsumer | undefined;
   #cancels: Subscription | undefined;
   #stopping: Promise<void> | undefined;
+  #phase: "new" | "starting" | "running" | "stopping" | "stopped" = "new";
+  #startError: Error | undefined;
 
   constructor(opts: OrchestratorOptions) {
     this.#opts = opts;
@@ -108,7 +110,38 @@ export class Orchestrator implements Service {
     return [...this.#running.keys()];
   }
 
+  status(): ServiceStatus {
+    const jobs = this.#running.size;
+    switch (this.#phase) {
+      case "new":
+        return { state: "starting", detail: "not started yet" };
+      case "starting":
+        return { state: "starting", detail: "reaping what a crashed predecessor left before taking jobs" };
+      case "running":
+        return {
+          state: "ready",
+          detail: `running ${jobs} job${jobs === 1 ? "" : "s"}; ${this.capacity.freeVms} of ${this.#opts.budget.maxVms} VM slots free`,
+        };
+      case "stopping":
+        return { state: "stopping", detail: `taking no jobs; ${jobs} still running` };
+      case "stopped":
+        return { state: "stopped", detail: this.#startError?.message ?? "stopped" };
+    }
+  }
+
   async start(): Promise<void> {
+    this.#phase = "starting";
+    try {
+      await this.#start();
+    } catch (err) {
+      this.#phase = "stopped";
+      this.#startError = err instanceof Error ? err : new Error(String(err));
+      throw err;
+    }
+    if (this.#phase === "starting") this.#phase = "running";
+  }
+
+  async #start(): Promise<void> {
     const labels = this.labels;
     if (labels.length === 0) throw new NoLabelsError();
     await this.#reaper.reapOnce(); // before taking work: what a crashed predecessor left goes first
@@ -134,6 +167,7 @@ export class Orchestrator implements Service {
   }
 
   async #stop(deadline: AbortSignal): Promise<void> {
+    this.#phase = "stopping";
     await this.#consumer?.setPrefetch(0).catch(() => undefined);
     this.#reaper.stop();
     // Jobs still waiting for a slot (or for another orchestrator's lease) go back to the queue
@@ -164,6 +198,7 @@ export class Orchestrator implements Service {
     }
     await this.#consumer?.cancel().catch(() => undefined);
     await this.#cancels?.cancel().catch(() => undefined);
+    this.#phase = "stopped";
     this.#ended.resolve(undefined);
   }
 

@@ -15,7 +15,7 @@ import type { VmRecord } from "../store/vms.js";
 import type { Logger } from "../telemetry/log.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { EventStream } from "./event-stream.js";
-import { TAKEOVER_SEQ_GAP } from "./run-job.js";
+import { TAKEOVER_SEQ_GAP } from "./job-ledger.js";
 
 export interface ReaperOptions {
   readonly store: Store;
@@ -128,7 +128,7 @@ export class Reaper {
           events.emit({ kind: "job-finished", result: "failure", outputs: {}, reason });
           await events.flush();
           await store.jobs.recordEventSeq(job.id, events.nextSeq);
-          // Counted where the result is recorded, like run-job's end(): a redelivery that later
+          // Counted where the result is recorded, like the job ledger's close(): a redelivery that later
           // repeats this result counts nothing, or one job would be counted twice in the fleet.
           this.#o.metrics.jobsFinished.inc({ result: "failure", label: job.runsOn });
           log.warn({ jobId: job.id, owner: lease.owner }, "failed a job whose orchestrator was lost while it ran");

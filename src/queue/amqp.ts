@@ -27,7 +27,7 @@ import type { Cancel } from "../contract/cancel.js";
 import { encode } from "../contract/codec.js";
 import type { JobEvent } from "../contract/job-event.js";
 import type { JobRequest } from "../contract/job-request.js";
-import { deferred } from "../lifecycle/service.js";
+import { deferred, type ServiceStatus } from "../lifecycle/service.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
 import { closeQuietly } from "./amqp-close.js";
 import { AmqpConnection, redactUrl } from "./amqp-connection.js";
@@ -43,6 +43,7 @@ import {
 import { type AmqpTopology, amqpTopology, DEFAULT_PREFIX } from "./amqp-topology.js";
 import { type BackoffOptions, backoffMs, DEFAULT_RECONNECT_BACKOFF, jitter } from "./backoff.js";
 import type { EventDelivery, JobBus, JobConsumer, JobDelivery, Subscription } from "./bus.js";
+import { busStatus } from "./bus-status.js";
 import {
   DEAD_AT_HEADER,
   type DeadLetter,
@@ -91,6 +92,7 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
   readonly #consumers = new Set<AmqpJobConsumer>();
   readonly #subscriptions = new Set<Restorable>();
   #state: State = "new";
+  #fatalError: Error | undefined;
   #stopped: Promise<void> | undefined;
   /** Publisher channels lost in a row (each soon after the last), and when the last one was. */
   #publisherLosses = 0;
@@ -184,6 +186,16 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
 
   get publishingBlocked(): string | undefined {
     return this.#state === "running" ? this.#conn.blockedReason : undefined;
+  }
+
+  status(): ServiceStatus {
+    return busStatus({
+      phase: this.#state,
+      connected: this.#conn.isUp,
+      blocked: this.#conn.blockedReason,
+      fatal: this.#fatalError,
+      where: redactUrl(this.#url),
+    });
   }
 
   async publishJob(request: JobRequest): Promise<void> {
@@ -436,6 +448,7 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
   #fatal(err: Error): void {
     if (this.#state === "stopped") return;
     this.#state = "stopped";
+    this.#fatalError = err;
     this.#publisher.failAll();
     for (const c of [...this.#consumers]) void c.cancel();
     this.#done.resolve(err);

@@ -15,9 +15,10 @@ import type { Cancel } from "../contract/cancel.js";
 import { decodeCancel, decodeJobEvent, decodeJobRequest, encode } from "../contract/codec.js";
 import type { JobEvent } from "../contract/job-event.js";
 import type { JobRequest } from "../contract/job-request.js";
-import { deferred } from "../lifecycle/service.js";
+import { deferred, type ServiceStatus } from "../lifecycle/service.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
 import type { EventDelivery, JobBus, JobConsumer, JobDelivery, Subscription } from "./bus.js";
+import { busStatus } from "./bus-status.js";
 import type { DeadLetter, DeadLetterInspector } from "./dead-letters.js";
 import { BusStoppedError } from "./errors.js";
 
@@ -376,6 +377,10 @@ export class MemoryBus implements JobBus, DeadLetterInspector {
 
   get connected(): boolean {
     return this.#state === "running";
+  }
+
+  status(): ServiceStatus {
+    return busStatus({ phase: this.#state, connected: this.#state === "running", where: "this process" });
   }
 
   async publishJob(request: JobRequest): Promise<void> {

@@ -3,7 +3,7 @@
 // through transaction(). It holds no job logic: the orchestrator decides, the store records.
 import { join } from "node:path";
 import type { JobRequest } from "../contract/job-request.js";
-import { deferred, type Service } from "../lifecycle/service.js";
+import { deferred, type Service, type ServiceStatus } from "../lifecycle/service.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
 import { getCancellation, requestCancellation } from "./cancellations.js";
 import { type Db, openDb, type Queryable } from "./db.js";
@@ -84,6 +84,8 @@ export class Store implements Service {
   #db: Db | undefined;
   #ops: StoreOperations | undefined;
   #stopping: Promise<void> | undefined;
+  #starting = false;
+  #closed = false;
 
   constructor(opts: StoreOptions) {
     this.#opts = opts;
@@ -92,6 +94,7 @@ export class Store implements Service {
   }
 
   async start(): Promise<void> {
+    this.#starting = true;
     const startedAt = performance.now();
     const { databaseUrl, dataDir } = this.#opts;
     const db = databaseUrl
@@ -125,6 +128,18 @@ export class Store implements Service {
   stop(deadline: AbortSignal): Promise<void> {
     this.#stopping ??= this.#close(deadline);
     return this.#stopping;
+  }
+
+  /** "ok" while the database answers; degraded with the time since it stopped answering. */
+  status(): ServiceStatus {
+    if (this.#closed) return { state: "stopped", detail: "closed" };
+    if (this.#stopping) return { state: "stopping", detail: "closing the database" };
+    const db = this.#db;
+    if (!db)
+      return { state: "starting", detail: this.#starting ? "opening and migrating the database" : "not started yet" };
+    const since = db.unreachableSince;
+    if (since !== undefined) return { state: "degraded", detail: `unreachable since ${new Date(since).toISOString()}` };
+    return { state: "ready", detail: "ok" };
   }
 
   /** The database, for queries the operations do not cover. */
@@ -173,6 +188,7 @@ export class Store implements Service {
         this.#log.warn({ err }, "closing the database failed; nothing is lost, its writes were committed");
       }
     }
+    this.#closed = true;
     this.#ended.resolve(undefined);
   }
 }

@@ -1,14 +1,10 @@
 // The /healthz and /metrics HTTP endpoint, as a Service. Health is computed by the caller from the
-// services it runs; metrics come from the Prometheus registry. It never exposes job data.
+// services it runs (health.ts); metrics come from the Prometheus registry. It never exposes job data.
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { deferred, type Service } from "../lifecycle/service.js";
+import { deferred, type Service, type ServiceStatus } from "../lifecycle/service.js";
+import type { Health } from "./health.js";
 import type { Metrics } from "./metrics.js";
-
-export interface Health {
-  readonly ok: boolean;
-  readonly detail: Readonly<Record<string, unknown>>;
-}
 
 export interface MetricsServerOptions {
   /** host:port; port 0 picks a free one (see `address`). */
@@ -40,6 +36,7 @@ export class MetricsServer implements Service {
   readonly #ended = deferred<Error | undefined>();
   readonly #opts: MetricsServerOptions;
   #server: Server | undefined;
+  #stopped = false;
 
   constructor(opts: MetricsServerOptions) {
     this.#opts = opts;
@@ -50,6 +47,12 @@ export class MetricsServer implements Service {
   get address(): string {
     const a = this.#server?.address() as AddressInfo | null | undefined;
     return a ? `${a.address}:${a.port}` : "";
+  }
+
+  status(): ServiceStatus {
+    if (this.#stopped) return { state: "stopped", detail: "not listening" };
+    if (!this.#server) return { state: "starting", detail: `about to listen on ${this.#opts.listen}` };
+    return { state: "ready", detail: `listening on ${this.address}` };
   }
 
   async start(): Promise<void> {
@@ -87,6 +90,7 @@ export class MetricsServer implements Service {
   }
 
   async stop(): Promise<void> {
+    this.#stopped = true;
     const s = this.#server;
     this.#server = undefined;
     if (s) await new Promise<void>((r) => s.close(() => r()));

@@ -7,11 +7,14 @@ import { deferred, ForcedStopError, runServices, type Service } from "../../src/
 /** A service that records what happens to it and, when stopped, holds on until the deadline. */
 function service(name: string, journal: string[], holdsUntilDeadline = false): Service & { reason?: unknown } {
   const ended = deferred<Error | undefined>();
+  let state: "starting" | "ready" | "stopped" = "starting";
   const s: Service & { reason?: unknown } = {
     name,
     done: ended.promise,
+    status: () => (state === "starting" ? { state, detail: "not started" } : { state }),
     async start() {
       journal.push(`start ${name}`);
+      state = "ready";
     },
     async stop(deadline) {
       journal.push(`stop ${name}`);
@@ -19,6 +22,7 @@ function service(name: string, journal: string[], holdsUntilDeadline = false): S
         await new Promise((r) => deadline.addEventListener("abort", r, { once: true }));
       s.reason = deadline.reason;
       journal.push(`stopped ${name}`);
+      state = "stopped";
       ended.resolve(undefined);
     },
   };

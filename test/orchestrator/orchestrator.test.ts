@@ -303,10 +303,21 @@ describe("orchestrator (in-process bus, PostgreSQL, host labels)", () => {
       freeVms: orchestrator.capacity.freeVms,
       queue: "connected",
       database: "ok",
+      services: [
+        { name: "store", state: "ready", detail: "ok" },
+        { name: "queue (in-process)", state: "ready", detail: "connected" },
+        { name: "orchestrator", state: "ready", detail: "running 0 jobs; 2 of 2 VM slots free" },
+      ],
+      runners: [],
     });
     await bus.stop(AbortSignal.timeout(5_000)); // as if the queue were gone: no job can start or finish
     const down = await fetch(`http://${server.address}/healthz`);
     assert.equal(down.status, 503);
-    assert.equal(((await down.json()) as { queue: string }).queue, "reconnecting");
+    const body = (await down.json()) as { queue: string; services: { name: string; state: string }[] };
+    assert.equal(body.queue, "stopped");
+    assert.deepEqual(
+      body.services.map((s) => `${s.name}: ${s.state}`),
+      ["store: ready", "queue (in-process): stopped", "orchestrator: ready"],
+    );
   });
 });

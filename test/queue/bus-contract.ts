@@ -347,8 +347,10 @@ export function jobBusContract(name: string, harness: HarnessFactory): void {
       const h = await harness(t);
       const bus = await h.bus();
       assert.equal(bus.connected, true, "a started bus is connected");
+      assert.deepEqual(bus.status(), { state: "ready", detail: "connected" }, "and says so");
       await bus.stop(AbortSignal.timeout(5_000));
       assert.equal(bus.connected, false, "a stopped bus is not");
+      assert.equal(bus.status().state, "stopped");
       await bus.stop(AbortSignal.timeout(5_000)); // idempotent
       assert.equal(await bus.done, undefined, "a requested stop ends without an error");
       await assert.rejects(bus.publishJob(job(h.label())), BusStoppedError);

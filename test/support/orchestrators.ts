@@ -8,7 +8,7 @@ import { EgressConfig } from "../../src/config/schema.js";
 import type { JobEvent } from "../../src/contract/job-event.js";
 import { type EgressPolicy, egressPolicy } from "../../src/egress/policy.js";
 import { Orchestrator } from "../../src/orchestrator/orchestrator.js";
-import { createVmProvisioner } from "../../src/orchestrator/provisioner.js";
+import { createVmProvisioner, type Provisioner } from "../../src/orchestrator/provisioner.js";
 import type { JobBus } from "../../src/queue/bus.js";
 import { Store } from "../../src/store/store.js";
 import type { Logger } from "../../src/telemetry/log.js";
@@ -36,6 +36,8 @@ export interface TestOrchestratorOptions {
   readonly log?: Logger;
   /** What jobs in VMs reach; default: the configuration's default policy. */
   readonly egress?: EgressPolicy;
+  /** Where the test's labels resolve to, over the real VM provisioner (e.g. one image, broken on purpose). */
+  readonly provisioner?: (vms: Provisioner) => Provisioner;
 }
 
 /** The egress policy of a default configuration. */
@@ -52,7 +54,7 @@ export async function startOrchestrator(
   });
   await store.start();
   const metrics = createMetrics({ defaultMetrics: false });
-  const provisioner = createVmProvisioner({
+  const vms = createVmProvisioner({
     catalog: await loadCatalog(),
     imagesDir: TEST_IMAGES_DIR,
     runDir: TEST_RUN_DIR,
@@ -61,6 +63,7 @@ export async function startOrchestrator(
     hostWorkDir: mkdtempSync(join(tmpdir(), "gnomon-host-jobs-")),
     egress: opts.egress ?? DEFAULT_EGRESS,
   });
+  const provisioner = opts.provisioner?.(vms) ?? vms;
   const orchestrator = new Orchestrator({
     bus: opts.bus,
     store,

@@ -58,9 +58,16 @@ export class Poller {
   #requestKey = randomUUID();
   #streak = 0;
   #outageSince: number | undefined;
+  #outageError: Error | undefined;
 
   constructor(options: PollerOptions) {
     this.#o = options;
+  }
+
+  /** Since when FetchTask has been failing, with its latest error; undefined while it works. */
+  get outage(): { readonly since: number; readonly error: Error } | undefined {
+    if (this.#outageSince === undefined || this.#outageError === undefined) return undefined;
+    return { since: this.#outageSince, error: this.#outageError };
   }
 
   /** Makes the next FetchTask look at the job queue (after a task finished, new work may be waiting). */
@@ -117,6 +124,7 @@ export class Poller {
           continue; // the interval above paces the next call
         }
         this.#streak += 1;
+        this.#outageError = got.error;
         if (this.#streak === 1) {
           this.#outageSince = Date.now();
           o.log.warn({ err: got.error }, "fetching tasks from forgejo failed; retrying with backoff");
@@ -141,6 +149,7 @@ export class Poller {
       );
     this.#streak = 0;
     this.#outageSince = undefined;
+    this.#outageError = undefined;
   }
 
   async #fetchOnce(capacity: number, signal: AbortSignal): Promise<Outcome> {

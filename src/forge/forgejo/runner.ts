@@ -3,7 +3,7 @@
 // TaskReporter per task. Stopping takes no new tasks, lets running ones finish until the deadline,
 // then cancels them and still sends their last words.
 import type { JobRequest } from "../../contract/job-request.js";
-import { deferred, type Service } from "../../lifecycle/service.js";
+import { deferred, type Service, type ServiceStatus } from "../../lifecycle/service.js";
 import type { Slot } from "../../lifecycle/slots.js";
 import type { EventDelivery, JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
@@ -88,6 +88,8 @@ export class ForgejoRunner implements Service {
   #subscription: Subscription | undefined;
   #loop: Promise<void> = Promise.resolve();
   #declared = false;
+  #started = false;
+  #over = false;
   #stopping: Promise<void> | undefined;
   #fatal: Error | undefined;
   readonly #orphans: OrphanJobs;
@@ -102,6 +104,9 @@ export class ForgejoRunner implements Service {
     this.name = `forgejo-runner ${c.name} (${c.address})`;
     this.replyTo = replyToFor(c.uuid);
     this.done = this.#ended.promise;
+    void this.done.then(() => {
+      this.#over = true;
+    });
     this.#client =
       options.client ??
       forgejoClient({
@@ -129,6 +134,25 @@ export class ForgejoRunner implements Service {
     return this.#reporters.size;
   }
 
+  status(): ServiceStatus {
+    const where = this.#o.credentials.address;
+    const tasks = `${this.#reporters.size} task${this.#reporters.size === 1 ? "" : "s"}`;
+    // A fatal error first: a runner deleted on the server says to register again, until it ends.
+    if (this.#fatal) return { state: "stopped", detail: this.#fatal.message };
+    if (this.#over) return { state: "stopped", detail: "stopped" };
+    if (this.#stopping) return { state: "stopping", detail: `taking no tasks; ${tasks} still running` };
+    if (!this.#started) return { state: "starting", detail: `declaring its labels to forgejo at ${where}` };
+    if (!this.#declared)
+      return { state: "degraded", detail: `forgejo at ${where} is not answering; declaring its labels again` };
+    const outage = this.#poller.outage;
+    if (outage)
+      return {
+        state: "degraded",
+        detail: `cannot fetch tasks from forgejo at ${where} since ${new Date(outage.since).toISOString()}: ${outage.error.message}`,
+      };
+    return { state: "ready", detail: `polling forgejo at ${where}; ${tasks} running` };
+  }
+
   async start(): Promise<void> {
     // What a process that died left; dealt with once Forgejo answers (see #endLeftovers).
     this.#leftovers = (await this.#inFlight?.leftovers()) ?? [];
@@ -143,6 +167,7 @@ export class ForgejoRunner implements Service {
       this.#o.log.warn({ err: asError(err) }, "forgejo is not answering yet; declaring again before the first fetch");
     }
     await warnUnservedLabels(this.#o.bus, this.queues, this.#o.log);
+    this.#started = true;
     this.#loop = this.#runLoop();
   }
 

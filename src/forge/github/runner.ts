@@ -2,7 +2,7 @@
 // classic queue on GHES), a capacity-gated poll loop that acquires jobs and hands them to HeldJobs,
 // and the bus subscription that brings their JobEvents back. It never holds a job it cannot start.
 import { setTimeout as sleep } from "node:timers/promises";
-import { deferred, type Service } from "../../lifecycle/service.js";
+import { deferred, type Service, type ServiceStatus } from "../../lifecycle/service.js";
 import type { Slot } from "../../lifecycle/slots.js";
 import type { JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
@@ -144,6 +144,10 @@ export class GitHubRunner implements Service {
   /** Completing the jobs a previous process left; awaited before the runner counts as stopped. */
   #leftovers: Promise<void> = Promise.resolve();
   #locations: Locations | undefined;
+  /** Calls to GitHub failing since, with the latest error (for status()); undefined while they work. */
+  #outage: { readonly what: string; readonly since: number; readonly error: Error } | undefined;
+  /** Set once `done` settled: how the runner ended. */
+  #ended: { readonly error: Error | undefined } | undefined;
 
   /** The queue (runs-on of the JobRequests) this runner publishes to: its first label. */
   get queues(): readonly string[] {
@@ -184,6 +188,9 @@ export class GitHubRunner implements Service {
       v2.authorizationUrl === oauthCredentials(reg, false).authorizationUrl
         ? this.#tokens
         : new RunnerTokens({ creds: v2, key: reg.key, http: this.#http, runner: describeRunner(reg) });
+    void this.#done.promise.then((error) => {
+      this.#ended = { error };
+    });
   }
 
   #createSource(): MessageSource {
@@ -203,6 +210,30 @@ export class GitHubRunner implements Service {
 
   get done(): Promise<Error | undefined> {
     return this.#done.promise;
+  }
+
+  status(): ServiceStatus {
+    const reg = this.#o.registration;
+    const where = reg.settings.gitHubUrl || reg.settings.serverUrl;
+    const jobs = `${this.#held.size} job${this.#held.size === 1 ? "" : "s"}`;
+    if (this.#ended) {
+      const why =
+        this.#ended.error?.message ?? (this.#ephemeralEnd ? "its ephemeral registration is used up" : "stopped");
+      return { state: "stopped", detail: why };
+    }
+    if (this.#stopping) return { state: "stopping", detail: `taking no jobs; ${jobs} still running` };
+    if (!this.#started) return { state: "starting", detail: `opening the message session of ${describeRunner(reg)}` };
+    const outage = this.#outage;
+    if (outage)
+      return {
+        state: "degraded",
+        detail: `${outage.what} at ${where} fails since ${new Date(outage.since).toISOString()}: ${outage.error.message}`,
+      };
+    return { state: "ready", detail: `${describeRunner(reg)} listening for jobs at ${where}; ${jobs} running` };
+  }
+
+  #failing(what: string, err: unknown): void {
+    this.#outage = { what, since: this.#outage?.since ?? Date.now(), error: asError(err) };
   }
 
   /** Jobs held right now. */
@@ -255,6 +286,7 @@ export class GitHubRunner implements Service {
       this.#done.resolve(first);
       throw first;
     }
+    if (first) this.#failing("opening the message session", first);
     this.#events = await this.#o.bus.consumeEvents(this.replyTo, (d) => {
       const job = this.#held.get(d.event.jobId);
       if (job) job.onEvent(d);
@@ -321,6 +353,7 @@ export class GitHubRunner implements Service {
     for (;;) {
       try {
         await this.#openSession();
+        this.#outage = undefined;
         this.#log.info({ sessionId: this.#source.sessionId }, "message session opened");
         return;
       } catch (err) {
@@ -333,6 +366,7 @@ export class GitHubRunner implements Service {
           continue;
         }
         streak += 1;
+        this.#failing("opening the message session", err);
         if (streak === 1) this.#log.warn({ err: asError(err) }, "could not open the message session; retrying");
         await sleep(nextDelayMs(this.#t.pollErrors, streak), undefined, { signal: this.#polling.signal });
       }
@@ -388,6 +422,7 @@ export class GitHubRunner implements Service {
             continue;
           }
           streak += 1;
+          this.#failing("polling for jobs", err);
           if (streak === 1)
             this.#log.warn({ err: asError(err) }, "polling GitHub for jobs failed; retrying with backoff");
           await sleep(nextDelayMs(this.#t.pollErrors, streak), undefined, { signal: this.#polling.signal }).catch(
@@ -399,6 +434,7 @@ export class GitHubRunner implements Service {
         }
         if (streak > 0) this.#log.info("polling GitHub works again");
         streak = 0;
+        this.#outage = undefined;
         if (!msg) {
           slot?.release();
           continue;

@@ -163,13 +163,7 @@ describe("TaskRecord", () => {
     );
     assert.deepEqual(
       r.pendingRows().rows.map((x) => x.content),
-      [
-        'VM for runs-on "x": booting (console: ***)',
-        "plain ***",
-        "quote ***",
-        'json "***"',
-        "because ***",
-      ],
+      ['VM for runs-on "x": booting (console: ***)', "plain ***", "quote ***", 'json "***"', "because ***"],
     );
     assert.deepEqual(r.unsentOutputs(), { o: "v=***" });
   });
