@@ -7,6 +7,13 @@ import { deferred, type Service, type ServiceStatus } from "../lifecycle/service
 import { type Logger, rootLogger } from "../telemetry/log.js";
 import { getCancellation, requestCancellation } from "./cancellations.js";
 import { type Db, openDb, type Queryable } from "./db.js";
+import {
+  type DebugSessionEnd,
+  endDebugSession,
+  listDebugSessions,
+  type NewDebugSession,
+  startDebugSession,
+} from "./debug-sessions.js";
 import { StoreClosedError } from "./errors.js";
 import {
   assignJob,
@@ -69,6 +76,11 @@ export function bindOperations(q: Queryable) {
       get: (id: string) => getVm(q, id),
       listOnHost: (host: string) => listVmsOnHost(q, host),
       listOrphans: (host: string) => listOrphanVms(q, host),
+    },
+    debugSessions: {
+      start: (session: NewDebugSession) => startDebugSession(q, session),
+      end: (id: string, end: DebugSessionEnd) => endDebugSession(q, id, end),
+      list: (opts?: { readonly jobId?: string; readonly limit?: number }) => listDebugSessions(q, opts),
     },
   };
 }
@@ -162,6 +174,10 @@ export class Store implements Service {
 
   get vms(): StoreOperations["vms"] {
     return this.#operations().vms;
+  }
+
+  get debugSessions(): StoreOperations["debugSessions"] {
+    return this.#operations().debugSessions;
   }
 
   /** Runs `fn` with every operation bound to one transaction: all of it commits, or none. */
