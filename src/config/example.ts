@@ -41,6 +41,14 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   egress:               # what jobs in VMs reach through gnomon's egress proxy (docs/network.md); never this host
 #     denyNetworks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7, fec0::/10]   # env: GNOMON_EGRESS_DENY_NETWORKS
 #     allowNetworks: []   # exceptions inside denyNetworks, e.g. [10.1.2.3/32] for a mirror.   env: GNOMON_EGRESS_ALLOW_NETWORKS
+#   debugSsh:             # SSH into a held job's VM for the actor who ran it (docs/debug-ssh.md)
+#     enabled: false      # let runs ask for it; off: never held, no endpoint.   env: GNOMON_DEBUG_SSH_ENABLED
+#     listen: ":2222"     # host:port of gnomon's SSH endpoint (the VMs are never exposed).   env: GNOMON_DEBUG_SSH_LISTEN
+#     host: ""            # the name users reach this host by, in the printed command; empty = its hostname.   env: GNOMON_DEBUG_SSH_HOST
+#     window: 30m         # how long a held job waits for its actor.   env: GNOMON_DEBUG_SSH_WINDOW
+#     maxWindow: 2h       # the longest a run may ask for (variable GNOMON_DEBUG_SSH_MINUTES).   env: GNOMON_DEBUG_SSH_MAX_WINDOW
+#     mode: on-failure    # on-failure or always: what a run asking without saying gets.   env: GNOMON_DEBUG_SSH_MODE
+#     onDebugLogging: true # a run with debug logging on (re-run with debug logging) asks for it.   env: GNOMON_DEBUG_SSH_ON_DEBUG_LOGGING
 
 # forgejo:
 #   credentialsFile: .runner   # written by \`gnomon forgejo register\`.   env: GNOMON_FORGEJO_CREDENTIALS

@@ -77,6 +77,42 @@ export const EgressConfig = z
   })
   .strict();
 
+/** Debug SSH into held jobs (docs/debug-ssh.md): off unless allowed here and asked for by the run. */
+export const DebugSshConfig = z
+  .object({
+    /** Allows runs to ask for debug SSH; off: no endpoint is opened and no job is ever held. */
+    enabled: z.boolean().default(false),
+    /** host:port the SSH endpoint listens on (":2222" = every address). */
+    listen: z
+      .string()
+      .refine((v) => isHostPort(v), {
+        message: "is not host:port",
+        params: { fix: 'write it as host:port, e.g. ":2222" for every address or 127.0.0.1:2222' },
+      })
+      .default(":2222"),
+    /** The name users reach this host by, shown in the ssh command; empty = this host's name. */
+    host: z.string().default(""),
+    /** How long a held job waits for its actor by default. */
+    window: duration("30m", { text: "1m", why: "a shorter window ends before anyone can log in" }),
+    /** The longest window a run may ask for (GNOMON_DEBUG_SSH_MINUTES). */
+    maxWindow: duration("2h", { text: "1m", why: "a shorter window ends before anyone can log in" }),
+    /** When a run asks without saying: hold its VM only after a failure, or after every job. */
+    mode: z.enum(["on-failure", "always"]).default("on-failure"),
+    /** Whether a run with debug logging on (ACTIONS_RUNNER_DEBUG or ACTIONS_STEP_DEBUG) asks for it. */
+    onDebugLogging: z.boolean().default(true),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.window > c.maxWindow)
+      ctx.addIssue({
+        code: "custom",
+        path: ["window"],
+        input: undefined,
+        message: `is longer than maxWindow (${c.maxWindow / 60_000} minutes), the longest a window may be`,
+        params: { fix: "make window at most maxWindow, or raise maxWindow" },
+      });
+  });
+
 export const OrchestratorConfig = z
   .object({
     /** Most VMs this host runs at once. */
@@ -105,6 +141,7 @@ export const OrchestratorConfig = z
     /** Allows `host` labels that run steps directly on this machine (tests, trusted repos only). */
     allowHostLabels: z.boolean().default(false),
     egress: EgressConfig.default(EgressConfig.parse({})),
+    debugSsh: DebugSshConfig.default(DebugSshConfig.parse({})),
   })
   .strict();
 

@@ -168,6 +168,34 @@ describe("configuration", () => {
     );
   });
 
+  it("keeps debug SSH off by default, and refuses a default window longer than the maximum, naming both", () => {
+    const off = loadConfig({ env: {} }).orchestrator.debugSsh;
+    assert.deepEqual(off, {
+      enabled: false,
+      listen: ":2222",
+      host: "",
+      window: 30 * 60_000,
+      maxWindow: 2 * 3_600_000,
+      mode: "on-failure",
+      onDebugLogging: true,
+    });
+    const on = loadConfig({
+      env: { GNOMON_DEBUG_SSH_ENABLED: "true", GNOMON_DEBUG_SSH_WINDOW: "45m", GNOMON_DEBUG_SSH_MODE: "always" },
+    }).orchestrator.debugSsh;
+    assert.deepEqual([on.enabled, on.window, on.mode], [true, 45 * 60_000, "always"]);
+    assert.throws(
+      () => loadConfig({ env: { GNOMON_DEBUG_SSH_WINDOW: "3h" } }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.message ===
+          "GNOMON_DEBUG_SSH_WINDOW: is longer than maxWindow (120 minutes), the longest a window may be; make window at most maxWindow, or raise maxWindow",
+    );
+    assert.throws(
+      () => loadConfig({ env: { GNOMON_DEBUG_SSH_LISTEN: "2222" } }),
+      (e: unknown) => e instanceof ConfigError && /^GNOMON_DEBUG_SSH_LISTEN: "2222" is not host:port/.test(e.message),
+    );
+  });
+
   it("the annotated example names every setting", () => {
     const leaves = (o: Record<string, unknown>, prefix = ""): string[] =>
       Object.entries(o).flatMap(([k, v]) =>
