@@ -108,6 +108,12 @@ export const JobRequest = z.object({
     })
 
     .default({}),
+  /**
+   * The run asked for debug logging in a way the contexts do not show: GitHub's "re-run with debug
+   * logging" sets ACTIONS_RUNNER_DEBUG / ACTIONS_STEP_DEBUG among the job message's variables,
+   * which are neither `vars` nor secrets. Absent from forge runners that do not know it.
+   */
+  debugLogging: z.boolean().optional(),
   queuedAt: z.string().datetime(),
   /** Do not start the job after this instant: its forge has given up on it by then. */
   startBy: z.string().datetime().optional(),

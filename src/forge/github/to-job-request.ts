@@ -62,6 +62,9 @@ const ZERO_GUID = "00000000-0000-0000-0000-000000000000";
 /** Variables that are secret but never part of the `secrets` context (spec 7.2). */
 const NOT_IN_SECRETS_CONTEXT = new Set(["system.accesstoken", "system.github.token", "github_token"]);
 
+/** The job message variables GitHub sets when a run is re-run with debug logging (spec 7.2). */
+const DEBUG_LOGGING_VARIABLES = ["ACTIONS_RUNNER_DEBUG", "ACTIONS_STEP_DEBUG"];
+
 /** Prefix of sealed entries that are mask hints, not secrets (the contract's MASK_HINT_PREFIX). */
 export const MASK_ENTRY_PREFIX = MASK_HINT_PREFIX;
 
@@ -427,6 +430,10 @@ export function toJobRequest(msg: AgentJobRequestMessage, job: GitHubJob, ctx: J
       resultsUrl: job.resultsUrl || undefined,
       cacheUrl: job.cacheUrl || undefined,
     },
+    // "Re-run with debug logging" sets these as plain variables, which reach no context.
+    ...(DEBUG_LOGGING_VARIABLES.some((name) => /^true$/i.test(variable(msg, name)?.value.trim() ?? ""))
+      ? { debugLogging: true }
+      : {}),
     queuedAt: ctx.now,
   });
   if (!parsed.success) {

@@ -141,6 +141,35 @@ describe("a GitHub job message", () => {
     assert.equal(masker.mask("abc def"), "*** ***", "each line of a multi-line secret is masked alone");
   });
 
+  it("says the run asked for debug logging when a re-run with debug logging set ACTIONS_*_DEBUG among its variables", async (t) => {
+    const fake = await startFakeGitHub(t);
+    const job = fake.queueJob({});
+    const plain = AgentJobRequestMessage.parse(fake.jobMessage(job.jobId, "v2"));
+    const toRequest = (msg: AgentJobRequestMessage) => {
+      const d = describeJob(msg, "run-service");
+      assert.ok(d.ok);
+      const r = toJobRequest(msg, d.job, ctx);
+      assert.ok(r.ok, r.ok ? "" : r.reason);
+      return r.request;
+    };
+    assert.equal(toRequest(plain).debugLogging, undefined, "an ordinary run");
+    // What GitHub sends on "re-run with debug logging": plain variables, in no context and no secret.
+    for (const name of ["ACTIONS_STEP_DEBUG", "actions_runner_debug"]) {
+      const rerun = AgentJobRequestMessage.parse({
+        ...fake.jobMessage(job.jobId, "v2"),
+        variables: { ...plain.variables, [name]: { value: "true" } },
+      });
+      const req = toRequest(rerun);
+      assert.equal(req.debugLogging, true, name);
+      assert.equal(req.contexts.vars[name], undefined, "it is not a repository variable");
+    }
+    const off = AgentJobRequestMessage.parse({
+      ...fake.jobMessage(job.jobId, "v2"),
+      variables: { ...plain.variables, ACTIONS_STEP_DEBUG: { value: "false" } },
+    });
+    assert.equal(toRequest(off).debugLogging, undefined);
+  });
+
   it("fails with a sentence for a step kind gnomon cannot run", async (t) => {
     const fake = await startFakeGitHub(t);
     const job = fake.queueJob();
