@@ -47,6 +47,27 @@ export interface SshExecutorOptions {
   readonly upload?: "auto" | "sftp";
 }
 
+/** A terminal for an interactive session (RFC 4254 pty-req), as an SSH client asks for one. */
+export interface PtyRequest {
+  readonly term: string;
+  readonly rows: number;
+  readonly cols: number;
+  readonly width: number;
+  readonly height: number;
+  /** Terminal modes by name (ssh2's TerminalModes), passed on as they came. */
+  readonly modes?: Readonly<Record<string, number>>;
+}
+
+/**
+ * What a debug session runs in the VM: a command, or the user's login shell, with or without a
+ * terminal; or the guest's SFTP server (`subsystem`), which then serves its files as the job's user.
+ */
+export interface SessionRequest {
+  readonly command?: string;
+  readonly pty?: PtyRequest;
+  readonly subsystem?: "sftp";
+}
+
 /** The connection dropped while the executor was using it; the job's VM is probably gone. */
 export class SshDisconnectedError extends Error {
   override readonly name = "SshDisconnectedError";
@@ -201,6 +222,35 @@ export class SshExecutor implements Executor {
       const stream = accept();
       stream.on("error", () => stream.destroy());
       take(stream);
+    });
+  }
+
+  /**
+   * Opens a session channel in the VM as the job's user, for a person debugging the job: their
+   * command or a login shell, with a terminal when they asked for one, and the machine's own
+   * variables (its egress proxy) set as for the job's steps. The caller owns the channel.
+   */
+  async openSession(req: SessionRequest): Promise<ClientChannel> {
+    if (this.#lost) throw this.#lost;
+    if (this.#closed) throw new Error(`${this.name} is closed`);
+    const pty = req.pty ? { ...req.pty, modes: req.pty.modes ? { ...req.pty.modes } : undefined } : undefined;
+    const assignments = Object.entries(this.#machineEnv).map(([k, v]) => shellQuote(`${k}=${v}`));
+    // With variables to set, the shell or command is started through env (sshd lets a session set
+    // only a few variables itself); $SHELL is the user's login shell, as sshd would start it.
+    const command =
+      assignments.length === 0
+        ? req.command
+        : req.command === undefined
+          ? `exec env ${assignments.join(" ")} $SHELL -l`
+          : `exec env ${assignments.join(" ")} $SHELL -c ${shellQuote(req.command)}`;
+    return new Promise((resolve, reject) => {
+      const done = (err: Error | undefined, channel: ClientChannel) => {
+        if (err) reject(this.#lost ?? new SshDisconnectedError(this.name, err.message, { cause: err }));
+        else resolve(channel);
+      };
+      if (req.subsystem) this.client.subsys(req.subsystem, done);
+      else if (command === undefined) this.client.shell(pty ?? false, done);
+      else this.client.exec(command, pty ? { pty } : {}, done);
     });
   }
 

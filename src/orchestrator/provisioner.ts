@@ -1,12 +1,13 @@
 // Where a job's steps run: a fresh VM for a catalog label (the normal case) or this host for an
 // explicitly allowed `host` label. The orchestrator asks a Provisioner for a Workspace and always
 // destroys it; nothing else in the orchestrator knows about QEMU.
+import type { ClientChannel } from "ssh2";
 import type { ProvisioningPhase } from "../contract/job-event.js";
 import type { EgressPolicy } from "../egress/policy.js";
 import { EgressProxy } from "../egress/proxy.js";
 import { type Executor, ServeRefusedError } from "../executor/executor.js";
 import { createHostExecutor } from "../executor/host.js";
-import { createSshExecutor, type SshExecutor } from "../executor/ssh.js";
+import { createSshExecutor, type SessionRequest, type SshExecutor } from "../executor/ssh.js";
 import type { Logger } from "../telemetry/log.js";
 import { type Catalog, type ImageSpec, resolveImage } from "../vm/catalog.js";
 import { bootMachine, type SpawnedVm } from "../vm/machine.js";
@@ -20,6 +21,11 @@ export interface Workspace {
   readonly describe: string;
   /** This host, for git fetches the machine cannot do itself (it has no git). */
   readonly hostGit?: () => Promise<Executor>;
+  /**
+   * A session in the machine as the job's user, over gnomon's own connection (debug SSH). Only
+   * VMs have it: a host label runs on this machine, which nobody may enter through gnomon.
+   */
+  readonly openSession?: (req: SessionRequest) => Promise<ClientChannel>;
 }
 
 export interface ProvisionHooks {
@@ -156,6 +162,7 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
         executor,
         describe: `${image.name} VM ${machine.id} (pid ${machine.pid})`,
         hostGit: () => createHostExecutor({ parentDir: opts.hostWorkDir }),
+        openSession: (req) => executor.openSession(req),
         async destroy() {
           await egress?.close();
           await executor.close().catch(() => undefined);
