@@ -21,6 +21,7 @@ const mayImport: Record<string, readonly string[]> = {
   engine: ["contract", "executor", "workflow"],
   vm: ["lifecycle", "telemetry"],
   egress: ["telemetry"],
+  "debug-ssh": ["contract", "executor", "store", "lifecycle", "telemetry"],
   forge: ["contract", "queue", "gen", "lifecycle", "telemetry", "workflow"],
   orchestrator: [
     "contract",
@@ -33,6 +34,7 @@ const mayImport: Record<string, readonly string[]> = {
     "telemetry",
     "workflow",
     "egress",
+    "debug-ssh",
   ],
 };
 const WIRING = new Set(["cli", "main.ts", "bin.ts"]);
@@ -80,6 +82,8 @@ const PURE = [
   "orchestrator/forge-endpoints.ts",
   "workflow/run-plan.ts",
   "workflow/run-schedule.ts",
+  "debug-ssh/debug-request.ts",
+  "debug-ssh/attempt-limiter.ts",
 ];
 const EFFECTFUL_PACKAGES = /^(node:|pg$|pg-|amqplib|ssh2|pino|prom-client|@electric-sql\/|@connectrpc\/connect-node)/;
 

@@ -26,7 +26,19 @@ export interface Metrics {
   readonly jobDurationSeconds: Histogram<"label" | "result">;
   readonly vmsRunning: Gauge<"label">;
   readonly vmsReaped: Counter<"label">;
+  /** Jobs whose result is decided but whose VM is held open for debug SSH, by label. */
+  readonly debugSshHeldJobs: Gauge<"label">;
+  /** Logins to the debug SSH endpoint, by outcome (DEBUG_SSH_OUTCOMES). */
+  readonly debugSshSessions: Counter<"outcome">;
 }
+
+/**
+ * How a login to the debug SSH endpoint went: `accepted` (a session into a held VM), `refused` (a
+ * key that is not the actor's, or no held job by that name), `throttled` (too many failures from its
+ * address or for its job).
+ */
+export const DEBUG_SSH_OUTCOMES = ["accepted", "refused", "throttled"] as const;
+export type DebugSshOutcome = (typeof DEBUG_SSH_OUTCOMES)[number];
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = new Registry();
@@ -77,6 +89,18 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       name: "gnomon_vms_reaped_total",
       help: "VMs of lost jobs killed by the reaper",
       labelNames: ["label"],
+      registers,
+    }),
+    debugSshHeldJobs: new Gauge({
+      name: "gnomon_debug_ssh_held_jobs",
+      help: "Jobs whose VM is held open for debug SSH after their result was decided",
+      labelNames: ["label"],
+      registers,
+    }),
+    debugSshSessions: new Counter({
+      name: "gnomon_debug_ssh_sessions_total",
+      help: "Logins to the debug SSH endpoint, by outcome: accepted, refused, throttled",
+      labelNames: ["outcome"],
       registers,
     }),
   };
