@@ -2,6 +2,7 @@
 // one sentence. The only code that touches process signals.
 import { type Command, type CommandContext, helpText, parseCommandArgs, UsageError } from "./cli/command.js";
 import { configExampleCommand } from "./cli/config-example.js";
+import { debugSessionsCommand } from "./cli/debug-sessions.js";
 import { execCommand } from "./cli/exec.js";
 import { EXIT, exitCodeOf } from "./cli/exit-codes.js";
 import { forgejoRegisterCommand, forgejoRunCommand } from "./cli/forgejo.js";
@@ -21,6 +22,7 @@ const COMMANDS: readonly Command[] = [
   githubRunCommand,
   githubRemoveCommand,
   ...imagesCommands(),
+  debugSessionsCommand,
   configExampleCommand,
   versionCommand,
 ];

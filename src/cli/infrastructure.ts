@@ -7,6 +7,8 @@ import { availableParallelism, totalmem } from "node:os";
 import { join } from "node:path";
 import type { Config } from "../config/schema.js";
 import { parseClusterKey } from "../contract/sealed-secrets.js";
+import { DebugSshServer } from "../debug-ssh/debug-ssh-server.js";
+import { hostKeyPath, loadOrCreateHostKey } from "../debug-ssh/host-key.js";
 import { egressPolicy } from "../egress/policy.js";
 import { Orchestrator } from "../orchestrator/orchestrator.js";
 import { createVmProvisioner } from "../orchestrator/provisioner.js";
@@ -50,9 +52,37 @@ export function clusterKeyOf(config: Readonly<Config>): Buffer {
   return parseClusterKey(readFileSync(file, "utf8"));
 }
 
+/**
+ * The debug SSH endpoint when orchestrator.debugSsh.enabled allows it (docs/debug-ssh.md), with its
+ * host key under the data directory; undefined when it is off, and then no job is ever held.
+ */
+export function createDebugSsh(
+  config: Readonly<Config>,
+  deps: { store: Store; log: Logger; metrics: Metrics },
+): DebugSshServer | undefined {
+  const d = config.orchestrator.debugSsh;
+  if (!d.enabled) return undefined;
+  return new DebugSshServer({
+    listen: d.listen,
+    host: d.host,
+    hostKey: loadOrCreateHostKey(hostKeyPath(config.dataDir)),
+    policy: { windowMs: d.window, maxWindowMs: d.maxWindow, mode: d.mode, onDebugLogging: d.onDebugLogging },
+    store: deps.store,
+    metrics: deps.metrics,
+    log: deps.log,
+  });
+}
+
 export async function createOrchestrator(
   config: Readonly<Config>,
-  deps: { bus: JobBus; store: Store; log: Logger; metrics: Metrics; clusterKey: Buffer },
+  deps: {
+    bus: JobBus;
+    store: Store;
+    log: Logger;
+    metrics: Metrics;
+    clusterKey: Buffer;
+    debugSsh?: DebugSshServer;
+  },
 ): Promise<Orchestrator> {
   const o = config.orchestrator;
   const hostLabels = o.labels.filter((l) => l.endsWith(":host"));
@@ -90,5 +120,6 @@ export async function createOrchestrator(
     drainTimeoutMs: o.drainTimeout,
     metrics: deps.metrics,
     log: deps.log,
+    debugSsh: deps.debugSsh,
   });
 }

@@ -19,7 +19,7 @@ import { type Command, type CommandContext, UsageError } from "./command.js";
 import { EXIT, exitCodeOf } from "./exit-codes.js";
 import { createForgejoRunner } from "./forgejo.js";
 import { githubInFlightFile } from "./github.js";
-import { clusterKeyOf, createBus, createOrchestrator, createStore } from "./infrastructure.js";
+import { clusterKeyOf, createBus, createDebugSsh, createOrchestrator, createStore } from "./infrastructure.js";
 import { VERSION } from "./version.js";
 
 const ORCHESTRATOR_FLAGS = {
@@ -37,7 +37,13 @@ const ORCHESTRATOR_OPTIONS = {
 function metricsEndpoint(
   config: Readonly<Config>,
   metrics: Metrics,
-  parts: { orchestrator: Orchestrator; bus: JobBus; store: Store; runners?: readonly Service[] },
+  parts: {
+    orchestrator: Orchestrator;
+    bus: JobBus;
+    store: Store;
+    debugSsh?: Service;
+    runners?: readonly Service[];
+  },
 ): Service[] {
   if (!config.orchestrator.metricsListen) return [];
   return [
@@ -95,11 +101,19 @@ same GNOMON_CLUSTER_KEY everywhere.`,
     const metrics = createMetrics();
     const bus = createBus(config, log, "orchestrator");
     const store = createStore(config, log);
-    const orchestrator = await createOrchestrator(config, { bus, store, log, metrics, clusterKey });
+    const debugSsh = createDebugSsh(config, { store, log, metrics });
+    const orchestrator = await createOrchestrator(config, { bus, store, log, metrics, clusterKey, debugSsh });
     // The endpoint first: an address it cannot listen on fails before the database is opened, and
-    // /healthz answers (503) while the rest starts.
+    // /healthz answers (503) while the rest starts. The debug SSH endpoint stops after the
+    // orchestrator, whose stop ends every debug window first.
     return serve(
-      [...metricsEndpoint(config, metrics, { orchestrator, bus, store }), store, bus, orchestrator],
+      [
+        ...metricsEndpoint(config, metrics, { orchestrator, bus, store, debugSsh }),
+        store,
+        bus,
+        ...(debugSsh ? [debugSsh] : []),
+        orchestrator,
+      ],
       config.shutdownTimeout,
       ctx,
       log,
@@ -128,7 +142,8 @@ embedded PostgreSQL under the data directory.`,
     const metrics = createMetrics();
     const bus = createBus(config, log, "gnomon-up");
     const store = createStore(config, log);
-    const orchestrator = await createOrchestrator(config, { bus, store, log, metrics, clusterKey });
+    const debugSsh = createDebugSsh(config, { store, log, metrics });
+    const orchestrator = await createOrchestrator(config, { bus, store, log, metrics, clusterKey, debugSsh });
     const runners: (Service & { readonly queues: readonly string[] })[] = [];
     const forgejoFile = resolve(config.forgejo.credentialsFile);
     if (existsSync(forgejoFile)) runners.push(createForgejoRunner(config, { bus, clusterKey, log }));
@@ -167,9 +182,10 @@ embedded PostgreSQL under the data directory.`,
     // reported; /metrics stays up meanwhile.
     return serve(
       [
-        ...metricsEndpoint(config, metrics, { orchestrator, bus, store, runners }),
+        ...metricsEndpoint(config, metrics, { orchestrator, bus, store, debugSsh, runners }),
         store,
         bus,
+        ...(debugSsh ? [debugSsh] : []),
         [orchestrator, ...runners],
       ],
       Math.min(config.shutdownTimeout, config.orchestrator.drainTimeout),

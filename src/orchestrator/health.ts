@@ -28,12 +28,14 @@ export function orchestratorHealth(parts: {
   readonly orchestrator: Orchestrator;
   readonly bus: JobBus;
   readonly store: Store;
+  /** The debug SSH endpoint, when this host allows debug SSH. */
+  readonly debugSsh?: Service;
   /** The forge runners of the same process (`gnomon up`). */
   readonly runners?: readonly Service[];
 }): () => Health {
   const { orchestrator, bus, store } = parts;
   return processHealth({
-    services: [store, bus, orchestrator],
+    services: [store, bus, ...(parts.debugSsh ? [parts.debugSsh] : []), orchestrator],
     runners: parts.runners,
     fields: () => ({
       orchestrator: orchestrator.id,

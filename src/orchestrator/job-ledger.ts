@@ -127,6 +127,8 @@ export class JobLedger {
   /** The jobs-by-state gauge's state this job is counted in now. */
   #counted: string | undefined;
   #firstStepRecorded = false;
+  /** Whether the job's VM is held for debug SSH now (counted in the held-jobs gauge). */
+  #held = false;
   #lastPhase: { readonly name: string; readonly at: number } | undefined;
   /** VMs spawned for the job and counted running: forgotten by machineGone(). */
   readonly #vms: string[] = [];
@@ -334,6 +336,30 @@ export class JobLedger {
     this.#stream().emit(body);
   }
 
+  /** A line of the job's own, outside any step (debug SSH's command and sessions): in its log, at once. */
+  note(text: string): void {
+    this.#stream().log(text);
+  }
+
+  /**
+   * Its result is decided and its VM held open for debug SSH: still running for the store, the
+   * forge (heartbeats, lease, no job-finished yet) and capacity; counted held until released().
+   */
+  held(): void {
+    this.#expect("hold the job for debugging", ["running"]);
+    if (this.#held) return;
+    this.#held = true;
+    this.#d.metrics.debugSshHeldJobs.inc({ label: this.request.runsOn });
+    this.log.info("job held for debug SSH");
+  }
+
+  /** The debug window closed. */
+  released(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    this.#d.metrics.debugSshHeldJobs.dec({ label: this.request.runsOn });
+  }
+
   /**
    * What an error nothing expected means for the job, by how far it got: before this orchestrator
    * holds the lease it must not touch the job, so it goes back to the queue (the database is down)
@@ -359,6 +385,7 @@ export class JobLedger {
     if (this.#state === "closed") return;
     this.#state = "closed";
     this.#count(undefined);
+    this.released();
     switch (ending.kind) {
       case "result":
         await this.#finish(ending.result, ending.reason, ending.outputs ?? {});

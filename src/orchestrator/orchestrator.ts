@@ -6,6 +6,7 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Cancel } from "../contract/cancel.js";
 import type { JobRequest } from "../contract/job-request.js";
+import type { DebugSshServer } from "../debug-ssh/debug-ssh-server.js";
 import { deferred, ForcedStopError, type Service, type ServiceStatus } from "../lifecycle/service.js";
 import type { JobBus, JobConsumer, JobDelivery, Subscription } from "../queue/bus.js";
 import type { Store } from "../store/store.js";
@@ -39,6 +40,8 @@ export interface OrchestratorOptions {
   readonly jobOptions?: (req: JobRequest) => JobOptions;
   /** runner.name of its jobs; default the orchestrator id. */
   readonly runnerName?: string;
+  /** The debug SSH endpoint, when this host allows debug SSH (docs/debug-ssh.md); absent: no job is held. */
+  readonly debugSsh?: Pick<DebugSshServer, "ask" | "hold">;
 }
 
 /** Nothing to serve: no job could ever reach this orchestrator. A setting to fix, not an outage. */
@@ -233,6 +236,7 @@ export class Orchestrator implements Service {
         log: this.#log,
         runnerName: this.#opts.runnerName ?? this.id,
         jobOptions: this.#opts.jobOptions,
+        debugSsh: this.#opts.debugSsh,
       },
       handBack.signal,
     )

@@ -1,10 +1,12 @@
-// One job from delivery to ack, as phases: record → lease → provision → execute, then teardown and
-// the ledger's close, once, on every path. Each phase either lets the job go on or says how it ends
+// One job from delivery to ack, as phases: record → lease → provision → execute (→ a debug window,
+// when the run asked for one), then teardown and the ledger's close, once, on every path. Each phase either lets the job go on or says how it ends
 // (an Ending); the job's ledger (job-ledger.ts) writes every step down: store transitions, lease,
 // events, metrics. This file holds the decisions and never talks to the store itself. runJob
 // rejects only when the queue delivery cannot be settled (the bus is gone; the job comes back).
 import type { JobRequest } from "../contract/job-request.js";
 import { openSecrets } from "../contract/sealed-secrets.js";
+import { holdsFor } from "../debug-ssh/debug-request.js";
+import type { DebugSshServer } from "../debug-ssh/debug-ssh-server.js";
 import { type EngineOptions, executeJob, jobInputOf } from "../engine/engine.js";
 import type { JobDelivery } from "../queue/bus.js";
 import type { Store } from "../store/store.js";
@@ -33,6 +35,8 @@ export interface RunJobDeps {
   readonly runnerName: string;
   /** Engine options for one job beyond the defaults (gnomon exec: the local checkout). */
   readonly jobOptions?: (req: JobRequest) => JobOptions;
+  /** Debug SSH (docs/debug-ssh.md): whether a run asked for it, and holding its VM for its actor. Absent: off. */
+  readonly debugSsh?: Pick<DebugSshServer, "ask" | "hold">;
 }
 
 /** What a job may change about how the engine runs it. */
@@ -70,6 +74,8 @@ class JobRun {
   #signal: AbortSignal;
   #reservation: Reservation | undefined;
   #workspace: Workspace | undefined;
+  /** The job's secrets, opened for the engine (debug SSH reads its variables and token from them too). */
+  #secrets: Readonly<Record<string, string>> = {};
 
   constructor(delivery: JobDelivery, cancel: AbortSignal, handBack: AbortSignal, deps: RunJobDeps) {
     const req = delivery.request;
@@ -85,7 +91,11 @@ class JobRun {
   async run(): Promise<void> {
     let ending: Ending;
     try {
-      ending = (await this.#record()) ?? (await this.#lease()) ?? (await this.#provision()) ?? (await this.#execute());
+      ending =
+        (await this.#record()) ??
+        (await this.#lease()) ??
+        (await this.#provision()) ??
+        (await this.#debugWindow(await this.#execute()));
     } catch (err) {
       ending = this.#ledger.crashed(err);
     }
@@ -195,6 +205,7 @@ class JobRun {
     await this.#ledger.running();
     const extra = this.#d.jobOptions?.(req) ?? {};
     const secrets = openSecrets(req.secrets, this.#d.clusterKey, req.id);
+    this.#secrets = secrets;
     const outcome = await executeJob(jobInputOf(req, secrets), {
       executor: workspace.executor,
       signal,
@@ -210,6 +221,47 @@ class JobRun {
         ? reasonOf(signal, outcome.reason ?? this.#cancelReason())
         : outcome.reason;
     return { kind: "result", result: outcome.result, reason, outputs: outcome.outputs };
+  }
+
+  /**
+   * After the result is decided and before teardown: when this host allows debug SSH and the run
+   * asked for it, the VM is held for the job's actor (src/debug-ssh) until they log out, its time
+   * runs out, the job is cancelled or this orchestrator stops. The job still counts as running
+   * (heartbeats, lease, capacity; job-finished waits), and then ends with the result it had.
+   */
+  async #debugWindow(ending: Ending): Promise<Ending> {
+    const debugSsh = this.#d.debugSsh;
+    if (!debugSsh || ending.kind !== "result" || this.#signal.aborted) return ending;
+    const ask = debugSsh.ask(this.#req, this.#secrets);
+    if (ask.kind === "invalid") this.#ledger.note(ask.message);
+    if (ask.kind !== "asked" || !holdsFor(ask.mode, ending.result)) return ending;
+    const openSession = this.#workspace?.openSession;
+    if (!openSession) {
+      this.#ledger.note(
+        `debug SSH: runs-on "${this.#req.runsOn}" runs on this host, not in a VM, and nobody enters this host through gnomon; nothing is held`,
+      );
+      return ending;
+    }
+    try {
+      await debugSsh.hold({
+        request: this.#req,
+        secrets: this.#secrets,
+        ask,
+        result: ending.result,
+        orchestrator: this.#d.orchestratorId,
+        openSession,
+        note: (text) => this.#ledger.note(text),
+        onHeld: () => this.#ledger.held(),
+        cancel: this.#signal,
+        stopping: this.#handBack,
+      });
+    } catch (err) {
+      this.#log.error({ err }, "holding the job for debug SSH failed");
+      this.#ledger.note(`debug SSH: gnomon could not hold the VM: ${messageOf(err)}`);
+    } finally {
+      this.#ledger.released();
+    }
+    return ending;
   }
 
   /** Destroys the machine (if any was started) and gives its capacity back. Never throws. */
