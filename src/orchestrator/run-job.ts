@@ -274,6 +274,8 @@ export async function runJob(
       runnerName: deps.runnerName,
       checkout: extra.checkout,
       hostGit: workspace.hostGit,
+      actionCache: workspace.actionCache,
+      machineUrl: workspace.machineUrl,
       jobContainer: extra.jobContainer,
       baseEnv: { ...forgeEnv(req), ...extra.baseEnv },
       emit: (body) => {
