@@ -35,10 +35,11 @@ export function isLoopbackHost(host: string): boolean {
 
 /**
  * Pure: the loopback endpoints among "host:port" strings (as forgeEndpointsOf() gives them; IPv6
- * hosts unbracketed), each once, in the order given.
+ * hosts unbracketed), each once, in the order given. localhost:P goes with 127.0.0.1:P when both
+ * are named (one service, as the guest's localhost is its 127.0.0.1).
  */
 export function loopbackEndpoints(hostPorts: readonly string[]): LoopbackEndpoint[] {
-  const out: LoopbackEndpoint[] = [];
+  const all: LoopbackEndpoint[] = [];
   for (const hp of hostPorts) {
     const at = hp.lastIndexOf(":");
     const host = hp
@@ -47,9 +48,16 @@ export function loopbackEndpoints(hostPorts: readonly string[]): LoopbackEndpoin
       .replace(/^\[(.*)\]$/, "$1");
     const port = Number(hp.slice(at + 1));
     if (at <= 0 || !Number.isInteger(port) || port < 1 || port > 65_535 || !isLoopbackHost(host)) continue;
-    if (!out.some((e) => e.host === host && e.port === port)) out.push({ host, port });
+    if (!all.some((e) => e.host === host && e.port === port)) all.push({ host, port });
   }
-  return out;
+  return all.filter((e) => !(e.host === "localhost" && all.some((o) => o.host === "127.0.0.1" && o.port === e.port)));
+}
+
+/** The forward that serves host:port: its own, or for localhost the one of 127.0.0.1 on that port. */
+function forwardOf(forwards: readonly Forward[], host: string, port: number): Forward | undefined {
+  const own = forwards.find((x) => x.endpoint.host === host && x.endpoint.port === port);
+  if (own || host !== "localhost") return own;
+  return forwards.find((x) => x.endpoint.host === "127.0.0.1" && x.endpoint.port === port);
 }
 
 /** http(s)://[userinfo@]authority rest — split without normalising, so a URL keeps its exact text. */
@@ -67,7 +75,7 @@ export function machineUrlOf(url: string, forwards: readonly Forward[]): string 
   const [, scheme = "", userinfo = "", rawHost = "", rawPort, rest = ""] = m;
   const host = rawHost.toLowerCase().replace(/^\[(.*)\]$/, "$1");
   const port = rawPort ? Number(rawPort) : scheme.toLowerCase() === "https://" ? 443 : 80;
-  const f = forwards.find((x) => x.endpoint.host === host && x.endpoint.port === port);
+  const f = forwardOf(forwards, host, port);
   if (!f) return url;
   if (f.guestPort === port && (host === "127.0.0.1" || host === "localhost")) return url;
   return `${scheme}${userinfo}127.0.0.1:${f.guestPort}${rest}`;

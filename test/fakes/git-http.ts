@@ -3,8 +3,10 @@
 // smart HTTP protocol by git's own http-backend (CGI), as Forgejo and GitHub serve them. The fakes
 // decide who may read and push; this module only speaks git. Imports nothing from gnomon.
 import { execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 
@@ -177,4 +179,44 @@ export class GitRepos {
       } else res.end();
     });
   }
+}
+
+export interface GitServer {
+  /** http://127.0.0.1:PORT, no trailing slash. */
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A bare git server over `repos` on a loopback port: anonymous reads, pushes only with
+ * `pushToken` (as the password of HTTP basic auth).
+ */
+export async function startGitServer(repos: GitRepos, o: { pushToken?: string } = {}): Promise<GitServer> {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://x");
+    const git = gitRequestOf(req.method ?? "GET", url.pathname, url.search.slice(1));
+    if (!git || !repos.has(git.repo)) {
+      res.writeHead(404).end("not found");
+      return;
+    }
+    const [, password = ""] = Buffer.from((req.headers.authorization ?? "").replace(/^basic /i, ""), "base64")
+      .toString()
+      .split(":");
+    const pusher = o.pushToken !== undefined && password === o.pushToken;
+    if (git.push && !pusher) {
+      res.writeHead(401, { "www-authenticate": 'Basic realm="git"' }).end("push needs the token");
+      return;
+    }
+    repos.serve(req, res, url.pathname, url.search.slice(1), pusher ? "pusher" : undefined);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
 }
