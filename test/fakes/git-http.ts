@@ -220,3 +220,40 @@ export async function startGitServer(repos: GitRepos, o: { pushToken?: string } 
       }),
   };
 }
+
+/**
+ * The token a request authenticates with, as Forgejo and GitHub read it: `token T`, `Bearer T`, or
+ * HTTP basic auth with T as the password (git's x-access-token:T) or as the user name.
+ */
+export function tokenOf(req: IncomingMessage): string | undefined {
+  const h = req.headers.authorization ?? "";
+  const m = /^(token|bearer|basic)\s+(.+)$/i.exec(h.trim());
+  if (!m) return undefined;
+  if (m[1]!.toLowerCase() !== "basic") return m[2];
+  const [user = "", password = ""] = Buffer.from(m[2]!, "base64").toString("utf8").split(":");
+  return password && password !== "x-oauth-basic" ? password : user || undefined;
+}
+
+/**
+ * Adds the folders of ../shared/actions as repositories: `<owner>/<repo>/v<X.Y.Z>` becomes a commit
+ * of owner/repo tagged vX.Y.Z and vX (the major tag that `uses: owner/repo@vX` names).
+ */
+export function seedActions(repos: GitRepos, root: string): { repo: string; version: string; commit: string }[] {
+  const out: { repo: string; version: string; commit: string }[] = [];
+  const dirs = (dir: string) =>
+    readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name);
+  for (const owner of dirs(root))
+    for (const name of dirs(join(root, owner)))
+      for (const version of dirs(join(root, owner, name))
+        .filter((v) => /^v\d+\.\d+\.\d+$/.test(v))
+        .sort()) {
+        const repo = `${owner}/${name}`;
+        const commit = repos.commit(repo, { fromDir: join(root, owner, name, version), message: version });
+        repos.tag(repo, version, commit);
+        repos.tag(repo, version.split(".")[0]!, commit);
+        out.push({ repo, version, commit });
+      }
+  return out;
+}
