@@ -85,7 +85,7 @@ export interface ForgeForwards {
   readonly forwards: readonly Forward[];
   /** A URL as the guest reaches it (machineUrlOf over these forwards). */
   machineUrl(url: string): string;
-  /** For the job log: "127.0.0.1:3000 (as 127.0.0.1:3000 in the VM)". */
+  /** For the job log: "127.0.0.1:3000", or "localhost:80 at 127.0.0.1:41234" where the guest port differs. */
   describe(): string;
   /** Stops listening in the guest and ends open connections. Idempotent, never throws. */
   close(): Promise<void>;
@@ -158,7 +158,14 @@ export async function serveForgeForwards(
   return {
     forwards,
     machineUrl: (url) => machineUrlOf(url, forwards),
-    describe: () => forwards.map((f) => `${hostPort(f.endpoint)} (as 127.0.0.1:${f.guestPort} in the VM)`).join(", "),
+    describe: () =>
+      forwards
+        .map((f) =>
+          f.endpoint.host === "127.0.0.1" && f.endpoint.port === f.guestPort
+            ? hostPort(f.endpoint)
+            : `${hostPort(f.endpoint)} at 127.0.0.1:${f.guestPort}`,
+        )
+        .join(", "),
     close,
   };
 }
