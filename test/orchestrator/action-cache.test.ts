@@ -185,6 +185,18 @@ describe("action cache (real git over HTTP)", () => {
     assert.deepEqual(readdirSync(join(dir, ".staging")), [], "no staging folder is left");
   });
 
+  it("lets two processes on one cache folder fetch one commit at once: both get it, one entry stays", async (t) => {
+    const { cache, dir } = newCache(t);
+    const other = new ActionCache({ dir, maxAgeMs: 3_600_000, maxBytes: 1 << 30, log: rootLogger() });
+    repos.commit("actions/raced", { files: { "action.yml": "name: raced\n" } });
+    const got = await Promise.all([cache, other, cache, other].map((c) => c.get(ask(`${base}/actions/raced`, "main"))));
+    for (const g of got) g.release();
+    await other.prune();
+    for (const g of got) assert.equal(readFileSync(join(g.dir, "action.yml"), "utf8"), "name: raced\n");
+    assert.equal(new Set(got.map((g) => g.dir)).size, 1);
+    assert.equal(readdirSync(dir).filter((n) => n !== ".staging").length, 1, readdirSync(dir).join(" "));
+  });
+
   it("uses the job's token for a private repository and never writes it to disk", async (t) => {
     const { cache, dir } = newCache(t);
     const got = await cache.get(ask(`${base}/org/private-action`, "v1", { authorization: header(TOKEN) }));
