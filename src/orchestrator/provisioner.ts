@@ -1,6 +1,8 @@
 // Where a job's steps run: a fresh VM for a catalog label (the normal case) or this host for an
-// explicitly allowed `host` label. The orchestrator asks a Provisioner for a Workspace and always
-// destroys it; nothing else in the orchestrator knows about QEMU.
+// explicitly allowed `host` label. A VM gets what gnomon serves into it on purpose: its egress
+// proxy and, when the job's forge is on this host, that forge's endpoints (forge-forwards.ts). The
+// orchestrator asks a Provisioner for a Workspace and always destroys it; nothing else in the
+// orchestrator knows about QEMU.
 import type { ProvisioningPhase } from "../contract/job-event.js";
 import type { EgressPolicy } from "../egress/policy.js";
 import { EgressProxy } from "../egress/proxy.js";
