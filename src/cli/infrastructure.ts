@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { Config } from "../config/schema.js";
 import { parseClusterKey } from "../contract/sealed-secrets.js";
 import { egressPolicy } from "../egress/policy.js";
+import { ActionCache } from "../orchestrator/action-cache.js";
 import { Orchestrator } from "../orchestrator/orchestrator.js";
 import { createVmProvisioner } from "../orchestrator/provisioner.js";
 import { AmqpBus } from "../queue/amqp.js";
@@ -50,6 +51,17 @@ export function clusterKeyOf(config: Readonly<Config>): Buffer {
   return parseClusterKey(readFileSync(file, "utf8"));
 }
 
+/** The host's action cache under the data directory, pruned by orchestrator.actionCache. */
+export function createActionCache(config: Readonly<Config>, log: Logger, metrics?: Metrics): ActionCache {
+  return new ActionCache({
+    dir: join(config.dataDir, "actions"),
+    maxAgeMs: config.orchestrator.actionCache.maxAge,
+    maxBytes: config.orchestrator.actionCache.maxSizeMiB * 1024 * 1024,
+    log,
+    metrics,
+  });
+}
+
 export async function createOrchestrator(
   config: Readonly<Config>,
   deps: { bus: JobBus; store: Store; log: Logger; metrics: Metrics; clusterKey: Buffer },
@@ -69,6 +81,7 @@ export async function createOrchestrator(
     hostLabels,
     hostWorkDir: join(config.dataDir, "host-jobs"),
     egress: egressPolicy(o.egress),
+    actionCache: createActionCache(config, deps.log, deps.metrics),
   });
   const unknown = o.labels.filter((l) => !l.endsWith(":host") && !provisioner.labels.includes(l));
   if (o.labels.length > 0 && unknown.length > 0)

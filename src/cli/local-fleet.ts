@@ -15,10 +15,11 @@ import { createVmProvisioner, NotServedError, type Provisioner } from "../orches
 import { MemoryBus } from "../queue/memory.js";
 import { Store } from "../store/store.js";
 import type { Logger } from "../telemetry/log.js";
-import { createMetrics } from "../telemetry/metrics.js";
+import { createMetrics, type Metrics } from "../telemetry/metrics.js";
 import { loadCatalog } from "../vm/catalog.js";
 import type { PlannedJob } from "../workflow/job-plan.js";
 import { imagesDir } from "./images.js";
+import { createActionCache } from "./infrastructure.js";
 
 /** How long a cancelled job may take to run its cleanup steps before exec stops waiting. */
 const CANCEL_GRACE_MS = 5 * 60_000;
@@ -51,6 +52,7 @@ export class LocalFleet {
   >();
   #started: Promise<{ bus: MemoryBus; store: Store; orchestrator: Orchestrator }> | undefined;
   #provisioner: Promise<Provisioner> | undefined;
+  readonly #metrics: Metrics = createMetrics({ defaultMetrics: false });
 
   constructor(config: Readonly<Config>, log: Logger) {
     this.#config = config;
@@ -139,6 +141,7 @@ export class LocalFleet {
       imagesDir: imagesDir(c),
       runDir: join(c.dataDir, "vms"),
       egress: egressPolicy(c.orchestrator.egress),
+      actionCache: createActionCache(c, this.#log, this.#metrics),
     });
   }
 
@@ -162,7 +165,7 @@ export class LocalFleet {
       clusterKey: this.#key,
       leaseTtlMs: c.orchestrator.leaseTtl,
       drainTimeoutMs: 0,
-      metrics: createMetrics({ defaultMetrics: false }),
+      metrics: this.#metrics,
       log: this.#log,
       runnerName: "gnomon-exec",
       jobOptions: (req) => {

@@ -41,6 +41,9 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   egress:               # what jobs in VMs reach through gnomon's egress proxy (docs/network.md); never this host
 #     denyNetworks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7, fec0::/10]   # env: GNOMON_EGRESS_DENY_NETWORKS
 #     allowNetworks: []   # exceptions inside denyNetworks, e.g. [10.1.2.3/32] for a mirror.   env: GNOMON_EGRESS_ALLOW_NETWORKS
+#   actionCache:          # remote actions fetched on this host once per commit, under <dataDir>/actions
+#     maxAge: 168h        # an action commit no job used this long is removed.   env: GNOMON_ACTION_CACHE_MAX_AGE
+#     maxSizeMiB: 2048    # above this, the least recently used go.   env: GNOMON_ACTION_CACHE_MAX_SIZE_MIB
 
 # forgejo:
 #   credentialsFile: .runner   # written by \`gnomon forgejo register\`.   env: GNOMON_FORGEJO_CREDENTIALS

@@ -32,6 +32,8 @@ export const ENV_KEYS: Readonly<Record<string, readonly [path: string, kind: Kin
   GNOMON_ALLOW_HOST_LABELS: ["orchestrator.allowHostLabels", "bool"],
   GNOMON_EGRESS_DENY_NETWORKS: ["orchestrator.egress.denyNetworks", "list"],
   GNOMON_EGRESS_ALLOW_NETWORKS: ["orchestrator.egress.allowNetworks", "list"],
+  GNOMON_ACTION_CACHE_MAX_AGE: ["orchestrator.actionCache.maxAge", "string"],
+  GNOMON_ACTION_CACHE_MAX_SIZE_MIB: ["orchestrator.actionCache.maxSizeMiB", "int"],
   GNOMON_FORGEJO_CREDENTIALS: ["forgejo.credentialsFile", "string"],
   GNOMON_FORGEJO_CAPACITY: ["forgejo.capacity", "int"],
   GNOMON_FORGEJO_LABELS: ["forgejo.labels", "list"],

@@ -77,6 +77,16 @@ export const EgressConfig = z
   })
   .strict();
 
+/** The host's cache of remote actions, <dataDir>/actions (docs/network.md). */
+export const ActionCacheConfig = z
+  .object({
+    /** An action commit no job used for this long is removed. */
+    maxAge: duration("168h"),
+    /** Above this total the least recently used action commits are removed. */
+    maxSizeMiB: z.number().int().min(1).default(2048),
+  })
+  .strict();
+
 export const OrchestratorConfig = z
   .object({
     /** Most VMs this host runs at once. */
@@ -105,6 +115,7 @@ export const OrchestratorConfig = z
     /** Allows `host` labels that run steps directly on this machine (tests, trusted repos only). */
     allowHostLabels: z.boolean().default(false),
     egress: EgressConfig.default(EgressConfig.parse({})),
+    actionCache: ActionCacheConfig.default(ActionCacheConfig.parse({})),
   })
   .strict();
 

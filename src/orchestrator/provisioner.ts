@@ -1,9 +1,12 @@
 // Where a job's steps run: a fresh VM for a catalog label (the normal case) or this host for an
-// explicitly allowed `host` label. The orchestrator asks a Provisioner for a Workspace and always
-// destroys it; nothing else in the orchestrator knows about QEMU.
+// explicitly allowed `host` label. A VM gets what gnomon serves into it on purpose: its egress
+// proxy and, when the job's forge is on this host, that forge's endpoints (forge-forwards.ts). The
+// orchestrator asks a Provisioner for a Workspace and always destroys it; nothing else in the
+// orchestrator knows about QEMU.
 import type { ProvisioningPhase } from "../contract/job-event.js";
 import type { EgressPolicy } from "../egress/policy.js";
 import { EgressProxy } from "../egress/proxy.js";
+import type { HostActionCache } from "../engine/host-actions.js";
 import { type Executor, ServeRefusedError } from "../executor/executor.js";
 import { createHostExecutor } from "../executor/host.js";
 import { createSshExecutor, type SshExecutor } from "../executor/ssh.js";
@@ -12,6 +15,7 @@ import { type Catalog, type ImageSpec, resolveImage } from "../vm/catalog.js";
 import { bootMachine, type SpawnedVm } from "../vm/machine.js";
 import type { Accel } from "../vm/qemu-args.js";
 import type { Size } from "./capacity.js";
+import { type ForgeForwards, serveForgeForwards } from "./forge-forwards.js";
 
 export interface Workspace {
   readonly executor: Executor;
@@ -20,6 +24,10 @@ export interface Workspace {
   readonly describe: string;
   /** This host, for git fetches the machine cannot do itself (it has no git). */
   readonly hostGit?: () => Promise<Executor>;
+  /** A URL of the job's forge as the machine reaches it (its forge on this host is forwarded). */
+  readonly machineUrl?: (url: string) => string;
+  /** Remote actions fetched on this host, once per commit, and copied into the machine. */
+  readonly actionCache?: HostActionCache;
 }
 
 export interface ProvisionHooks {
@@ -68,6 +76,8 @@ export interface VmProvisionerOptions {
   readonly hostWorkDir?: string;
   /** What jobs in VMs reach through their egress proxy (images with `network: nat`). */
   readonly egress: EgressPolicy;
+  /** The host's action cache (<dataDir>/actions); without it, actions are fetched where git runs. */
+  readonly actionCache?: HostActionCache;
 }
 
 export class NotServedError extends Error {
@@ -108,7 +118,12 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
       if (target.kind === "host") {
         const executor = await createHostExecutor({ parentDir: opts.hostWorkDir });
         hooks.onPhase("ready", "running on this host (no VM): the job is not isolated from it");
-        return { executor, describe: "this host", destroy: () => executor.close().catch(() => undefined) };
+        return {
+          executor,
+          describe: "this host",
+          actionCache: opts.actionCache,
+          destroy: () => executor.close().catch(() => undefined),
+        };
       }
       const image = target.image;
       // The machine reports creating-disk itself (its first phase): saying it here too showed it twice.
@@ -148,15 +163,33 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
           noEgress = `; it has no network: ${err.message}`;
         }
       }
+      let forge: ForgeForwards | undefined;
+      let forgeNote = "";
+      try {
+        forge = await serveForgeForwards(executor, hooks.forgeEndpoints ?? [], { log: hooks.log });
+        if (forge.forwards.length > 0) forgeNote = `; its forge on this host is forwarded into it: ${forge.describe()}`;
+      } catch (err) {
+        if (!(err instanceof ServeRefusedError)) {
+          await egress?.close();
+          await executor.close().catch(() => undefined);
+          await machine.destroy({ why: "boot-failed" });
+          throw err;
+        }
+        hooks.log.warn({ err }, "the guest refused the forge forwards; the job cannot reach its forge on this host");
+        forgeNote = `; it cannot reach its forge on this host: ${err.message}`;
+      }
       hooks.onPhase(
         "ready",
-        `${image.name} is up after ${(machine.bootMs / 1000).toFixed(1)} s (${machine.accel.toUpperCase()})${noEgress}`,
+        `${image.name} is up after ${(machine.bootMs / 1000).toFixed(1)} s (${machine.accel.toUpperCase()})${noEgress}${forgeNote}`,
       );
       return {
         executor,
         describe: `${image.name} VM ${machine.id} (pid ${machine.pid})`,
         hostGit: () => createHostExecutor({ parentDir: opts.hostWorkDir }),
+        machineUrl: forge?.machineUrl,
+        actionCache: opts.actionCache,
         async destroy() {
+          await forge?.close();
           await egress?.close();
           await executor.close().catch(() => undefined);
           await machine.destroy({ graceMs: 2_000 }).catch(() => undefined);

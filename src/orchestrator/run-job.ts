@@ -201,6 +201,8 @@ class JobRun {
       runnerName: this.#d.runnerName,
       checkout: extra.checkout,
       hostGit: workspace.hostGit,
+      actionCache: workspace.actionCache,
+      machineUrl: workspace.machineUrl,
       jobContainer: extra.jobContainer,
       baseEnv: { ...forgeEnv(req), ...extra.baseEnv },
       emit: (body) => this.#ledger.apply(body),

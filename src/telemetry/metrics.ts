@@ -26,6 +26,10 @@ export interface Metrics {
   readonly jobDurationSeconds: Histogram<"label" | "result">;
   readonly vmsRunning: Gauge<"label">;
   readonly vmsReaped: Counter<"label">;
+  /** Remote actions jobs asked the host's action cache for: hit (had the commit) or miss (fetched). */
+  readonly actionCacheRequests: Counter<"result">;
+  /** Seconds fetching one action commit into the host's action cache (misses only). */
+  readonly actionFetchSeconds: Histogram;
 }
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
@@ -77,6 +81,18 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       name: "gnomon_vms_reaped_total",
       help: "VMs of lost jobs killed by the reaper",
       labelNames: ["label"],
+      registers,
+    }),
+    actionCacheRequests: new Counter({
+      name: "gnomon_action_cache_requests_total",
+      help: "Remote actions asked of the host's action cache, by result (hit or miss)",
+      labelNames: ["result"],
+      registers,
+    }),
+    actionFetchSeconds: new Histogram({
+      name: "gnomon_action_fetch_seconds",
+      help: "Time fetching one action commit into the host's action cache",
+      buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300],
       registers,
     }),
   };

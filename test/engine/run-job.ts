@@ -79,6 +79,8 @@ export async function runJob(t: TestContext, yaml: string, opts: RunJobOptions =
       baseEnv: opts.baseEnv,
       jobContainer: opts.jobContainer,
       hostGit: opts.hostGit,
+      actionCache: opts.actionCache,
+      machineUrl: opts.machineUrl,
       runnerName: opts.runnerName,
     },
   );

@@ -1,17 +1,18 @@
 // In-process orchestrators for tests: a real Store on a fresh database, a real bus, the shipped
 // catalog plus explicit host labels, and a collector of the event stream a forge runner would see.
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
 import { EgressConfig } from "../../src/config/schema.js";
 import type { JobEvent } from "../../src/contract/job-event.js";
 import { type EgressPolicy, egressPolicy } from "../../src/egress/policy.js";
+import { ActionCache } from "../../src/orchestrator/action-cache.js";
 import { Orchestrator } from "../../src/orchestrator/orchestrator.js";
 import { createVmProvisioner, type Provisioner } from "../../src/orchestrator/provisioner.js";
 import type { JobBus } from "../../src/queue/bus.js";
 import { Store } from "../../src/store/store.js";
-import type { Logger } from "../../src/telemetry/log.js";
+import { type Logger, rootLogger } from "../../src/telemetry/log.js";
 import { createMetrics, type Metrics } from "../../src/telemetry/metrics.js";
 import { loadCatalog } from "../../src/vm/catalog.js";
 import { SAMPLE_CLUSTER_KEY } from "./samples.js";
@@ -38,6 +39,8 @@ export interface TestOrchestratorOptions {
   readonly egress?: EgressPolicy;
   /** Where the test's labels resolve to, over the real VM provisioner (e.g. one image, broken on purpose). */
   readonly provisioner?: (vms: Provisioner) => Provisioner;
+  /** The host's action cache; default: one in a folder of this orchestrator's own, as <dataDir>/actions. */
+  readonly actionCache?: ActionCache;
 }
 
 /** The egress policy of a default configuration. */
@@ -46,7 +49,7 @@ export const DEFAULT_EGRESS = egressPolicy(EgressConfig.parse({}));
 export async function startOrchestrator(
   t: TestContext,
   opts: TestOrchestratorOptions,
-): Promise<{ orchestrator: Orchestrator; store: Store; metrics: Metrics }> {
+): Promise<{ orchestrator: Orchestrator; store: Store; metrics: Metrics; actionCache: ActionCache }> {
   const store = new Store({
     databaseUrl: opts.databaseUrl,
     dataDir: mkdtempSync(join(tmpdir(), "gnomon-orch-")),
@@ -54,6 +57,16 @@ export async function startOrchestrator(
   });
   await store.start();
   const metrics = createMetrics({ defaultMetrics: false });
+  const actionsDir = mkdtempSync(join(tmpdir(), "gnomon-actions-"));
+  const actionCache =
+    opts.actionCache ??
+    new ActionCache({
+      dir: actionsDir,
+      maxAgeMs: 3_600_000,
+      maxBytes: 1 << 30,
+      log: opts.log ?? rootLogger(),
+      metrics,
+    });
   const vms = createVmProvisioner({
     catalog: await loadCatalog(),
     imagesDir: TEST_IMAGES_DIR,
@@ -62,6 +75,7 @@ export async function startOrchestrator(
     hostLabels: opts.hostLabels ?? [],
     hostWorkDir: mkdtempSync(join(tmpdir(), "gnomon-host-jobs-")),
     egress: opts.egress ?? DEFAULT_EGRESS,
+    actionCache,
   });
   const provisioner = opts.provisioner?.(vms) ?? vms;
   const orchestrator = new Orchestrator({
@@ -81,8 +95,10 @@ export async function startOrchestrator(
   t.after(async () => {
     await orchestrator.stop(AbortSignal.timeout(30_000));
     await store.stop(AbortSignal.timeout(5_000));
+    await actionCache.prune().catch(() => undefined);
+    rmSync(actionsDir, { recursive: true, force: true });
   });
-  return { orchestrator, store, metrics };
+  return { orchestrator, store, metrics, actionCache };
 }
 
 /**
