@@ -19,6 +19,7 @@ const mayImport: Record<string, readonly string[]> = {
   engine: ["contract", "executor", "workflow"],
   vm: ["lifecycle", "telemetry"],
   egress: ["telemetry"],
+  cache: ["lifecycle", "telemetry"],
   forge: ["contract", "queue", "gen", "lifecycle", "telemetry", "workflow"],
   orchestrator: [
     "contract",
@@ -31,6 +32,7 @@ const mayImport: Record<string, readonly string[]> = {
     "telemetry",
     "workflow",
     "egress",
+    "cache",
   ],
 };
 const WIRING = new Set(["cli", "main.ts", "bin.ts"]);

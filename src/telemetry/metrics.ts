@@ -26,7 +26,19 @@ export interface Metrics {
   readonly jobDurationSeconds: Histogram<"label" | "result">;
   readonly vmsRunning: Gauge<"label">;
   readonly vmsReaped: Counter<"label">;
+  /** Cache lookups of jobs, by result: "hit" or "miss". */
+  readonly cacheLookups: Counter<"result">;
+  /** Cache archive bytes, by direction: "saved" (committed entries) or "restored" (downloads). */
+  readonly cacheBytes: Counter<"direction">;
+  /** Bytes of the committed cache entries on this host. */
+  readonly cacheStoredBytes: Gauge;
+  /** Cache entries deleted, by reason: "evicted" (to make room) or "expired" (unused). */
+  readonly cacheEntriesRemoved: Counter<"reason">;
 }
+
+export type CacheLookupResult = "hit" | "miss";
+export type CacheDirection = "saved" | "restored";
+export type CacheRemoval = "evicted" | "expired";
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = new Registry();
@@ -77,6 +89,29 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       name: "gnomon_vms_reaped_total",
       help: "VMs of lost jobs killed by the reaper",
       labelNames: ["label"],
+      registers,
+    }),
+    cacheLookups: new Counter({
+      name: "gnomon_cache_lookups_total",
+      help: "Cache lookups of jobs, by result (hit, miss)",
+      labelNames: ["result"],
+      registers,
+    }),
+    cacheBytes: new Counter({
+      name: "gnomon_cache_bytes_total",
+      help: "Cache archive bytes saved (committed) and restored (downloaded)",
+      labelNames: ["direction"],
+      registers,
+    }),
+    cacheStoredBytes: new Gauge({
+      name: "gnomon_cache_stored_bytes",
+      help: "Bytes of the committed cache entries on this host",
+      registers,
+    }),
+    cacheEntriesRemoved: new Counter({
+      name: "gnomon_cache_entries_removed_total",
+      help: "Cache entries deleted, by reason (evicted to make room, expired unused)",
+      labelNames: ["reason"],
       registers,
     }),
   };
