@@ -41,6 +41,11 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   egress:               # what jobs in VMs reach through gnomon's egress proxy (docs/network.md); never this host
 #     denyNetworks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7, fec0::/10]   # env: GNOMON_EGRESS_DENY_NETWORKS
 #     allowNetworks: []   # exceptions inside denyNetworks, e.g. [10.1.2.3/32] for a mirror.   env: GNOMON_EGRESS_ALLOW_NETWORKS
+#   cache:                # the Actions cache for actions/cache in Forgejo and gnomon exec jobs (docs/caching.md)
+#     enabled: true       # false: such jobs find no cache service.   env: GNOMON_CACHE_ENABLED
+#     maxSize: 20GiB      # all entries on this host; least recently used go first.   env: GNOMON_CACHE_MAX_SIZE
+#     repositoryMaxSize: 10GiB # one repository's entries, as GitHub's 10 GB.   env: GNOMON_CACHE_REPOSITORY_MAX_SIZE
+#     unusedExpiry: 168h  # entries not restored for this long are deleted (GitHub: 7 days)
 
 # forgejo:
 #   credentialsFile: .runner   # written by \`gnomon forgejo register\`.   env: GNOMON_FORGEJO_CREDENTIALS

@@ -16,6 +16,7 @@ import type { Metrics } from "../telemetry/metrics.js";
 import type { Capacity, Reservation } from "./capacity.js";
 import { type EventSink, EventStream } from "./event-stream.js";
 import { forgeEndpointsOf } from "./forge-endpoints.js";
+import { type JobServiceDeps, servedWith, startJobServices } from "./job-services.js";
 import { keepLease } from "./lease-keeper.js";
 import type { Provisioner, Target, Workspace } from "./provisioner.js";
 
@@ -36,6 +37,8 @@ export interface RunJobDeps {
   readonly runnerName: string;
   /** Engine options for one job beyond the defaults (gnomon exec: the local checkout). */
   readonly jobOptions?: (req: JobRequest) => JobOptions;
+  /** What gnomon serves jobs in their machines (the cache); default nothing. */
+  readonly services?: JobServiceDeps;
 }
 
 /** What a job may change about how the engine runs it. */
@@ -262,12 +265,14 @@ export async function runJob(
       return;
     }
     log.info({ machine: workspace.describe }, "machine ready");
+    const services = await startJobServices(req, workspace.executor, deps.services ?? {}, log);
+    workspace = servedWith(workspace, services);
 
     await deps.store.jobs.markRunning(req.id);
     gauge.set("running");
     let firstStep = true;
     const extra = deps.jobOptions?.(req) ?? {};
-    const secrets = openSecrets(req.secrets, deps.clusterKey, req.id);
+    const secrets = { ...openSecrets(req.secrets, deps.clusterKey, req.id), ...services.maskHints };
     const outcome = await executeJob(jobInputOf(req, secrets), {
       executor: workspace.executor,
       signal,
@@ -275,7 +280,7 @@ export async function runJob(
       checkout: extra.checkout,
       hostGit: workspace.hostGit,
       jobContainer: extra.jobContainer,
-      baseEnv: { ...forgeEnv(req), ...extra.baseEnv },
+      baseEnv: { ...forgeEnv(req), ...services.env, ...extra.baseEnv },
       emit: (body) => {
         if (body.kind === "step-started" && firstStep) {
           firstStep = false;
