@@ -9,8 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { runGnomon } from "../support/cli.js";
-
-export const RELEASED_ACTIONS = join(import.meta.dirname, "..", "..", "..", "shared", "actions", "actions");
+import { RELEASED_ACTIONS } from "../support/released-actions.js";
 
 async function workspace(t: TestContext, workflows: Record<string, string>): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "gnomon-cache-exec-"));
