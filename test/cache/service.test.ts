@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
@@ -422,5 +424,40 @@ describe("cache service", () => {
       ["new", "used"],
     );
     assert.equal(await counter(r.metrics, "gnomon_cache_entries_removed_total", { reason: "expired" }), 1);
+  });
+
+  it("is no proxy: a CONNECT or an absolute URL through the cache's port reaches nothing else", async (t) => {
+    const r = await rig(t);
+    const target = createServer((s) => s.end("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nreached"));
+    target.listen(0, "127.0.0.1");
+    await once(target, "listening");
+    t.after(() => target.close());
+    const port = (target.address() as { port: number }).port;
+    const reached: string[] = [];
+    target.on("connection", () => reached.push("connection"));
+    const absolute = await new Promise<string>((resolve) => {
+      const s = connect({ host: "127.0.0.1", port: r.port }, () =>
+        s.write(`GET http://127.0.0.1:${port}/ HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`),
+      );
+      let got = "";
+      s.on("data", (d: Buffer) => {
+        got += d.toString();
+      });
+      s.on("close", () => resolve(got));
+    });
+    assert.match(absolute, /^HTTP\/1\.1 401 /, "an absolute URL is answered here, as a request without a credential");
+    const tunnel = await new Promise<string>((resolve) => {
+      const s = connect({ host: "127.0.0.1", port: r.port }, () =>
+        s.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`),
+      );
+      let got = "";
+      s.on("data", (d: Buffer) => {
+        got += d.toString();
+      });
+      s.on("close", () => resolve(got));
+      s.on("error", () => resolve(got));
+    });
+    assert.doesNotMatch(tunnel, /200/, "no tunnel");
+    assert.deepEqual(reached, [], "the other service was never connected to");
   });
 });
