@@ -21,6 +21,7 @@ const mayImport: Record<string, readonly string[]> = {
   engine: ["contract", "executor", "workflow"],
   vm: ["lifecycle", "telemetry"],
   egress: ["telemetry"],
+  cache: ["lifecycle", "telemetry"],
   forge: ["contract", "queue", "gen", "lifecycle", "telemetry", "workflow"],
   orchestrator: [
     "contract",
@@ -33,6 +34,7 @@ const mayImport: Record<string, readonly string[]> = {
     "telemetry",
     "workflow",
     "egress",
+    "cache",
   ],
 };
 const WIRING = new Set(["cli", "main.ts", "bin.ts"]);

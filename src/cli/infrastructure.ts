@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, totalmem } from "node:os";
 import { join } from "node:path";
+import { CacheService } from "../cache/service.js";
 import type { Config } from "../config/schema.js";
 import { parseClusterKey } from "../contract/sealed-secrets.js";
 import { egressPolicy } from "../egress/policy.js";
@@ -62,6 +63,21 @@ export function createActionCache(config: Readonly<Config>, log: Logger, metrics
   });
 }
 
+/**
+ * The Actions cache of this process (one per process: it holds the jobs' credentials), under
+ * <dataDir>/cache; undefined when orchestrator.cache.enabled is false.
+ */
+export function createCacheService(config: Readonly<Config>, log: Logger, metrics?: Metrics): CacheService | undefined {
+  const c = config.orchestrator.cache;
+  if (!c.enabled) return undefined;
+  return new CacheService({
+    dir: join(config.dataDir, "cache"),
+    limits: { maxBytes: c.maxSize, repositoryMaxBytes: c.repositoryMaxSize, unusedExpiryMs: c.unusedExpiry },
+    log: log.child({ component: "cache" }),
+    metrics,
+  });
+}
+
 export async function createOrchestrator(
   config: Readonly<Config>,
   deps: { bus: JobBus; store: Store; log: Logger; metrics: Metrics; clusterKey: Buffer },
@@ -103,5 +119,6 @@ export async function createOrchestrator(
     drainTimeoutMs: o.drainTimeout,
     metrics: deps.metrics,
     log: deps.log,
+    services: { cache: createCacheService(config, deps.log, deps.metrics) },
   });
 }

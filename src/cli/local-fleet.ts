@@ -4,6 +4,7 @@
 // JobRequest per job, renders the job's events, and publishes a Cancel when asked to stop.
 import { randomBytes, randomUUID } from "node:crypto";
 import { join } from "node:path";
+import type { CacheService } from "../cache/service.js";
 import type { Config } from "../config/schema.js";
 import type { JobEvent, JobEventBody, JobResult } from "../contract/job-event.js";
 import { JobRequest } from "../contract/job-request.js";
@@ -53,10 +54,13 @@ export class LocalFleet {
   #started: Promise<{ bus: MemoryBus; store: Store; orchestrator: Orchestrator }> | undefined;
   #provisioner: Promise<Provisioner> | undefined;
   readonly #metrics: Metrics = createMetrics({ defaultMetrics: false });
+  readonly #cache: CacheService | undefined;
 
-  constructor(config: Readonly<Config>, log: Logger) {
+  /** `cache`: the exec process's cache service, shared with its host jobs (one per process). */
+  constructor(config: Readonly<Config>, log: Logger, cache?: CacheService) {
     this.#config = config;
     this.#log = log;
+    this.#cache = cache;
   }
 
   /** Runs one job on the fleet and resolves with its result; never throws for the job's own failure. */
@@ -168,6 +172,7 @@ export class LocalFleet {
       metrics: this.#metrics,
       log: this.#log,
       runnerName: "gnomon-exec",
+      services: { cache: this.#cache },
       jobOptions: (req) => {
         const j = this.#jobs.get(req.id);
         return { checkout: j?.checkout, baseEnv: j?.baseEnv, jobContainer: "fail" };

@@ -44,6 +44,11 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   actionCache:          # remote actions fetched on this host once per commit, under <dataDir>/actions
 #     maxAge: 168h        # an action commit no job used this long is removed.   env: GNOMON_ACTION_CACHE_MAX_AGE
 #     maxSizeMiB: 2048    # above this, the least recently used go.   env: GNOMON_ACTION_CACHE_MAX_SIZE_MIB
+#   cache:                # the Actions cache for actions/cache in Forgejo and gnomon exec jobs (docs/caching.md)
+#     enabled: true       # false: such jobs find no cache service.   env: GNOMON_CACHE_ENABLED
+#     maxSize: 20GiB      # all entries on this host; least recently used go first.   env: GNOMON_CACHE_MAX_SIZE
+#     repositoryMaxSize: 10GiB # one repository's entries, as GitHub's 10 GB.   env: GNOMON_CACHE_REPOSITORY_MAX_SIZE
+#     unusedExpiry: 168h  # entries not restored for this long are deleted (GitHub: 7 days)
 
 # forgejo:
 #   credentialsFile: .runner   # written by \`gnomon forgejo register\`.   env: GNOMON_FORGEJO_CREDENTIALS

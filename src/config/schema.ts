@@ -45,6 +45,20 @@ export function isHostPort(v: string): boolean {
   );
 }
 
+const SIZE_UNITS: Record<string, number> = { B: 1, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40 };
+const SIZE = /^(\d+)(B|KiB|MiB|GiB|TiB)$/;
+
+/** A size written as `512MiB`, `10GiB`, `1TiB` (binary units) or in bytes, `4096B`; the parsed value is bytes. */
+export const size = (fallback: string) =>
+  z
+    .string()
+    .regex(SIZE, 'must be a whole number with B, KiB, MiB, GiB or TiB, e.g. "10GiB"')
+    .default(fallback)
+    .transform((v) => {
+      const m = SIZE.exec(v)!;
+      return Number(m[1]) * SIZE_UNITS[m[2]!]!;
+    });
+
 /** A list of labels: an empty entry is a typo (",,," or "a,,b"), never "serve everything". */
 const labelList = z
   .array(z.string())
@@ -87,6 +101,20 @@ export const ActionCacheConfig = z
   })
   .strict();
 
+/** The Actions cache gnomon serves to Forgejo and gnomon exec jobs (docs/caching.md). */
+export const CacheConfig = z
+  .object({
+    /** Serve it; false: actions/cache finds no cache service (GitHub jobs always use GitHub's). */
+    enabled: z.boolean().default(true),
+    /** All entries on this host together, uploads in progress included; least recently used go first. */
+    maxSize: size("20GiB"),
+    /** One repository's entries (GitHub: 10 GB per repository). */
+    repositoryMaxSize: size("10GiB"),
+    /** Entries not restored for this long are deleted (GitHub: 7 days). */
+    unusedExpiry: duration("168h", { text: "1m", why: "entries would expire between two jobs of one run" }),
+  })
+  .strict();
+
 export const OrchestratorConfig = z
   .object({
     /** Most VMs this host runs at once. */
@@ -116,6 +144,7 @@ export const OrchestratorConfig = z
     allowHostLabels: z.boolean().default(false),
     egress: EgressConfig.default(EgressConfig.parse({})),
     actionCache: ActionCacheConfig.default(ActionCacheConfig.parse({})),
+    cache: CacheConfig.default(CacheConfig.parse({})),
   })
   .strict();
 

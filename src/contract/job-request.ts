@@ -105,6 +105,11 @@ export const JobRequest = z.object({
       url: z.string().url().optional(),
       resultsUrl: z.string().url().optional(),
       cacheUrl: z.string().url().optional(),
+      /**
+       * The forge names the v2 cache service (GitHub's results service at resultsUrl): JavaScript
+       * actions get ACTIONS_CACHE_SERVICE_V2, as the official runner sets it.
+       */
+      cacheServiceV2: z.boolean().optional(),
     })
 
     .default({}),

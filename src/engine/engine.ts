@@ -161,6 +161,7 @@ function runtimeEnv(
   if (runtime.url) env["ACTIONS_RUNTIME_URL"] = machineUrl(runtime.url);
   if (runtime.resultsUrl) env["ACTIONS_RESULTS_URL"] = machineUrl(runtime.resultsUrl);
   if (runtime.cacheUrl) env["ACTIONS_CACHE_URL"] = machineUrl(runtime.cacheUrl);
+  if (runtime.cacheServiceV2) env["ACTIONS_CACHE_SERVICE_V2"] = "True";
   const token = secrets["ACTIONS_RUNTIME_TOKEN"];
   if (token && runtime.url) env["ACTIONS_RUNTIME_TOKEN"] = token;
   return env;

@@ -12,6 +12,7 @@ import type { Store } from "../store/store.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { type Budget, Capacity } from "./capacity.js";
+import type { JobServiceDeps } from "./job-services.js";
 import type { Provisioner } from "./provisioner.js";
 import { Reaper } from "./reaper.js";
 import { JobCancelledError, type JobOptions, runJob } from "./run-job.js";
@@ -39,6 +40,8 @@ export interface OrchestratorOptions {
   readonly jobOptions?: (req: JobRequest) => JobOptions;
   /** runner.name of its jobs; default the orchestrator id. */
   readonly runnerName?: string;
+  /** What jobs get served in their machines (the cache); default nothing. */
+  readonly services?: JobServiceDeps;
 }
 
 /** Nothing to serve: no job could ever reach this orchestrator. A setting to fix, not an outage. */
@@ -233,6 +236,7 @@ export class Orchestrator implements Service {
         log: this.#log,
         runnerName: this.#opts.runnerName ?? this.id,
         jobOptions: this.#opts.jobOptions,
+        services: this.#opts.services,
       },
       handBack.signal,
     )

@@ -14,6 +14,7 @@ import type { Capacity, Reservation } from "./capacity.js";
 import type { EventSink } from "./event-stream.js";
 import { forgeEndpointsOf } from "./forge-endpoints.js";
 import { type Ending, JobLedger, STORE_DOWN_REQUEUE_DELAY_MS } from "./job-ledger.js";
+import { type JobServiceDeps, type JobServices, servedWith, startJobServices } from "./job-services.js";
 import type { Provisioner, Target, Workspace } from "./provisioner.js";
 
 export interface RunJobDeps {
@@ -33,6 +34,8 @@ export interface RunJobDeps {
   readonly runnerName: string;
   /** Engine options for one job beyond the defaults (gnomon exec: the local checkout). */
   readonly jobOptions?: (req: JobRequest) => JobOptions;
+  /** What gnomon serves jobs in their machines (the cache); default nothing. */
+  readonly services?: JobServiceDeps;
 }
 
 /** What a job may change about how the engine runs it. */
@@ -70,6 +73,7 @@ class JobRun {
   #signal: AbortSignal;
   #reservation: Reservation | undefined;
   #workspace: Workspace | undefined;
+  #services: JobServices | undefined;
 
   constructor(delivery: JobDelivery, cancel: AbortSignal, handBack: AbortSignal, deps: RunJobDeps) {
     const req = delivery.request;
@@ -183,6 +187,10 @@ class JobRun {
       return failure(`the machine for runs-on "${req.runsOn}" could not be started: ${messageOf(err)}`);
     }
     this.#log.info({ machine: this.#workspace.describe }, "machine ready");
+    // The services gnomon gives the job (the Actions cache), served into its machine; the
+    // workspace's destroy() revokes them first.
+    this.#services = await startJobServices(this.#req, this.#workspace.executor, this.#d.services ?? {}, this.#log);
+    this.#workspace = servedWith(this.#workspace, this.#services);
     return undefined;
   }
 
@@ -194,7 +202,7 @@ class JobRun {
     const signal = this.#signal;
     await this.#ledger.running();
     const extra = this.#d.jobOptions?.(req) ?? {};
-    const secrets = openSecrets(req.secrets, this.#d.clusterKey, req.id);
+    const secrets = { ...openSecrets(req.secrets, this.#d.clusterKey, req.id), ...this.#services?.maskHints };
     const outcome = await executeJob(jobInputOf(req, secrets), {
       executor: workspace.executor,
       signal,
@@ -204,7 +212,7 @@ class JobRun {
       actionCache: workspace.actionCache,
       machineUrl: workspace.machineUrl,
       jobContainer: extra.jobContainer,
-      baseEnv: { ...forgeEnv(req), ...extra.baseEnv },
+      baseEnv: { ...forgeEnv(req), ...this.#services?.env, ...extra.baseEnv },
       emit: (body) => this.#ledger.apply(body),
     });
     const reason =

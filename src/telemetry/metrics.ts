@@ -30,7 +30,19 @@ export interface Metrics {
   readonly actionCacheRequests: Counter<"result">;
   /** Seconds fetching one action commit into the host's action cache (misses only). */
   readonly actionFetchSeconds: Histogram;
+  /** Cache lookups of jobs, by result: "hit" or "miss". */
+  readonly cacheLookups: Counter<"result">;
+  /** Cache archive bytes, by direction: "saved" (committed entries) or "restored" (downloads). */
+  readonly cacheBytes: Counter<"direction">;
+  /** Bytes of the committed cache entries on this host. */
+  readonly cacheStoredBytes: Gauge;
+  /** Cache entries deleted, by reason: "evicted" (to make room) or "expired" (unused). */
+  readonly cacheEntriesRemoved: Counter<"reason">;
 }
+
+export type CacheLookupResult = "hit" | "miss";
+export type CacheDirection = "saved" | "restored";
+export type CacheRemoval = "evicted" | "expired";
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = new Registry();
@@ -93,6 +105,29 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       name: "gnomon_action_fetch_seconds",
       help: "Time fetching one action commit into the host's action cache",
       buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300],
+      registers,
+    }),
+    cacheLookups: new Counter({
+      name: "gnomon_cache_lookups_total",
+      help: "Cache lookups of jobs, by result (hit, miss)",
+      labelNames: ["result"],
+      registers,
+    }),
+    cacheBytes: new Counter({
+      name: "gnomon_cache_bytes_total",
+      help: "Cache archive bytes saved (committed) and restored (downloaded)",
+      labelNames: ["direction"],
+      registers,
+    }),
+    cacheStoredBytes: new Gauge({
+      name: "gnomon_cache_stored_bytes",
+      help: "Bytes of the committed cache entries on this host",
+      registers,
+    }),
+    cacheEntriesRemoved: new Counter({
+      name: "gnomon_cache_entries_removed_total",
+      help: "Cache entries deleted, by reason (evicted to make room, expired unused)",
+      labelNames: ["reason"],
       registers,
     }),
   };

@@ -264,17 +264,18 @@ fs.appendFileSync(process.env.GITHUB_STATE, "from_main=m1\\n");`,
           url: "https://forge.example/api/actions_pipeline/",
           resultsUrl: "https://forge.example",
           cacheUrl: "https://cache.example/",
+          cacheServiceV2: true,
         },
         before: files({
           "p/action.yml": "runs:\n  using: node20\n  main: m.js\n",
           "p/m.js":
-            'const e = process.env; console.log([e.ACTIONS_RUNTIME_URL, e.ACTIONS_RESULTS_URL, e.ACTIONS_CACHE_URL, e.ACTIONS_RUNTIME_TOKEN === "rt-secret-123456"].join(" "));',
+            'const e = process.env; console.log([e.ACTIONS_RUNTIME_URL, e.ACTIONS_RESULTS_URL, e.ACTIONS_CACHE_URL, e.ACTIONS_RUNTIME_TOKEN === "rt-secret-123456", e.ACTIONS_CACHE_SERVICE_V2].join(" "));',
         }),
       },
     );
     assert.equal(r.outcome.result, "success");
     assert.deepEqual(printed(r.stepLines(0)), [
-      "https://forge.example/api/actions_pipeline/ https://forge.example https://cache.example/ true",
+      "https://forge.example/api/actions_pipeline/ https://forge.example https://cache.example/ true True",
     ]);
     assert.deepEqual(printed(r.stepLines(1)), ["run step sees [] []"]);
   });

@@ -769,6 +769,8 @@ export class FakeGitHubServer {
       github_token: { value: githubToken, isSecret: true },
       "system.github.job": { value: "build" },
       "system.github.results_endpoint": { value: `${this.url}/results/` },
+      // github.com's feature flag for the v2 cache service (the results service); GHES has none.
+      actions_uses_cache_service_v2: { value: "true" },
       "system.runnerGroupName": { value: "Default" },
       "DistributedTask.NewActionMetadata": { value: "true" },
     };
@@ -854,7 +856,11 @@ export class FakeGitHubServer {
       isReady: true,
     };
     if (flow === "v2") return { ...m, resources: { endpoints: [endpoint] } };
-    const { ["system.github.results_endpoint"]: _r, ...vars } = m["variables"] as Record<string, unknown>;
+    const {
+      ["system.github.results_endpoint"]: _r,
+      actions_uses_cache_service_v2: _c,
+      ...vars
+    } = m["variables"] as Record<string, unknown>;
     return {
       ...m,
       messageType: "PipelineAgentJobRequest",

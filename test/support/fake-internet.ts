@@ -20,17 +20,33 @@ export interface FakeInternet {
   readonly hostSide: string;
 }
 
-/** The server run inside the namespace (plain Node, no gnomon code). */
+/**
+ * The server run inside the namespace (plain Node, no gnomon code). With a folder to serve, a GET
+ * for a file under it (query ignored) answers the file: enough for git's dumb HTTP protocol.
+ */
 const SERVER = `
 const http = require("node:http");
-const [address, port] = process.argv.slice(1);
+const fs = require("node:fs");
+const path = require("node:path");
+const [address, port, root] = process.argv.slice(1);
 http.createServer((req, res) => {
+  if (root) {
+    const file = path.join(root, decodeURIComponent(req.url.split("?")[0]));
+    if (file.startsWith(root + "/") && fs.existsSync(file) && fs.statSync(file).isFile()) {
+      res.setHeader("content-type", "application/octet-stream");
+      fs.createReadStream(file).pipe(res);
+      return;
+    }
+  }
   res.setHeader("content-type", "text/plain");
   res.end("hello from " + address + " path=" + req.url + " host=" + req.headers.host + "\\n");
 }).listen(Number(port), address, () => process.stdout.write("listening\\n"));
 `;
 
-export async function startFakeInternet(t: { after(fn: () => Promise<void>): unknown }): Promise<FakeInternet> {
+export async function startFakeInternet(
+  t: { after(fn: () => Promise<void>): unknown },
+  opts: { serveFiles?: string } = {},
+): Promise<FakeInternet> {
   const id = randomBytes(3).toString("hex");
   const ns = `gnomon-t-${id}`;
   const hostIf = `gn${id}h`;
@@ -63,7 +79,8 @@ export async function startFakeInternet(t: { after(fn: () => Promise<void>): unk
     ["-n", ns, "link", "set", "lo", "up"],
   ];
   for (const s of steps) await run("ip", s);
-  server = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", SERVER, address, String(port)], {
+  const args = [address, String(port), ...(opts.serveFiles ? [opts.serveFiles] : [])];
+  server = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", SERVER, ...args], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   await new Promise<void>((resolve, reject) => {

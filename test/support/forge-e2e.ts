@@ -4,6 +4,7 @@
 // processes found by what their command line names, and waits on polled state. Whatever a stage
 // starts is stopped, and its queues deleted, when the test ends.
 import type { TestContext } from "node:test";
+import type { CacheService } from "../../src/cache/service.js";
 import type { Orchestrator } from "../../src/orchestrator/orchestrator.js";
 import { AmqpBus } from "../../src/queue/amqp.js";
 import type { Store } from "../../src/store/store.js";
@@ -41,6 +42,8 @@ export interface StageOptions {
   readonly labels?: readonly string[];
   readonly hostLabels?: readonly string[];
   readonly maxVms?: number;
+  /** The Actions cache the orchestrator serves its jobs; default none. */
+  readonly cache?: CacheService;
 }
 
 export async function startStage(t: TestContext, o: StageOptions): Promise<Stage> {
@@ -61,6 +64,7 @@ export async function startStage(t: TestContext, o: StageOptions): Promise<Stage
     labels: o.labels ?? ["test"],
     hostLabels: o.hostLabels ?? [],
     maxVms: o.maxVms ?? 1,
+    cache: o.cache,
   });
   t.after(async () => {
     await forgeBus.stop(AbortSignal.timeout(5_000));

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
+import type { CacheService } from "../../src/cache/service.js";
 import { EgressConfig } from "../../src/config/schema.js";
 import type { JobEvent } from "../../src/contract/job-event.js";
 import { type EgressPolicy, egressPolicy } from "../../src/egress/policy.js";
@@ -41,6 +42,8 @@ export interface TestOrchestratorOptions {
   readonly provisioner?: (vms: Provisioner) => Provisioner;
   /** The host's action cache; default: one in a folder of this orchestrator's own, as <dataDir>/actions. */
   readonly actionCache?: ActionCache;
+  /** The Actions cache its jobs get (as `gnomon up` gives them by default); default none. */
+  readonly cache?: CacheService;
 }
 
 /** The egress policy of a default configuration. */
@@ -90,6 +93,7 @@ export async function startOrchestrator(
     metrics,
     id: opts.id,
     log: opts.log,
+    services: { cache: opts.cache },
   });
   await orchestrator.start();
   t.after(async () => {
