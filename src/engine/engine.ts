@@ -14,6 +14,7 @@ import {
   evaluateToken,
   type Json,
 } from "../workflow/expressions.js";
+import type { NodeLocator } from "./action-node.js";
 import { HostGit } from "./git-fetch.js";
 import { HashFiles } from "./hash-files.js";
 import { type Emit, JobLog } from "./job-log.js";
@@ -65,6 +66,11 @@ export interface EngineOptions {
    * actions/checkout and remote actions fetched on the host and uploaded (the host needs git).
    */
   readonly hostGit?: () => Promise<Executor>;
+  /**
+   * Node.js for JavaScript actions beyond the machine's PATH: the runtime gnomon delivered into the
+   * VM, or an image's declared one. Without it, a JavaScript action needs the right node on PATH.
+   */
+  readonly node?: NodeLocator;
   /** Environment below workflow env, in the env context too (e.g. ACT=true, FORGEJO_ACTIONS=true). */
   readonly baseEnv?: Readonly<Record<string, string>>;
   /**
@@ -200,6 +206,7 @@ async function execute(input: JobInput, opts: EngineOptions, hostGit: HostGit | 
       facts,
       checkout: opts.checkout ?? { kind: "git" },
       hostGit,
+      nodeLocator: opts.node,
       runnerName: opts.runnerName ?? executor.name,
       baseEnv: opts.baseEnv ?? {},
       signal,

@@ -7,6 +7,7 @@ import type { Secrets } from "../contract/sealed-secrets.js";
 import type { Executor } from "../executor/executor.js";
 import type { Contexts, Functions, Json, Scope } from "../workflow/expressions.js";
 import { statusFunctions } from "../workflow/expressions.js";
+import type { NodeLocation, NodeLocator, NodeMajor } from "./action-node.js";
 import type { HostGit } from "./git-fetch.js";
 import type { HashFiles } from "./hash-files.js";
 import type { JobLog } from "./job-log.js";
@@ -75,6 +76,8 @@ export interface JobRuntimeInit {
   readonly checkout: CheckoutSource;
   /** git on the gnomon host, for fetches a machine without git cannot do. */
   readonly hostGit?: HostGit;
+  /** Node.js beyond the machine's PATH (gnomon's runtime disks, an image's declared node). */
+  readonly nodeLocator?: NodeLocator;
   readonly runnerName: string;
   /** Lowest-precedence environment, visible in the env context (e.g. ACT=true for exec). */
   readonly baseEnv: Readonly<Record<string, string>>;
@@ -98,6 +101,7 @@ export class JobRuntime {
   readonly facts: MachineFacts;
   readonly checkout: CheckoutSource;
   readonly hostGit: HostGit | undefined;
+  readonly nodeLocator: NodeLocator | undefined;
   readonly runnerName: string;
   readonly signal: AbortSignal;
   readonly cancelTimeoutMs: number;
@@ -120,6 +124,8 @@ export class JobRuntime {
   readonly fetchedActions = new Map<string, Promise<string>>();
   /** State saved by the pre stage of an action step, for its main and post stages (step index → state). */
   readonly preState = new Map<number, Readonly<Record<string, string>>>();
+  /** Where each Node.js major is on the machine, looked up at its first JavaScript step (action-node.ts). */
+  readonly nodes = new Map<NodeMajor, Promise<NodeLocation>>();
 
   constructor(init: JobRuntimeInit) {
     this.spec = init.spec;
@@ -133,6 +139,7 @@ export class JobRuntime {
     this.facts = init.facts;
     this.checkout = init.checkout;
     this.hostGit = init.hostGit;
+    this.nodeLocator = init.nodeLocator;
     this.runnerName = init.runnerName;
     this.signal = init.signal;
     this.cancelTimeoutMs = init.cancelTimeoutMs;

@@ -79,6 +79,7 @@ export async function runJob(t: TestContext, yaml: string, opts: RunJobOptions =
       baseEnv: opts.baseEnv,
       jobContainer: opts.jobContainer,
       hostGit: opts.hostGit,
+      node: opts.node,
       runnerName: opts.runnerName,
     },
   );
