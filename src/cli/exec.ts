@@ -9,14 +9,17 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
 import type { JobEventBody } from "../contract/job-event.js";
+import type { NodeLocator } from "../engine/action-node.js";
 import { executeJob, type JobOutcome } from "../engine/engine.js";
 import { createHostExecutor } from "../executor/host.js";
+import { hostNodeLocator } from "../orchestrator/node-delivery.js";
 import { WorkflowError } from "../workflow/errors.js";
 import { evaluateJobIf, type NeedResult, type PlannedJob, planJob } from "../workflow/job-plan.js";
 import { combineLegs, jobsInOrder, transitiveNeeds } from "../workflow/run-plan.js";
 import { parseWorkflowFile, type Workflow } from "../workflow/workflow.js";
 import { type Command, UsageError } from "./command.js";
 import { EXIT } from "./exit-codes.js";
+import { nodeRuntimes } from "./images.js";
 import { LocalFleet } from "./local-fleet.js";
 import { gitIgnoredPaths } from "./working-tree.js";
 
@@ -35,6 +38,14 @@ configuration variable, --matrix K:V keeps only the matrix legs where K is V.
 
 Exit codes: 0 jobs ran and every one succeeded, 1 a job failed or was cancelled, 2 bad usage or
 input (an invalid workflow is shown with file:line:col), or no job ran at all.`;
+
+/**
+ * `github.token` when no GITHUB_TOKEN secret is given: actions whose inputs default to
+ * `${{ github.token }}` (github-script, checkout) then start instead of failing on "Input required".
+ * It authorises nothing; an action that calls the API with it gets a 401 from the forge. Never sent
+ * with a fetch: only a GITHUB_TOKEN secret is.
+ */
+export const PLACEHOLDER_TOKEN = "gnomon-exec-placeholder-token";
 
 /** act's marker, which workflows written for act test; exec sets it like act does. */
 const ACT_ENV: Readonly<Record<string, string>> = { ACT: "true" };
@@ -124,6 +135,7 @@ async function localGithub(workspace: string, event: string): Promise<Record<str
     run_attempt: "1",
     retention_days: "0",
     secret_source: "None",
+    token: PLACEHOLDER_TOKEN,
   };
 }
 
@@ -342,6 +354,7 @@ export const execCommand: Command = {
     const skipOf = () => (skip ??= gitIgnoredPaths(workspace));
     const rows: Row[] = [];
     let fleet: LocalFleet | undefined;
+    let hostNode: NodeLocator | undefined;
     const fleetOf = () => {
       if (fleet) return fleet;
       const config = args.config();
@@ -426,6 +439,8 @@ export const execCommand: Command = {
             out: ctx.stdout,
             debug,
             fleet: fleetOf,
+            node: () =>
+              (hostNode ??= hostNodeLocator(nodeRuntimes(args.config(), args.logger()), { log: args.logger() })),
           });
           legResults.push({ result: outcome.result, outputs: outcome.outputs });
           const tolerated = outcome.result === "failure" && leg.spec.continueOnError;
@@ -461,6 +476,7 @@ async function runLeg(
     out: NodeJS.WritableStream;
     debug: boolean;
     fleet: () => LocalFleet;
+    node: () => NodeLocator;
   },
 ): Promise<JobOutcome & { ms: number }> {
   const { p, out } = o;
@@ -481,6 +497,7 @@ async function runLeg(
           baseEnv: ACT_ENV,
           jobContainer: "run-on-executor",
           runnerName: "gnomon-exec-host",
+          node: o.node(),
         },
       );
     } finally {

@@ -2,14 +2,27 @@
 // offline recipe builds, and verified, resumable downloads. Never boots a VM; the orchestrator does.
 import { join } from "node:path";
 import type { Config } from "../config/schema.js";
+import type { Logger } from "../telemetry/log.js";
 import { buildRecipe } from "../vm/build-recipe.js";
 import { type Catalog, catalogStatus, imageNameFor, loadCatalog } from "../vm/catalog.js";
+import { NodeRuntimes } from "../vm/node-runtime.js";
 import { type PullProgress, pullImage } from "../vm/pull.js";
 import { type Command, UsageError } from "./command.js";
 import { EXIT } from "./exit-codes.js";
 
 export function imagesDir(config: Readonly<Config>): string {
   return config.images.dir || join(config.dataDir, "images");
+}
+
+/** The Node.js runtimes for JavaScript actions, kept under <dataDir>/runtimes. */
+export function nodeRuntimes(config: Readonly<Config>, logger?: Logger): NodeRuntimes {
+  const n = config.runtimes.node;
+  return new NodeRuntimes({
+    dir: join(config.dataDir, "runtimes"),
+    registry: n.registry,
+    sources: { ...(n.node20 ? { 20: n.node20 } : {}), ...(n.node24 ? { 24: n.node24 } : {}) },
+    logger,
+  });
 }
 
 function catalogOf(config: Readonly<Config>): Promise<Catalog> {

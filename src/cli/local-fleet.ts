@@ -18,7 +18,7 @@ import type { Logger } from "../telemetry/log.js";
 import { createMetrics } from "../telemetry/metrics.js";
 import { loadCatalog } from "../vm/catalog.js";
 import type { PlannedJob } from "../workflow/job-plan.js";
-import { imagesDir } from "./images.js";
+import { imagesDir, nodeRuntimes } from "./images.js";
 
 /** How long a cancelled job may take to run its cleanup steps before exec stops waiting. */
 const CANCEL_GRACE_MS = 5 * 60_000;
@@ -139,6 +139,7 @@ export class LocalFleet {
       imagesDir: imagesDir(c),
       runDir: join(c.dataDir, "vms"),
       egress: egressPolicy(c.orchestrator.egress),
+      nodeRuntimes: nodeRuntimes(c, this.#log),
     });
   }
 

@@ -5,6 +5,7 @@
 import type { JobResult } from "../contract/job-event.js";
 import type { JobRequest } from "../contract/job-request.js";
 import { openSecrets } from "../contract/sealed-secrets.js";
+import { mayRunJavaScript } from "../engine/action-node.js";
 import { type EngineOptions, executeJob, jobInputOf } from "../engine/engine.js";
 import type { JobDelivery } from "../queue/bus.js";
 import { StoreUnavailableError } from "../store/errors.js";
@@ -228,6 +229,8 @@ export async function runJob(
         signal,
         log,
         forgeEndpoints: forgeEndpointsOf(req),
+        javascript: mayRunJavaScript(req.spec),
+        onNodeTimed: (stage, ms) => deps.metrics.nodeDeliverySeconds.observe({ stage, label: req.runsOn }, ms / 1000),
         onPhase: (phase, message) => {
           const now = Date.now();
           if (lastPhase)
@@ -274,6 +277,7 @@ export async function runJob(
       runnerName: deps.runnerName,
       checkout: extra.checkout,
       hostGit: workspace.hostGit,
+      node: workspace.node,
       jobContainer: extra.jobContainer,
       baseEnv: { ...forgeEnv(req), ...extra.baseEnv },
       emit: (body) => {

@@ -26,6 +26,11 @@ export interface Metrics {
   readonly jobDurationSeconds: Histogram<"label" | "result">;
   readonly vmsRunning: Gauge<"label">;
   readonly vmsReaped: Counter<"label">;
+  /**
+   * Seconds spent delivering Node.js to a job: "obtain" on this host before boot (a cache hit, or
+   * the first download), "locate" in the machine at its first JavaScript step of each major.
+   */
+  readonly nodeDeliverySeconds: Histogram<"stage" | "label">;
 }
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
@@ -77,6 +82,13 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       name: "gnomon_vms_reaped_total",
       help: "VMs of lost jobs killed by the reaper",
       labelNames: ["label"],
+      registers,
+    }),
+    nodeDeliverySeconds: new Histogram({
+      name: "gnomon_node_delivery_seconds",
+      help: "Time spent delivering Node.js for JavaScript actions, by stage (obtain: on this host before boot; locate: in the machine)",
+      labelNames: ["stage", "label"],
+      buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 120],
       registers,
     }),
   };

@@ -30,7 +30,14 @@ http.createServer((req, res) => {
 }).listen(Number(port), address, () => process.stdout.write("listening\\n"));
 `;
 
-export async function startFakeInternet(t: { after(fn: () => Promise<void>): unknown }): Promise<FakeInternet> {
+/**
+ * `server` replaces the hello server: a Node script run inside the namespace with the address, the
+ * port and then `args` as its arguments, which prints "listening" once it listens there.
+ */
+export async function startFakeInternet(
+  t: { after(fn: () => Promise<void>): unknown },
+  server: { readonly script: string; readonly args?: readonly string[] } = { script: SERVER },
+): Promise<FakeInternet> {
   const id = randomBytes(3).toString("hex");
   const ns = `gnomon-t-${id}`;
   const hostIf = `gn${id}h`;
@@ -40,9 +47,9 @@ export async function startFakeInternet(t: { after(fn: () => Promise<void>): unk
   const hostSide = `${a}.${b}.${c}.${d + 1}`;
   const address = `${a}.${b}.${c}.${d + 2}`;
   const port = 8080;
-  let server: ChildProcess | undefined;
+  let child: ChildProcess | undefined;
   t.after(async () => {
-    server?.kill("SIGKILL");
+    child?.kill("SIGKILL");
     await run("ip", ["netns", "del", ns]).catch(() => undefined);
     await run("ip", ["link", "del", hostIf]).catch(() => undefined);
   });
@@ -63,12 +70,14 @@ export async function startFakeInternet(t: { after(fn: () => Promise<void>): unk
     ["-n", ns, "link", "set", "lo", "up"],
   ];
   for (const s of steps) await run("ip", s);
-  server = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", SERVER, address, String(port)], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  child = spawn(
+    "ip",
+    ["netns", "exec", ns, process.execPath, "-e", server.script, address, String(port), ...(server.args ?? [])],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
   await new Promise<void>((resolve, reject) => {
-    server!.once("exit", (code) => reject(new Error(`the fake internet's server exited with ${code}`)));
-    server!.stdout!.once("data", () => resolve());
+    child!.once("exit", (code) => reject(new Error(`the fake internet's server exited with ${code}`)));
+    child!.stdout!.once("data", () => resolve());
   });
   // The veth pair carries traffic a moment after both ends are up: wait until the server answers.
   for (let tries = 0; ; tries++) {

@@ -14,6 +14,7 @@ import { Store } from "../../src/store/store.js";
 import type { Logger } from "../../src/telemetry/log.js";
 import { createMetrics, type Metrics } from "../../src/telemetry/metrics.js";
 import { loadCatalog } from "../../src/vm/catalog.js";
+import type { NodeRuntimes } from "../../src/vm/node-runtime.js";
 import { SAMPLE_CLUSTER_KEY } from "./samples.js";
 import { TEST_IMAGES_DIR, TEST_RUN_DIR } from "./test-image.js";
 
@@ -36,6 +37,8 @@ export interface TestOrchestratorOptions {
   readonly log?: Logger;
   /** What jobs in VMs reach; default: the configuration's default policy. */
   readonly egress?: EgressPolicy;
+  /** Node.js runtimes for JavaScript actions; default none (only what images have). */
+  readonly nodeRuntimes?: NodeRuntimes;
 }
 
 /** The egress policy of a default configuration. */
@@ -60,6 +63,7 @@ export async function startOrchestrator(
     hostLabels: opts.hostLabels ?? [],
     hostWorkDir: mkdtempSync(join(tmpdir(), "gnomon-host-jobs-")),
     egress: opts.egress ?? DEFAULT_EGRESS,
+    nodeRuntimes: opts.nodeRuntimes,
   });
   const orchestrator = new Orchestrator({
     bus: opts.bus,
