@@ -440,7 +440,10 @@ export const execCommand: Command = {
             debug,
             fleet: fleetOf,
             node: () =>
-              (hostNode ??= hostNodeLocator(nodeRuntimes(args.config(), args.logger()), { log: args.logger() })),
+              (hostNode ??= hostNodeLocator(nodeRuntimes(args.config(), args.logger()), {
+                log: args.logger(),
+                onObtaining: (what) => ctx.stdout.write(`    ${p.dim(`obtaining ${what} (once for this host)…`)}\n`),
+              })),
           });
           legResults.push({ result: outcome.result, outputs: outcome.outputs });
           const tolerated = outcome.result === "failure" && leg.spec.continueOnError;

@@ -82,7 +82,7 @@ export interface NodeRuntime {
   readonly platform: NodePlatform;
   /** The Node.js version, e.g. "24.22.3" ("unknown" for a tarball that does not say). */
   readonly version: string;
-  /** Its folder: bin/node, LICENSE, disk.iso, runtime.json. */
+  /** Its folder: files/bin/node and files/LICENSE, disk.iso (of files/), runtime.json (written last). */
   readonly dir: string;
   /** bin/node on this host (runs here only when this host is the platform). */
   readonly node: string;
@@ -200,7 +200,7 @@ export class NodeRuntimes {
     await mkdir(this.dir, { recursive: true });
     const tmp = join(this.dir, `.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
     try {
-      await mkdir(join(tmp, "root"), { recursive: true });
+      await mkdir(join(tmp, "files"), { recursive: true });
       let url: string;
       let expected: string;
       let version: string;
@@ -233,7 +233,7 @@ export class NodeRuntimes {
           "-f",
           archive,
           "-C",
-          join(tmp, "root"),
+          join(tmp, "files"),
           "--strip-components=1",
           "--wildcards",
           "*/bin/node",
@@ -242,7 +242,7 @@ export class NodeRuntimes {
         { signal },
       );
       await rm(archive, { force: true });
-      const node = join(tmp, "root", "bin", "node");
+      const node = join(tmp, "files", "bin", "node");
       const size = await stat(node).then(
         (s) => s.size,
         () => 0,
@@ -251,7 +251,7 @@ export class NodeRuntimes {
       // Rock Ridge (-r) keeps bin/node executable and owned by root; the label is how a guest finds it.
       await runTool(
         "genisoimage",
-        ["-quiet", "-r", "-V", diskLabel(major), "-o", join(tmp, "disk.iso"), join(tmp, "root")],
+        ["-quiet", "-r", "-V", diskLabel(major), "-o", join(tmp, "disk.iso"), join(tmp, "files")],
         { signal },
       );
       const record: RuntimeRecord = {
@@ -309,7 +309,7 @@ async function readRuntime(folder: string): Promise<NodeRuntime | undefined> {
     platform: rec.platform,
     version: rec.version,
     dir: folder,
-    node: join(folder, "bin", "node"),
+    node: join(folder, "files", "bin", "node"),
     disk: join(folder, "disk.iso"),
     label: diskLabel(rec.major),
     from: rec.from,
