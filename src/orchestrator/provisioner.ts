@@ -180,7 +180,7 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
         executor,
         describe: `${image.name} VM ${machine.id} (pid ${machine.pid})`,
         hostGit: () => createHostExecutor({ parentDir: opts.hostWorkDir }),
-        node: node?.locator(executor),
+        node: node?.locator(executor, hooks.signal),
         async destroy() {
           await egress?.close();
           await executor.close().catch(() => undefined);
