@@ -5,7 +5,7 @@ import type { Config } from "../config/schema.js";
 import type { Logger } from "../telemetry/log.js";
 import { buildRecipe } from "../vm/build-recipe.js";
 import { type Catalog, catalogStatus, type ImageEntry, imageNameFor, loadCatalog } from "../vm/catalog.js";
-import { NODE_MAJORS, type NodeMajor, NodeRuntimes, nodePlatformOf } from "../vm/node-runtime.js";
+import { DELIVERED_PLATFORM, NODE_MAJORS, type NodeMajor, NodeRuntimes, nodePlatformOf } from "../vm/node-runtime.js";
 import { type PullProgress, pullImage } from "../vm/pull.js";
 import { type Command, UsageError } from "./command.js";
 import { EXIT } from "./exit-codes.js";
@@ -240,7 +240,34 @@ the download is .zst, .xz or .gz.`,
   },
 };
 
+export const imagesNodeCommand: Command = {
+  name: "images node",
+  summary: "obtain gnomon's Node.js runtimes for JavaScript actions now",
+  usage: `Usage: gnomon images node
+
+Obtains the Node.js runtimes gnomon brings into linux-x64 VMs (and to gnomon exec) for JavaScript
+actions, Node.js 20 and 24: from the npm registry (runtimes.node.registry) or the configured
+tarballs, verified, unpacked and written as runtime disks under <dataDir>/runtimes. Jobs otherwise
+obtain them at the first job that needs them; run this ahead of time, or on a connected host whose
+<dataDir>/runtimes you then copy to an offline one (docs/javascript-actions.md).`,
+  options: {},
+  async run(args, ctx) {
+    const runtimes = nodeRuntimes(args.config(), args.logger());
+    const signal = abortOn(ctx.stopRequested);
+    for (const major of NODE_MAJORS) {
+      const had = await runtimes.cached(DELIVERED_PLATFORM, major);
+      const started = Date.now();
+      const rt = had ?? (await runtimes.prepare(DELIVERED_PLATFORM, major, signal));
+      const how = had ? "already here" : `obtained in ${((Date.now() - started) / 1000).toFixed(1)} s`;
+      ctx.stdout.write(
+        `Node.js ${rt.version} for ${rt.platform}: ${how}, verified ${rt.checksum.slice(0, 20)}… (${rt.from})\n  ${rt.dir}\n`,
+      );
+    }
+    return EXIT.ok;
+  },
+};
+
 /** The images commands for main.ts's COMMANDS. */
 export function imagesCommands(): Command[] {
-  return [imagesListCommand, imagesBuildCommand, imagesPullCommand];
+  return [imagesListCommand, imagesBuildCommand, imagesPullCommand, imagesNodeCommand];
 }

