@@ -11,9 +11,11 @@ import { basename, join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
 import type { CacheService } from "../cache/service.js";
 import type { JobEventBody } from "../contract/job-event.js";
+import type { NodeLocator } from "../engine/action-node.js";
 import { executeJob, type JobOutcome } from "../engine/engine.js";
 import { createHostExecutor } from "../executor/host.js";
 import { startJobServices } from "../orchestrator/job-services.js";
+import { hostNodeLocator } from "../orchestrator/node-delivery.js";
 import type { Logger } from "../telemetry/log.js";
 import { WorkflowError } from "../workflow/errors.js";
 import type { NeedResult, PlannedJob } from "../workflow/job-plan.js";
@@ -22,6 +24,7 @@ import { RunSchedule } from "../workflow/run-schedule.js";
 import type { Workflow } from "../workflow/workflow.js";
 import { type Command, UsageError } from "./command.js";
 import { EXIT } from "./exit-codes.js";
+import { nodeRuntimes } from "./images.js";
 import { createCacheService } from "./infrastructure.js";
 import { LocalFleet } from "./local-fleet.js";
 import { gitIgnoredPaths } from "./working-tree.js";
@@ -44,6 +47,13 @@ input (an invalid workflow is shown with file:line:col), or no job ran at all.`;
 
 /** Where exec's jobs come from, as a JobRequest's source says it (VM jobs carry the same). */
 const LOCAL_SOURCE = { forge: "local", instance: "local", runner: "gnomon-exec", ref: {} } as const;
+/**
+ * `github.token` when no GITHUB_TOKEN secret is given: actions whose inputs default to
+ * `${{ github.token }}` (github-script, checkout) then start instead of failing on "Input required".
+ * It authorises nothing; an action that calls the API with it gets a 401 from the forge. Never sent
+ * with a fetch: only a GITHUB_TOKEN secret is.
+ */
+export const PLACEHOLDER_TOKEN = "gnomon-exec-placeholder-token";
 
 /** act's marker, which workflows written for act test; exec sets it like act does. */
 const ACT_ENV: Readonly<Record<string, string>> = { ACT: "true" };
@@ -133,6 +143,7 @@ async function localGithub(workspace: string, event: string): Promise<Record<str
     run_attempt: "1",
     retention_days: "0",
     secret_source: "None",
+    token: PLACEHOLDER_TOKEN,
   };
 }
 
@@ -349,6 +360,7 @@ export const execCommand: Command = {
     const skipOf = () => (skip ??= gitIgnoredPaths(workspace));
     const rows: Row[] = [];
     let fleet: LocalFleet | undefined;
+    let hostNode: NodeLocator | undefined;
     // One cache per process, for host jobs and VM jobs alike (it holds their credentials).
     let services: { log: Logger; cache: CacheService | undefined } | undefined;
     const servicesOf = () => {
@@ -398,6 +410,11 @@ export const execCommand: Command = {
               debug,
               fleet: fleetOf,
               services: servicesOf,
+              node: () =>
+                (hostNode ??= hostNodeLocator(nodeRuntimes(args.config(), args.logger()), {
+                  log: args.logger(),
+                  onObtaining: (what) => ctx.stdout.write(`    ${p.dim(`obtaining ${what} (once for this host)…`)}\n`),
+                })),
             });
             schedule.finished(outcome);
             const tolerated = outcome.result === "failure" && d.leg.spec.continueOnError;
@@ -433,6 +450,7 @@ async function runLeg(
     debug: boolean;
     fleet: () => LocalFleet;
     services: () => { log: Logger; cache: CacheService | undefined };
+    node: () => NodeLocator;
   },
 ): Promise<JobOutcome & { ms: number }> {
   const { p, out } = o;
@@ -463,6 +481,7 @@ async function runLeg(
             baseEnv: { ...ACT_ENV, ...services.env },
             jobContainer: "run-on-executor",
             runnerName: "gnomon-exec-host",
+            node: o.node(),
           },
         );
       } finally {

@@ -20,7 +20,7 @@ import type { Logger } from "../telemetry/log.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { loadCatalog } from "../vm/catalog.js";
 import { UsageError } from "./command.js";
-import { imagesDir } from "./images.js";
+import { imagesDir, nodeRuntimes } from "./images.js";
 
 export function createBus(config: Readonly<Config>, log: Logger, role: string): JobBus {
   return config.amqpUrl ? amqpBus(config.amqpUrl, config, log, role) : new MemoryBus({ log });
@@ -98,6 +98,7 @@ export async function createOrchestrator(
     hostWorkDir: join(config.dataDir, "host-jobs"),
     egress: egressPolicy(o.egress),
     actionCache: createActionCache(config, deps.log, deps.metrics),
+    nodeRuntimes: nodeRuntimes(config, deps.log),
   });
   const unknown = o.labels.filter((l) => !l.endsWith(":host") && !provisioner.labels.includes(l));
   if (o.labels.length > 0 && unknown.length > 0)

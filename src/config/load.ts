@@ -45,6 +45,7 @@ export const ENV_KEYS: Readonly<Record<string, readonly [path: string, kind: Kin
   GNOMON_GITHUB_RUNNER_VERSION: ["github.runnerVersion", "string"],
   GNOMON_IMAGES_CATALOG: ["images.catalog", "string"],
   GNOMON_IMAGES_DIR: ["images.dir", "string"],
+  GNOMON_NODE_REGISTRY: ["runtimes.node.registry", "string"],
 };
 
 export interface ConfigProblem {

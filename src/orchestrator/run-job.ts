@@ -5,6 +5,7 @@
 // rejects only when the queue delivery cannot be settled (the bus is gone; the job comes back).
 import type { JobRequest } from "../contract/job-request.js";
 import { openSecrets } from "../contract/sealed-secrets.js";
+import { mayRunJavaScript } from "../engine/action-node.js";
 import { type EngineOptions, executeJob, jobInputOf } from "../engine/engine.js";
 import type { JobDelivery } from "../queue/bus.js";
 import type { Store } from "../store/store.js";
@@ -179,6 +180,8 @@ class JobRun {
         signal,
         log: this.#log,
         forgeEndpoints: forgeEndpointsOf(req),
+        javascript: mayRunJavaScript(req.spec),
+        onNodeTimed: (stage, ms) => this.#ledger.nodeTimed(stage, ms),
         onPhase: (phase, message) => this.#ledger.bootPhase(phase, message),
         onSpawn: (vm) => this.#ledger.vmSpawned(vm),
       });
@@ -211,6 +214,7 @@ class JobRun {
       hostGit: workspace.hostGit,
       actionCache: workspace.actionCache,
       machineUrl: workspace.machineUrl,
+      node: workspace.node,
       jobContainer: extra.jobContainer,
       baseEnv: { ...forgeEnv(req), ...this.#services?.env, ...extra.baseEnv },
       emit: (body) => this.#ledger.apply(body),

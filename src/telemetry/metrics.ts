@@ -38,6 +38,11 @@ export interface Metrics {
   readonly cacheStoredBytes: Gauge;
   /** Cache entries deleted, by reason: "evicted" (to make room) or "expired" (unused). */
   readonly cacheEntriesRemoved: Counter<"reason">;
+  /**
+   * Seconds spent delivering Node.js to a job: "obtain" on this host before boot (a cache hit, or
+   * the first download), "locate" in the machine at its first JavaScript step of each major.
+   */
+  readonly nodeDeliverySeconds: Histogram<"stage" | "label">;
 }
 
 export type CacheLookupResult = "hit" | "miss";
@@ -128,6 +133,13 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       name: "gnomon_cache_entries_removed_total",
       help: "Cache entries deleted, by reason (evicted to make room, expired unused)",
       labelNames: ["reason"],
+      registers,
+    }),
+    nodeDeliverySeconds: new Histogram({
+      name: "gnomon_node_delivery_seconds",
+      help: "Time spent delivering Node.js for JavaScript actions, by stage (obtain: on this host before boot; locate: in the machine)",
+      labelNames: ["stage", "label"],
+      buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 120],
       registers,
     }),
   };

@@ -81,6 +81,7 @@ export async function runJob(t: TestContext, yaml: string, opts: RunJobOptions =
       hostGit: opts.hostGit,
       actionCache: opts.actionCache,
       machineUrl: opts.machineUrl,
+      node: opts.node,
       runnerName: opts.runnerName,
     },
   );

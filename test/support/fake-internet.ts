@@ -43,9 +43,14 @@ http.createServer((req, res) => {
 }).listen(Number(port), address, () => process.stdout.write("listening\\n"));
 `;
 
+/**
+ * `serveFiles`: the hello server also answers GETs for that folder's files (see SERVER). `script`
+ * replaces the hello server: a Node script run inside the namespace with the address, the port and
+ * then `args` as its arguments, which prints "listening" once it listens there.
+ */
 export async function startFakeInternet(
   t: { after(fn: () => Promise<void>): unknown },
-  opts: { serveFiles?: string } = {},
+  opts: { readonly serveFiles?: string; readonly script?: string; readonly args?: readonly string[] } = {},
 ): Promise<FakeInternet> {
   const id = randomBytes(3).toString("hex");
   const ns = `gnomon-t-${id}`;
@@ -56,9 +61,9 @@ export async function startFakeInternet(
   const hostSide = `${a}.${b}.${c}.${d + 1}`;
   const address = `${a}.${b}.${c}.${d + 2}`;
   const port = 8080;
-  let server: ChildProcess | undefined;
+  let child: ChildProcess | undefined;
   t.after(async () => {
-    server?.kill("SIGKILL");
+    child?.kill("SIGKILL");
     await run("ip", ["netns", "del", ns]).catch(() => undefined);
     await run("ip", ["link", "del", hostIf]).catch(() => undefined);
   });
@@ -79,13 +84,17 @@ export async function startFakeInternet(
     ["-n", ns, "link", "set", "lo", "up"],
   ];
   for (const s of steps) await run("ip", s);
-  const args = [address, String(port), ...(opts.serveFiles ? [opts.serveFiles] : [])];
-  server = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", SERVER, ...args], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const args = opts.script ? (opts.args ?? []) : opts.serveFiles ? [opts.serveFiles] : [];
+  child = spawn(
+    "ip",
+    ["netns", "exec", ns, process.execPath, "-e", opts.script ?? SERVER, address, String(port), ...args],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
   await new Promise<void>((resolve, reject) => {
-    server!.once("exit", (code) => reject(new Error(`the fake internet's server exited with ${code}`)));
-    server!.stdout!.once("data", () => resolve());
+    child!.once("exit", (code) => reject(new Error(`the fake internet's server exited with ${code}`)));
+    child!.stdout!.once("data", () => resolve());
   });
   // The veth pair carries traffic a moment after both ends are up: wait until the server answers.
   for (let tries = 0; ; tries++) {

@@ -16,6 +16,7 @@ import { Store } from "../../src/store/store.js";
 import { type Logger, rootLogger } from "../../src/telemetry/log.js";
 import { createMetrics, type Metrics } from "../../src/telemetry/metrics.js";
 import { loadCatalog } from "../../src/vm/catalog.js";
+import type { NodeRuntimes } from "../../src/vm/node-runtime.js";
 import { SAMPLE_CLUSTER_KEY } from "./samples.js";
 import { TEST_IMAGES_DIR, TEST_RUN_DIR } from "./test-image.js";
 
@@ -44,6 +45,8 @@ export interface TestOrchestratorOptions {
   readonly actionCache?: ActionCache;
   /** The Actions cache its jobs get (as `gnomon up` gives them by default); default none. */
   readonly cache?: CacheService;
+  /** Node.js runtimes for JavaScript actions; default none (only what images have). */
+  readonly nodeRuntimes?: NodeRuntimes;
 }
 
 /** The egress policy of a default configuration. */
@@ -79,6 +82,7 @@ export async function startOrchestrator(
     hostWorkDir: mkdtempSync(join(tmpdir(), "gnomon-host-jobs-")),
     egress: opts.egress ?? DEFAULT_EGRESS,
     actionCache,
+    nodeRuntimes: opts.nodeRuntimes,
   });
   const provisioner = opts.provisioner?.(vms) ?? vms;
   const orchestrator = new Orchestrator({
