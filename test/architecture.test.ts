@@ -21,6 +21,7 @@ const mayImport: Record<string, readonly string[]> = {
   engine: ["contract", "executor", "workflow"],
   vm: ["lifecycle", "telemetry"],
   egress: ["telemetry"],
+  cache: ["lifecycle", "telemetry"],
   "debug-ssh": ["contract", "executor", "store", "lifecycle", "telemetry"],
   forge: ["contract", "queue", "gen", "lifecycle", "telemetry", "workflow"],
   orchestrator: [
@@ -34,6 +35,7 @@ const mayImport: Record<string, readonly string[]> = {
     "telemetry",
     "workflow",
     "egress",
+    "cache",
     "debug-ssh",
   ],
 };

@@ -5,13 +5,18 @@
 // Exit codes: 0 jobs ran and every one succeeded, 1 a job failed or was cancelled, 2 usage or input
 // errors, or no job ran at all.
 import { execFile } from "node:child_process";
-import { randomInt } from "node:crypto";
+import { randomInt, randomUUID } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
+import type { CacheService } from "../cache/service.js";
 import type { JobEventBody } from "../contract/job-event.js";
+import type { NodeLocator } from "../engine/action-node.js";
 import { executeJob, type JobOutcome } from "../engine/engine.js";
 import { createHostExecutor } from "../executor/host.js";
+import { startJobServices } from "../orchestrator/job-services.js";
+import { hostNodeLocator } from "../orchestrator/node-delivery.js";
+import type { Logger } from "../telemetry/log.js";
 import { WorkflowError } from "../workflow/errors.js";
 import type { NeedResult, PlannedJob } from "../workflow/job-plan.js";
 import { readWorkflowFile } from "../workflow/parse-thread.js";
@@ -19,6 +24,8 @@ import { RunSchedule } from "../workflow/run-schedule.js";
 import type { Workflow } from "../workflow/workflow.js";
 import { type Command, UsageError } from "./command.js";
 import { EXIT } from "./exit-codes.js";
+import { nodeRuntimes } from "./images.js";
+import { createCacheService } from "./infrastructure.js";
 import { LocalFleet } from "./local-fleet.js";
 import { gitIgnoredPaths } from "./working-tree.js";
 
@@ -37,6 +44,16 @@ configuration variable, --matrix K:V keeps only the matrix legs where K is V.
 
 Exit codes: 0 jobs ran and every one succeeded, 1 a job failed or was cancelled, 2 bad usage or
 input (an invalid workflow is shown with file:line:col), or no job ran at all.`;
+
+/** Where exec's jobs come from, as a JobRequest's source says it (VM jobs carry the same). */
+const LOCAL_SOURCE = { forge: "local", instance: "local", runner: "gnomon-exec", ref: {} } as const;
+/**
+ * `github.token` when no GITHUB_TOKEN secret is given: actions whose inputs default to
+ * `${{ github.token }}` (github-script, checkout) then start instead of failing on "Input required".
+ * It authorises nothing; an action that calls the API with it gets a 401 from the forge. Never sent
+ * with a fetch: only a GITHUB_TOKEN secret is.
+ */
+export const PLACEHOLDER_TOKEN = "gnomon-exec-placeholder-token";
 
 /** act's marker, which workflows written for act test; exec sets it like act does. */
 const ACT_ENV: Readonly<Record<string, string>> = { ACT: "true" };
@@ -126,6 +143,7 @@ async function localGithub(workspace: string, event: string): Promise<Record<str
     run_attempt: "1",
     retention_days: "0",
     secret_source: "None",
+    token: PLACEHOLDER_TOKEN,
   };
 }
 
@@ -342,12 +360,21 @@ export const execCommand: Command = {
     const skipOf = () => (skip ??= gitIgnoredPaths(workspace));
     const rows: Row[] = [];
     let fleet: LocalFleet | undefined;
-    const fleetOf = () => {
-      if (fleet) return fleet;
+    let hostNode: NodeLocator | undefined;
+    // One cache per process, for host jobs and VM jobs alike (it holds their credentials).
+    let services: { log: Logger; cache: CacheService | undefined } | undefined;
+    const servicesOf = () => {
+      if (services) return services;
       const config = args.config();
       // The fleet's own start-up lines are noise here unless asked for.
       const log = args.logger().child({}, { level: config.logLevel === "info" ? "warn" : config.logLevel });
-      fleet = new LocalFleet(config, log);
+      services = { log, cache: createCacheService(config, log) };
+      return services;
+    };
+    const fleetOf = () => {
+      if (fleet) return fleet;
+      const { log, cache } = servicesOf();
+      fleet = new LocalFleet(args.config(), log, cache);
       return fleet;
     };
     const debug = secrets["ACTIONS_STEP_DEBUG"] === "true" || vars["ACTIONS_STEP_DEBUG"] === "true";
@@ -382,6 +409,12 @@ export const execCommand: Command = {
               out: ctx.stdout,
               debug,
               fleet: fleetOf,
+              services: servicesOf,
+              node: () =>
+                (hostNode ??= hostNodeLocator(nodeRuntimes(args.config(), args.logger()), {
+                  log: args.logger(),
+                  onObtaining: (what) => ctx.stdout.write(`    ${p.dim(`obtaining ${what} (once for this host)…`)}\n`),
+                })),
             });
             schedule.finished(outcome);
             const tolerated = outcome.result === "failure" && d.leg.spec.continueOnError;
@@ -398,6 +431,7 @@ export const execCommand: Command = {
       }
     }
     await fleet?.stop();
+    await services?.cache?.close();
     return summarise(rows, p, ctx.stdout);
   },
 };
@@ -415,6 +449,8 @@ async function runLeg(
     out: NodeJS.WritableStream;
     debug: boolean;
     fleet: () => LocalFleet;
+    services: () => { log: Logger; cache: CacheService | undefined };
+    node: () => NodeLocator;
   },
 ): Promise<JobOutcome & { ms: number }> {
   const { p, out } = o;
@@ -425,18 +461,32 @@ async function runLeg(
   if (target === "host") {
     const executor = await createHostExecutor();
     try {
-      outcome = await executeJob(
-        { spec: leg.spec, contexts: leg.contexts, secrets: o.secrets, actionsUrl: "https://github.com" },
-        {
-          executor,
-          emit: renderer.onEvent,
-          signal: o.stop,
-          checkout,
-          baseEnv: ACT_ENV,
-          jobContainer: "run-on-executor",
-          runnerName: "gnomon-exec-host",
-        },
-      );
+      const { log, cache } = o.services();
+      // What a VM job gets from its orchestrator (the cache), served the same way on this host.
+      const job = { id: randomUUID(), source: LOCAL_SOURCE, contexts: leg.contexts, spec: leg.spec };
+      const services = await startJobServices(job, executor, { cache }, log);
+      try {
+        outcome = await executeJob(
+          {
+            spec: leg.spec,
+            contexts: leg.contexts,
+            secrets: { ...o.secrets, ...services.maskHints },
+            actionsUrl: "https://github.com",
+          },
+          {
+            executor,
+            emit: renderer.onEvent,
+            signal: o.stop,
+            checkout,
+            baseEnv: { ...ACT_ENV, ...services.env },
+            jobContainer: "run-on-executor",
+            runnerName: "gnomon-exec-host",
+            node: o.node(),
+          },
+        );
+      } finally {
+        await services.close();
+      }
     } finally {
       await executor.close();
     }

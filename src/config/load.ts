@@ -32,6 +32,11 @@ export const ENV_KEYS: Readonly<Record<string, readonly [path: string, kind: Kin
   GNOMON_ALLOW_HOST_LABELS: ["orchestrator.allowHostLabels", "bool"],
   GNOMON_EGRESS_DENY_NETWORKS: ["orchestrator.egress.denyNetworks", "list"],
   GNOMON_EGRESS_ALLOW_NETWORKS: ["orchestrator.egress.allowNetworks", "list"],
+  GNOMON_ACTION_CACHE_MAX_AGE: ["orchestrator.actionCache.maxAge", "string"],
+  GNOMON_ACTION_CACHE_MAX_SIZE_MIB: ["orchestrator.actionCache.maxSizeMiB", "int"],
+  GNOMON_CACHE_ENABLED: ["orchestrator.cache.enabled", "bool"],
+  GNOMON_CACHE_MAX_SIZE: ["orchestrator.cache.maxSize", "string"],
+  GNOMON_CACHE_REPOSITORY_MAX_SIZE: ["orchestrator.cache.repositoryMaxSize", "string"],
   GNOMON_DEBUG_SSH_ENABLED: ["orchestrator.debugSsh.enabled", "bool"],
   GNOMON_DEBUG_SSH_LISTEN: ["orchestrator.debugSsh.listen", "string"],
   GNOMON_DEBUG_SSH_HOST: ["orchestrator.debugSsh.host", "string"],
@@ -47,6 +52,7 @@ export const ENV_KEYS: Readonly<Record<string, readonly [path: string, kind: Kin
   GNOMON_GITHUB_RUNNER_VERSION: ["github.runnerVersion", "string"],
   GNOMON_IMAGES_CATALOG: ["images.catalog", "string"],
   GNOMON_IMAGES_DIR: ["images.dir", "string"],
+  GNOMON_NODE_REGISTRY: ["runtimes.node.registry", "string"],
 };
 
 export interface ConfigProblem {

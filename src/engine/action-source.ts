@@ -1,11 +1,12 @@
-// Where a `uses:` action comes from: a local directory in the workspace, a repository fetched with
-// git from the job's actions URL (on the executor, so the machine that runs it has it), or
-// something gnomon cannot run. Loads and validates the action's metadata file.
+// Where a `uses:` action comes from: a local directory in the workspace, a repository from the job's
+// actions URL (from the gnomon host's action cache when there is one, else fetched with git where
+// git runs), or something gnomon cannot run. Loads and validates the action's metadata file.
 import { FileNotFoundError } from "../executor/executor.js";
 import type { ActionDefinition } from "../workflow/action-file.js";
 import { WorkflowError } from "../workflow/errors.js";
 import { readActionFile } from "../workflow/parse-thread.js";
 import { hasGitSomewhere, runGitFetch } from "./git-fetch.js";
+import type { CachedAction } from "./host-actions.js";
 import type { JobRuntime } from "./runtime.js";
 
 export type ActionReference =
@@ -103,32 +104,39 @@ async function gitFetch(
   signal: AbortSignal,
 ): Promise<string> {
   const name = `${ref.owner}/${ref.repo}@${ref.ref}`;
+  const dir = `${job.paths.actions}/${ref.owner}/${ref.repo}/${ref.ref.replace(/[^A-Za-z0-9._-]/g, "_")}`;
+  const base = job.actionsUrl.replace(/\/+$/, "");
+  const url = `${base}/${ref.owner}/${ref.repo}`;
+  const token = job.secrets["GITHUB_TOKEN"];
+  const server = job.contexts.github["server_url"];
+  // The job's token goes only to its own forge, never to a third-party actions host.
+  const header =
+    token && typeof server === "string" && sameOrigin(server, base)
+      ? `AUTHORIZATION: basic ${Buffer.from(`x-access-token:${token}`).toString("base64")}`
+      : undefined;
+  if (header) job.log.masker.add(header);
+  job.log.line(null, "main", `Download action repository '${name}'`);
+  if (job.actionCache) return await fromHostCache(job, { name, dir, url, ref: ref.ref, header }, signal);
+
   if (!(await hasGitSomewhere(job)))
     throw new ActionUnavailableError(
       job.hostGit
         ? `${name} must be fetched with git, and neither the machine nor the gnomon host has git; install git in the image`
         : `${name} must be fetched with git, and this machine has no git; install git in the image`,
     );
-  const dir = `${job.paths.actions}/${ref.owner}/${ref.repo}/${ref.ref.replace(/[^A-Za-z0-9._-]/g, "_")}`;
-  const base = job.actionsUrl.replace(/\/+$/, "");
-  const url = `${base}/${ref.owner}/${ref.repo}`;
+  // git on the machine reaches the forge as the machine does (forwarded into a VM, maybe on another port).
+  const here = job.facts.hasGit ? job.machineUrl(base) : base;
   const env: Record<string, string> = {
-    GNOMON_URL: url,
+    GNOMON_URL: `${here}/${ref.owner}/${ref.repo}`,
     GNOMON_REF: ref.ref,
     GIT_TERMINAL_PROMPT: "0",
   };
-  const token = job.secrets["GITHUB_TOKEN"];
-  const server = job.contexts.github["server_url"];
-  // The job's token goes only to its own forge, never to a third-party actions host.
-  if (token && typeof server === "string" && sameOrigin(server, base)) {
-    const header = `AUTHORIZATION: basic ${Buffer.from(`x-access-token:${token}`).toString("base64")}`;
-    job.log.masker.add(header);
+  if (header)
     Object.assign(env, {
       GIT_CONFIG_COUNT: "1",
-      GIT_CONFIG_KEY_0: `http.${base}/.extraheader`,
+      GIT_CONFIG_KEY_0: `http.${here}/.extraheader`,
       GIT_CONFIG_VALUE_0: header,
     });
-  }
   const script = [
     "set -e",
     'rm -rf "$GNOMON_DIR" && mkdir -p "$GNOMON_DIR" && cd "$GNOMON_DIR"',
@@ -138,7 +146,6 @@ async function gitFetch(
     "git checkout -q --detach FETCH_HEAD",
   ].join("\n");
   const lines: string[] = [];
-  job.log.line(null, "main", `Download action repository '${name}'`);
   const r = await runGitFetch(job, {
     script,
     dirVar: "GNOMON_DIR",
@@ -153,6 +160,45 @@ async function gitFetch(
     );
   return dir;
 }
+
+/**
+ * The action from the gnomon host's cache (fetched there first on a miss), copied into `dir` on the
+ * machine. The log says which commit the ref named, whether it came from the cache, and the times.
+ */
+async function fromHostCache(
+  job: JobRuntime,
+  a: { name: string; dir: string; url: string; ref: string; header: string | undefined },
+  signal: AbortSignal,
+): Promise<string> {
+  const cache = job.actionCache!;
+  let got: CachedAction;
+  try {
+    got = await cache.get({ url: a.url, ref: a.ref, authorization: a.header, signal });
+  } catch (err) {
+    signal.throwIfAborted();
+    throw new ActionUnavailableError(
+      `could not fetch the action ${a.name} from ${a.url} on the gnomon host: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  try {
+    const started = Date.now();
+    await job.executor.uploadDir(got.dir, a.dir, { signal });
+    const copied = seconds(Date.now() - started);
+    job.log.line(
+      null,
+      "main",
+      got.hit
+        ? `'${a.name}' is ${got.commit}: from the gnomon host's action cache (resolved in ${seconds(got.resolveMs)} s), copied into the machine in ${copied} s`
+        : `'${a.name}' is ${got.commit}: fetched on the gnomon host in ${seconds(got.resolveMs + got.fetchMs)} s and kept in its action cache, copied into the machine in ${copied} s`,
+    );
+    return a.dir;
+  } finally {
+    got.release();
+  }
+}
+
+const seconds = (ms: number) => (ms / 1000).toFixed(1);
 
 function sameOrigin(a: string, b: string): boolean {
   try {

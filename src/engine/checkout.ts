@@ -104,7 +104,10 @@ export async function runCheckout(call: StepCall, step: Extract<StepSpec, { kind
     frame.line(
       `The machine has no git: fetching on the gnomon host and copying the checkout (with its .git) to ${target}`,
     );
-  const server = String(github["server_url"] ?? "https://github.com").replace(/\/+$/, "");
+  const forgeServer = String(github["server_url"] ?? "https://github.com").replace(/\/+$/, "");
+  // git on the machine reaches the forge as the machine does (a forge on the gnomon host is
+  // forwarded into it, maybe on another port); git on the gnomon host, as the forge is.
+  const server = job.facts.hasGit ? job.machineUrl(forgeServer) : forgeServer;
   const url = `${server}/${repository}`;
   const ref = inputs["ref"] ?? "";
   const githubRef = String(github["ref"] ?? "");

@@ -14,8 +14,10 @@ import {
   evaluateToken,
   type Json,
 } from "../workflow/expressions.js";
+import type { NodeLocator } from "./action-node.js";
 import { HostGit } from "./git-fetch.js";
 import { HashFiles } from "./hash-files.js";
+import type { HostActionCache } from "./host-actions.js";
 import { type Emit, JobLog } from "./job-log.js";
 import { Masker, splitMaskHints } from "./masker.js";
 import {
@@ -65,6 +67,23 @@ export interface EngineOptions {
    * actions/checkout and remote actions fetched on the host and uploaded (the host needs git).
    */
   readonly hostGit?: () => Promise<Executor>;
+  /**
+   * The gnomon host's action cache: `uses: owner/repo@ref` is fetched there once per commit and
+   * copied into the machine (no git or network needed in it). Without it, actions are fetched with
+   * git where git runs (the machine, or the host for a machine without git).
+   */
+  readonly actionCache?: HostActionCache;
+  /**
+   * A URL of the job's forge as the machine reaches it, when that differs from the forge's own (its
+   * forge on the host, forwarded into a VM on another port). Steps, their env and git on the
+   * machine get these; what runs on this host uses the forge's own URLs. Default: as it is.
+   */
+  readonly machineUrl?: (url: string) => string;
+  /**
+   * Node.js for JavaScript actions beyond the machine's PATH: the runtime gnomon delivered into the
+   * VM, or an image's declared one. Without it, a JavaScript action needs the right node on PATH.
+   */
+  readonly node?: NodeLocator;
   /** Environment below workflow env, in the env context too (e.g. ACT=true, FORGEJO_ACTIONS=true). */
   readonly baseEnv?: Readonly<Record<string, string>>;
   /**
@@ -142,11 +161,13 @@ const reasonOf = (signal: AbortSignal, fallback: string) =>
 function runtimeEnv(
   runtime: NonNullable<JobInput["runtime"]>,
   secrets: Readonly<Record<string, string>>,
+  machineUrl: (url: string) => string,
 ): Record<string, string> {
   const env: Record<string, string> = {};
-  if (runtime.url) env["ACTIONS_RUNTIME_URL"] = runtime.url;
-  if (runtime.resultsUrl) env["ACTIONS_RESULTS_URL"] = runtime.resultsUrl;
-  if (runtime.cacheUrl) env["ACTIONS_CACHE_URL"] = runtime.cacheUrl;
+  if (runtime.url) env["ACTIONS_RUNTIME_URL"] = machineUrl(runtime.url);
+  if (runtime.resultsUrl) env["ACTIONS_RESULTS_URL"] = machineUrl(runtime.resultsUrl);
+  if (runtime.cacheUrl) env["ACTIONS_CACHE_URL"] = machineUrl(runtime.cacheUrl);
+  if (runtime.cacheServiceV2) env["ACTIONS_CACHE_SERVICE_V2"] = "True";
   const token = secrets["ACTIONS_RUNTIME_TOKEN"];
   if (token && runtime.url) env["ACTIONS_RUNTIME_TOKEN"] = token;
   return env;
@@ -194,13 +215,16 @@ async function execute(input: JobInput, opts: EngineOptions, hostGit: HostGit | 
       contexts,
       secrets,
       actionsUrl: input.actionsUrl,
-      runtimeEnv: runtimeEnv(input.runtime ?? {}, secrets),
+      runtimeEnv: runtimeEnv(input.runtime ?? {}, secrets, opts.machineUrl ?? ((url) => url)),
       executor,
       log,
       paths,
       facts,
       checkout: opts.checkout ?? { kind: "git" },
       hostGit,
+      actionCache: opts.actionCache,
+      machineUrl: opts.machineUrl,
+      nodeLocator: opts.node,
       runnerName: opts.runnerName ?? executor.name,
       baseEnv: opts.baseEnv ?? {},
       signal,

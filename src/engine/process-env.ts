@@ -42,7 +42,7 @@ export function processEnv(
   action: string,
 ): Record<string, string> {
   const job = frame.job;
-  const github = job.contexts.github;
+  const github = job.machineGithub;
   const vars: Record<string, string> = { CI: "true", ...envContext };
   for (const key of GITHUB_VARS) {
     const v = github[key];

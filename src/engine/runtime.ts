@@ -7,8 +7,10 @@ import type { Secrets } from "../contract/sealed-secrets.js";
 import type { Executor } from "../executor/executor.js";
 import type { Contexts, Functions, Json, Scope } from "../workflow/expressions.js";
 import { statusFunctions } from "../workflow/expressions.js";
+import type { NodeLocation, NodeLocator, NodeMajor } from "./action-node.js";
 import type { HostGit } from "./git-fetch.js";
 import type { HashFiles } from "./hash-files.js";
+import type { HostActionCache } from "./host-actions.js";
 import type { JobLog } from "./job-log.js";
 
 export type Conclusion = "success" | "failure" | "cancelled" | "skipped";
@@ -75,6 +77,12 @@ export interface JobRuntimeInit {
   readonly checkout: CheckoutSource;
   /** git on the gnomon host, for fetches a machine without git cannot do. */
   readonly hostGit?: HostGit;
+  /** The host's action cache: remote actions are fetched there and copied into the machine. */
+  readonly actionCache?: HostActionCache;
+  /** A URL of the job's forge as the machine reaches it; default: as it is. */
+  readonly machineUrl?: (url: string) => string;
+  /** Node.js beyond the machine's PATH (gnomon's runtime disks, an image's declared node). */
+  readonly nodeLocator?: NodeLocator;
   readonly runnerName: string;
   /** Lowest-precedence environment, visible in the env context (e.g. ACT=true for exec). */
   readonly baseEnv: Readonly<Record<string, string>>;
@@ -98,6 +106,15 @@ export class JobRuntime {
   readonly facts: MachineFacts;
   readonly checkout: CheckoutSource;
   readonly hostGit: HostGit | undefined;
+  readonly actionCache: HostActionCache | undefined;
+  /** A URL of the job's forge as the machine reaches it (forwarded into a VM, maybe on another port). */
+  readonly machineUrl: (url: string) => string;
+  /**
+   * The `github` context as the machine sees it: its URLs (server_url, api_url …) as machineUrl()
+   * gives them. `contexts.github` keeps the forge's own, for what runs on this host.
+   */
+  readonly machineGithub: Readonly<Record<string, unknown>>;
+  readonly nodeLocator: NodeLocator | undefined;
   readonly runnerName: string;
   readonly signal: AbortSignal;
   readonly cancelTimeoutMs: number;
@@ -120,6 +137,8 @@ export class JobRuntime {
   readonly fetchedActions = new Map<string, Promise<string>>();
   /** State saved by the pre stage of an action step, for its main and post stages (step index → state). */
   readonly preState = new Map<number, Readonly<Record<string, string>>>();
+  /** Where each Node.js major is on the machine, looked up at its first JavaScript step (action-node.ts). */
+  readonly nodes = new Map<NodeMajor, Promise<NodeLocation>>();
 
   constructor(init: JobRuntimeInit) {
     this.spec = init.spec;
@@ -133,6 +152,13 @@ export class JobRuntime {
     this.facts = init.facts;
     this.checkout = init.checkout;
     this.hostGit = init.hostGit;
+    this.actionCache = init.actionCache;
+    const machineUrl = init.machineUrl ?? ((url: string) => url);
+    this.machineUrl = machineUrl;
+    this.machineGithub = Object.fromEntries(
+      Object.entries(init.contexts.github).map(([k, v]) => [k, typeof v === "string" ? machineUrl(v) : v]),
+    );
+    this.nodeLocator = init.nodeLocator;
     this.runnerName = init.runnerName;
     this.signal = init.signal;
     this.cancelTimeoutMs = init.cancelTimeoutMs;
@@ -146,7 +172,7 @@ export class JobRuntime {
   githubContext(frame: Frame, extra: Readonly<Record<string, string>> = {}): Record<string, unknown> {
     const token = this.secrets["GITHUB_TOKEN"];
     return {
-      ...this.contexts.github,
+      ...this.machineGithub,
       workspace: this.paths.workspace,
       event_path: this.paths.eventPath,
       ...(token === undefined ? {} : { token }),

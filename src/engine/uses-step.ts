@@ -1,9 +1,11 @@
 // `uses:` steps: actions/checkout natively, composite actions (their steps in a scope of their
-// own, inputs and outputs), JavaScript actions with pre and post where the machine has Node.js,
-// and a failing step with a reason for anything else (Docker, missing or invalid actions).
+// own, inputs and outputs), JavaScript actions with pre and post on the Node.js major they run on
+// (the machine's own node or one delivered to it: action-node.ts), and a failing step with a
+// reason for anything else (Docker, missing or invalid actions).
 import type { StepSpec } from "../contract/job-request.js";
 import type { ActionDefinition } from "../workflow/action-file.js";
 import { evaluateCondition, evaluateString, evaluateStringMap } from "../workflow/expressions.js";
+import { findNode, nodeMajorFor } from "./action-node.js";
 import {
   type ActionReference,
   ActionUnavailableError,
@@ -159,7 +161,7 @@ function stateEnv(state: Readonly<Record<string, string>>): Record<string, strin
   return env;
 }
 
-/** Runs one entry point of a JavaScript action with the machine's node. */
+/** Runs one entry point of a JavaScript action with the node of the major it runs on. */
 async function runNodeEntry(
   call: StepCall,
   r: Resolved,
@@ -169,16 +171,22 @@ async function runNodeEntry(
   onState: (s: Readonly<Record<string, string>>) => void,
 ): Promise<StepBody> {
   const job = call.frame.job;
-  const node = job.facts.node;
-  if (!node) {
+  const runs = r.def.runs;
+  if (runs.using === "composite" || runs.using === "docker") throw new TypeError("not a JavaScript action");
+  const choice = nodeMajorFor(runs.using, call.env);
+  if (choice.warning && call.frame.stage !== "post")
+    annotate(call.frame, "warning", `${r.repository || "The action"}: ${choice.warning}`);
+  const node = await findNode(job, choice.major, call.signal);
+  if (!node.found) {
     annotate(
       call.frame,
       "error",
-      `${r.repository || "the action"} is a JavaScript action (${r.def.runs.using}) and this machine has no Node.js. Install node in the image, or use a composite action or a run step instead.`,
+      `${r.repository || "the action"} is a JavaScript action (${runs.using}) and needs Node.js ${choice.major}, which this machine does not have: ${node.reason}`,
     );
     return { result: "failure", outputs: {} };
   }
-  return await runProcess(call, [node, `${r.dir}/${entry}`], job.paths.workspace, call.frame.actionName ?? "", {
+  if (job.debug) call.frame.line(`##[debug]Node.js ${choice.major}: ${node.describe}`);
+  return await runProcess(call, [node.path, `${r.dir}/${entry}`], job.paths.workspace, call.frame.actionName ?? "", {
     extraEnv: { ...job.runtimeEnv, ...inputEnv(inputs), ...stateEnv(state) },
     onState,
   });

@@ -52,11 +52,20 @@ export interface Executor {
   /**
    * Offers a service of this host to the machine: connections to 127.0.0.1:<port> inside it reach
    * `accept` here, one stream each. Nothing else of this host becomes reachable. Rejects with
-   * ServeRefusedError when the machine will not listen (an SSH server that forbids forwarding).
+   * ServeRefusedError when the machine will not listen (an SSH server that forbids forwarding),
+   * and with ServePortTakenError when `opts.port` was asked for and cannot be had.
    */
-  serve(accept: (stream: Duplex) => void): Promise<ServedPort>;
+  serve(accept: (stream: Duplex) => void, opts?: ServeOptions): Promise<ServedPort>;
   /** Ends the session (closes connections, never touches the VM). Idempotent. */
   close(): Promise<void>;
+}
+
+export interface ServeOptions {
+  /**
+   * The port to listen on inside the machine (a forge's own port, so that its URLs need no
+   * rewriting). Default: any free port, chosen by the machine.
+   */
+  readonly port?: number;
 }
 
 /** A port inside the machine that leads to a service on this host. */
@@ -78,6 +87,28 @@ export class ServeRefusedError extends Error {
     super(
       `${executor} would not listen on 127.0.0.1 for gnomon (${detail}); the image's SSH server must allow ` +
         "remote port forwarding (OpenSSH: AllowTcpForwarding yes, the default)",
+      options,
+    );
+  }
+}
+
+/**
+ * The port asked for cannot be had inside the machine: something there listens on it already, it is
+ * privileged (below 1024 for a user that is not root), or the machine refuses to listen at all.
+ * Callers that can live with another port serve on any free one instead.
+ */
+export class ServePortTakenError extends Error {
+  override readonly name = "ServePortTakenError";
+  readonly code = "executor.serve-port-taken";
+  constructor(
+    readonly executor: string,
+    readonly port: number,
+    detail: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `${executor} would not listen on 127.0.0.1:${port} for gnomon (${detail}); the port is in use there, ` +
+        "privileged, or forwarding is refused; serve on any free port instead",
       options,
     );
   }

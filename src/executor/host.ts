@@ -16,6 +16,8 @@ import {
   type RunOptions,
   type RunResult,
   type ServedPort,
+  type ServeOptions,
+  ServePortTakenError,
   type UploadOptions,
 } from "./executor.js";
 import { LineSplitter } from "./lines.js";
@@ -238,7 +240,7 @@ export class HostExecutor implements Executor {
   }
 
   /** On this host the machine is the host: a listener on a free loopback port. */
-  async serve(accept: (stream: Duplex) => void): Promise<ServedPort> {
+  async serve(accept: (stream: Duplex) => void, opts: ServeOptions = {}): Promise<ServedPort> {
     const server = createServer((socket) => {
       socket.on("error", () => socket.destroy());
       accept(socket);
@@ -249,8 +251,11 @@ export class HostExecutor implements Executor {
       s.once("close", () => sockets.delete(s));
     });
     await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(0, "127.0.0.1", () => resolve());
+      server.once("error", (err: NodeJS.ErrnoException) => {
+        const taken = opts.port && (err.code === "EADDRINUSE" || err.code === "EACCES");
+        reject(taken ? new ServePortTakenError(this.name, opts.port!, err.message, { cause: err }) : err);
+      });
+      server.listen(opts.port ?? 0, "127.0.0.1", () => resolve());
     });
     const close = async () => {
       for (const s of sockets) s.destroy();

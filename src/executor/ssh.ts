@@ -16,6 +16,8 @@ import {
   type RunOptions,
   type RunResult,
   type ServedPort,
+  type ServeOptions,
+  ServePortTakenError,
   ServeRefusedError,
   type UploadOptions,
 } from "./executor.js";
@@ -259,13 +261,17 @@ export class SshExecutor implements Executor {
     this.#machineEnv = { ...env };
   }
 
-  async serve(accept: (stream: Duplex) => void): Promise<ServedPort> {
+  async serve(accept: (stream: Duplex) => void, opts: ServeOptions = {}): Promise<ServedPort> {
     if (this.#lost) throw this.#lost;
-    // Port 0: the guest's sshd picks a free port, so nothing the job runs can be in the way.
+    // Port 0 (the default): the guest's sshd picks a free port, so nothing the job runs can be in
+    // the way. A port asked for is bound before any step runs, so only the guest's own services
+    // (sshd on 22) or a privileged port can stand in its way; sshd does not say which.
+    const wanted = opts.port ?? 0;
     const port = await new Promise<number>((resolve, reject) => {
-      this.client.forwardIn(GUEST_LOOPBACK, 0, (err, bound) => {
-        if (err) reject(new ServeRefusedError(this.name, err.message, { cause: err }));
-        else resolve(bound);
+      this.client.forwardIn(GUEST_LOOPBACK, wanted, (err, bound) => {
+        if (!err) resolve(bound || wanted);
+        else if (wanted !== 0) reject(new ServePortTakenError(this.name, wanted, err.message, { cause: err }));
+        else reject(new ServeRefusedError(this.name, err.message, { cause: err }));
       });
     });
     this.#served.set(port, accept);

@@ -1,6 +1,7 @@
 // Pure: the host:port endpoints a job's forge gave it (server, API, Actions services, actions
 // source). A job must reach its own forge to check out and report, even when the forge sits in a
 // network the egress policy keeps from jobs; these exact endpoints, and nothing else there, pass.
+// Those on this host's loopback are forwarded into the VM instead (forge-forwards.ts).
 import type { JobRequest } from "../contract/job-request.js";
 
 export function forgeEndpointsOf(req: JobRequest): string[] {

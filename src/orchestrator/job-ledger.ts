@@ -282,6 +282,11 @@ export class JobLedger {
     this.#stream().emit({ kind: "provisioning", phase, label, message });
   }
 
+  /** How long getting Node.js for the job's JavaScript actions took ("obtain" on this host, "locate" in the machine). */
+  nodeTimed(stage: "obtain" | "locate", ms: number): void {
+    this.#d.metrics.nodeDeliverySeconds.observe({ stage, label: this.request.runsOn }, ms / 1000);
+  }
+
   /** QEMU started: counted running, and recorded so that a crash of this process still gets it reaped. */
   async vmSpawned(vm: SpawnedVm): Promise<void> {
     const d = this.#d;

@@ -13,6 +13,7 @@ import type { Store } from "../store/store.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { type Budget, Capacity } from "./capacity.js";
+import type { JobServiceDeps } from "./job-services.js";
 import type { Provisioner } from "./provisioner.js";
 import { Reaper } from "./reaper.js";
 import { JobCancelledError, type JobOptions, runJob } from "./run-job.js";
@@ -40,6 +41,8 @@ export interface OrchestratorOptions {
   readonly jobOptions?: (req: JobRequest) => JobOptions;
   /** runner.name of its jobs; default the orchestrator id. */
   readonly runnerName?: string;
+  /** What jobs get served in their machines (the cache); default nothing. */
+  readonly services?: JobServiceDeps;
   /** The debug SSH endpoint, when this host allows debug SSH (docs/debug-ssh.md); absent: no job is held. */
   readonly debugSsh?: Pick<DebugSshServer, "ask" | "hold">;
 }
@@ -236,6 +239,7 @@ export class Orchestrator implements Service {
         log: this.#log,
         runnerName: this.#opts.runnerName ?? this.id,
         jobOptions: this.#opts.jobOptions,
+        services: this.#opts.services,
         debugSsh: this.#opts.debugSsh,
       },
       handBack.signal,

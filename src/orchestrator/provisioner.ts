@@ -1,18 +1,25 @@
 // Where a job's steps run: a fresh VM for a catalog label (the normal case) or this host for an
-// explicitly allowed `host` label. The orchestrator asks a Provisioner for a Workspace and always
-// destroys it; nothing else in the orchestrator knows about QEMU.
+// explicitly allowed `host` label. A VM gets what gnomon serves into it on purpose: its egress
+// proxy and, when the job's forge is on this host, that forge's endpoints (forge-forwards.ts). The
+// orchestrator asks a Provisioner for a Workspace and always destroys it; nothing else in the
+// orchestrator knows about QEMU.
 import type { ClientChannel } from "ssh2";
 import type { ProvisioningPhase } from "../contract/job-event.js";
 import type { EgressPolicy } from "../egress/policy.js";
 import { EgressProxy } from "../egress/proxy.js";
+import type { NodeLocator } from "../engine/action-node.js";
+import type { HostActionCache } from "../engine/host-actions.js";
 import { type Executor, ServeRefusedError } from "../executor/executor.js";
 import { createHostExecutor } from "../executor/host.js";
 import { createSshExecutor, type SessionRequest, type SshExecutor } from "../executor/ssh.js";
 import type { Logger } from "../telemetry/log.js";
 import { type Catalog, type ImageSpec, resolveImage } from "../vm/catalog.js";
 import { bootMachine, type SpawnedVm } from "../vm/machine.js";
+import type { NodeRuntimes } from "../vm/node-runtime.js";
 import type { Accel } from "../vm/qemu-args.js";
 import type { Size } from "./capacity.js";
+import { type ForgeForwards, serveForgeForwards } from "./forge-forwards.js";
+import { hostNodeLocator, type NodeDelivery, prepareNodeDelivery } from "./node-delivery.js";
 
 export interface Workspace {
   readonly executor: Executor;
@@ -21,6 +28,12 @@ export interface Workspace {
   readonly describe: string;
   /** This host, for git fetches the machine cannot do itself (it has no git). */
   readonly hostGit?: () => Promise<Executor>;
+  /** A URL of the job's forge as the machine reaches it (its forge on this host is forwarded). */
+  readonly machineUrl?: (url: string) => string;
+  /** Remote actions fetched on this host, once per commit, and copied into the machine. */
+  readonly actionCache?: HostActionCache;
+  /** Node.js for JavaScript actions beyond the machine's PATH (node-delivery.ts). */
+  readonly node?: NodeLocator;
   /**
    * A session in the machine as the job's user, over gnomon's own connection (debug SSH). Only
    * VMs have it: a host label runs on this machine, which nobody may enter through gnomon.
@@ -39,6 +52,10 @@ export interface ProvisionHooks {
   onSerialTail?(lines: readonly string[]): void;
   /** "host:port" of the job's forge services: reachable from the VM even in private networks. */
   readonly forgeEndpoints?: readonly string[];
+  /** The job may run JavaScript actions: its VM gets Node.js runtime disks (engine/action-node.ts mayRunJavaScript). */
+  readonly javascript?: boolean;
+  /** How long delivering Node.js took, per stage (node-delivery.ts), for the metrics. */
+  onNodeTimed?(stage: "obtain" | "locate", ms: number): void;
 }
 
 /** What a label resolves to on this host. */
@@ -74,6 +91,10 @@ export interface VmProvisionerOptions {
   readonly hostWorkDir?: string;
   /** What jobs in VMs reach through their egress proxy (images with `network: nat`). */
   readonly egress: EgressPolicy;
+  /** The host's action cache (<dataDir>/actions); without it, actions are fetched where git runs. */
+  readonly actionCache?: HostActionCache;
+  /** Node.js runtimes for JavaScript actions (<dataDir>/runtimes); none: only what images have. */
+  readonly nodeRuntimes?: NodeRuntimes;
 }
 
 export class NotServedError extends Error {
@@ -114,9 +135,27 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
       if (target.kind === "host") {
         const executor = await createHostExecutor({ parentDir: opts.hostWorkDir });
         hooks.onPhase("ready", "running on this host (no VM): the job is not isolated from it");
-        return { executor, describe: "this host", destroy: () => executor.close().catch(() => undefined) };
+        const node = opts.nodeRuntimes
+          ? hostNodeLocator(opts.nodeRuntimes, { log: hooks.log, onTimed: hooks.onNodeTimed })
+          : undefined;
+        return {
+          executor,
+          describe: "this host",
+          actionCache: opts.actionCache,
+          node,
+          destroy: () => executor.close().catch(() => undefined),
+        };
       }
       const image = target.image;
+      let node: NodeDelivery | undefined;
+      if (hooks.javascript)
+        node = await prepareNodeDelivery(opts.nodeRuntimes, image, {
+          signal: hooks.signal,
+          log: hooks.log,
+          onTimed: hooks.onNodeTimed,
+          onObtaining: (what) =>
+            hooks.onPhase("creating-disk", `obtaining ${what} for JavaScript actions (once per host)…`),
+        });
       // The machine reports creating-disk itself (its first phase): saying it here too showed it twice.
       const machine = await bootMachine(image, {
         runDir: opts.runDir,
@@ -126,6 +165,7 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
         onSpawn: (vm) => hooks.onSpawn(vm),
         // "ready" is reported below, once the executor is connected too.
         onPhase: (step) => step !== "ready" && hooks.onPhase(step, phaseMessage(step, image)),
+        readOnlyDisks: node?.disks,
       }).catch((err: unknown) => {
         const tail = (err as { serialTail?: readonly string[] }).serialTail;
         if (tail && hooks.onSerialTail) hooks.onSerialTail(tail);
@@ -154,16 +194,35 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
           noEgress = `; it has no network: ${err.message}`;
         }
       }
+      let forge: ForgeForwards | undefined;
+      let forgeNote = "";
+      try {
+        forge = await serveForgeForwards(executor, hooks.forgeEndpoints ?? [], { log: hooks.log });
+        if (forge.forwards.length > 0) forgeNote = `; its forge on this host is forwarded into it: ${forge.describe()}`;
+      } catch (err) {
+        if (!(err instanceof ServeRefusedError)) {
+          await egress?.close();
+          await executor.close().catch(() => undefined);
+          await machine.destroy({ why: "boot-failed" });
+          throw err;
+        }
+        hooks.log.warn({ err }, "the guest refused the forge forwards; the job cannot reach its forge on this host");
+        forgeNote = `; it cannot reach its forge on this host: ${err.message}`;
+      }
       hooks.onPhase(
         "ready",
-        `${image.name} is up after ${(machine.bootMs / 1000).toFixed(1)} s (${machine.accel.toUpperCase()})${noEgress}`,
+        `${image.name} is up after ${(machine.bootMs / 1000).toFixed(1)} s (${machine.accel.toUpperCase()})${noEgress}${forgeNote}`,
       );
       return {
         executor,
         describe: `${image.name} VM ${machine.id} (pid ${machine.pid})`,
         hostGit: () => createHostExecutor({ parentDir: opts.hostWorkDir }),
+        machineUrl: forge?.machineUrl,
+        actionCache: opts.actionCache,
+        node: node?.locator(executor, hooks.signal),
         openSession: (req) => executor.openSession(req),
         async destroy() {
+          await forge?.close();
           await egress?.close();
           await executor.close().catch(() => undefined);
           await machine.destroy({ graceMs: 2_000 }).catch(() => undefined);

@@ -7,6 +7,7 @@ import type { JobRequest } from "../contract/job-request.js";
 import { openSecrets } from "../contract/sealed-secrets.js";
 import { holdsFor } from "../debug-ssh/debug-request.js";
 import type { DebugSshServer } from "../debug-ssh/debug-ssh-server.js";
+import { mayRunJavaScript } from "../engine/action-node.js";
 import { type EngineOptions, executeJob, jobInputOf } from "../engine/engine.js";
 import type { JobDelivery } from "../queue/bus.js";
 import type { Store } from "../store/store.js";
@@ -16,6 +17,7 @@ import type { Capacity, Reservation } from "./capacity.js";
 import type { EventSink } from "./event-stream.js";
 import { forgeEndpointsOf } from "./forge-endpoints.js";
 import { type Ending, JobLedger, STORE_DOWN_REQUEUE_DELAY_MS } from "./job-ledger.js";
+import { type JobServiceDeps, type JobServices, servedWith, startJobServices } from "./job-services.js";
 import type { Provisioner, Target, Workspace } from "./provisioner.js";
 
 export interface RunJobDeps {
@@ -35,6 +37,8 @@ export interface RunJobDeps {
   readonly runnerName: string;
   /** Engine options for one job beyond the defaults (gnomon exec: the local checkout). */
   readonly jobOptions?: (req: JobRequest) => JobOptions;
+  /** What gnomon serves jobs in their machines (the cache); default nothing. */
+  readonly services?: JobServiceDeps;
   /** Debug SSH (docs/debug-ssh.md): whether a run asked for it, and holding its VM for its actor. Absent: off. */
   readonly debugSsh?: Pick<DebugSshServer, "ask" | "hold">;
 }
@@ -74,6 +78,7 @@ class JobRun {
   #signal: AbortSignal;
   #reservation: Reservation | undefined;
   #workspace: Workspace | undefined;
+  #services: JobServices | undefined;
   /** The job's secrets, opened for the engine (debug SSH reads its variables and token from them too). */
   #secrets: Readonly<Record<string, string>> = {};
 
@@ -185,6 +190,8 @@ class JobRun {
         signal,
         log: this.#log,
         forgeEndpoints: forgeEndpointsOf(req),
+        javascript: mayRunJavaScript(req.spec),
+        onNodeTimed: (stage, ms) => this.#ledger.nodeTimed(stage, ms),
         onPhase: (phase, message) => this.#ledger.bootPhase(phase, message),
         onSpawn: (vm) => this.#ledger.vmSpawned(vm),
       });
@@ -193,6 +200,10 @@ class JobRun {
       return failure(`the machine for runs-on "${req.runsOn}" could not be started: ${messageOf(err)}`);
     }
     this.#log.info({ machine: this.#workspace.describe }, "machine ready");
+    // The services gnomon gives the job (the Actions cache), served into its machine; the
+    // workspace's destroy() revokes them first.
+    this.#services = await startJobServices(this.#req, this.#workspace.executor, this.#d.services ?? {}, this.#log);
+    this.#workspace = servedWith(this.#workspace, this.#services);
     return undefined;
   }
 
@@ -204,7 +215,7 @@ class JobRun {
     const signal = this.#signal;
     await this.#ledger.running();
     const extra = this.#d.jobOptions?.(req) ?? {};
-    const secrets = openSecrets(req.secrets, this.#d.clusterKey, req.id);
+    const secrets = { ...openSecrets(req.secrets, this.#d.clusterKey, req.id), ...this.#services?.maskHints };
     this.#secrets = secrets;
     const outcome = await executeJob(jobInputOf(req, secrets), {
       executor: workspace.executor,
@@ -212,8 +223,11 @@ class JobRun {
       runnerName: this.#d.runnerName,
       checkout: extra.checkout,
       hostGit: workspace.hostGit,
+      actionCache: workspace.actionCache,
+      machineUrl: workspace.machineUrl,
+      node: workspace.node,
       jobContainer: extra.jobContainer,
-      baseEnv: { ...forgeEnv(req), ...extra.baseEnv },
+      baseEnv: { ...forgeEnv(req), ...this.#services?.env, ...extra.baseEnv },
       emit: (body) => this.#ledger.apply(body),
     });
     const reason =

@@ -26,11 +26,32 @@ export interface Metrics {
   readonly jobDurationSeconds: Histogram<"label" | "result">;
   readonly vmsRunning: Gauge<"label">;
   readonly vmsReaped: Counter<"label">;
+  /** Remote actions jobs asked the host's action cache for: hit (had the commit) or miss (fetched). */
+  readonly actionCacheRequests: Counter<"result">;
+  /** Seconds fetching one action commit into the host's action cache (misses only). */
+  readonly actionFetchSeconds: Histogram;
+  /** Cache lookups of jobs, by result: "hit" or "miss". */
+  readonly cacheLookups: Counter<"result">;
+  /** Cache archive bytes, by direction: "saved" (committed entries) or "restored" (downloads). */
+  readonly cacheBytes: Counter<"direction">;
+  /** Bytes of the committed cache entries on this host. */
+  readonly cacheStoredBytes: Gauge;
+  /** Cache entries deleted, by reason: "evicted" (to make room) or "expired" (unused). */
+  readonly cacheEntriesRemoved: Counter<"reason">;
+  /**
+   * Seconds spent delivering Node.js to a job: "obtain" on this host before boot (a cache hit, or
+   * the first download), "locate" in the machine at its first JavaScript step of each major.
+   */
+  readonly nodeDeliverySeconds: Histogram<"stage" | "label">;
   /** Jobs whose result is decided but whose VM is held open for debug SSH, by label. */
   readonly debugSshHeldJobs: Gauge<"label">;
   /** Logins to the debug SSH endpoint, by outcome (DEBUG_SSH_OUTCOMES). */
   readonly debugSshSessions: Counter<"outcome">;
 }
+
+export type CacheLookupResult = "hit" | "miss";
+export type CacheDirection = "saved" | "restored";
+export type CacheRemoval = "evicted" | "expired";
 
 /**
  * How a login to the debug SSH endpoint went: `accepted` (a session into a held VM), `refused` (a
@@ -89,6 +110,48 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       name: "gnomon_vms_reaped_total",
       help: "VMs of lost jobs killed by the reaper",
       labelNames: ["label"],
+      registers,
+    }),
+    actionCacheRequests: new Counter({
+      name: "gnomon_action_cache_requests_total",
+      help: "Remote actions asked of the host's action cache, by result (hit or miss)",
+      labelNames: ["result"],
+      registers,
+    }),
+    actionFetchSeconds: new Histogram({
+      name: "gnomon_action_fetch_seconds",
+      help: "Time fetching one action commit into the host's action cache",
+      buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300],
+      registers,
+    }),
+    cacheLookups: new Counter({
+      name: "gnomon_cache_lookups_total",
+      help: "Cache lookups of jobs, by result (hit, miss)",
+      labelNames: ["result"],
+      registers,
+    }),
+    cacheBytes: new Counter({
+      name: "gnomon_cache_bytes_total",
+      help: "Cache archive bytes saved (committed) and restored (downloaded)",
+      labelNames: ["direction"],
+      registers,
+    }),
+    cacheStoredBytes: new Gauge({
+      name: "gnomon_cache_stored_bytes",
+      help: "Bytes of the committed cache entries on this host",
+      registers,
+    }),
+    cacheEntriesRemoved: new Counter({
+      name: "gnomon_cache_entries_removed_total",
+      help: "Cache entries deleted, by reason (evicted to make room, expired unused)",
+      labelNames: ["reason"],
+      registers,
+    }),
+    nodeDeliverySeconds: new Histogram({
+      name: "gnomon_node_delivery_seconds",
+      help: "Time spent delivering Node.js for JavaScript actions, by stage (obtain: on this host before boot; locate: in the machine)",
+      labelNames: ["stage", "label"],
+      buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 120],
       registers,
     }),
     debugSshHeldJobs: new Gauge({

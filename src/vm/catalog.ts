@@ -44,6 +44,14 @@ const Source = z.union([
   UrlSource,
 ]);
 
+/** An image's own Node.js for one major: where it is in the guest, and the package that installs it. */
+const ImageNode = z
+  .object({
+    path: z.string().startsWith("/", "must be an absolute path in the guest, e.g. /opt/ooce/node-20/bin/node"),
+    package: z.string().min(1).optional(),
+  })
+  .strict();
+
 const Label = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]*$/, "must be a runs-on label (letters, digits, . _ : -)");
 
 export const ImageEntry = z
@@ -80,6 +88,11 @@ export const ImageEntry = z
     network: z.enum(["nat", "isolated"]).default("nat"),
     diskBus: z.enum(["virtio", "ide"]).default("virtio"),
     nic: z.enum(["virtio-net-pci", "e1000"]).default("virtio-net-pci"),
+    /**
+     * The image's own Node.js per major, for JavaScript actions; a major not listed gets gnomon's
+     * runtime where gnomon brings one (linux-x64), docs/javascript-actions.md.
+     */
+    node: z.object({ node20: ImageNode.optional(), node24: ImageNode.optional() }).strict().default({}),
   })
   .strict();
 export type ImageEntry = z.output<typeof ImageEntry>;
@@ -123,7 +136,11 @@ export interface ImageSpec {
   readonly network: "nat" | "isolated";
   readonly diskBus: "virtio" | "ide";
   readonly nic: "virtio-net-pci" | "e1000";
+  /** The image's own Node.js per major (absent: gnomon's runtime, where it brings one). */
+  readonly node?: { readonly node20?: ImageNodeSpec; readonly node24?: ImageNodeSpec };
 }
+
+export type ImageNodeSpec = z.output<typeof ImageNode>;
 
 export function defaultCatalogPath(): string {
   return join(shippedImagesDir(), "catalog.yaml");
@@ -258,6 +275,7 @@ export async function resolveImage(
     network: entry.network,
     diskBus: entry.diskBus,
     nic: entry.nic,
+    node: entry.node,
   };
 }
 

@@ -57,6 +57,8 @@ export interface MachineOptions {
   readonly onSerialLine?: (line: string) => void;
   /** Serial lines kept for error messages; default 200. */
   readonly serialLines?: number;
+  /** Read-only disks attached after the seed and shared with other VMs (Node.js runtime disks); never removed. */
+  readonly readOnlyDisks?: readonly string[];
 }
 
 export interface SshEndpoint {
@@ -151,6 +153,7 @@ class QemuMachine implements Machine {
       // A unix socket path must fit in 108 bytes; a deep runDir falls back to the temp folder.
       qmpSocket: sock.length < 100 ? sock : join(tmpdir(), `gnomon-${this.id}.qmp`),
       ...(image.boot.method === "uefi" ? { firmwareVars: join(this.#dir, "OVMF_VARS.fd") } : {}),
+      ...(opts.readOnlyDisks?.length ? { readOnlyDisks: opts.readOnlyDisks } : {}),
     };
     this.#serial = new SerialConsole(opts.serialLines ?? 200, opts.onSerialLine);
   }

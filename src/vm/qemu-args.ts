@@ -10,6 +10,12 @@ export interface RunPaths {
   readonly qmpSocket: string;
   /** UEFI only: this VM's writable copy of the firmware variables. */
   readonly firmwareVars?: string;
+  /**
+   * Read-only raw disks after the seed, shared by every VM that attaches them (the Node.js runtime
+   * disks of src/vm/node-runtime.ts): read-only opens take only shared locks, so VMs never block
+   * each other, and nothing is copied per VM.
+   */
+  readonly readOnlyDisks?: readonly string[];
 }
 
 export interface RunSettings {
@@ -58,6 +64,10 @@ export function qemuArgs(image: ImageSpec, paths: RunPaths, run: RunSettings): s
     `file=${paths.overlay},if=${image.diskBus},format=qcow2,cache=unsafe,discard=unmap`,
     "-drive",
     `file=${paths.seed},if=${image.diskBus},format=raw,readonly=on`,
+    ...(paths.readOnlyDisks ?? []).flatMap((disk) => [
+      "-drive",
+      `file=${disk},if=${image.diskBus},format=raw,readonly=on`,
+    ]),
     "-netdev",
     net,
     "-device",

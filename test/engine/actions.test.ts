@@ -6,6 +6,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
+import type { NodeLocator } from "../../src/engine/action-node.js";
 import { createHostExecutor, type HostExecutor } from "../../src/executor/host.js";
 import { aliasBombAction } from "../support/yaml-bombs.js";
 import { printed, runJob } from "./run-job.js";
@@ -264,17 +265,18 @@ fs.appendFileSync(process.env.GITHUB_STATE, "from_main=m1\\n");`,
           url: "https://forge.example/api/actions_pipeline/",
           resultsUrl: "https://forge.example",
           cacheUrl: "https://cache.example/",
+          cacheServiceV2: true,
         },
         before: files({
           "p/action.yml": "runs:\n  using: node20\n  main: m.js\n",
           "p/m.js":
-            'const e = process.env; console.log([e.ACTIONS_RUNTIME_URL, e.ACTIONS_RESULTS_URL, e.ACTIONS_CACHE_URL, e.ACTIONS_RUNTIME_TOKEN === "rt-secret-123456"].join(" "));',
+            'const e = process.env; console.log([e.ACTIONS_RUNTIME_URL, e.ACTIONS_RESULTS_URL, e.ACTIONS_CACHE_URL, e.ACTIONS_RUNTIME_TOKEN === "rt-secret-123456", e.ACTIONS_CACHE_SERVICE_V2].join(" "));',
         }),
       },
     );
     assert.equal(r.outcome.result, "success");
     assert.deepEqual(printed(r.stepLines(0)), [
-      "https://forge.example/api/actions_pipeline/ https://forge.example https://cache.example/ true",
+      "https://forge.example/api/actions_pipeline/ https://forge.example https://cache.example/ true True",
     ]);
     assert.deepEqual(printed(r.stepLines(1)), ["run step sees [] []"]);
   });
@@ -287,9 +289,141 @@ fs.appendFileSync(process.env.GITHUB_STATE, "from_main=m1\\n");`,
       before: files({ "p/action.yml": "runs:\n  using: node20\n  main: m.js\n" }),
     });
     assert.equal(r.outcome.result, "failure");
-    assert.ok(r.stepLines(0).some((l) => l.includes("JavaScript action (node20) and this machine has no Node.js")));
+    assert.ok(
+      r
+        .stepLines(0)
+        .some((l) =>
+          l.includes(
+            "JavaScript action (node20) and needs Node.js 20, which this machine does not have: it has no node on its PATH; install Node.js 20 in the image",
+          ),
+        ),
+      r.lines.join("\n"),
+    );
   });
 });
+
+/** A stand-in for a delivered node: a script that says which major it is and runs nothing. */
+async function fakeNode(t: TestContext, major: number): Promise<string> {
+  const dir = await tempDir(t, "gnomon-node-");
+  const path = join(dir, "node");
+  await writeFile(path, `#!/bin/sh\necho "delivered node ${major} runs $(basename "$1")"\n`, { mode: 0o755 });
+  return path;
+}
+
+/** A NodeLocator that knows the given majors and counts what it is asked. */
+function locator(found: Partial<Record<20 | 24, string>>, asked: number[] = []): NodeLocator {
+  return {
+    async locate(major) {
+      asked.push(major);
+      const path = found[major];
+      return path
+        ? { found: true, path, describe: `test node ${major}` }
+        : { found: false, reason: `the test delivers no Node.js ${major}: configure one` };
+    },
+  };
+}
+
+describe("engine: the Node.js a JavaScript action runs on", () => {
+  const hostMajor = Number(process.versions.node.split(".")[0]);
+  const other = hostMajor === 24 ? 20 : 24;
+  const action = (using: string) => `runs:\n  using: ${using}\n  main: m.js\n  post: post.js\n`;
+
+  it("runs a node24 action on the delivered node 24, main and post, asking once per job", async (t) => {
+    const asked: number[] = [];
+    const r = await runJob(
+      t,
+      job(`      - uses: ./p
+      - uses: ./p`),
+      {
+        node: locator({ [other]: await fakeNode(t, other) }, asked),
+        before: files({ "p/action.yml": action(`node${other}`), "p/m.js": "", "p/post.js": "" }),
+      },
+    );
+    assert.equal(r.outcome.result, "success", r.lines.join("\n"));
+    assert.deepEqual(printed(r.stepLines(0)), [`delivered node ${other} runs m.js`]);
+    assert.deepEqual(printed(r.stepLines(1, "post")), [`delivered node ${other} runs post.js`]);
+    assert.deepEqual(asked, [other], "the machine's node is another major; the locator is asked once");
+  });
+
+  it("never runs an action on the machine's node of another major: without a delivered one the step fails saying why", async (t) => {
+    const r = await runJob(t, job("      - uses: ./p"), {
+      node: locator({}),
+      before: files({ "p/action.yml": action(`node${other}`), "p/m.js": "", "p/post.js": "" }),
+    });
+    assert.equal(r.outcome.result, "failure");
+    const error = r.stepLines(0).find((l) => l.startsWith("##[error]")) ?? "";
+    assert.match(error, new RegExp(`needs Node.js ${other}, which this machine does not have`));
+    assert.match(error, new RegExp(`is v${hostMajor}\\.[0-9.]+, another major than ${other}`));
+    assert.match(error, new RegExp(`the test delivers no Node.js ${other}: configure one`));
+  });
+
+  it("prefers the machine's own node when it is the right major, without asking the locator", async (t) => {
+    const asked: number[] = [];
+    const r = await runJob(t, job("      - uses: ./p"), {
+      node: locator({}, asked),
+      before: files({
+        "p/action.yml": action(`node${hostMajor}`),
+        "p/m.js": "console.log('major ' + process.versions.node.split('.')[0])",
+        "p/post.js": "",
+      }),
+    });
+    assert.equal(r.outcome.result, "success", r.lines.join("\n"));
+    assert.deepEqual(printed(r.stepLines(0)), [`major ${hostMajor}`]);
+    assert.deepEqual(asked, []);
+  });
+
+  it("runs node12 and node16 actions on Node.js 20 with a warning, as GitHub's runner does", async (t) => {
+    const r = await runJob(t, job("      - uses: ./p"), {
+      node: locator({ 20: await fakeNode(t, 20) }),
+      executorOptions: hostMajor === 20 ? { baseEnv: { PATH: await pathWithoutNode(t) } } : undefined,
+      before: files({ "p/action.yml": action("node16"), "p/m.js": "", "p/post.js": "" }),
+    });
+    assert.equal(r.outcome.result, "success", r.lines.join("\n"));
+    assert.ok(
+      r.stepLines(0).some((l) => l.startsWith("##[warning]") && l.includes("node16 has reached its end of life")),
+    );
+    assert.deepEqual(printed(r.stepLines(0)), ["delivered node 20 runs m.js"]);
+  });
+
+  it("runs node20 actions on Node.js 24 when FORCE_JAVASCRIPT_ACTIONS_TO_NODE24 is true", async (t) => {
+    const r = await runJob(
+      t,
+      `on: push
+jobs:
+  j:
+    runs-on: x
+    env: { FORCE_JAVASCRIPT_ACTIONS_TO_NODE24: "true" }
+    steps:
+      - uses: ./p
+      - uses: ./p
+        env: { ACTIONS_ALLOW_USE_UNSECURE_NODE_VERSION: "true" }
+`,
+      {
+        node: locator({ 20: await fakeNode(t, 20), 24: await fakeNode(t, 24) }),
+        executorOptions: { baseEnv: { PATH: await pathWithoutNode(t) } },
+        before: files({ "p/action.yml": action("node20"), "p/m.js": "", "p/post.js": "" }),
+      },
+    );
+    assert.equal(r.outcome.result, "success", r.lines.join("\n"));
+    assert.deepEqual(printed(r.stepLines(0)), ["delivered node 24 runs m.js"]);
+    assert.deepEqual(printed(r.stepLines(1)), ["delivered node 20 runs m.js"]);
+  });
+});
+
+/** A PATH with the usual tools but no node. */
+async function pathWithoutNode(t: TestContext): Promise<string> {
+  const bin = await tempDir(t, "gnomon-nonode-");
+  for (const dir of (process.env["PATH"] ?? "/usr/bin:/bin").split(":")) {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      continue;
+    }
+    for (const n of names) if (n !== "node") await symlink(join(dir, n), join(bin, n)).catch(() => undefined);
+  }
+  return bin;
+}
 
 describe("engine: actions gnomon cannot run", () => {
   it("fails a Docker action step, saying what to use instead", async (t) => {

@@ -1,11 +1,14 @@
 // `gnomon exec` as shipped (dist/gnomon.mjs; `npm run build` first): exit codes,
 // located errors, needs order, matrices, labels, secrets, and what a person sees.
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
+import { PINNED_NODE } from "../../src/vm/node-runtime.js";
+import { releasedAction } from "../support/actions-server.js";
 import { runGnomon } from "../support/cli.js";
+import { TEST_RUNTIMES_DIR, testNodeRuntimes } from "../support/node-runtimes.js";
 import { aliasBombWorkflow } from "../support/yaml-bombs.js";
 
 async function workspace(
@@ -250,6 +253,40 @@ jobs:
     });
     assert.equal(event.code, 2);
     assert.match(event.stderr, /runs on 'release'/);
+  });
+
+  it("runs released github-script@v8 on gnomon's Node.js 24 on a host whose node is another major, with a placeholder github.token", async (t) => {
+    const hostMajor = Number(process.versions.node.split(".")[0]);
+    assert.notEqual(hostMajor, 24, "this test needs a host node other than 24 (gnomon runs on 20)");
+    await testNodeRuntimes().prepare("linux-x64", 24); // downloaded once into the test cache
+    const dir = await workspace(t, {
+      "js.yml": `on: push
+jobs:
+  js:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: gs
+        uses: ./github-script
+        with:
+          script: |
+            return process.version + " for " + context.repo.owner
+          result-encoding: string
+      - run: echo "ran on \${{ steps.gs.outputs.result }}"
+`,
+    });
+    await cp(releasedAction("actions/github-script", "v8.0.0"), join(dir, "github-script"), { recursive: true });
+    const data = await mkdtemp(join(tmpdir(), "gnomon-exec-data-"));
+    t.after(() => rm(data, { recursive: true, force: true }));
+    await symlink(TEST_RUNTIMES_DIR, join(data, "runtimes"));
+    const r = await runGnomon(["exec", "--workspace", dir, "--label", "ubuntu-latest=host"], {
+      cwd: dir,
+      env: { GNOMON_DATA_DIR: data },
+      timeoutMs: 120_000,
+    });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, new RegExp(`│ ran on v${PINNED_NODE[24].version.replace(/\./g, "\\.")} for \\w+`));
+    assert.doesNotMatch(r.stdout, /Input required/);
   });
 
   it("colours its output only on a terminal and keeps plain text in a pipe", async (t) => {

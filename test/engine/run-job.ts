@@ -29,7 +29,7 @@ export interface RunJobOptions extends Partial<Omit<EngineOptions, "executor" | 
   readonly vars?: Record<string, string>;
   readonly needs?: Readonly<Record<string, NeedResult>>;
   readonly actionsUrl?: string;
-  readonly runtime?: { url?: string; resultsUrl?: string; cacheUrl?: string };
+  readonly runtime?: { url?: string; resultsUrl?: string; cacheUrl?: string; cacheServiceV2?: boolean };
   /** Change the planned spec before it runs (to test what a forge could send). */
   readonly editSpec?: (spec: JobSpec) => JobSpec;
   /** Called with the executor before the job starts (to put files in place). */
@@ -79,6 +79,9 @@ export async function runJob(t: TestContext, yaml: string, opts: RunJobOptions =
       baseEnv: opts.baseEnv,
       jobContainer: opts.jobContainer,
       hostGit: opts.hostGit,
+      actionCache: opts.actionCache,
+      machineUrl: opts.machineUrl,
+      node: opts.node,
       runnerName: opts.runnerName,
     },
   );

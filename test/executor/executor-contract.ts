@@ -5,8 +5,9 @@ import assert from "node:assert/strict";
 import { mkdir as mkdirLocal, mkdtemp, rm, symlink, writeFile as writeLocal } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Duplex } from "node:stream";
 import { describe, it, type TestContext } from "node:test";
-import { type Executor, FileNotFoundError, type RunResult } from "../../src/executor/executor.js";
+import { type Executor, FileNotFoundError, type RunResult, ServePortTakenError } from "../../src/executor/executor.js";
 import { MAX_LINE_CHARS } from "../../src/executor/lines.js";
 import { within } from "../support/within.js";
 
@@ -336,6 +337,25 @@ export function executorContract(name: string, make: ExecutorFactory, options: C
       await served.close();
       const after = await sh(ex, `bash -c '${talk("three")}' 2>/dev/null || echo refused`);
       assert.deepEqual(after.stdout, ["refused"]);
+    });
+
+    it("serves on the port asked for when it is free in the machine, and refuses it while it is taken", async (t) => {
+      const ex = await open(t);
+      const answer = (who: string) => (stream: Duplex) =>
+        stream.on("data", (b: Buffer) => stream.end(`${who} ${b.toString("utf8").trim()}\n`));
+      const first = await ex.serve(answer("first"));
+      const port = first.port;
+      await assert.rejects(ex.serve(answer("second"), { port }), (err: unknown) => {
+        assert.ok(err instanceof ServePortTakenError, String(err));
+        assert.equal(err.port, port);
+        return true;
+      });
+      await first.close();
+      const again = await ex.serve(answer("again"), { port });
+      t.after(() => again.close());
+      assert.equal(again.port, port, "the port asked for");
+      const got = await sh(ex, `bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port} && echo hi >&3 && head -n 1 <&3'`);
+      assert.deepEqual(got.stdout, ["again hi"]);
     });
 
     it("can be closed twice", async (t) => {

@@ -6,6 +6,7 @@
 // or slow calls), and a scripting API (queue a job, cancel it, read log rows and states, wait for
 // calls).
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import { rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { TestContext } from "node:test";
@@ -24,6 +25,7 @@ import {
   TaskSchema,
 } from "../../src/gen/runner/v1/messages_pb.js";
 import { RunnerService } from "../../src/gen/runner/v1/services_pb.js";
+import { GitRepos, gitRequestOf, seedActions, tokenOf } from "./git-http.js";
 
 export type FakeMethod = "Ping" | "Register" | "Declare" | "FetchTask" | "FetchSingleTask" | "UpdateTask" | "UpdateLog";
 export type TaskStatus = "running" | "success" | "failure" | "cancelled" | "skipped";
@@ -54,7 +56,17 @@ export interface FakeForgejoOptions {
   /** Run the reaper on a timer with this period; default: only when a test calls reap(). */
   readonly reapEveryMs?: number;
   readonly faults?: Faults;
+  /** DEFAULT_ACTIONS_URL: "self" is this instance, as on Forgejo; default https://data.forgejo.org. */
   readonly defaultActionsUrl?: string;
+}
+
+/** One call of the fake's REST API (/api/v1), as answered. */
+export interface ApiCall {
+  readonly method: string;
+  readonly path: string;
+  readonly status: number;
+  /** The task whose token authenticated it, if one did. */
+  readonly taskId?: number;
 }
 
 export interface StepView {
@@ -209,6 +221,14 @@ export class FakeForgejo {
   #nextJobId = 1;
   #nextTaskId = 100;
   #reaper: NodeJS.Timeout | undefined;
+  /**
+   * Its git repositories, served over smart HTTP at <url><owner>/<repo>(.git): public ones to anyone,
+   * private ones to the job token of a running task of that repository, pushes only with that token.
+   */
+  readonly git = new GitRepos();
+  readonly #publicRepos = new Set<string>();
+  /** Every call of the REST API, in order. */
+  readonly apiCalls: ApiCall[] = [];
 
   private constructor(options: FakeForgejoOptions) {
     this.#o = options;
@@ -234,6 +254,34 @@ export class FakeForgejo {
   }
 
   // ——— scripting API ———
+
+  /**
+   * A repository of this instance: one commit per entry on main, private unless `public`. Returns
+   * the commits, oldest first.
+   */
+  createRepository(
+    fullName: string,
+    commits: readonly { files: Readonly<Record<string, string>>; message?: string }[],
+    o: { public?: boolean } = {},
+  ): string[] {
+    if (o.public) this.#publicRepos.add(fullName.toLowerCase());
+    return commits.map((c) => this.git.commit(fullName, c));
+  }
+
+  /**
+   * Serves the actions under `root` (../shared/actions) from this instance, as Forgejo does with
+   * DEFAULT_ACTIONS_URL = self: public repositories tagged with their version and major version.
+   */
+  seedActions(root: string): { repo: string; version: string; commit: string }[] {
+    const seeded = seedActions(this.git, root);
+    for (const s of seeded) this.#publicRepos.add(s.repo);
+    return seeded;
+  }
+
+  /** Makes a repository readable without a token. */
+  makePublic(fullName: string): void {
+    this.#publicRepos.add(fullName.toLowerCase());
+  }
 
   /** Regenerates the registration token: the old one is refused as "invalidated" from now on. */
   regenerateRegistrationToken(): string {
@@ -398,11 +446,17 @@ export class FakeForgejo {
       this.#server.close(() => resolve());
       this.#server.closeAllConnections();
     });
+    rmSync(this.git.root, { recursive: true, force: true });
   }
 
   // ——— transport ———
 
   #http(req: IncomingMessage, res: ServerResponse, handler: (req: IncomingMessage, res: ServerResponse) => void): void {
+    const url = new URL(req.url ?? "/", "http://fake");
+    if (!url.pathname.startsWith("/api/actions/")) {
+      this.#web(req, res, url);
+      return;
+    }
     const method = (req.url ?? "").split("/").pop() as FakeMethod;
     const f = this.#faults;
     const next = this.#failNext.get(method);
@@ -421,6 +475,57 @@ export class FakeForgejo {
       return;
     }
     handler(req, res);
+  }
+
+  /** The running task whose job token this request carries, if any. */
+  #taskOfRequest(req: IncomingMessage): TaskView | undefined {
+    const token = tokenOf(req);
+    if (!token) return undefined;
+    return [...this.#tasks.values()].find((t) => t.status === "running" && t.token === token);
+  }
+
+  /** Git over smart HTTP and the REST API: what a job reaches of its forge besides the runner protocol. */
+  #web(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const task = this.#taskOfRequest(req);
+    const ownRepo = (repo: string) => task !== undefined && this.#job(task.jobId).repository.toLowerCase() === repo;
+    const git = gitRequestOf(req.method ?? "GET", url.pathname, url.search.slice(1));
+    if (git) {
+      if (!this.git.has(git.repo)) {
+        res.writeHead(404, { "content-type": "text/plain" }).end("Not found.\n");
+        return;
+      }
+      const may = git.push ? ownRepo(git.repo) : this.#publicRepos.has(git.repo) || ownRepo(git.repo);
+      if (!may) {
+        res
+          .writeHead(401, { "www-authenticate": 'Basic realm="Gitea"', "content-type": "text/plain" })
+          .end("Unauthorized\n");
+        return;
+      }
+      this.git.serve(req, res, url.pathname, url.search.slice(1), task ? `task-${task.id}` : undefined);
+      return;
+    }
+    const answer = (status: number, body: unknown) => {
+      this.apiCalls.push({ method: req.method ?? "GET", path: url.pathname, status, taskId: task?.id });
+      res.writeHead(status, { "content-type": "application/json;charset=utf-8" }).end(JSON.stringify(body));
+      this.#changed();
+    };
+    const repo = /^\/api\/v1\/repos\/([^/]+)\/([^/]+)$/.exec(url.pathname);
+    if (repo && req.method === "GET") {
+      const name = `${repo[1]}/${repo[2]}`.toLowerCase();
+      if (!this.git.has(name)) answer(404, { message: "The target couldn't be found.", url: `${this.url}api/swagger` });
+      else if (!this.#publicRepos.has(name) && !ownRepo(name))
+        answer(401, { message: "token is required", url: `${this.url}api/swagger` });
+      else
+        answer(200, {
+          full_name: name,
+          private: !this.#publicRepos.has(name),
+          default_branch: "main",
+          clone_url: `${this.url}${name}.git`,
+          html_url: `${this.url}${name}`,
+        });
+      return;
+    }
+    answer(404, { message: "Not Found", url: `${this.url}api/swagger` });
   }
 
   /** A fault after the call took effect: the answer is lost. */
@@ -641,6 +746,8 @@ export class FakeForgejo {
   #taskMessage(t: TaskView): Task {
     const job = this.#job(t.jobId);
     const [owner] = job.repository.split("/");
+    const actionsUrl =
+      this.#o.defaultActionsUrl === "self" ? this.url : (this.#o.defaultActionsUrl ?? "https://data.forgejo.org");
     const context: JsonObject = {
       event: job.event,
       event_name: job.eventName,
@@ -677,8 +784,8 @@ export class FakeForgejo {
       token: t.token,
       gitea_runtime_token: `runtime-${t.token.slice(0, 8)}`,
       forgejo_runtime_token: `runtime-${t.token.slice(0, 8)}`,
-      gitea_default_actions_url: this.#o.defaultActionsUrl ?? "https://data.forgejo.org",
-      forgejo_default_actions_url: this.#o.defaultActionsUrl ?? "https://data.forgejo.org",
+      gitea_default_actions_url: actionsUrl,
+      forgejo_default_actions_url: actionsUrl,
       ...job.contextExtra,
     };
     for (const [k, v] of Object.entries(context)) if (v === null) delete context[k];

@@ -18,11 +18,13 @@ import {
   randomUUID,
 } from "node:crypto";
 import { EventEmitter } from "node:events";
+import { rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { TestContext } from "node:test";
 import { decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
 import { WebSocketServer } from "ws";
+import { GitRepos, gitRequestOf, seedActions, tokenOf } from "./git-http.js";
 
 // ------------------------------------------------------------------ public shapes
 
@@ -76,6 +78,8 @@ export interface StepScript {
   readonly run?: string;
   /** A repository action (uses:), e.g. "actions/checkout@v4". */
   readonly uses?: string;
+  /** Inputs of a uses: step; `${{ }}` in them is sent as format(), as for run:. */
+  readonly with?: Readonly<Record<string, string>>;
   readonly env?: Readonly<Record<string, string>>;
   readonly id?: string;
   /** Fields merged into the step as sent, for steps the script cannot describe otherwise. */
@@ -91,6 +95,17 @@ export interface JobScript {
   /** Job outputs: name → expression. */
   readonly outputs?: Readonly<Record<string, string>>;
   readonly matrix?: Readonly<Record<string, string | number | boolean>>;
+  /** Merged over the job's github context (e.g. the sha of a commit in the fake's repository). */
+  readonly github?: Readonly<Record<string, string>>;
+}
+
+/** One call of the fake's repository REST API (/api/v3/repos/…), as answered. */
+export interface RepoApiCall {
+  readonly method: string;
+  readonly path: string;
+  readonly status: number;
+  /** The job whose GITHUB_TOKEN authenticated it, if one did. */
+  readonly jobId?: string;
 }
 
 export interface TimelineRecordSeen {
@@ -343,6 +358,15 @@ export class FakeGitHubServer {
   /** Classic runners get a BrokerMigration message and then their jobs from the broker. */
   migrateToBroker = false;
   readonly requests: RecordedRequest[] = [];
+  /**
+   * Its git repositories (gnomon-org/gnomon-repo, actions), served over smart HTTP at
+   * <url>/<owner>/<repo>(.git): public ones to anyone, private ones to the GITHUB_TOKEN of a running
+   * job of that repository, pushes only with that token.
+   */
+  readonly git = new GitRepos();
+  readonly #publicRepos = new Set<string>();
+  /** Every call of the repository REST API, in order. */
+  readonly repoApiCalls: RepoApiCall[] = [];
   /** Every message the live console WebSockets received, in arrival order (see `everythingReceived`). */
   readonly liveMessages: LiveMessage[] = [];
   /** Every JWT assertion the token endpoint verified: algorithm and claims. */
@@ -629,6 +653,71 @@ export class FakeGitHubServer {
     for (const ws of this.#sockets?.clients ?? []) ws.terminate();
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    rmSync(this.git.root, { recursive: true, force: true });
+  }
+
+  /**
+   * A repository on the fake: one commit per entry on main, private unless `public`. Returns the
+   * commits, oldest first. The jobs' own repository is gnomon-org/gnomon-repo.
+   */
+  createRepository(
+    fullName: string,
+    commits: readonly { files: Readonly<Record<string, string>>; message?: string }[],
+    o: { public?: boolean } = {},
+  ): string[] {
+    if (o.public) this.#publicRepos.add(fullName.toLowerCase());
+    return commits.map((c) => this.git.commit(fullName, c));
+  }
+
+  /** Serves the actions under `root` (../shared/actions) as github.com does: public, version and major tags. */
+  seedActions(root: string): { repo: string; version: string; commit: string }[] {
+    const seeded = seedActions(this.git, root);
+    for (const s of seeded) this.#publicRepos.add(s.repo);
+    return seeded;
+  }
+
+  /** Git over smart HTTP and the repository API, for a job's checkout, pushes, actions and API calls. */
+  #web(req: IncomingMessage, res: ServerResponse, url: URL): boolean {
+    const token = tokenOf(req);
+    const job = token
+      ? [...this.#jobs.values()].find(
+          (j) => j.githubToken === token && (j.state === "assigned" || j.state === "acquired"),
+        )
+      : undefined;
+    const own = (repo: string) => job !== undefined && repo === REPO;
+    const git = gitRequestOf(req.method ?? "GET", url.pathname, url.search.slice(1));
+    if (git) {
+      if (!this.git.has(git.repo)) {
+        res.writeHead(404, { "content-type": "text/plain" }).end("Repository not found.\n");
+        return true;
+      }
+      if (git.push ? !own(git.repo) : !this.#publicRepos.has(git.repo) && !own(git.repo)) {
+        res.writeHead(401, { "www-authenticate": 'Basic realm="GitHub"' }).end("Invalid username or token.\n");
+        return true;
+      }
+      this.git.serve(req, res, url.pathname, url.search.slice(1), job ? `job-${job.jobId}` : undefined);
+      return true;
+    }
+    const m = /^\/api\/v3\/repos\/([^/]+)\/([^/]+)$/.exec(url.pathname);
+    if (!m || req.method !== "GET") return false;
+    const name = `${m[1]}/${m[2]}`.toLowerCase();
+    const answer = (status: number, body: unknown) => {
+      this.repoApiCalls.push({ method: "GET", path: url.pathname, status, jobId: job?.jobId });
+      res.writeHead(status, { "content-type": "application/json; charset=utf-8" }).end(JSON.stringify(body));
+      this.#changed();
+      return true;
+    };
+    if (!this.git.has(name) || (!this.#publicRepos.has(name) && !own(name)))
+      return answer(404, {
+        message: "Not Found",
+        documentation_url: "https://docs.github.com/rest/repos/repos#get-a-repository",
+      });
+    return answer(200, {
+      full_name: name,
+      private: !this.#publicRepos.has(name),
+      default_branch: "main",
+      clone_url: `${this.url}/${name}.git`,
+    });
   }
 
   // ---------------------------------------------------------------- the job message (spec 7)
@@ -662,6 +751,11 @@ export class FakeGitHubServer {
       if (s.uses) {
         const [name, ref] = s.uses.split("@") as [string, string];
         base["reference"] = { type: "repository", name, ref, repositoryType: "GitHub" };
+        if (s.with)
+          base["inputs"] = {
+            type: 2,
+            map: Object.entries(s.with).map(([k, v]) => ({ Key: lit(k), Value: toFormatExpression(v) })),
+          };
       } else {
         base["reference"] = { type: "script" };
         // One step uses lower-case pair names: the service's casing is not guaranteed (spec 7.5).
@@ -675,6 +769,8 @@ export class FakeGitHubServer {
       github_token: { value: githubToken, isSecret: true },
       "system.github.job": { value: "build" },
       "system.github.results_endpoint": { value: `${this.url}/results/` },
+      // github.com's feature flag for the v2 cache service (the results service); GHES has none.
+      actions_uses_cache_service_v2: { value: "true" },
       "system.runnerGroupName": { value: "Default" },
       "DistributedTask.NewActionMetadata": { value: "true" },
     };
@@ -718,6 +814,7 @@ export class FakeGitHubServer {
           run_id: "36038637634",
           run_attempt: "1",
           event: { ref: "refs/heads/main", repository: { private: false, name: "gnomon-repo" } },
+          ...script.github,
         }),
         matrix: dict(script.matrix ?? { os: "linux" }),
         strategy: dict({ "fail-fast": true, "job-index": 0, "job-total": 1, "max-parallel": 1 }),
@@ -759,7 +856,11 @@ export class FakeGitHubServer {
       isReady: true,
     };
     if (flow === "v2") return { ...m, resources: { endpoints: [endpoint] } };
-    const { ["system.github.results_endpoint"]: _r, ...vars } = m["variables"] as Record<string, unknown>;
+    const {
+      ["system.github.results_endpoint"]: _r,
+      actions_uses_cache_service_v2: _c,
+      ...vars
+    } = m["variables"] as Record<string, unknown>;
     return {
       ...m,
       messageType: "PipelineAgentJobRequest",
@@ -930,6 +1031,8 @@ export class FakeGitHubServer {
   }
 
   async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // git's requests stream (a push can be large): answered before the body is read.
+    if (this.#web(req, res, new URL(req.url ?? "/", this.url))) return;
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const raw = Buffer.concat(chunks);

@@ -20,17 +20,38 @@ export interface FakeInternet {
   readonly hostSide: string;
 }
 
-/** The server run inside the namespace (plain Node, no gnomon code). */
+/**
+ * The server run inside the namespace (plain Node, no gnomon code). With a folder to serve, a GET
+ * for a file under it (query ignored) answers the file: enough for git's dumb HTTP protocol.
+ */
 const SERVER = `
 const http = require("node:http");
-const [address, port] = process.argv.slice(1);
+const fs = require("node:fs");
+const path = require("node:path");
+const [address, port, root] = process.argv.slice(1);
 http.createServer((req, res) => {
+  if (root) {
+    const file = path.join(root, decodeURIComponent(req.url.split("?")[0]));
+    if (file.startsWith(root + "/") && fs.existsSync(file) && fs.statSync(file).isFile()) {
+      res.setHeader("content-type", "application/octet-stream");
+      fs.createReadStream(file).pipe(res);
+      return;
+    }
+  }
   res.setHeader("content-type", "text/plain");
   res.end("hello from " + address + " path=" + req.url + " host=" + req.headers.host + "\\n");
 }).listen(Number(port), address, () => process.stdout.write("listening\\n"));
 `;
 
-export async function startFakeInternet(t: { after(fn: () => Promise<void>): unknown }): Promise<FakeInternet> {
+/**
+ * `serveFiles`: the hello server also answers GETs for that folder's files (see SERVER). `script`
+ * replaces the hello server: a Node script run inside the namespace with the address, the port and
+ * then `args` as its arguments, which prints "listening" once it listens there.
+ */
+export async function startFakeInternet(
+  t: { after(fn: () => Promise<void>): unknown },
+  opts: { readonly serveFiles?: string; readonly script?: string; readonly args?: readonly string[] } = {},
+): Promise<FakeInternet> {
   const id = randomBytes(3).toString("hex");
   const ns = `gnomon-t-${id}`;
   const hostIf = `gn${id}h`;
@@ -40,9 +61,9 @@ export async function startFakeInternet(t: { after(fn: () => Promise<void>): unk
   const hostSide = `${a}.${b}.${c}.${d + 1}`;
   const address = `${a}.${b}.${c}.${d + 2}`;
   const port = 8080;
-  let server: ChildProcess | undefined;
+  let child: ChildProcess | undefined;
   t.after(async () => {
-    server?.kill("SIGKILL");
+    child?.kill("SIGKILL");
     await run("ip", ["netns", "del", ns]).catch(() => undefined);
     await run("ip", ["link", "del", hostIf]).catch(() => undefined);
   });
@@ -63,12 +84,17 @@ export async function startFakeInternet(t: { after(fn: () => Promise<void>): unk
     ["-n", ns, "link", "set", "lo", "up"],
   ];
   for (const s of steps) await run("ip", s);
-  server = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", SERVER, address, String(port)], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const args = opts.script ? (opts.args ?? []) : opts.serveFiles ? [opts.serveFiles] : [];
+  child = spawn(
+    "ip",
+    ["netns", "exec", ns, process.execPath, "-e", opts.script ?? SERVER, address, String(port), ...args],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
   await new Promise<void>((resolve, reject) => {
-    server!.once("exit", (code) => reject(new Error(`the fake internet's server exited with ${code}`)));
-    server!.stdout!.once("data", () => resolve());
+    child!.once("exit", (code) => reject(new Error(`the fake internet's server exited with ${code}`)));
+    child!.stdout!.once("data", () => resolve());
   });
   // The veth pair carries traffic a moment after both ends are up: wait until the server answers.
   for (let tries = 0; ; tries++) {

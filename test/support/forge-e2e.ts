@@ -4,11 +4,13 @@
 // processes found by what their command line names, and waits on polled state. Whatever a stage
 // starts is stopped, and its queues deleted, when the test ends.
 import type { TestContext } from "node:test";
+import type { CacheService } from "../../src/cache/service.js";
 import type { Orchestrator } from "../../src/orchestrator/orchestrator.js";
 import { AmqpBus } from "../../src/queue/amqp.js";
 import type { Store } from "../../src/store/store.js";
 import type { VmRecord } from "../../src/store/vms.js";
 import { createRootLogger, type Logger, rootLogger } from "../../src/telemetry/log.js";
+import type { Metrics } from "../../src/telemetry/metrics.js";
 import { startOrchestrator } from "./orchestrators.js";
 import { qemuPids, until } from "./qemu-processes.js";
 import { deleteTopology, RABBIT_URL, testPrefix } from "./rabbit.js";
@@ -28,6 +30,8 @@ export interface Stage {
   readonly forgeBus: AmqpBus;
   readonly orchestrator: Orchestrator;
   readonly store: Store;
+  /** The orchestrator's metrics (its /metrics). */
+  readonly metrics: Metrics;
   /** Registers a forge runner's stop: runs before the orchestrator and the buses stop. */
   beforeTeardown(stop: () => Promise<unknown>): void;
 }
@@ -38,6 +42,8 @@ export interface StageOptions {
   readonly labels?: readonly string[];
   readonly hostLabels?: readonly string[];
   readonly maxVms?: number;
+  /** The Actions cache the orchestrator serves its jobs; default none. */
+  readonly cache?: CacheService;
 }
 
 export async function startStage(t: TestContext, o: StageOptions): Promise<Stage> {
@@ -52,19 +58,20 @@ export async function startStage(t: TestContext, o: StageOptions): Promise<Stage
   t.after(async () => {
     for (const stop of stops.reverse()) await stop();
   });
-  const { orchestrator, store } = await startOrchestrator(t, {
+  const { orchestrator, store, metrics } = await startOrchestrator(t, {
     bus: orchestratorBus,
     databaseUrl: o.databaseUrl,
     labels: o.labels ?? ["test"],
     hostLabels: o.hostLabels ?? [],
     maxVms: o.maxVms ?? 1,
+    cache: o.cache,
   });
   t.after(async () => {
     await forgeBus.stop(AbortSignal.timeout(5_000));
     await orchestratorBus.stop(AbortSignal.timeout(5_000));
     await deleteTopology(prefix);
   });
-  return { prefix, forgeBus, orchestrator, store, beforeTeardown: (stop) => stops.push(stop) };
+  return { prefix, forgeBus, orchestrator, store, metrics, beforeTeardown: (stop) => stops.push(stop) };
 }
 
 /** The next VM this stage's orchestrator records once QEMU is spawned (pid known), other than `seen`. */

@@ -1,19 +1,22 @@
 // In-process orchestrators for tests: a real Store on a fresh database, a real bus, the shipped
 // catalog plus explicit host labels, and a collector of the event stream a forge runner would see.
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
+import type { CacheService } from "../../src/cache/service.js";
 import { EgressConfig } from "../../src/config/schema.js";
 import type { JobEvent } from "../../src/contract/job-event.js";
 import { type EgressPolicy, egressPolicy } from "../../src/egress/policy.js";
+import { ActionCache } from "../../src/orchestrator/action-cache.js";
 import { Orchestrator } from "../../src/orchestrator/orchestrator.js";
 import { createVmProvisioner, type Provisioner } from "../../src/orchestrator/provisioner.js";
 import type { JobBus } from "../../src/queue/bus.js";
 import { Store } from "../../src/store/store.js";
-import type { Logger } from "../../src/telemetry/log.js";
+import { type Logger, rootLogger } from "../../src/telemetry/log.js";
 import { createMetrics, type Metrics } from "../../src/telemetry/metrics.js";
 import { loadCatalog } from "../../src/vm/catalog.js";
+import type { NodeRuntimes } from "../../src/vm/node-runtime.js";
 import { SAMPLE_CLUSTER_KEY } from "./samples.js";
 import { TEST_IMAGES_DIR, TEST_RUN_DIR } from "./test-image.js";
 
@@ -38,6 +41,12 @@ export interface TestOrchestratorOptions {
   readonly egress?: EgressPolicy;
   /** Where the test's labels resolve to, over the real VM provisioner (e.g. one image, broken on purpose). */
   readonly provisioner?: (vms: Provisioner) => Provisioner;
+  /** The host's action cache; default: one in a folder of this orchestrator's own, as <dataDir>/actions. */
+  readonly actionCache?: ActionCache;
+  /** The Actions cache its jobs get (as `gnomon up` gives them by default); default none. */
+  readonly cache?: CacheService;
+  /** Node.js runtimes for JavaScript actions; default none (only what images have). */
+  readonly nodeRuntimes?: NodeRuntimes;
 }
 
 /** The egress policy of a default configuration. */
@@ -46,7 +55,7 @@ export const DEFAULT_EGRESS = egressPolicy(EgressConfig.parse({}));
 export async function startOrchestrator(
   t: TestContext,
   opts: TestOrchestratorOptions,
-): Promise<{ orchestrator: Orchestrator; store: Store; metrics: Metrics }> {
+): Promise<{ orchestrator: Orchestrator; store: Store; metrics: Metrics; actionCache: ActionCache }> {
   const store = new Store({
     databaseUrl: opts.databaseUrl,
     dataDir: mkdtempSync(join(tmpdir(), "gnomon-orch-")),
@@ -54,6 +63,16 @@ export async function startOrchestrator(
   });
   await store.start();
   const metrics = createMetrics({ defaultMetrics: false });
+  const actionsDir = mkdtempSync(join(tmpdir(), "gnomon-actions-"));
+  const actionCache =
+    opts.actionCache ??
+    new ActionCache({
+      dir: actionsDir,
+      maxAgeMs: 3_600_000,
+      maxBytes: 1 << 30,
+      log: opts.log ?? rootLogger(),
+      metrics,
+    });
   const vms = createVmProvisioner({
     catalog: await loadCatalog(),
     imagesDir: TEST_IMAGES_DIR,
@@ -62,6 +81,8 @@ export async function startOrchestrator(
     hostLabels: opts.hostLabels ?? [],
     hostWorkDir: mkdtempSync(join(tmpdir(), "gnomon-host-jobs-")),
     egress: opts.egress ?? DEFAULT_EGRESS,
+    actionCache,
+    nodeRuntimes: opts.nodeRuntimes,
   });
   const provisioner = opts.provisioner?.(vms) ?? vms;
   const orchestrator = new Orchestrator({
@@ -76,13 +97,16 @@ export async function startOrchestrator(
     metrics,
     id: opts.id,
     log: opts.log,
+    services: { cache: opts.cache },
   });
   await orchestrator.start();
   t.after(async () => {
     await orchestrator.stop(AbortSignal.timeout(30_000));
     await store.stop(AbortSignal.timeout(5_000));
+    await actionCache.prune().catch(() => undefined);
+    rmSync(actionsDir, { recursive: true, force: true });
   });
-  return { orchestrator, store, metrics };
+  return { orchestrator, store, metrics, actionCache };
 }
 
 /**

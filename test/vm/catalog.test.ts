@@ -29,6 +29,30 @@ describe("image catalog", () => {
     for (const [name, e] of c.images) {
       if ("url" in e.source) assert.ok(e.source.checksum ?? e.source.checksumUrl, `${name} has a checksum source`);
     }
+    // OmniOS images run JavaScript actions on OmniOS's own Node.js packages; Linux ones get gnomon's.
+    assert.deepEqual(c.images.get("omnios-r151056")?.node.node24, {
+      path: "/opt/ooce/node-24/bin/node",
+      package: "ooce/runtime/node-24",
+    });
+    assert.deepEqual(c.images.get("debian-12")?.node, {});
+  });
+
+  it("takes an image's own Node.js per major, refusing a relative path and an unknown major", () => {
+    const ok = parseCatalog(
+      `images:\n  a:\n    labels: [a]\n    source: { path: a.raw }\n    node:\n      node20: { path: /usr/bin/node, package: nodejs }${entry("")}`,
+      "cat.yaml",
+    );
+    assert.deepEqual(ok.images.get("a")?.node, { node20: { path: "/usr/bin/node", package: "nodejs" } });
+    const bad = `images:\n  a:\n    labels: [a]\n    source: { path: a.raw }\n    node:\n      node20: { path: bin/node }\n      node18: { path: /x }${entry("")}`;
+    assert.throws(
+      () => parseCatalog(bad, "cat.yaml"),
+      (err: unknown) => {
+        assert.ok(err instanceof CatalogError);
+        assert.match(err.message, /images\.a\.node\.node20\.path: must be an absolute path in the guest/);
+        assert.match(err.message, /node18/);
+        return true;
+      },
+    );
   });
 
   it("refuses a label served by two images, naming both", () => {

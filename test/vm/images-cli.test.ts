@@ -1,13 +1,15 @@
 // `gnomon images list | build | pull` through the shipped program (npm run build first).
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
+import { PINNED_NODE } from "../../src/vm/node-runtime.js";
 import { runGnomon } from "../support/cli.js";
+import { TEST_RUNTIMES_DIR, testNodeRuntimes } from "../support/node-runtimes.js";
 import { TEST_IMAGES_DIR, testImage } from "../support/test-image.js";
 
 async function tempDir(t: TestContext, prefix: string): Promise<string> {
@@ -17,18 +19,61 @@ async function tempDir(t: TestContext, prefix: string): Promise<string> {
 }
 
 describe("gnomon images", () => {
-  it("lists every catalog image with its labels, OS, source, presence and size", async () => {
+  it("lists every catalog image with its labels, OS, source, presence, size and the Node.js its actions get", async (t) => {
     await testImage();
-    const r = await runGnomon(["images", "list"], { env: { GNOMON_IMAGES_DIR: TEST_IMAGES_DIR } });
+    const data = await tempDir(t, "gnomon-images-data-");
+    const env = { GNOMON_IMAGES_DIR: TEST_IMAGES_DIR, GNOMON_DATA_DIR: data };
+    const r = await runGnomon(["images", "list"], { env });
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trimEnd().split("\n");
-    assert.match(lines[0]!, /^NAME\s+LABELS\s+OS\s+SOURCE\s+PRESENT\s+SIZE$/);
-    assert.match(r.stdout, /^test\s+test\s+linux\s+recipe\s+yes\s+\d+ MiB$/m);
-    assert.match(r.stdout, /^ubuntu-24\.04\s+ubuntu-24\.04, ubuntu-latest\s+linux\s+url\s+no\s+-$/m);
-    assert.match(r.stdout, /^omnios-r151056\s+.*illumos\s+url\s+no\s+-$/m);
-    const json = await runGnomon(["images", "list", "--json"], { env: { GNOMON_IMAGES_DIR: TEST_IMAGES_DIR } });
-    const rows = JSON.parse(json.stdout) as { name: string; present: boolean }[];
+    assert.match(lines[0]!, /^NAME\s+LABELS\s+OS\s+SOURCE\s+PRESENT\s+SIZE\s+NODE$/);
+    const gnomon = `gnomon ${PINNED_NODE[20].version}, ${PINNED_NODE[24].version}`.replace(/\./g, "\\.");
+    assert.match(
+      r.stdout,
+      new RegExp(`^test\\s+test\\s+linux\\s+recipe\\s+yes\\s+\\d+ MiB\\s+${gnomon} \\(at first use\\)$`, "m"),
+    );
+    assert.match(r.stdout, /^ubuntu-24\.04\s+ubuntu-24\.04, ubuntu-latest\s+linux\s+url\s+no\s+-\s+gnomon /m);
+    assert.match(r.stdout, /^omnios-r151056\s+.*illumos\s+url\s+no\s+-\s+image 20, 24$/m);
+    assert.match(r.stdout, /^openindiana-hipster\s+.*illumos\s+url\s+no\s+-\s+-$/m);
+    // Once this host has gnomon's runtimes, they are no longer "at first use".
+    await symlink(TEST_RUNTIMES_DIR, join(data, "runtimes"));
+    await Promise.all([testNodeRuntimes().prepare("linux-x64", 20), testNodeRuntimes().prepare("linux-x64", 24)]);
+    const json = await runGnomon(["images", "list", "--json"], { env });
+    const rows = JSON.parse(json.stdout) as { name: string; present: boolean; node: unknown[] }[];
     assert.equal(rows.find((x) => x.name === "test")?.present, true);
+    assert.deepEqual(rows.find((x) => x.name === "test")?.node, [
+      { major: 20, from: "gnomon", version: PINNED_NODE[20].version, present: true },
+      { major: 24, from: "gnomon", version: PINNED_NODE[24].version, present: true },
+    ]);
+    assert.deepEqual(rows.find((x) => x.name === "omnios-r151054")?.node, [
+      { major: 20, from: "image", path: "/opt/ooce/node-20/bin/node", package: "ooce/runtime/node-20" },
+      { major: 24, from: "image", path: "/opt/ooce/node-24/bin/node", package: "ooce/runtime/node-24" },
+    ]);
+  });
+
+  it("obtains gnomon's Node.js runtimes ahead of time, and says what to configure when it cannot", async (t) => {
+    const data = await tempDir(t, "gnomon-images-node-");
+    await symlink(TEST_RUNTIMES_DIR, join(data, "runtimes"));
+    await Promise.all([testNodeRuntimes().prepare("linux-x64", 20), testNodeRuntimes().prepare("linux-x64", 24)]);
+    const r = await runGnomon(["images", "node"], { env: { GNOMON_DATA_DIR: data } });
+    assert.equal(r.code, 0, r.stderr);
+    for (const major of [20, 24] as const)
+      assert.match(
+        r.stdout,
+        new RegExp(
+          `^Node\\.js ${PINNED_NODE[major].version.replace(/\./g, "\\.")} for linux-x64: already here, verified sha512-`,
+          "m",
+        ),
+      );
+    const offline = await tempDir(t, "gnomon-images-node-offline-");
+    const off = await runGnomon(["images", "node"], {
+      env: { GNOMON_DATA_DIR: offline, GNOMON_NODE_REGISTRY: "http://127.0.0.1:9" },
+    });
+    assert.equal(off.code, 1);
+    assert.match(
+      off.stderr,
+      /gnomon could not obtain Node\.js 20 for linux-x64: .*point runtimes\.node\.registry at a mirror/,
+    );
   });
 
   it("reuses a built recipe image until its recipe changes", async () => {
@@ -83,6 +128,6 @@ describe("gnomon images", () => {
     assert.match(r.stdout, /^pulled local-cloud: 3\.0 MiB; sha256 matches the catalog's pinned checksum$/m);
     assert.deepEqual(await readFile(join(dir, "images", "local-cloud", "local-cloud.qcow2")), body);
     const list = await runGnomon(["images", "list"], { env });
-    assert.match(list.stdout, /^local-cloud\s+local-cloud\s+linux\s+url\s+yes\s+3\.0 MiB$/m);
+    assert.match(list.stdout, /^local-cloud\s+local-cloud\s+linux\s+url\s+yes\s+3\.0 MiB\s+gnomon /m);
   });
 });

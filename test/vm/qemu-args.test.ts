@@ -107,6 +107,25 @@ describe("qemuArgs", () => {
     assert.ok(values(args, "-name")[0]?.includes("process=gnomon-vm-vm1"), "the process is named after the VM");
   });
 
+  it("attaches shared read-only disks after the seed, on the image's disk bus, and none unless asked", () => {
+    const disks = ["/data/runtimes/node20/disk.iso", "/data/runtimes/node24/disk.iso"];
+    for (const diskBus of ["virtio", "ide"] as const) {
+      const args = qemuArgs(
+        { ...image, diskBus },
+        { ...paths, readOnlyDisks: disks },
+        { id: "vm1", sshPort: 2, accel: "tcg" },
+      );
+      const drives = values(args, "-drive");
+      assert.equal(drives.length, 4);
+      assert.ok(drives[1]?.startsWith("file=/run/vm1/seed.img,"), "the seed stays second: guests name it vdb");
+      assert.deepEqual(
+        drives.slice(2),
+        disks.map((d) => `file=${d},if=${diskBus},format=raw,readonly=on`),
+      );
+    }
+    assert.equal(values(qemuArgs(image, paths, { id: "vm1", sshPort: 2, accel: "tcg" }), "-drive").length, 2);
+  });
+
   it("names the QEMU binary after the guest architecture", () => {
     assert.equal(qemuBinary("x86_64"), "qemu-system-x86_64");
   });

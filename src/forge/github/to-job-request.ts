@@ -48,6 +48,8 @@ export interface GitHubJob {
   readonly feedStreamUrl: string | undefined;
   /** The cache service for actions/cache (CacheServerUrl), when GitHub gives one. */
   readonly cacheUrl: string | undefined;
+  /** GitHub's flag for the v2 cache service (variable actions_uses_cache_service_v2). */
+  readonly cacheServiceV2?: boolean;
   readonly steps: readonly JobStepRef[];
   /** Every value to mask before anything leaves the daemon (secrets, tokens), longest first. */
   readonly maskValues: readonly string[];
@@ -125,6 +127,7 @@ export function describeJob(msg: AgentJobRequestMessage, flow: JobFlow): Describ
       resultsUrl: variable(msg, "system.github.results_endpoint")?.value || dataValue("ResultsServiceUrl"),
       feedStreamUrl: dataValue("FeedStreamUrl"),
       cacheUrl: dataValue("CacheServerUrl"),
+      cacheServiceV2: variable(msg, "actions_uses_cache_service_v2")?.value.toLowerCase() === "true",
       steps,
       maskValues: [...maskValues].sort((a, b) => b.length - a.length),
       maskPatterns,
@@ -429,6 +432,7 @@ export function toJobRequest(msg: AgentJobRequestMessage, job: GitHubJob, ctx: J
       url: job.serviceUrl || undefined,
       resultsUrl: job.resultsUrl || undefined,
       cacheUrl: job.cacheUrl || undefined,
+      cacheServiceV2: job.cacheServiceV2 || undefined,
     },
     // "Re-run with debug logging" sets these as plain variables, which reach no context.
     ...(DEBUG_LOGGING_VARIABLES.some((name) => /^true$/i.test(variable(msg, name)?.value.trim() ?? ""))

@@ -63,6 +63,13 @@ describe("a GitHub job message", () => {
         cacheUrl: `${fake.url}/cache/`,
       },
     });
+    // The cache service GitHub names: v2 (its results service) when the job says so, as the official runner reads it.
+    assert.deepEqual(req.runtime, {
+      url: `${fake.url}/run/`,
+      resultsUrl: `${fake.url}/results/`,
+      cacheUrl: `${fake.url}/cache/`,
+      cacheServiceV2: true,
+    });
     assert.deepEqual(req.spec.workflow, { name: "ci", file: ".github/workflows/ci.yml" });
     assert.deepEqual(req.spec.job, { id: "build", name: "build (linux)" });
     assert.deepEqual(req.spec.env, [{ type: 2, map: [{ Key: "CI_VAR", Value: "yes" }] }]);
@@ -125,6 +132,7 @@ describe("a GitHub job message", () => {
     const msg = AgentJobRequestMessage.parse(fake.jobMessage(job.jobId, "classic"));
     const d = describeJob(msg, "classic");
     assert.ok(d.ok);
+    assert.equal(d.job.cacheServiceV2, false, "GHES names no v2 cache service");
     assert.equal(d.job.requestId, job.requestId);
     assert.equal(d.job.planVersion, 13);
     assert.equal(d.job.planType, "Actions");
