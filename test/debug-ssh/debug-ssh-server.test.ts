@@ -12,7 +12,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
 import { isDeepStrictEqual } from "node:util";
-import ssh2, { Client } from "ssh2";
 import type { AttemptLimit } from "../../src/debug-ssh/attempt-limiter.js";
 import type { DebugAsk } from "../../src/debug-ssh/debug-request.js";
 import { DebugSshServer, type HoldRequest } from "../../src/debug-ssh/debug-ssh-server.js";
@@ -22,52 +21,9 @@ import { type PublicKey, parsePublicKey } from "../../src/debug-ssh/ssh-keys.js"
 import { Store } from "../../src/store/store.js";
 import { createMetrics, type Metrics } from "../../src/telemetry/metrics.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
+import { keyPair, login } from "../support/debug-ssh-client.js";
 import { until } from "../support/qemu-processes.js";
 import { sampleJobRequest } from "../support/samples.js";
-
-interface KeyPair {
-  readonly privateKey: string;
-  readonly publicLine: string;
-  readonly key: PublicKey;
-}
-
-function keyPair(): KeyPair {
-  const kp = ssh2.utils.generateKeyPairSync("ed25519");
-  return { privateKey: kp.private, publicLine: kp.public, key: parsePublicKey(kp.public)! };
-}
-
-type Outcome = "in" | "refused" | "dropped";
-
-/** One login attempt: "in" (authenticated; the client is returned open), "refused" (authentication failed) or "dropped". */
-function login(
-  port: number,
-  username: string,
-  key: KeyPair | { password: string },
-): Promise<{ outcome: Outcome; client: Client }> {
-  return new Promise((resolve) => {
-    const client = new Client();
-    let settled = false;
-    const done = (outcome: Outcome) => {
-      if (settled) return;
-      settled = true;
-      if (outcome !== "in") client.end();
-      resolve({ outcome, client });
-    };
-    client.on("ready", () => done("in"));
-    client.on("error", (err: Error & { level?: string }) =>
-      done(err.level === "client-authentication" ? "refused" : "dropped"),
-    );
-    client.on("close", () => done("dropped"));
-    client.connect({
-      host: "127.0.0.1",
-      port,
-      username,
-      ...("password" in key ? { password: key.password } : { privateKey: key.privateKey }),
-      readyTimeout: 20_000,
-      hostVerifier: () => true,
-    });
-  });
-}
 
 let td: TestDatabase;
 let store: Store;
@@ -245,7 +201,7 @@ describe("debug SSH endpoint", () => {
     const [alice, stray] = [keyPair(), keyPair()];
     const window = openWindow(e, [alice.key]);
     const port = e.server.port;
-    const seen: Outcome[] = [];
+    const seen: string[] = [];
     for (let i = 0; i < 10; i += 1) seen.push((await login(port, window.username, stray)).outcome);
     assert.deepEqual(seen, [...Array(5).fill("refused"), ...Array(5).fill("dropped")], "ten fast failures");
     assert.equal((await login(port, window.username, alice)).outcome, "dropped", "the actor too, from that address");

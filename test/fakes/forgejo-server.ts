@@ -229,6 +229,8 @@ export class FakeForgejo {
   readonly #publicRepos = new Set<string>();
   /** Every call of the REST API, in order. */
   readonly apiCalls: ApiCall[] = [];
+  /** Users' public SSH keys (authorized_keys lines), by lower-case name: GET /api/v1/users/{name}/keys. */
+  readonly #userKeys = new Map<string, readonly string[]>();
 
   private constructor(options: FakeForgejoOptions) {
     this.#o = options;
@@ -351,6 +353,11 @@ export class FakeForgejo {
     this.#version += 1;
     this.#changed();
     return id;
+  }
+
+  /** Makes `user` exist with these public SSH keys, as Forgejo lists them to anyone at /api/v1/users/{name}/keys. */
+  setUserKeys(user: string, keys: readonly string[]): void {
+    this.#userKeys.set(user.toLowerCase(), [...keys]);
   }
 
   /** Cancels a job as a user would in the UI: its task ends as cancelled, steps still open too. */
@@ -509,6 +516,35 @@ export class FakeForgejo {
       res.writeHead(status, { "content-type": "application/json;charset=utf-8" }).end(JSON.stringify(body));
       this.#changed();
     };
+    // A user's public keys are public on Forgejo (routers/api/v1 users/{username}/keys, no token needed).
+    const userKeys = /^\/api\/v1\/users\/([^/]+)\/keys$/.exec(url.pathname);
+    if (userKeys && req.method === "GET") {
+      const name = decodeURIComponent(userKeys[1]!);
+      const keys = this.#userKeys.get(name.toLowerCase());
+      if (!keys)
+        answer(404, {
+          message: `user redirect does not exist [name: ${name.toLowerCase()}]`,
+          url: `${this.url}api/swagger`,
+        });
+      else
+        answer(
+          200,
+          keys.map((key, i) => ({
+            id: i + 1,
+            key,
+            url: `${this.url}api/v1/user/keys/${i + 1}`,
+            title: `key ${i + 1}`,
+            fingerprint: `SHA256:${createHash("sha256")
+              .update(Buffer.from(key.split(" ")[1] ?? "", "base64"))
+              .digest("base64")
+              .replace(/=+$/, "")}`,
+            created_at: "2026-01-01T00:00:00Z",
+            read_only: true,
+            key_type: "user",
+          })),
+        );
+      return;
+    }
     const repo = /^\/api\/v1\/repos\/([^/]+)\/([^/]+)$/.exec(url.pathname);
     if (repo && req.method === "GET") {
       const name = `${repo[1]}/${repo[2]}`.toLowerCase();

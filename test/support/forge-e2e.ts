@@ -5,6 +5,8 @@
 // starts is stopped, and its queues deleted, when the test ends.
 import type { TestContext } from "node:test";
 import type { CacheService } from "../../src/cache/service.js";
+import type { DebugSshPolicy } from "../../src/debug-ssh/debug-request.js";
+import type { DebugSshServer } from "../../src/debug-ssh/debug-ssh-server.js";
 import type { Orchestrator } from "../../src/orchestrator/orchestrator.js";
 import { AmqpBus } from "../../src/queue/amqp.js";
 import type { Store } from "../../src/store/store.js";
@@ -32,6 +34,8 @@ export interface Stage {
   readonly store: Store;
   /** The orchestrator's metrics (its /metrics). */
   readonly metrics: Metrics;
+  /** Its debug SSH endpoint, when the stage allows debug SSH. */
+  readonly debugSsh: DebugSshServer | undefined;
   /** Registers a forge runner's stop: runs before the orchestrator and the buses stop. */
   beforeTeardown(stop: () => Promise<unknown>): void;
 }
@@ -44,6 +48,10 @@ export interface StageOptions {
   readonly maxVms?: number;
   /** The Actions cache the orchestrator serves its jobs; default none. */
   readonly cache?: CacheService;
+  /** Allow debug SSH, with this policy over the defaults (startOrchestrator's debugSsh); default off. */
+  readonly debugSsh?: Partial<DebugSshPolicy>;
+  /** How long running jobs may finish when the orchestrator stops; default startOrchestrator's. */
+  readonly drainTimeoutMs?: number;
 }
 
 export async function startStage(t: TestContext, o: StageOptions): Promise<Stage> {
@@ -58,20 +66,22 @@ export async function startStage(t: TestContext, o: StageOptions): Promise<Stage
   t.after(async () => {
     for (const stop of stops.reverse()) await stop();
   });
-  const { orchestrator, store, metrics } = await startOrchestrator(t, {
+  const { orchestrator, store, metrics, debugSsh } = await startOrchestrator(t, {
     bus: orchestratorBus,
     databaseUrl: o.databaseUrl,
     labels: o.labels ?? ["test"],
     hostLabels: o.hostLabels ?? [],
     maxVms: o.maxVms ?? 1,
     cache: o.cache,
+    debugSsh: o.debugSsh,
+    drainTimeoutMs: o.drainTimeoutMs,
   });
   t.after(async () => {
     await forgeBus.stop(AbortSignal.timeout(5_000));
     await orchestratorBus.stop(AbortSignal.timeout(5_000));
     await deleteTopology(prefix);
   });
-  return { prefix, forgeBus, orchestrator, store, metrics, beforeTeardown: (stop) => stops.push(stop) };
+  return { prefix, forgeBus, orchestrator, store, metrics, debugSsh, beforeTeardown: (stop) => stops.push(stop) };
 }
 
 /** The next VM this stage's orchestrator records once QEMU is spawned (pid known), other than `seen`. */

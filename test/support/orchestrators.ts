@@ -7,6 +7,9 @@ import type { TestContext } from "node:test";
 import type { CacheService } from "../../src/cache/service.js";
 import { EgressConfig } from "../../src/config/schema.js";
 import type { JobEvent } from "../../src/contract/job-event.js";
+import type { DebugSshPolicy } from "../../src/debug-ssh/debug-request.js";
+import { DebugSshServer } from "../../src/debug-ssh/debug-ssh-server.js";
+import { hostKeyPath, loadOrCreateHostKey } from "../../src/debug-ssh/host-key.js";
 import { type EgressPolicy, egressPolicy } from "../../src/egress/policy.js";
 import { ActionCache } from "../../src/orchestrator/action-cache.js";
 import { Orchestrator } from "../../src/orchestrator/orchestrator.js";
@@ -47,7 +50,20 @@ export interface TestOrchestratorOptions {
   readonly cache?: CacheService;
   /** Node.js runtimes for JavaScript actions; default none (only what images have). */
   readonly nodeRuntimes?: NodeRuntimes;
+  /**
+   * Allow debug SSH (as orchestrator.debugSsh.enabled): an endpoint on 127.0.0.1, a free port, with
+   * this policy over the configuration's defaults; default off.
+   */
+  readonly debugSsh?: Partial<DebugSshPolicy>;
 }
+
+/** The debug SSH policy of a default configuration. */
+export const DEFAULT_DEBUG_SSH: DebugSshPolicy = {
+  windowMs: 30 * 60_000,
+  maxWindowMs: 2 * 3_600_000,
+  mode: "on-failure",
+  onDebugLogging: true,
+};
 
 /** The egress policy of a default configuration. */
 export const DEFAULT_EGRESS = egressPolicy(EgressConfig.parse({}));
@@ -55,7 +71,13 @@ export const DEFAULT_EGRESS = egressPolicy(EgressConfig.parse({}));
 export async function startOrchestrator(
   t: TestContext,
   opts: TestOrchestratorOptions,
-): Promise<{ orchestrator: Orchestrator; store: Store; metrics: Metrics; actionCache: ActionCache }> {
+): Promise<{
+  orchestrator: Orchestrator;
+  store: Store;
+  metrics: Metrics;
+  actionCache: ActionCache;
+  debugSsh: DebugSshServer | undefined;
+}> {
   const store = new Store({
     databaseUrl: opts.databaseUrl,
     dataDir: mkdtempSync(join(tmpdir(), "gnomon-orch-")),
@@ -85,6 +107,19 @@ export async function startOrchestrator(
     nodeRuntimes: opts.nodeRuntimes,
   });
   const provisioner = opts.provisioner?.(vms) ?? vms;
+  // As `gnomon orchestrator` starts it: after the store, before the orchestrator, stopped after it.
+  const debugSsh = opts.debugSsh
+    ? new DebugSshServer({
+        listen: "127.0.0.1:0",
+        host: "127.0.0.1",
+        hostKey: loadOrCreateHostKey(hostKeyPath(mkdtempSync(join(tmpdir(), "gnomon-debug-ssh-")))),
+        policy: { ...DEFAULT_DEBUG_SSH, ...opts.debugSsh },
+        store,
+        metrics,
+        log: opts.log,
+      })
+    : undefined;
+  await debugSsh?.start();
   const orchestrator = new Orchestrator({
     bus: opts.bus,
     store,
@@ -98,15 +133,17 @@ export async function startOrchestrator(
     id: opts.id,
     log: opts.log,
     services: { cache: opts.cache },
+    debugSsh,
   });
   await orchestrator.start();
   t.after(async () => {
     await orchestrator.stop(AbortSignal.timeout(30_000));
+    await debugSsh?.stop();
     await store.stop(AbortSignal.timeout(5_000));
     await actionCache.prune().catch(() => undefined);
     rmSync(actionsDir, { recursive: true, force: true });
   });
-  return { orchestrator, store, metrics, actionCache };
+  return { orchestrator, store, metrics, actionCache, debugSsh };
 }
 
 /**

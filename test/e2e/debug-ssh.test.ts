@@ -1,0 +1,262 @@
+// Debug SSH end to end: a job that asked for it fails a step in a real VM of the offline test
+// image, its Forgejo or GitHub log shows how to log in, and an ssh2 client with the actor's key
+// (which the fake forge lists for that user) gets a shell in that very VM through gnomon's
+// endpoint; other keys are refused and fast failures throttled; logging out, cancelling the job on
+// the forge or stopping the orchestrator ends the window, the VM is destroyed and the job ends
+// with its own result. Through the real forge runner, RabbitMQ, PostgreSQL and orchestrator.
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { after, before, describe, it, type TestContext } from "node:test";
+import { fileURLToPath } from "node:url";
+import { createForgejoRunner } from "../../src/cli/forgejo.js";
+import { Config } from "../../src/config/schema.js";
+import type { ForgejoRunner } from "../../src/forge/forgejo/runner.js";
+import { type FakeForgejo, startFakeForgejo, type TaskView } from "../fakes/forgejo-server.js";
+import { registerForgejoWithCli } from "../support/cli.js";
+import { createTestDatabase, type TestDatabase } from "../support/db.js";
+import { execIn, keyPair, login, sftpRead, shellIn } from "../support/debug-ssh-client.js";
+import {
+  nextVm,
+  qemuPids,
+  type Stage,
+  type StageOptions,
+  startStage,
+  testLogger,
+  until,
+  vmGone,
+} from "../support/forge-e2e.js";
+import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
+import { testImage } from "../support/test-image.js";
+import { within } from "../support/within.js";
+
+const VM_JOB_MS = 240_000;
+const BUNDLE = fileURLToPath(new URL("../../dist/gnomon.mjs", import.meta.url));
+/** The line of the job's log that says how to log in. */
+const COMMAND =
+  /^debug SSH: log in with one of (\S+)'s SSH keys on the forge: ssh -p (\d+) ([0-9a-f]{12})@127\.0\.0\.1$/;
+
+let td: TestDatabase;
+
+/** A single-job Forgejo workflow on runs-on `linux` whose one step runs `script`. */
+function workflow(script: string): string {
+  const body = script
+    .split("\n")
+    .map((l) => `          ${l}`)
+    .join("\n");
+  return `name: ci\non: push\njobs:\n  build:\n    runs-on: linux\n    steps:\n      - name: Breaks\n        run: |\n${body}\n`;
+}
+
+/** The step writes what a person debugging it will look for, then fails. */
+const FAILING_STEP = 'echo "the cause is 42" > "$HOME/failure.txt"\necho "wrote the clue"\nexit 3';
+
+interface ForgejoStage {
+  readonly forgejo: FakeForgejo;
+  readonly stage: Stage;
+  readonly runner: ForgejoRunner;
+}
+
+/** The fake Forgejo, a stage whose orchestrator allows debug SSH, and a runner as `gnomon up` builds it. */
+async function startForgejoStage(t: TestContext, name: string, o: Partial<StageOptions> = {}): Promise<ForgejoStage> {
+  const forgejo = await startFakeForgejo(undefined);
+  const stage = await startStage(t, { databaseUrl: td.location, name, debugSsh: {}, ...o });
+  stage.beforeTeardown(() => forgejo.close());
+  const file = await registerForgejoWithCli(forgejo, "linux:vm:test");
+  const runner = createForgejoRunner(Config.parse({ forgejo: { credentialsFile: file, fetchInterval: "500ms" } }), {
+    bus: stage.forgeBus,
+    clusterKey: SAMPLE_CLUSTER_KEY,
+    log: testLogger(),
+  });
+  await runner.start();
+  stage.beforeTeardown(() => runner.stop(AbortSignal.timeout(20_000)));
+  return { forgejo, stage, runner };
+}
+
+/** Waits for the job's log to show the ssh command; its actor, port and username. */
+async function commandOf(
+  forgejo: FakeForgejo,
+  jobId: number,
+): Promise<{ actor: string; port: number; username: string; rows: string[] }> {
+  return forgejo.waitFor(
+    () => {
+      const rows = forgejo.taskOfJob(jobId)?.rows ?? [];
+      const m = rows.map((r) => COMMAND.exec(r)).find((x) => x);
+      return m && { actor: m[1]!, port: Number(m[2]), username: m[3]!, rows: [...rows] };
+    },
+    "the ssh command in the job's log",
+    VM_JOB_MS,
+  );
+}
+
+function finished(forgejo: FakeForgejo, jobId: number, timeoutMs = 60_000): Promise<TaskView> {
+  return forgejo.waitFor(
+    () => {
+      const t = forgejo.taskOfJob(jobId);
+      return t && t.status !== "running" && t.logArchived ? t : undefined;
+    },
+    `job ${jobId} to end with its log archived`,
+    timeoutMs,
+  );
+}
+
+async function heldGauge(stage: Stage): Promise<number> {
+  const m = await stage.metrics.debugSshHeldJobs.get();
+  return m.values.reduce((n, v) => n + v.value, 0);
+}
+
+describe("debug SSH end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", () => {
+  before(async () => {
+    await testImage();
+    td = await createTestDatabase("postgres");
+    assert.ok(existsSync(BUNDLE), "the shipped bundle is missing: run `npm run build` first");
+  });
+  after(() => td?.drop());
+
+  it("holds a failed job's VM for its actor: their key logs in and reads what the step left, others are refused, fast failures throttled, and logging out ends the job failed", async (t) => {
+    const { forgejo, stage } = await startForgejoStage(t, "e2e-dbg-fj");
+    const [alice, bob, stray] = [keyPair(), keyPair(), keyPair()];
+    forgejo.setUserKeys("alice", [alice.publicLine]);
+    forgejo.setUserKeys("bob", [bob.publicLine]);
+    const jobId = forgejo.queueJob({ workflow: workflow(FAILING_STEP), vars: { GNOMON_DEBUG_SSH: "on-failure" } });
+    const vm = await nextVm(stage);
+
+    const { actor, port, username, rows } = await commandOf(forgejo, jobId);
+    const all = rows.join("\n");
+    assert.equal(actor, "alice");
+    assert.equal(port, stage.debugSsh?.port);
+    assert.ok(rows.includes("wrote the clue"), all);
+    assert.match(
+      all,
+      /debug SSH: the job failed; its VM is held for alice for 30 minutes, until \d{4}-\d\d-\d\dT[\d:.]+Z \(asked by variable GNOMON_DEBUG_SSH=on-failure\)/,
+    );
+    const hostKeyRow = rows.find((r) => r.startsWith("debug SSH: the endpoint's host key is ssh-ed25519 SHA256:"));
+    assert.ok(hostKeyRow, all);
+    assert.equal(forgejo.taskOfJob(jobId)?.status, "running", "the job stays in progress on Forgejo while held");
+    assert.equal(qemuPids(vm.id).length, 1, "its VM runs");
+    assert.equal(await heldGauge(stage), 1, "counted held");
+
+    assert.equal((await login(port, username, bob)).outcome, "refused", "another user's key");
+    assert.equal((await login(port, username, stray)).outcome, "refused", "a key nobody listed");
+
+    const session = await login(port, username, alice);
+    assert.equal(session.outcome, "in");
+    assert.ok(hostKeyRow.endsWith(`${session.hostFingerprint}; check that ssh shows this fingerprint`), hostKeyRow);
+    const cat = await execIn(session.client, 'cat "$HOME/failure.txt"; id -un');
+    assert.deepEqual(
+      [cat.stdout, cat.code],
+      ["the cause is 42\nrunner\n", 0],
+      "in the failed job's own VM, as its user",
+    );
+    const shell = await shellIn(session.client, "echo result=$((6 * 7)); exit 5\n");
+    assert.match(shell.stdout, /result=42/);
+    assert.equal(shell.code, 5, "the exit status comes back");
+    assert.equal(
+      await sftpRead(session.client, "failure.txt"),
+      "the cause is 42\n",
+      "SFTP is the guest's, in its home",
+    );
+
+    // Ten fast failures from one address: after the first few it is dropped, the actor's key too.
+    const fast: string[] = [];
+    for (let i = 0; i < 10; i += 1) fast.push((await login(port, username, stray)).outcome);
+    assert.ok(
+      fast.slice(-5).every((o) => o === "dropped"),
+      `throttled: ${fast.join(",")}`,
+    );
+    assert.equal((await login(port, username, alice)).outcome, "dropped", "the address is throttled, whatever the key");
+    assert.equal((await execIn(session.client, "echo still here")).stdout, "still here\n", "the open session is not");
+
+    session.client.end();
+    const task = await finished(forgejo, jobId);
+    const log = task.rows.join("\n");
+    assert.equal(task.status, "failure", log);
+    assert.ok(
+      task.rows.includes(
+        "debug SSH: the window closed: alice logged out. The VM is destroyed now; the job ends failed",
+      ),
+      log,
+    );
+    assert.equal(task.rows.at(-1), "the step 'Breaks' failed", "the job's own reason is its last word");
+    await vmGone(stage, vm);
+    assert.equal(await heldGauge(stage), 0);
+    const sessions = await stage.store.debugSessions.list({ jobId: vm.jobId });
+    assert.equal(sessions.length, 1, "one login recorded");
+    const [s] = sessions;
+    assert.equal(s?.actor, "alice");
+    assert.equal(s?.keyFingerprint, alice.key.fingerprint);
+    assert.ok(s?.endedAt && s.bytesIn > 0 && s.bytesOut > 0, JSON.stringify(s));
+    assert.equal((await stage.store.jobs.get(vm.jobId))?.result, "failure");
+  });
+
+  it("never holds a job that did not ask: it fails and ends at once, with no window", async (t) => {
+    const { forgejo, stage } = await startForgejoStage(t, "e2e-dbg-fj-no");
+    const alice = keyPair();
+    forgejo.setUserKeys("alice", [alice.publicLine]);
+    const jobId = forgejo.queueJob({ workflow: workflow(FAILING_STEP) });
+    const vm = await nextVm(stage);
+    const task = await finished(forgejo, jobId, VM_JOB_MS);
+    assert.equal(task.status, "failure");
+    assert.ok(!task.rows.some((r) => r.includes("debug SSH")), task.rows.join("\n"));
+    assert.deepEqual(stage.debugSsh?.heldJobs, []);
+    await vmGone(stage, vm);
+    assert.equal(
+      forgejo.apiCalls.filter((c) => c.path.includes("/keys")).length,
+      0,
+      "nobody's keys were even asked for",
+    );
+  });
+
+  it("ends the window when the job is cancelled on Forgejo: the VM is destroyed and the job keeps its result", async (t) => {
+    const { forgejo, stage, runner } = await startForgejoStage(t, "e2e-dbg-fj-cancel");
+    const alice = keyPair();
+    forgejo.setUserKeys("alice", [alice.publicLine]);
+    const jobId = forgejo.queueJob({ workflow: workflow(FAILING_STEP), vars: { GNOMON_DEBUG_SSH: "always" } });
+    const vm = await nextVm(stage);
+    const { port, username } = await commandOf(forgejo, jobId);
+    const session = await login(port, username, alice);
+    assert.equal(session.outcome, "in");
+    const closed = new Promise<void>((r) => session.client.once("close", () => r()));
+
+    forgejo.cancelJob(jobId);
+    await closed; // the endpoint ended the login
+    await vmGone(stage, vm, 60_000);
+    const job = await until(
+      async () => {
+        const j = await stage.store.jobs.get(vm.jobId);
+        return j?.state === "failed" ? j : undefined;
+      },
+      "the job to end",
+      60_000,
+    );
+    assert.equal(job.failureReason, "the step 'Breaks' failed", "its own result and reason");
+    const [s] = await stage.store.debugSessions.list({ jobId: vm.jobId });
+    assert.match(s?.endReason ?? "", /^the job was cancelled \(/);
+    assert.equal(forgejo.taskOfJob(jobId)?.status, "cancelled");
+    await until(() => runner.activeTasks === 0, "the runner to let go of the task", 30_000);
+  });
+
+  it("ends the window when the orchestrator stops: nothing waits for the drain time, the VM is destroyed and the job ends failed", async (t) => {
+    // A drain far longer than the test: a window that kept the stop waiting would time the test out.
+    const { forgejo, stage } = await startForgejoStage(t, "e2e-dbg-fj-stop", { drainTimeoutMs: 3_600_000 });
+    const alice = keyPair();
+    forgejo.setUserKeys("alice", [alice.publicLine]);
+    const jobId = forgejo.queueJob({ workflow: workflow(FAILING_STEP), vars: { GNOMON_DEBUG_SSH: "on-failure" } });
+    const vm = await nextVm(stage);
+    const { port, username } = await commandOf(forgejo, jobId);
+    const session = await login(port, username, alice);
+    assert.equal(session.outcome, "in");
+
+    // Bounded far below the drain time: the stop must not wait for the window.
+    await within(stage.orchestrator.stop(AbortSignal.timeout(3_600_000)), "the orchestrator to stop", 120_000);
+    await vmGone(stage, vm);
+    const task = await finished(forgejo, jobId);
+    const log = task.rows.join("\n");
+    assert.equal(task.status, "failure", log);
+    assert.ok(
+      task.rows.includes(
+        "debug SSH: the window closed: gnomon on this host is stopping. The VM is destroyed now; the job ends failed",
+      ),
+      log,
+    );
+    assert.equal((await stage.store.jobs.get(vm.jobId))?.result, "failure");
+  });
+});
