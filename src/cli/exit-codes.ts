@@ -43,6 +43,8 @@ export const OPERATOR_ERROR_CODES: readonly string[] = [
   "vm.tool-missing", // install QEMU or an image tool
   "orchestrator.no-labels", // nothing to serve: the catalog or orchestrator.labels
   "telemetry.metrics-listen", // orchestrator.metricsListen cannot be listened on
+  "debug-ssh.listen", // orchestrator.debugSsh.listen cannot be listened on
+  "debug-ssh.host-key", // the debug SSH host key file is not a usable private key
 ];
 const TO_FIX: ReadonlySet<string> = new Set(OPERATOR_ERROR_CODES);
 

@@ -34,19 +34,16 @@ export interface DebugSessionEnd {
   readonly reason: string;
 }
 
+// The byte counts are bigint columns read as float8: pg returns bigint as a string and PGlite as a
+// number (docs/store.md), and a session's bytes fit a double exactly far beyond any real session.
 const SESSION = `id, job_id as "jobId", orchestrator, actor, key_fingerprint as "keyFingerprint", source,
-  started_at as "startedAt", ended_at as "endedAt", bytes_in as "bytesIn", bytes_out as "bytesOut",
+  started_at as "startedAt", ended_at as "endedAt", bytes_in::float8 as "bytesIn", bytes_out::float8 as "bytesOut",
   end_reason as "endReason"`;
-
-type Row = Omit<DebugSession, "bytesIn" | "bytesOut"> & { bytesIn: string | number; bytesOut: string | number };
-
-/** bigint columns arrive as strings from pg; a session's bytes fit a double well. */
-const toSession = (r: Row): DebugSession => ({ ...r, bytesIn: Number(r.bytesIn), bytesOut: Number(r.bytesOut) });
 
 export async function startDebugSession(q: Queryable, s: NewDebugSession): Promise<void> {
   await q.query(
     `insert into debug_sessions (id, job_id, orchestrator, actor, key_fingerprint, source)
-     values ($1, $2, $3, $4, $5, $6)`,
+     values ($1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::text)`,
     [s.id, s.jobId, s.orchestrator, s.actor, s.keyFingerprint, s.source],
   );
 }
@@ -54,8 +51,8 @@ export async function startDebugSession(q: Queryable, s: NewDebugSession): Promi
 /** Closes a session once; false when it was closed before (or never recorded). */
 export async function endDebugSession(q: Queryable, id: string, end: DebugSessionEnd): Promise<boolean> {
   const r = await q.query(
-    `update debug_sessions set ended_at = now(), bytes_in = $2, bytes_out = $3, end_reason = $4
-     where id = $1 and ended_at is null`,
+    `update debug_sessions set ended_at = now(), bytes_in = $2::bigint, bytes_out = $3::bigint, end_reason = $4::text
+     where id = $1::uuid and ended_at is null`,
     [id, end.bytesIn, end.bytesOut, end.reason],
   );
   return r.rowCount > 0;
@@ -68,10 +65,12 @@ export async function listDebugSessions(
 ): Promise<DebugSession[]> {
   const limit = Math.max(1, Math.min(opts.limit ?? 100, 10_000));
   const r = opts.jobId
-    ? await q.query<Row>(
-        `select ${SESSION} from debug_sessions where job_id = $1 order by started_at desc, id limit $2`,
+    ? await q.query<DebugSession>(
+        `select ${SESSION} from debug_sessions where job_id = $1::uuid order by started_at desc, id limit $2`,
         [opts.jobId, limit],
       )
-    : await q.query<Row>(`select ${SESSION} from debug_sessions order by started_at desc, id limit $1`, [limit]);
-  return r.rows.map(toSession);
+    : await q.query<DebugSession>(`select ${SESSION} from debug_sessions order by started_at desc, id limit $1`, [
+        limit,
+      ]);
+  return r.rows;
 }

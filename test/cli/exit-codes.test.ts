@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { EXIT, exitCodeOf, OPERATOR_ERROR_CODES } from "../../src/cli/exit-codes.js";
 import { ConfigError } from "../../src/config/load.js";
+import { HostKeyError } from "../../src/debug-ssh/host-key.js";
 import { RunnerUnregisteredError } from "../../src/forge/forgejo/errors.js";
 import { StoreUnavailableError } from "../../src/store/errors.js";
 
@@ -21,6 +22,7 @@ describe("exit codes", () => {
   it("ends with 2 for what a person must fix and with 1 for what may mend by itself", () => {
     assert.equal(exitCodeOf(new ConfigError([{ where: "X", problem: "p", fix: "f" }])), EXIT.usage);
     assert.equal(exitCodeOf(new RunnerUnregisteredError("https://f/", "r (u)", { name: "r", labels: ["l"] })), 2);
+    assert.equal(exitCodeOf(new HostKeyError("/d/debug-ssh/host_ed25519_key", "garbage")), EXIT.usage);
     assert.equal(exitCodeOf(new StoreUnavailableError("postgres://db/", "Check it.")), EXIT.failed);
     assert.equal(exitCodeOf(new Error("a bug")), 1);
     assert.equal(exitCodeOf("a string"), 1);
