@@ -4,20 +4,14 @@
 // with jitter, an outage is logged when it starts and when it ends, and fatal errors end the loop.
 import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
+import { isAbort, pause } from "../../lifecycle/abort.js";
+import { type Intervals, nextDelayMs } from "../../lifecycle/backoff.js";
 import type { Slot } from "../../lifecycle/slots.js";
+import { toError } from "../../lifecycle/to-error.js";
 import type { Logger } from "../../telemetry/log.js";
-import { type Intervals, nextDelayMs } from "../backoff.js";
 import type { TaskCapacity } from "./capacity.js";
 import type { ForgejoClient, ForgejoTask } from "./client.js";
-import {
-  asError,
-  codeOf,
-  ForgejoUnreachableError,
-  isAbort,
-  type RegisterAgain,
-  RunnerUnregisteredError,
-} from "./errors.js";
-import { pause } from "./retry.js";
+import { codeOf, ForgejoUnreachableError, type RegisterAgain, RunnerUnregisteredError } from "./errors.js";
 
 export type PollerState = "waiting-for-slot" | "fetching" | "waiting" | "stopped";
 
@@ -171,7 +165,7 @@ export class Poller {
 
   /** Keeps the request key on every failure, so Forgejo 15+ can replay tasks whose answer was lost. */
   #classify(err: unknown, signal: AbortSignal): Outcome {
-    if (signal.aborted || isAbort(err)) return { kind: "stopped" };
+    if (signal.aborted || isAbort(err) || codeOf(err) === Code.Canceled) return { kind: "stopped" };
     const o = this.#o;
     switch (codeOf(err)) {
       case Code.DeadlineExceeded:
@@ -198,7 +192,7 @@ export class Poller {
           ),
         };
       default:
-        return { kind: "transient", error: asError(err) };
+        return { kind: "transient", error: toError(err) };
     }
   }
 }

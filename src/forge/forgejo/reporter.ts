@@ -6,13 +6,15 @@
 // falls silent (orchestrator-silence.ts) is ended here as failed, saying so, and a Cancel goes out.
 import { Code } from "@connectrpc/connect";
 import type { JobEvent, JobResult } from "../../contract/job-event.js";
+import { pause } from "../../lifecycle/abort.js";
+import type { Intervals } from "../../lifecycle/backoff.js";
+import { retry } from "../../lifecycle/retry.js";
+import { toError } from "../../lifecycle/to-error.js";
 import type { Logger } from "../../telemetry/log.js";
-import type { Intervals } from "../backoff.js";
 import { OrchestratorSilence, silenceReason } from "../orchestrator-silence.js";
 import type { ForgejoClient, TaskResult } from "./client.js";
-import { asError, codeOf, isTransient, LogsLostError, type RegisterAgain, RunnerUnregisteredError } from "./errors.js";
+import { codeOf, isTransient, LogsLostError, type RegisterAgain, RunnerUnregisteredError } from "./errors.js";
 import { LogsIncompleteError, shipLog } from "./log-shipper.js";
-import { pause, retry } from "./retry.js";
 import type { TaskRecord } from "./task-record.js";
 
 export interface ReporterOptions {
@@ -239,12 +241,12 @@ export class TaskReporter {
             noMore: true,
             signal: AbortSignal.any([signal, AbortSignal.timeout(callTimeoutMs)]),
           }),
-        { intervals: this.#o.retryIntervals, signal, retryable, onRetry },
+        { backoff: this.#o.retryIntervals, signal, retryable, onRetry },
       );
     } catch (err) {
       if (this.#fatalIf(err)) return;
       if (err instanceof LogsLostError) log.error({ err, taskId }, "forgejo lost log rows of the task");
-      else log.error({ err: asError(err), taskId }, "the task's last log rows could not be sent to forgejo");
+      else log.error({ err: toError(err), taskId }, "the task's last log rows could not be sent to forgejo");
     }
     try {
       let rounds = 0;
@@ -260,7 +262,7 @@ export class TaskReporter {
           if (missing.length > 0) log.warn({ taskId, missing }, "forgejo did not accept some job outputs");
         },
         {
-          intervals: this.#o.retryIntervals,
+          backoff: this.#o.retryIntervals,
           signal,
           retryable: (e) => e instanceof OutputsPendingError || retryable(e),
           onRetry,
@@ -271,7 +273,7 @@ export class TaskReporter {
     } catch (err) {
       if (this.#fatalIf(err)) return;
       log.error(
-        { err: asError(err), taskId },
+        { err: toError(err), taskId },
         "the task's final state could not be sent to forgejo; it will show as failed there",
       );
     }
@@ -299,7 +301,7 @@ export class TaskReporter {
     this.#failures += 1;
     if (this.#failures === 1)
       this.#o.log.warn(
-        { err: asError(err), taskId: String(this.#o.record.taskId), what },
+        { err: toError(err), taskId: String(this.#o.record.taskId), what },
         "reporting to forgejo failed; retrying",
       );
   }

@@ -3,8 +3,10 @@
 // TaskReporter per task. Stopping takes no new tasks, lets running ones finish until the deadline,
 // then cancels them and still sends their last words.
 import type { JobRequest } from "../../contract/job-request.js";
+import { retry } from "../../lifecycle/retry.js";
 import { deferred, type Service } from "../../lifecycle/service.js";
 import type { Slot } from "../../lifecycle/slots.js";
+import { toError } from "../../lifecycle/to-error.js";
 import type { EventDelivery, JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
 import type { InFlightFile } from "../in-flight-file.js";
@@ -14,13 +16,12 @@ import { unservedNotice, warnUnservedLabels } from "../unserved-labels.js";
 import type { TaskCapacity } from "./capacity.js";
 import { type ForgejoClient, type ForgejoTask, forgejoClient } from "./client.js";
 import type { RunnerCredentials } from "./credentials-file.js";
-import { asError, isTransient, JobSkippedError, type RegisterAgain } from "./errors.js";
+import { isTransient, JobSkippedError, type RegisterAgain } from "./errors.js";
 import { failLostTask, type InFlightTask, inFlightTasksFile } from "./in-flight-tasks.js";
 import type { RunnerLabel } from "./labels.js";
 import { Poller, type PollerState } from "./poller.js";
 import { declareRunner } from "./registration.js";
 import { TaskReporter } from "./reporter.js";
-import { retry } from "./retry.js";
 import { TaskRecord } from "./task-record.js";
 import { jobIdForTask, payloadStepCount, taskMaskValues, toJobRequest } from "./to-job-request.js";
 
@@ -140,7 +141,7 @@ export class ForgejoRunner implements Service {
         await this.#subscription.cancel();
         throw err;
       }
-      this.#o.log.warn({ err: asError(err) }, "forgejo is not answering yet; declaring again before the first fetch");
+      this.#o.log.warn({ err: toError(err) }, "forgejo is not answering yet; declaring again before the first fetch");
     }
     await warnUnservedLabels(this.#o.bus, this.queues, this.#o.log);
     this.#loop = this.#runLoop();
@@ -159,7 +160,7 @@ export class ForgejoRunner implements Service {
     try {
       if (!this.#declared)
         await retry(() => this.#declare(signal), {
-          intervals: { baseMs: this.#o.fetchIntervalMs, maxMs: this.#o.fetchIntervalMaxMs },
+          backoff: { baseMs: this.#o.fetchIntervalMs, maxMs: this.#o.fetchIntervalMaxMs },
           signal,
           retryable: isTransient,
         });
@@ -167,7 +168,7 @@ export class ForgejoRunner implements Service {
       await this.#poller.run(signal);
     } catch (err) {
       if (signal.aborted) return; // a stop (or #end itself) ended the loop
-      this.#end(asError(err));
+      this.#end(toError(err));
     }
   }
 
@@ -225,7 +226,8 @@ export class ForgejoRunner implements Service {
       registerAgain: this.#registerAgain(),
       reportIntervalMs: o.reportIntervalMs,
       callTimeoutMs: 30_000,
-      retryIntervals: { baseMs: 100, maxMs: 15_000 },
+      // The last report is retried at most ~3 s apart: a Forgejo that is back learns the job's end within seconds.
+      retryIntervals: { baseMs: 100, maxMs: 3_200 },
       finalTimeoutMs: o.finalTimeoutMs ?? 10 * 60_000,
       cancelGraceMs: o.cancelGraceMs ?? 6 * 60_000,
       orchestratorSilenceMs: o.orchestratorSilenceMs,
@@ -268,7 +270,7 @@ export class ForgejoRunner implements Service {
         return;
       }
       log.warn({ err }, "task cannot run; failing it on forgejo");
-      reporter.endHere("failure", asError(err).message);
+      reporter.endHere("failure", toError(err).message);
       return;
     }
     const { timeoutMinutes, cancelTimeoutMinutes } = request.spec;
@@ -288,7 +290,7 @@ export class ForgejoRunner implements Service {
       await o.bus.publishJob(request);
     } catch (err) {
       log.error({ err }, "could not queue the job");
-      reporter.endHere("failure", `gnomon could not queue the job: ${asError(err).message}`);
+      reporter.endHere("failure", `gnomon could not queue the job: ${toError(err).message}`);
       return;
     }
     log.info({ runsOn: request.runsOn }, "task taken; job queued");

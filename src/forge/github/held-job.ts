@@ -4,21 +4,22 @@
 // words. Every way out (finished, cancelled, lock lost, its orchestrator fell silent, shutdown)
 // completes the job on GitHub, renewing its lock until GitHub accepted that, and publishes a Cancel
 // when the orchestrator may still be running it.
-import { setTimeout as sleep } from "node:timers/promises";
 import type { Cancel } from "../../contract/cancel.js";
 import type { JobRequest } from "../../contract/job-request.js";
+import { pause } from "../../lifecycle/abort.js";
+import { retry } from "../../lifecycle/retry.js";
+import { toError } from "../../lifecycle/to-error.js";
 import type { EventDelivery, JobBus } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
 import type { LogMasker } from "../log-masker.js";
 import { OrchestratorSilence, silenceReason } from "../orchestrator-silence.js";
 import { unservedNotice } from "../unserved-labels.js";
 import { type CompletionTimings, completeOnGitHub, REPORTING_OUTAGE } from "./completion.js";
-import { asError, JobGoneError } from "./errors.js";
+import { JobGoneError } from "./errors.js";
 import type { ChannelTimings, JobChannel } from "./job-channel.js";
 import { JobReport, type RecordProgress } from "./job-report.js";
 import { Outage } from "./outage.js";
 import { firstRenewal, type RenewLoop, type RenewTimings, startRenewing } from "./renewer.js";
-import { withRetries } from "./retry.js";
 import type { GitHubJob, ToJobRequestResult } from "./to-job-request.js";
 
 export interface HeldJobTimings extends CompletionTimings {
@@ -149,7 +150,7 @@ export class HeldJob {
   /** Runs the job to its completion on GitHub; settles when nothing more will be sent. Never rejects. */
   run(): Promise<HeldJobEnd> {
     this.#done ??= this.#run().catch((err): HeldJobEnd => {
-      this.#o.log.error({ err: asError(err) }, "github job handling failed");
+      this.#o.log.error({ err: toError(err) }, "github job handling failed");
       return "gave-up";
     });
     return this.#done;
@@ -158,7 +159,7 @@ export class HeldJob {
   /** A JobEvent for this job from the orchestrator. */
   onEvent(delivery: EventDelivery): void {
     const applied = this.report.apply(delivery.event);
-    void delivery.ack().catch((err) => this.#o.log.warn({ err: asError(err) }, "could not acknowledge a job event"));
+    void delivery.ack().catch((err) => this.#o.log.warn({ err: toError(err) }, "could not acknowledge a job event"));
     if (!applied) return;
     this.#silence.heard(delivery.event, this.#now());
     if (this.report.outcome) this.#ended.resolve({ t: "finished" });
@@ -208,7 +209,7 @@ export class HeldJob {
     try {
       lockedUntil = await firstRenewal(channel, timings.renew, setupSignal.signal);
     } catch (err) {
-      log.error({ err: asError(err) }, "the first renewal of the job failed; leaving the job to GitHub");
+      log.error({ err: toError(err) }, "the first renewal of the job failed; leaving the job to GitHub");
       return "left";
     }
     const renewLoop = startRenewing(channel, job.jobId, lockedUntil, timings.renew, this.#now);
@@ -221,7 +222,7 @@ export class HeldJob {
     try {
       await channel.begin(this.report, setupSignal.signal);
     } catch (err) {
-      log.warn({ err: asError(err) }, "could not mark the job as started on GitHub");
+      log.warn({ err: toError(err) }, "could not mark the job as started on GitHub");
     }
     if (!built.ok) {
       log.error({ reason: built.reason }, "the job cannot run");
@@ -299,13 +300,12 @@ export class HeldJob {
     const { bus, log, timings } = this.#o;
     const giveUpAt = lockedUntil.getTime() + timings.renew.graceMs;
     try {
-      await withRetries(() => bus.publishJob(request), {
-        attempts: Number.MAX_SAFE_INTEGER,
-        delayMs: (n) => Math.min(30_000, 1_000 * 2 ** Math.min(n, 5)),
+      await retry(() => bus.publishJob(request), {
+        backoff: (n) => Math.min(30_000, 1_000 * 2 ** Math.min(n, 5)),
         retryable: () => this.#now() < giveUpAt,
         signal,
         onRetry: (err, n) => {
-          if (n === 1) log.warn({ err: asError(err) }, "could not queue the job; retrying");
+          if (n === 1) log.warn({ err: toError(err) }, "could not queue the job; retrying");
         },
       });
       this.#published = true;
@@ -320,7 +320,7 @@ export class HeldJob {
       if (this.#cancelRequested) await this.#publishCancel("the job was cancelled on GitHub");
     } catch (err) {
       if (signal.aborted) return;
-      this.report.finish("failure", {}, `gnomon could not queue the job: ${asError(err).message}`, this.#now());
+      this.report.finish("failure", {}, `gnomon could not queue the job: ${toError(err).message}`, this.#now());
     }
   }
 
@@ -345,9 +345,9 @@ export class HeldJob {
     const cancel: Cancel = { v: 1, jobId: this.id, reason: this.report.mask(reason), t: this.#now() };
     this.#cancelReason = cancel.reason;
     try {
-      await withRetries(() => this.#o.bus.publishCancel(cancel), { attempts: 5, delayMs: (n) => 500 * n });
+      await retry(() => this.#o.bus.publishCancel(cancel), { attempts: 5, backoff: (n) => 500 * n });
     } catch (err) {
-      this.#o.log.error({ err: asError(err) }, "could not publish the job's cancellation");
+      this.#o.log.error({ err: toError(err) }, "could not publish the job's cancellation");
     }
   }
 
@@ -367,7 +367,7 @@ export class HeldJob {
         this.#reporting.failed(err);
         this.#syncNews = true;
       }
-      await sleep(timings.reportIntervalMs, undefined, { signal: stop }).catch(() => {});
+      await pause(timings.reportIntervalMs, stop);
     }
   }
 
@@ -382,7 +382,7 @@ export class HeldJob {
       this.#liveNews = false;
       await this.#o.channel.live(this.report).catch(() => {}); // best effort by contract; never the job's end
       if (stop.aborted) return;
-      await sleep(this.#o.timings.reportIntervalMs, undefined, { signal: stop }).catch(() => {});
+      await pause(this.#o.timings.reportIntervalMs, stop);
     }
   }
 }

@@ -5,11 +5,12 @@
 // stood, so the successor reports each step as it ended; secrets and log lines are not kept.
 import { z } from "zod";
 import { JobResult, StepStage } from "../../contract/job-event.js";
+import { toError } from "../../lifecycle/to-error.js";
 import type { Logger } from "../../telemetry/log.js";
 import { InFlightFile } from "../in-flight-file.js";
 import { LogMasker } from "../log-masker.js";
 import { type CompletionResult, type CompletionTimings, completeOnGitHub, REPORTING_OUTAGE } from "./completion.js";
-import { asError, JobGoneError } from "./errors.js";
+import { JobGoneError } from "./errors.js";
 import type { JobChannel } from "./job-channel.js";
 import { JobReport, type RecordProgress } from "./job-report.js";
 import { Outage } from "./outage.js";
@@ -106,7 +107,7 @@ export async function completeLostJob(record: HeldJobRecord, o: LostJobOptions):
       );
     return result;
   } catch (err) {
-    log.warn({ err: asError(err) }, "could not complete a job of the previous runner process on GitHub");
+    log.warn({ err: toError(err) }, "could not complete a job of the previous runner process on GitHub");
     return "gave-up";
   } finally {
     o.channel.dispose?.();

@@ -2,8 +2,8 @@
 // caller's signal, error bodies classified by the service that wrote them, answers parsed by zod.
 // It never retries (callers decide) and never logs bodies (they carry tokens).
 import type { z } from "zod";
+import { redactUrl } from "../../telemetry/redact.js";
 import { type ApiErrorDetail, GitHubApiError, GitHubProtocolError, GitHubUnreachableError } from "./errors.js";
-import { redactUrl } from "./urls.js";
 import { BrokerErrorBody, OAuthErrorBody, RunServiceErrorBody, VssErrorBody } from "./wire.js";
 
 export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";

@@ -1,8 +1,9 @@
 // One outage of a GitHub service as the daemon's log tells it: one line when calls start failing,
 // one when they work again, however many attempts failed in between (STYLE 2.11: log outages, not
 // failures). Knows nothing of what is retried or how.
+
+import { toError } from "../../lifecycle/to-error.js";
 import type { Logger } from "../../telemetry/log.js";
-import { asError } from "./errors.js";
 
 export interface OutageLines {
   /** Logged (warn) at the first failure: "could not report the job's progress to GitHub; retrying". */
@@ -33,7 +34,7 @@ export class Outage {
     this.#failures += 1;
     if (this.#failures > 1) return;
     this.#since = this.#now();
-    this.#log.warn({ err: asError(err) }, this.#lines.failing);
+    this.#log.warn({ err: toError(err) }, this.#lines.failing);
   }
 
   recovered(): void {

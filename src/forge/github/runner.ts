@@ -2,11 +2,14 @@
 // classic queue on GHES), a capacity-gated poll loop that acquires jobs and hands them to HeldJobs,
 // and the bus subscription that brings their JobEvents back. It never holds a job it cannot start.
 import { setTimeout as sleep } from "node:timers/promises";
+import { pause } from "../../lifecycle/abort.js";
+import { type Intervals, nextDelayMs } from "../../lifecycle/backoff.js";
 import { deferred, type Service } from "../../lifecycle/service.js";
 import type { Slot } from "../../lifecycle/slots.js";
+import { toError } from "../../lifecycle/to-error.js";
 import type { JobBus, Subscription } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
-import { type Intervals, nextDelayMs, OUTAGE_RETRY_MAX_MS } from "../backoff.js";
+import { redactUrl } from "../../telemetry/redact.js";
 import type { InFlightFile } from "../in-flight-file.js";
 import { LogMasker } from "../log-masker.js";
 import { OrphanJobs } from "../orphan-jobs.js";
@@ -14,13 +17,7 @@ import { warnUnservedLabels } from "../unserved-labels.js";
 import { RunnerTokens, sendAuthed } from "./auth.js";
 import { ClassicChannel } from "./classic-channel.js";
 import { describeRunner, oauthCredentials, type Registration, usesBroker } from "./credentials.js";
-import {
-  asError,
-  GitHubApiError,
-  RegistrationLostError,
-  RunnerVersionDeprecatedError,
-  SessionConflictError,
-} from "./errors.js";
+import { GitHubApiError, RegistrationLostError, RunnerVersionDeprecatedError, SessionConflictError } from "./errors.js";
 import { HeldJob, type HeldJobTimings } from "./held-job.js";
 import { completeLostJob, type HeldJobRecord, heldJobRecord, heldJobsFile, jobOfRecord } from "./held-jobs.js";
 import { apiError, type HttpCall, HttpClient } from "./http.js";
@@ -39,7 +36,7 @@ import {
   type SessionIdentity,
 } from "./session.js";
 import { describeJob, type GitHubJob, type JobFlow, toJobRequest } from "./to-job-request.js";
-import { joinUrl, redactUrl } from "./urls.js";
+import { joinUrl } from "./urls.js";
 import { AgentJobRequestMessage, BrokerMigrationMessage, JobCancelMessage, RunnerJobRequestRef } from "./wire.js";
 
 /** Where capacity comes from: the runner's own slot pool now, the fleet's free VMs for its label later. */
@@ -73,7 +70,7 @@ export const DEFAULT_TIMINGS: GitHubRunnerTimings = {
   finalFlushMs: 120_000,
   completeRetry: { baseMs: 5_000, maxMs: 30_000 },
   orchestratorSilenceMs: 50_000,
-  pollErrors: { baseMs: 5_000, maxMs: OUTAGE_RETRY_MAX_MS },
+  pollErrors: { baseMs: 5_000, maxMs: 10_000 },
   acquireThrottle: { baseMs: 2_000, maxMs: 60_000 },
   sessionConflictRetryMs: 30_000,
   sessionConflictGiveUpMs: 4 * 60_000,
@@ -242,7 +239,7 @@ export class GitHubRunner implements Service {
     if (!usesBroker(reg)) {
       this.#locations = await Locations.discover(this.#http, reg.settings.serverUrl, this.#polling.signal).catch(
         (err) => {
-          this.#log.warn({ err: asError(err) }, "could not read the Actions service locations; using the known routes");
+          this.#log.warn({ err: toError(err) }, "could not read the Actions service locations; using the known routes");
           return Locations.fallback(reg.settings.serverUrl);
         },
       );
@@ -250,7 +247,7 @@ export class GitHubRunner implements Service {
     const leftovers = (await this.#heldJobs?.leftovers()) ?? [];
     this.#source = this.#createSource();
     // A registration that is gone or a refused version should stop `run` at once, with its sentence.
-    const first = await this.#openSession().catch((err: unknown) => asError(err));
+    const first = await this.#openSession().catch((err: unknown) => toError(err));
     if (first instanceof RegistrationLostError || first instanceof RunnerVersionDeprecatedError) {
       this.#done.resolve(first);
       throw first;
@@ -272,7 +269,7 @@ export class GitHubRunner implements Service {
     if (leftovers.length > 0) this.#leftovers = this.#endLeftovers(leftovers);
     void this.#pollLoop(first === undefined).then(
       () => this.#finish(undefined),
-      (err: unknown) => this.#finish(asError(err)),
+      (err: unknown) => this.#finish(toError(err)),
     );
   }
 
@@ -302,7 +299,7 @@ export class GitHubRunner implements Service {
     const close = AbortSignal.timeout(30_000);
     await this.#source.close(close).catch((e: unknown) => {
       // An ephemeral runner's registration may already be gone (spec 5.5).
-      if (!this.#o.registration.settings.ephemeral) this.#log.warn({ err: asError(e) }, "could not close the session");
+      if (!this.#o.registration.settings.ephemeral) this.#log.warn({ err: toError(e) }, "could not close the session");
     });
     await this.#events?.cancel().catch(() => {});
     if (err) this.#log.error({ err }, "github runner stopped");
@@ -333,7 +330,7 @@ export class GitHubRunner implements Service {
           continue;
         }
         streak += 1;
-        if (streak === 1) this.#log.warn({ err: asError(err) }, "could not open the message session; retrying");
+        if (streak === 1) this.#log.warn({ err: toError(err) }, "could not open the message session; retrying");
         await sleep(nextDelayMs(this.#t.pollErrors, streak), undefined, { signal: this.#polling.signal });
       }
     }
@@ -389,10 +386,8 @@ export class GitHubRunner implements Service {
           }
           streak += 1;
           if (streak === 1)
-            this.#log.warn({ err: asError(err) }, "polling GitHub for jobs failed; retrying with backoff");
-          await sleep(nextDelayMs(this.#t.pollErrors, streak), undefined, { signal: this.#polling.signal }).catch(
-            () => {},
-          );
+            this.#log.warn({ err: toError(err) }, "polling GitHub for jobs failed; retrying with backoff");
+          await pause(nextDelayMs(this.#t.pollErrors, streak), this.#polling.signal);
           continue;
         } finally {
           this.#currentPoll = undefined;
@@ -406,9 +401,7 @@ export class GitHubRunner implements Service {
         const outcome = await this.#handle(msg, status, slot);
         if (outcome === "throttle") {
           acquireStreak += 1;
-          await sleep(nextDelayMs(this.#t.acquireThrottle, acquireStreak), undefined, {
-            signal: this.#polling.signal,
-          }).catch(() => {});
+          await pause(nextDelayMs(this.#t.acquireThrottle, acquireStreak), this.#polling.signal);
         } else if (outcome === "job") acquireStreak = 0;
         else if (outcome === "shutdown") break;
       }
@@ -515,7 +508,7 @@ export class GitHubRunner implements Service {
       if (!consumed) slot?.release();
       if (!keepMessage)
         await this.#source.done(msg, AbortSignal.timeout(30_000)).catch((err: unknown) => {
-          this.#log.warn({ err: asError(err) }, "could not delete a handled message");
+          this.#log.warn({ err: toError(err) }, "could not delete a handled message");
         });
     }
   }
@@ -529,7 +522,7 @@ export class GitHubRunner implements Service {
       try {
         await this.#source.acknowledge(r.runner_request_id, status, this.#polling.signal);
       } catch (err) {
-        this.#log.debug({ err: asError(err) }, "best-effort acknowledge of the job request failed");
+        this.#log.debug({ err: toError(err) }, "best-effort acknowledge of the job request failed");
       }
     }
     if (!r.run_service_url)
@@ -559,7 +552,7 @@ export class GitHubRunner implements Service {
       return parseJobMessage(res.text, "run-service");
     } catch (err) {
       if (err instanceof GitHubApiError || !this.#polling.signal.aborted)
-        this.#log.warn({ err: asError(err) }, "could not acquire a job; skipping it");
+        this.#log.warn({ err: toError(err) }, "could not acquire a job; skipping it");
       return "skip";
     }
   }
