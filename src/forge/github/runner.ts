@@ -2,6 +2,7 @@
 // classic queue on GHES), a capacity-gated poll loop that acquires jobs and hands them to HeldJobs,
 // and the bus subscription that brings their JobEvents back. It never holds a job it cannot start.
 import { setTimeout as sleep } from "node:timers/promises";
+import { issuesText } from "../../contract/codec.js";
 import { pause } from "../../lifecycle/abort.js";
 import { type Intervals, nextDelayMs } from "../../lifecycle/backoff.js";
 import { deferred, type Service } from "../../lifecycle/service.js";
@@ -662,8 +663,7 @@ export type EphemeralEnd = "job-done" | "job-lost";
 function parseJobMessage(body: string, flow: JobFlow): ParsedJob {
   const parsed = AgentJobRequestMessage.safeParse(safeJson(body));
   if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    return { ok: false, reason: `${i?.path.join(".") || "(root)"}: ${i?.message}` };
+    return { ok: false, reason: issuesText(parsed.error, 1) };
   }
   return { ok: true, message: parsed.data, flow };
 }
