@@ -9,6 +9,7 @@ import { type Intervals, nextDelayMs } from "../../lifecycle/backoff.js";
 import type { Slot } from "../../lifecycle/slots.js";
 import { toError } from "../../lifecycle/to-error.js";
 import type { Logger } from "../../telemetry/log.js";
+import { Outage } from "../outage.js";
 import type { TaskCapacity } from "./capacity.js";
 import type { ForgejoClient, ForgejoTask } from "./client.js";
 import { codeOf, ForgejoUnreachableError, type RegisterAgain, RunnerUnregisteredError } from "./errors.js";
@@ -50,11 +51,15 @@ export class Poller {
   #tasksVersion = 0n;
   #versionSetAt = 0;
   #requestKey = randomUUID();
-  #streak = 0;
-  #outageSince: number | undefined;
+  /** Failing FetchTask calls: logged when they start and end; the backoff grows with its streak. */
+  readonly #outage: Outage;
 
   constructor(options: PollerOptions) {
     this.#o = options;
+    this.#outage = new Outage(options.log, {
+      failing: "fetching tasks from forgejo failed; retrying with backoff",
+      back: "fetching tasks from forgejo works again",
+    });
   }
 
   /** Makes the next FetchTask look at the job queue (after a task finished, new work may be waiting). */
@@ -93,7 +98,7 @@ export class Poller {
         lastCallAt = Date.now();
         const got = await this.#fetchOnce(slots.length, signal);
         if (got.kind === "tasks") {
-          this.#recovered();
+          this.#outage.recovered();
           const held = got.tasks.slice(0, slots.length);
           for (const [i, task] of held.entries()) o.handOff(task, slots[i]!);
           for (const s of slots.slice(held.length)) s.release();
@@ -107,16 +112,12 @@ export class Poller {
         if (got.kind === "stopped") break;
         if (got.kind === "fatal") throw got.error;
         if (got.kind === "empty") {
-          this.#recovered();
+          this.#outage.recovered();
           continue; // the interval above paces the next call
         }
-        this.#streak += 1;
-        if (this.#streak === 1) {
-          this.#outageSince = Date.now();
-          o.log.warn({ err: got.error }, "fetching tasks from forgejo failed; retrying with backoff");
-        }
+        this.#outage.failed(got.error);
         o.onState?.("waiting");
-        await pause(nextDelayMs(this.#intervals(), this.#streak, o.random), signal);
+        await pause(nextDelayMs(this.#intervals(), this.#outage.streak, o.random), signal);
       }
     } finally {
       o.onState?.("stopped");
@@ -125,16 +126,6 @@ export class Poller {
 
   #intervals(): Intervals {
     return { baseMs: this.#o.fetchIntervalMs, maxMs: Math.max(this.#o.fetchIntervalMs, this.#o.fetchIntervalMaxMs) };
-  }
-
-  #recovered(): void {
-    if (this.#streak > 0 && this.#outageSince !== undefined)
-      this.#o.log.info(
-        { failures: this.#streak, outageMs: Date.now() - this.#outageSince },
-        "fetching tasks from forgejo works again",
-      );
-    this.#streak = 0;
-    this.#outageSince = undefined;
   }
 
   async #fetchOnce(capacity: number, signal: AbortSignal): Promise<Outcome> {

@@ -11,6 +11,7 @@ import type { Intervals } from "../../lifecycle/backoff.js";
 import { retry } from "../../lifecycle/retry.js";
 import { toError } from "../../lifecycle/to-error.js";
 import type { Logger } from "../../telemetry/log.js";
+import type { Reporter } from "../held-jobs.js";
 import { OrchestratorSilence, silenceReason } from "../orchestrator-silence.js";
 import type { ForgejoClient, TaskResult } from "./client.js";
 import { codeOf, isTransient, LogsLostError, type RegisterAgain, RunnerUnregisteredError } from "./errors.js";
@@ -47,9 +48,12 @@ export interface ReporterOptions {
   readonly now?: () => number;
 }
 
+/** How long the last report of a task abandoned by a stop may take. */
+const ABANDONED_FINAL_TIMEOUT_MS = 15_000;
+
 type Remote = { readonly result: TaskResult; readonly atMs: number } | undefined;
 
-export class TaskReporter {
+export class TaskReporter implements Reporter<void> {
   readonly done: Promise<void>;
   readonly #o: ReporterOptions;
   readonly #now: () => number;
@@ -79,6 +83,11 @@ export class TaskReporter {
 
   get taskId(): bigint {
     return this.#o.record.taskId;
+  }
+
+  /** The JobRequest id: the key of the job's events on the bus. */
+  get jobId(): string {
+    return this.#o.jobId;
   }
 
   /** Why the job was asked to stop, once it was (Forgejo ended the task, a stop, the watchdog). */
@@ -118,8 +127,11 @@ export class TaskReporter {
     this.#cancelGraceMs = limits.cancelGraceMs;
   }
 
-  /** Cancels the job on the bus and ends the task here as cancelled (a stop whose deadline passed). */
-  abandon(reason: string, finalTimeoutMs: number): void {
+  /**
+   * Cancels the job on the bus and ends the task here as cancelled (a stop whose deadline passed);
+   * its last report gets `finalTimeoutMs` at most.
+   */
+  abandon(reason: string, finalTimeoutMs = ABANDONED_FINAL_TIMEOUT_MS): void {
     this.#cancel(reason);
     this.endHere("cancelled", reason, finalTimeoutMs);
   }

@@ -7,10 +7,10 @@
 import type { Intervals } from "../../lifecycle/backoff.js";
 import { retryUntil } from "../../lifecycle/retry.js";
 import type { Logger } from "../../telemetry/log.js";
+import { Outage } from "../outage.js";
 import { isTransient, JobGoneError } from "./errors.js";
 import type { JobChannel } from "./job-channel.js";
 import type { JobReport } from "./job-report.js";
-import { Outage } from "./outage.js";
 
 export interface CompletionTimings {
   /** How long after the job's end its last logs may still be retried before it is completed without them. */

@@ -1,9 +1,8 @@
-// One outage of a GitHub service as the daemon's log tells it: one line when calls start failing,
+// One outage of a forge service as the daemon's log tells it: one line when calls start failing,
 // one when they work again, however many attempts failed in between (STYLE 2.11: log outages, not
-// failures). Knows nothing of what is retried or how.
-
-import { toError } from "../../lifecycle/to-error.js";
-import type { Logger } from "../../telemetry/log.js";
+// failures). Both pollers and GitHub's job reporting use it. Knows nothing of what is retried or how.
+import { toError } from "../lifecycle/to-error.js";
+import type { Logger } from "../telemetry/log.js";
 
 export interface OutageLines {
   /** Logged (warn) at the first failure: "could not report the job's progress to GitHub; retrying". */
@@ -28,6 +27,11 @@ export class Outage {
   /** True between a failure and the next success. */
   get ongoing(): boolean {
     return this.#failures > 0;
+  }
+
+  /** The failures since the last success: the streak a backoff grows with. */
+  get streak(): number {
+    return this.#failures;
   }
 
   failed(err: unknown): void {
