@@ -29,8 +29,6 @@ import { BrokerSession, ClassicSession, type MessageSource, type SessionIdentity
 import { describeJob, type GitHubJob, type JobFlow, toJobRequest } from "./to-job-request.js";
 import type { AgentJobRequestMessage } from "./wire.js";
 
-export type { CapacityGate } from "./poller.js";
-
 export interface GitHubRunnerTimings extends JobReporterTimings, PollTimings {
   /** Client timeout of one long poll; GitHub holds it ~50 s. */
   readonly pollTimeoutMs: number;
