@@ -255,6 +255,7 @@ export class GitHubRunner implements Service {
     await warnUnservedLabels(this.#o.bus, this.queues, this.#log);
     if (leftovers.length > 0) void this.#endLeftovers(leftovers);
     this.#poller = this.#createPoller();
+    if (this.#stopping) this.#poller.drain(); // stopped while starting
     void this.#poller.run(this.#polling.signal, first === undefined).then(
       () => this.#finish(undefined),
       (err: unknown) => this.#finish(toError(err)),
