@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { JobRequest } from "../../contract/job-request.js";
 import { sealSecrets } from "../../contract/sealed-secrets.js";
+import { toError } from "../../lifecycle/to-error.js";
 import type { PlannedJob } from "../../workflow/job-plan.js";
 import { parseSingleJobWorkflow, planSingleJob, singleJobShouldRun } from "../../workflow/single-job.js";
 import { type ForgejoTask, type JsonObject, taskNeeds, taskPayloadText } from "./client.js";
@@ -76,7 +77,7 @@ export function readPayload(task: ForgejoTask): Payload {
     doc = parseYaml(text, { uniqueKeys: false });
   } catch (err) {
     throw new TaskRejectedError(
-      `The workflow Forgejo sent for task ${task.id} is not valid YAML: ${(err as Error).message.split("\n")[0]}.`,
+      `The workflow Forgejo sent for task ${task.id} is not valid YAML: ${toError(err).message.split("\n")[0]}.`,
     );
   }
   const jobs = isRecord(doc) ? doc["jobs"] : undefined;
@@ -178,7 +179,7 @@ export async function toJobRequest(task: ForgejoTask, cx: ConversionContext): Pr
     leg = planSingleJob(single, planCtx);
   } catch (err) {
     if (err instanceof JobSkippedError) throw err;
-    throw new TaskRejectedError(`The workflow of job "${payload.jobKey}" cannot be run: ${(err as Error).message}`, {
+    throw new TaskRejectedError(`The workflow of job "${payload.jobKey}" cannot be run: ${toError(err).message}`, {
       cause: err,
     });
   }
