@@ -1,8 +1,10 @@
 // Imports point downstream only: each stage under src/ may import only itself and the stages listed.
 // And the shapes the code keeps: a job's lifecycle is written down by its ledger alone and runJob
 // has one exit; the pure cores reach no I/O; gnomon exec's scheduling lives in the workflow stage.
+// Inside forge/, the two adapters never import each other and are built alike on forge/'s skeleton;
+// the shared primitives (backoff, retry, error normalising, URL redaction…) each have one home.
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative, sep } from "node:path";
 import { describe, it } from "node:test";
 
@@ -40,6 +42,36 @@ const mayImport: Record<string, readonly string[]> = {
   ],
 };
 const WIRING = new Set(["cli", "main.ts", "bin.ts"]);
+
+/** Inside forge/: each adapter speaks one forge; what both need lives in forge/ itself and knows neither. */
+const FORGE_ADAPTERS = ["forgejo", "github"] as const;
+
+/** The roles every forge adapter has, in files of the same name (docs/contributing.md, "A forge adapter"). */
+const ADAPTER_FILES = ["runner.ts", "poller.ts", "reporter.ts", "to-job-request.ts", "registration.ts", "errors.ts"];
+
+/** Shared primitives and their one home: nothing else under src/ defines them. */
+const HOMES: Record<string, string> = {
+  backoffMs: "lifecycle/backoff.ts",
+  jitter: "lifecycle/backoff.ts",
+  nextDelayMs: "lifecycle/backoff.ts",
+  randomBetween: "lifecycle/backoff.ts",
+  retry: "lifecycle/retry.ts",
+  retryUntil: "lifecycle/retry.ts",
+  withRetries: "lifecycle/retry.ts",
+  isAbort: "lifecycle/abort.ts",
+  pause: "lifecycle/abort.ts",
+  toError: "lifecycle/to-error.ts",
+  asError: "lifecycle/to-error.ts",
+  redactUrl: "telemetry/redact.ts",
+  JOB_STATES: "store/job-state.ts",
+  issuesText: "contract/codec.ts",
+  SecretMatcher: "contract/secret-forms.ts",
+  LogMasker: "forge/log-masker.ts",
+  Outage: "forge/outage.ts",
+  InFlightFile: "forge/in-flight-file.ts",
+  OrphanJobs: "forge/orphan-jobs.ts",
+  HeldJobs: "forge/held-jobs.ts",
+};
 
 function files(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
@@ -179,5 +211,57 @@ describe("architecture", () => {
         (/^export default /m.test(readFileSync(f, "utf8")) || f.endsWith(`${sep}index.ts`)),
     );
     assert.deepEqual(bad, []);
+  });
+
+  it("the forge adapters never import each other, and forge/'s shared modules import neither", () => {
+    const adapterOf = (file: string): string | undefined => {
+      const [stage, sub] = relative(SRC, file).split(sep);
+      return stage === "forge" ? FORGE_ADAPTERS.find((a) => a === sub) : undefined;
+    };
+    const violations: string[] = [];
+    for (const file of files(join(SRC, "forge"))) {
+      const from = adapterOf(file) ?? "forge/";
+      for (const m of readFileSync(file, "utf8").matchAll(/(?:from|import)\s*\(?\s*["'](\.{1,2}\/[^"']+)["']/g)) {
+        const to = adapterOf(join(file, "..", m[1]!));
+        if (to !== undefined && to !== from)
+          violations.push(`${relative(SRC, file)} (${from}) imports ${m[1]} (${to})`);
+      }
+    }
+    assert.deepEqual(violations, []);
+  });
+
+  it("the forge adapters are mirrored: the same roles in files of the same names, reporters on the shared skeleton", () => {
+    const missing = FORGE_ADAPTERS.flatMap((a) =>
+      ADAPTER_FILES.filter((f) => !existsSync(join(SRC, "forge", a, f))).map((f) => `forge/${a}/${f}`),
+    );
+    assert.deepEqual(missing, []);
+    for (const a of FORGE_ADAPTERS) {
+      const reporter = readFileSync(join(SRC, "forge", a, "reporter.ts"), "utf8");
+      assert.match(reporter, /export class \w+Reporter implements Reporter</, `forge/${a}/reporter.ts`);
+      const runner = readFileSync(join(SRC, "forge", a, "runner.ts"), "utf8");
+      assert.match(runner, /new HeldJobs\(/, `forge/${a}/runner.ts holds its jobs in the shared skeleton`);
+      assert.match(runner, /new Poller\(/, `forge/${a}/runner.ts polls through its poller.ts`);
+    }
+  });
+
+  it("each shared primitive is defined in its one home and nowhere else", () => {
+    const copies: string[] = [];
+    for (const file of files(SRC)) {
+      const where = relative(SRC, file).split(sep).join("/");
+      if (where.startsWith("gen/")) continue;
+      const text = readFileSync(file, "utf8");
+      for (const [name, home] of Object.entries(HOMES))
+        if (where !== home && new RegExp(`(?:function|const|let|class)\\s+${name}\\b`).test(text))
+          copies.push(`${where} defines ${name} (its home is ${home})`);
+    }
+    assert.deepEqual(copies, []);
+    for (const [name, home] of Object.entries(HOMES)) {
+      if (name === "withRetries" || name === "asError") continue; // names of removed copies: defined nowhere
+      assert.match(
+        readFileSync(join(SRC, home), "utf8"),
+        new RegExp(`export (?:async )?(?:function|const|class) ${name}\\b`),
+        home,
+      );
+    }
   });
 });

@@ -31,13 +31,17 @@ function decodeWith<S extends z.ZodType>(schema: S, name: string, bytes: Uint8Ar
     };
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
-    const first = parsed.error.issues
-      .slice(0, 3)
-      .map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`)
-      .join("; ");
-    return { ok: false, reason: `invalid ${name}: ${first}` };
+    return { ok: false, reason: `invalid ${name}: ${issuesText(parsed.error)}` };
   }
   return { ok: true, value: parsed.data };
+}
+
+/** What a schema refused, for a message: its first `max` issues as "path: problem", joined by "; ". */
+export function issuesText(error: z.ZodError, max = 3): string {
+  return error.issues
+    .slice(0, max)
+    .map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`)
+    .join("; ");
 }
 
 export const decodeJobRequest = (b: Uint8Array | string): Decoded<JobRequest> =>

@@ -56,7 +56,7 @@ export function jobInputOf(request: JobRequest, secrets: Secrets): JobInput {
 
 export interface EngineOptions {
   readonly executor: Executor;
-  /** Receives every event body in order; wrap a publisher with stampEvents(). */
+  /** Receives every event body in order; the caller stamps them (src/orchestrator/event-stream.ts). */
   readonly emit: Emit;
   /** Cancels the job: running steps stop, always()/cancelled() steps and post steps still run. */
   readonly signal: AbortSignal;

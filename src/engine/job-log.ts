@@ -5,7 +5,7 @@ import type { JobEventBody, StepStage } from "../contract/job-event.js";
 import { MAX_LINES_PER_EVENT } from "../contract/job-event.js";
 import type { Masker } from "./masker.js";
 
-/** Receives each event body; the caller stamps v, jobId, seq and t (see stampEvents). */
+/** Receives each event body; the caller stamps v, jobId, seq and t (the orchestrator's EventStream does). */
 export type Emit = (event: JobEventBody) => void;
 
 export interface JobLogOptions {

@@ -261,8 +261,14 @@ export class ActionCache implements HostActionCache {
     try {
       await mkdir(repo);
       await this.#git(["init", "-q"], repo, req, signal);
+      const fetchAt = (what: string, depth: string[]) =>
+        this.#git(["fetch", "-q", "--no-tags", ...depth, "--", req.url, what], repo, req, signal);
+      // Git's dumb HTTP transport (a plain web server) cannot serve a shallow fetch: take it whole.
       const fetch = (what: string) =>
-        this.#git(["fetch", "-q", "--no-tags", "--depth=1", "--", req.url, what], repo, req, signal);
+        fetchAt(what, ["--depth=1"]).catch((err: unknown) => {
+          if (/does not support shallow/.test((err as Error).message)) return fetchAt(what, []);
+          throw err;
+        });
       // By commit: what the ref named when the job asked. A server that serves only advertised refs
       // gets the ref itself, and the commit is checked below.
       await fetch(commit).catch((err: unknown) => {

@@ -4,8 +4,11 @@
 // happens to the job; the ledger writes it down, in order. Its one exit, close(ending), records the
 // ending, sends the last event, gives the lease up and only then settles the queue delivery. It
 // never decides an outcome itself, except what an unexpected error means (crashed()).
+
+import { setTimeout as sleep } from "node:timers/promises";
 import type { JobEventBody, JobResult, ProvisioningPhase } from "../contract/job-event.js";
 import type { JobRequest } from "../contract/job-request.js";
+import { toError } from "../lifecycle/to-error.js";
 import type { JobDelivery } from "../queue/bus.js";
 import { StoreUnavailableError } from "../store/errors.js";
 import { afterLostOwner, isTerminal } from "../store/job-state.js";
@@ -157,7 +160,7 @@ export class JobLedger {
     try {
       job = (await this.#d.store.jobs.insert(this.request)).job;
     } catch (err) {
-      const error = asError(err);
+      const error = toError(err);
       // The database is down, not the message bad: the job can come back later.
       return err instanceof StoreUnavailableError ? { kind: "unreachable", error } : { kind: "refused", error };
     }
@@ -209,7 +212,7 @@ export class JobLedger {
       if (current && isTerminal(current.state)) return { kind: "ended" };
       this.log.info({ holder: got.holder?.owner }, "job is held by another orchestrator; watching it");
       try {
-        await pause(Math.max(500, Math.min(leaseTtlMs / 3, 5_000)), signal);
+        await sleep(Math.max(500, Math.min(leaseTtlMs / 3, 5_000)), undefined, { signal });
       } catch {
         return { kind: "gone" };
       }
@@ -372,7 +375,7 @@ export class JobLedger {
    * job fails with the error as its reason.
    */
   crashed(err: unknown): Ending {
-    const error = asError(err);
+    const error = toError(err);
     this.log.error({ err: error }, "job failed inside gnomon");
     if (this.#leaseHeld && this.#state !== "closed")
       return { kind: "result", result: "failure", reason: `gnomon failed while running the job: ${error.message}` };
@@ -413,7 +416,7 @@ export class JobLedger {
         await this.#delivery.ack();
         return;
       case "requeue":
-        if (ending.afterMs) await pause(ending.afterMs, this.#cancel).catch(() => undefined);
+        if (ending.afterMs) await sleep(ending.afterMs, undefined, { signal: this.#cancel }).catch(() => undefined);
         await this.#release();
         await this.#delivery.nack({ requeue: true });
         return;
@@ -499,23 +502,4 @@ export class JobLedger {
   #expect(step: string, expected: readonly LedgerState[]): void {
     if (!expected.includes(this.#state)) throw new LedgerStateError(step, this.#state, expected);
   }
-}
-
-function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
-}
-
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(t);
-        reject(signal.reason);
-      },
-      { once: true },
-    );
-  });
 }

@@ -4,16 +4,21 @@
 // gives up only on errors that retrying cannot fix (refused credentials or vhost).
 import { setTimeout as sleep } from "node:timers/promises";
 import { type ChannelModel, connect } from "amqplib";
+import { backoffMs, type Intervals, jitter } from "../lifecycle/backoff.js";
+import { toError } from "../lifecycle/to-error.js";
 import type { Logger } from "../telemetry/log.js";
+import { redactUrl } from "../telemetry/redact.js";
 import { closeQuietly } from "./amqp-close.js";
-import { type BackoffOptions, backoffMs, jitter } from "./backoff.js";
-import { asError, BrokerAccessRefusedError, BrokerUnreachableError, TopologyConflictError } from "./errors.js";
+import { BrokerAccessRefusedError, BrokerUnreachableError, TopologyConflictError } from "./errors.js";
+
+/** Reconnect backoff: the first retry after 100 ms, doubling up to 10 s (with ±20 % jitter). */
+export const DEFAULT_RECONNECT_BACKOFF: Intervals = { baseMs: 100, maxMs: 10_000 };
 
 export interface AmqpConnectionOptions {
   readonly url: string;
   readonly log: Logger;
   readonly heartbeatSeconds: number;
-  readonly backoff: BackoffOptions;
+  readonly backoff: Intervals;
   /** Shown by `rabbitmqctl list_connections client_properties` and in the management UI. */
   readonly connectionName: string;
   /** TCP connect and AMQP handshake limit for one attempt. */
@@ -24,17 +29,6 @@ export interface AmqpConnectionOptions {
   readonly onDown: (err: Error) => void;
   /** The connection ended for good (see BrokerAccessRefusedError). */
   readonly onFatal: (err: Error) => void;
-}
-
-/** Safe to print: the URL without its password. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return "(unparsable AMQP URL)";
-  }
 }
 
 /** The heartbeat travels in the URL's query; one the user set there wins. */
@@ -88,7 +82,7 @@ export class AmqpConnection {
         await this.#attempt();
         return;
       } catch (e) {
-        const err = asError(e);
+        const err = toError(e);
         if (this.#stop.signal.aborted) throw err;
         if (isAccessRefused(err)) throw new BrokerAccessRefusedError(redactUrl(this.#opts.url), { cause: err });
         if (err instanceof TopologyConflictError) throw err;
@@ -189,7 +183,7 @@ export class AmqpConnection {
         );
         return;
       } catch (e) {
-        last = asError(e);
+        last = toError(e);
         if (isAccessRefused(last)) {
           const fatal = new BrokerAccessRefusedError(redactUrl(this.#opts.url), { cause: last });
           this.#opts.log.error({ err: fatal.message }, "rabbitmq refused the login; giving up");

@@ -2,8 +2,9 @@
 // declaration closes the channel it ran on, and it must not take publishes or consumers with it.
 // It never deletes anything and never holds messages.
 import type { Channel, ChannelModel } from "amqplib";
+import { toError } from "../lifecycle/to-error.js";
 import { type AmqpTopology, cancelQueueOptions, deadLetterQueueOptions, workQueueOptions } from "./amqp-topology.js";
-import { asError, TopologyConflictError } from "./errors.js";
+import { TopologyConflictError } from "./errors.js";
 
 const PRECONDITION_FAILED = 406;
 const NOT_FOUND = 404;
@@ -115,7 +116,7 @@ export class AmqpDeclarations {
       if (amqpCode(err) === undefined && !retried && this.#model === model && model) return this.#run(entity, op, true);
       // The broker closes a channel on a refused declaration; its 'close' handler makes the next call open a new one.
       const code = amqpCode(err);
-      if (code === PRECONDITION_FAILED) throw new TopologyConflictError(entity, { cause: asError(err) });
+      if (code === PRECONDITION_FAILED) throw new TopologyConflictError(entity, { cause: toError(err) });
       if (code === NOT_FOUND) this.#declared.delete(entity);
       throw err;
     }

@@ -24,13 +24,13 @@ import { setInterval as every } from "node:timers/promises";
 import type { Channel, ChannelModel, ConsumeMessage } from "amqplib";
 import { decodeJobRequest } from "../contract/codec.js";
 import type { JobRequest } from "../contract/job-request.js";
+import { toError } from "../lifecycle/to-error.js";
 import type { Logger } from "../telemetry/log.js";
 import { closeQuietly } from "./amqp-close.js";
 import type { AmqpDeclarations } from "./amqp-declarations.js";
 import type { AmqpTopology } from "./amqp-topology.js";
 import type { JobConsumer, JobDelivery } from "./bus.js";
 import { type LabelState, planChanges } from "./credit-plan.js";
-import { asError } from "./errors.js";
 
 export interface AmqpJobConsumerDeps {
   readonly id: string;
@@ -181,7 +181,7 @@ export class AmqpJobConsumer implements JobConsumer {
       if (!model || this.#channel || this.#cancelled) return;
       this.#deps.log.warn({ labels: this.labels }, "job consumer channel closed; restoring it");
       this.attach(model).catch((err: unknown) =>
-        this.#deps.log.error({ err: asError(err).message, labels: this.labels }, "restoring a job consumer failed"),
+        this.#deps.log.error({ err: toError(err).message, labels: this.labels }, "restoring a job consumer failed"),
       );
     });
   }
@@ -206,7 +206,7 @@ export class AmqpJobConsumer implements JobConsumer {
       tag.dying += 1;
       this.#deadLetter(tag, msg, decoded.reason).catch((err: unknown) =>
         this.#deps.log.error(
-          { err: asError(err).message, queue: this.#queue(tag.label) },
+          { err: toError(err).message, queue: this.#queue(tag.label) },
           "dead-lettering an undecodable job failed; it goes back to its queue when this consumer's channel closes",
         ),
       );
@@ -246,7 +246,7 @@ export class AmqpJobConsumer implements JobConsumer {
       this.#onJob(delivery);
     } catch (err) {
       this.#deps.log.error(
-        { err: asError(err).message, jobId: h.request.id },
+        { err: toError(err).message, jobId: h.request.id },
         "onJob threw; the job stays unacknowledged until the consumer is cancelled",
       );
     }
@@ -347,7 +347,7 @@ export class AmqpJobConsumer implements JobConsumer {
       }
     } catch (err) {
       // Channel or connection trouble: attach() on the next connection plans again from scratch.
-      this.#deps.log.debug({ err: asError(err).message, labels: this.labels }, "credit planning interrupted");
+      this.#deps.log.debug({ err: toError(err).message, labels: this.labels }, "credit planning interrupted");
     } finally {
       this.#running = false;
     }

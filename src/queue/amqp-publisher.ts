@@ -6,8 +6,9 @@
 // (a missing queue returns it; a missing exchange closes the channel, and the bus declares again).
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ChannelModel, ConfirmChannel, Message, Options } from "amqplib";
+import { toError } from "../lifecycle/to-error.js";
 import type { Logger } from "../telemetry/log.js";
-import { asError, PublishRefusedError, PublishUnconfirmedError, TopologyConflictError } from "./errors.js";
+import { PublishRefusedError, PublishUnconfirmedError, TopologyConflictError } from "./errors.js";
 
 function hasAmqpCode(err: unknown): boolean {
   return typeof (err as { code?: unknown } | null)?.code === "number";
@@ -80,7 +81,7 @@ export class AmqpPublisher {
     const ch = await model.createConfirmChannel();
     let why: Error | undefined;
     ch.on("error", (err: unknown) => {
-      why = asError(err);
+      why = toError(err);
     });
     ch.on("close", () => this.#onChannelClose(ch, why));
     ch.on("return", (msg: Message) => this.#onReturn(ch, msg));
@@ -142,10 +143,10 @@ export class AmqpPublisher {
             if (err instanceof TopologyConflictError || hasAmqpCode(err)) {
               // The broker refused the declaration itself (conflict, permissions): retrying cannot help.
               this.#unsent.shift();
-              this.#settle(o, asError(err));
+              this.#settle(o, toError(err));
               continue;
             }
-            this.#deps.log.debug({ err: asError(err).message, queue: o.queue }, "declaring before publish failed");
+            this.#deps.log.debug({ err: toError(err).message, queue: o.queue }, "declaring before publish failed");
             // A new connection arrived meanwhile (its attach() found this pump busy): go on with it.
             if (this.#channel && this.#channel !== before) continue;
             // The same connection still looks alive: try again shortly; else attach() restarts the pump.
@@ -211,7 +212,7 @@ export class AmqpPublisher {
     // before our 'close' listener runs, so decide once this turn's close handling is done.
     queueMicrotask(() => {
       if (o.channel !== ch || this.#closed.has(ch)) return;
-      this.#settle(o, new PublishRefusedError(o.properties.messageId, o.queue ?? o.exchange, { cause: asError(err) }));
+      this.#settle(o, new PublishRefusedError(o.properties.messageId, o.queue ?? o.exchange, { cause: toError(err) }));
     });
   }
 

@@ -6,11 +6,11 @@
 import type { Channel, ChannelModel, ConsumeMessage } from "amqplib";
 import type { Cancel } from "../contract/cancel.js";
 import { decodeCancel, decodeJobEvent } from "../contract/codec.js";
+import { toError } from "../lifecycle/to-error.js";
 import type { Logger } from "../telemetry/log.js";
 import { closeQuietly } from "./amqp-close.js";
 import type { AmqpDeclarations } from "./amqp-declarations.js";
 import type { EventDelivery, Subscription } from "./bus.js";
-import { asError } from "./errors.js";
 
 export interface SubscriptionDeps {
   readonly declarations: AmqpDeclarations;
@@ -102,7 +102,7 @@ abstract class ChannelConsumer implements Restorable, Subscription {
         if (this.channel === ch) ch.ack(msg);
       })
       .catch((err: unknown) =>
-        this.deps.log.error({ err: asError(err).message, queue: this.queue }, "dead-lettering a message failed"),
+        this.deps.log.error({ err: toError(err).message, queue: this.queue }, "dead-lettering a message failed"),
       );
   }
 
@@ -113,7 +113,7 @@ abstract class ChannelConsumer implements Restorable, Subscription {
       const model = this.deps.currentModel();
       if (!model || this.channel || this.closed) return;
       this.attach(model).catch((err: unknown) =>
-        this.deps.log.error({ err: asError(err).message, queue: this.queue }, "restoring a subscription failed"),
+        this.deps.log.error({ err: toError(err).message, queue: this.queue }, "restoring a subscription failed"),
       );
     });
   }
@@ -158,7 +158,7 @@ export class AmqpEventSubscription extends ChannelConsumer {
         },
       });
     } catch (err) {
-      this.deps.log.error({ err: asError(err).message, queue: this.queue }, "onEvent threw; the event stays unacked");
+      this.deps.log.error({ err: toError(err).message, queue: this.queue }, "onEvent threw; the event stays unacked");
     }
   }
 }
@@ -190,7 +190,7 @@ export class AmqpCancelSubscription extends ChannelConsumer {
     try {
       this.onCancel(decoded.value);
     } catch (err) {
-      this.deps.log.error({ err: asError(err).message, jobId: decoded.value.jobId }, "onCancel threw");
+      this.deps.log.error({ err: toError(err).message, jobId: decoded.value.jobId }, "onCancel threw");
     }
     try {
       ch.ack(msg);
@@ -201,7 +201,7 @@ export class AmqpCancelSubscription extends ChannelConsumer {
     await this.deps.declarations
       .deleteQueue(this.queue)
       .catch((err: unknown) =>
-        this.deps.log.debug({ err: asError(err).message, queue: this.queue }, "cancel queue not deleted; it expires"),
+        this.deps.log.debug({ err: toError(err).message, queue: this.queue }, "cancel queue not deleted; it expires"),
       );
   }
 }

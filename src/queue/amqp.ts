@@ -27,10 +27,13 @@ import type { Cancel } from "../contract/cancel.js";
 import { encode } from "../contract/codec.js";
 import type { JobEvent } from "../contract/job-event.js";
 import type { JobRequest } from "../contract/job-request.js";
+import { backoffMs, type Intervals, jitter } from "../lifecycle/backoff.js";
 import { deferred, type ServiceStatus } from "../lifecycle/service.js";
+import { toError } from "../lifecycle/to-error.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
+import { redactUrl } from "../telemetry/redact.js";
 import { closeQuietly } from "./amqp-close.js";
-import { AmqpConnection, redactUrl } from "./amqp-connection.js";
+import { AmqpConnection, DEFAULT_RECONNECT_BACKOFF } from "./amqp-connection.js";
 import { AmqpDeclarations } from "./amqp-declarations.js";
 import { AmqpJobConsumer, checkPrefetch } from "./amqp-job-consumer.js";
 import { AmqpPublisher, type PublishRequest } from "./amqp-publisher.js";
@@ -41,7 +44,6 @@ import {
   type Restorable,
 } from "./amqp-subscriptions.js";
 import { type AmqpTopology, amqpTopology, DEFAULT_PREFIX } from "./amqp-topology.js";
-import { type BackoffOptions, backoffMs, DEFAULT_RECONNECT_BACKOFF, jitter } from "./backoff.js";
 import type { EventDelivery, JobBus, JobConsumer, JobDelivery, Subscription } from "./bus.js";
 import { busStatus } from "./bus-status.js";
 import {
@@ -51,7 +53,7 @@ import {
   REASON_HEADER,
   SOURCE_HEADER,
 } from "./dead-letters.js";
-import { asError, BusStoppedError, TopologyConflictError } from "./errors.js";
+import { BusStoppedError, TopologyConflictError } from "./errors.js";
 
 export interface AmqpBusOptions {
   /** amqp://user:pass@host:5672/vhost */
@@ -65,7 +67,7 @@ export interface AmqpBusOptions {
   readonly startTimeoutMs?: number;
   readonly connectTimeoutMs?: number;
   readonly heartbeatSeconds?: number;
-  readonly reconnectBackoff?: BackoffOptions;
+  readonly reconnectBackoff?: Intervals;
   /** Most unacknowledged events per event subscription. */
   readonly eventPrefetch?: number;
   /** How often a multi-label job consumer looks at the backlog of labels it has no free credit for. */
@@ -139,7 +141,7 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
     } catch (err) {
       this.#state = "stopped";
       await this.#conn.close();
-      this.#done.resolve(asError(err));
+      this.#done.resolve(toError(err));
       throw err;
     }
     this.#state = "running";
@@ -440,7 +442,7 @@ export class AmqpBus implements JobBus, DeadLetterInspector {
           await this.#declarations.base();
           await Promise.all([...this.#subscriptions].map((s) => s.redeclare()));
           await this.#publisher.attach(model);
-        })().catch((e: unknown) => this.#conn.recycle(asError(e)));
+        })().catch((e: unknown) => this.#conn.recycle(toError(e)));
       }, delayMs);
     });
   }

@@ -95,8 +95,3 @@ export class TopologyConflictError extends Error {
     );
   }
 }
-
-/** Normalises anything thrown into an Error, keeping the original as the cause. */
-export function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err), { cause: err });
-}

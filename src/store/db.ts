@@ -100,14 +100,3 @@ export function runInside<T>(database: object, fn: () => Promise<T>): Promise<T>
 export function assertOutside(database: object): void {
   if (insideOf.getStore() === database) throw new NestedQueryError();
 }
-
-/** A database URL fit for messages and logs: the password replaced. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return "(unparsable database URL)";
-  }
-}

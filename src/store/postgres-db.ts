@@ -4,7 +4,9 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pool, type PoolClient, type QueryConfig } from "pg";
+import { toError } from "../lifecycle/to-error.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
+import { redactUrl } from "../telemetry/redact.js";
 import {
   assertOutside,
   type Connection,
@@ -12,7 +14,6 @@ import {
   type PostgresDbOptions,
   type Queryable,
   type QueryResult,
-  redactUrl,
   runInside,
 } from "./db.js";
 import { CommitUnknownError, StoreClosedError, StoreUnavailableError } from "./errors.js";
@@ -157,7 +158,7 @@ class PostgresDb implements Db {
       try {
         await client.query("select pg_advisory_unlock_all()");
       } catch (err) {
-        broken = err instanceof Error ? err : new Error(String(err));
+        broken = toError(err);
       }
       this.#release(client, broken);
     }

@@ -2,16 +2,6 @@
 // orchestrator; /metrics serves registry.metrics().
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
-export const JOB_STATES = [
-  "queued",
-  "assigned",
-  "provisioning",
-  "running",
-  "succeeded",
-  "failed",
-  "cancelled",
-] as const;
-
 export interface Metrics {
   readonly registry: Registry;
   /** Jobs this orchestrator holds, by state and runs-on label. */

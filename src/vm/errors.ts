@@ -188,8 +188,3 @@ export class ToolFailedError extends Error {
     );
   }
 }
-
-/** Normalises anything thrown into an Error, keeping the original as cause. */
-export function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err), { cause: err });
-}

@@ -13,10 +13,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Client } from "ssh2";
+import { toError } from "../lifecycle/to-error.js";
 import type { Logger } from "../telemetry/log.js";
 import { detectAccel } from "./accel.js";
 import type { ImageSpec } from "./catalog.js";
-import { asError, type BootPhase, BootTimeoutError, QemuExitedError, ToolMissingError } from "./errors.js";
+import { type BootPhase, BootTimeoutError, QemuExitedError, ToolMissingError } from "./errors.js";
 import { type StopReason, transition, type VmEvent, type VmState } from "./machine-state.js";
 import { createOverlay } from "./overlay.js";
 import { parentDeathHelper, SETPRIV_EXEC_ENOENT, withParentDeathSignal } from "./parent-death.js";
@@ -445,7 +446,7 @@ class QemuMachine implements Machine {
         }
       }
     } catch (err) {
-      this.#log?.warn({ err: asError(err) }, "vm teardown: stopping QEMU failed, killing it");
+      this.#log?.warn({ err: toError(err) }, "vm teardown: stopping QEMU failed, killing it");
       child?.kill("SIGKILL");
     } finally {
       await rm(this.#dir, { recursive: true, force: true });
@@ -465,7 +466,7 @@ class QemuMachine implements Machine {
       await within(action(q), timeoutMs, undefined);
       return true;
     } catch (err) {
-      this.#log?.debug({ err: asError(err) }, "vm teardown: QMP unavailable");
+      this.#log?.debug({ err: toError(err) }, "vm teardown: QMP unavailable");
       return false;
     } finally {
       q?.close();

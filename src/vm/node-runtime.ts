@@ -7,8 +7,9 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { toError } from "../lifecycle/to-error.js";
 import type { Logger } from "../telemetry/log.js";
-import { asError, ToolMissingError } from "./errors.js";
+import { ToolMissingError } from "./errors.js";
 import { runTool } from "./tool.js";
 
 /** The Node.js majors that actions declare (`using: node20`, `node24`); node12/16 run on 20. */
@@ -273,7 +274,7 @@ export class NodeRuntimes {
       if (!got) throw new Error(`${folder} is incomplete right after it was written`);
       return got;
     } catch (err) {
-      const e = asError(err);
+      const e = toError(err);
       // A missing host program has its own fix in its message.
       const detail = err instanceof ToolMissingError ? e.message : `${e.message}; ${fix}`;
       throw new NodeRuntimeUnavailableError(major, platform, detail, { cause: e });
@@ -368,7 +369,7 @@ async function registryMetadata(registry: string, version: string, idleMs: numbe
     headers: { accept: "application/json" },
     signal: timeout,
   }).catch((err: unknown) => {
-    throw new Error(`${url}: ${asError(err).message}`, { cause: err });
+    throw new Error(`${url}: ${toError(err).message}`, { cause: err });
   });
   if (res.status === 404) throw new Error(`${url}: the registry has no ${NPM_PACKAGE}@${version}`);
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`);

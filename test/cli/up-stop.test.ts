@@ -110,7 +110,7 @@ describe("gnomon up, stopping", () => {
 
     up.kill("SIGTERM");
     await forgejo.waitFor(
-      () => /waiting for running tasks to finish/.test(up.stderr()),
+      () => /waiting for running jobs to finish/.test(up.stderr()),
       "the stop to wait for the task",
       10_000,
     );

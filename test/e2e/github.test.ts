@@ -3,9 +3,7 @@
 // against the fake GitHub, the runner role as `gnomon up` builds it, RabbitMQ, the orchestrator on
 // PostgreSQL, and a real VM of the offline test image. What counts is what the fake GitHub received.
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { after, before, describe, it, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import { VERSION } from "../../src/cli/version.js";
@@ -13,7 +11,7 @@ import { readRegistration } from "../../src/forge/github/credentials.js";
 import { createGitHubRunner, type GitHubRunner, type GitHubRunnerTimings } from "../../src/forge/github/runner.js";
 import { Slots } from "../../src/lifecycle/slots.js";
 import { type FakeGitHubOptions, type FakeGitHubServer, startFakeGitHub } from "../fakes/github-server.js";
-import { runGnomon } from "../support/cli.js";
+import { registerGitHubWithCli } from "../support/cli.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import {
   assertEachSaidOnce,
@@ -58,22 +56,7 @@ async function startGitHubStage(
   const fake = await startFakeGitHub(undefined, o.fake);
   const stage = await startStage(t, { databaseUrl: td.location, name, ...o.stage });
   stage.beforeTeardown(() => fake.close()); // after the runner stopped: its last reports need the fake
-  const dir = join(mkdtempSync(join(tmpdir(), "gnomon-e2e-github-")), "github");
-  const reg = await runGnomon([
-    "github",
-    "register",
-    "--url",
-    fake.repoUrl,
-    "--token",
-    fake.registrationToken(),
-    "--name",
-    name,
-    "--labels",
-    o.label ?? "test",
-    "--credentials-dir",
-    dir,
-  ]);
-  assert.equal(reg.code, 0, reg.stderr);
+  const { dir } = await registerGitHubWithCli(fake, { name, labels: o.label ?? "test" });
   // As `gnomon up` builds it (src/cli/orchestrator.ts), with the timings a test may shorten.
   const runner = createGitHubRunner({
     registration: readRegistration(dir),

@@ -14,6 +14,7 @@ import { MetricsServer } from "../../src/telemetry/metrics-server.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { jobRequestFromYaml } from "../support/job-requests.js";
 import { EventCollector, logText, resultOf, startOrchestrator } from "../support/orchestrators.js";
+import { until } from "../support/qemu-processes.js";
 import { aliasBombAction } from "../support/yaml-bombs.js";
 
 const HOST = "local:host";
@@ -79,7 +80,8 @@ describe("orchestrator (in-process bus, PostgreSQL, host labels)", () => {
     const job = await store.jobs.get(req.id);
     assert.equal(job?.state, "succeeded");
     assert.ok(job?.firstStepAt instanceof Date);
-    assert.equal((await store.leases.get(req.id)) === undefined, true, "the lease is released");
+    // The result goes to the forge first; the lease is released right after (the ledger's close).
+    await until(async () => (await store.leases.get(req.id)) === undefined, "the lease is released", 10_000);
   });
 
   it("announces its heartbeat interval when it accepts a job and beats through a quiet step until the job ends", async (t) => {
@@ -280,6 +282,8 @@ describe("orchestrator (in-process bus, PostgreSQL, host labels)", () => {
     const req = await jobRequestFromYaml(TWO_STEPS, { runsOn: HOST, replyTo });
     await bus.publishJob(req);
     await events.finished(req.id);
+    // The forge hears the result before the job lets go of its slot (lease released, then acked).
+    await until(() => orchestrator.runningJobs.length === 0, "the job lets go of its slot", 10_000);
     // The health the CLI serves, of this very orchestrator, bus and store.
     const server = new MetricsServer({
       listen: "127.0.0.1:0",

@@ -1,7 +1,6 @@
-// The pure credit planner behind prefetch across labels, and the reconnect backoff, table-tested.
+// The pure credit planner behind prefetch across labels, table-tested.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { backoffMs, jitter } from "../../src/queue/backoff.js";
 import { type CreditInput, type LabelState, planChanges, planCredit } from "../../src/queue/credit-plan.js";
 
 const label = (name: string, tags: [credit: number, held: number][], depth?: number, lastServed = 0): LabelState => ({
@@ -132,30 +131,5 @@ describe("credit planning", () => {
       );
       assertInvariantAfter(input(prefetch, labels, rnd(5), 1 + rnd(3)));
     }
-  });
-});
-
-describe("reconnect backoff", () => {
-  it("doubles from the base up to the cap", () => {
-    const o = { baseMs: 100, maxMs: 1_000 };
-    assert.deepEqual(
-      [1, 2, 3, 4, 5, 30].map((n) => backoffMs(o, n)),
-      [100, 200, 400, 800, 1_000, 1_000],
-    );
-  });
-
-  it("spreads a delay over ±20 %", () => {
-    assert.equal(
-      jitter(1_000, () => 0),
-      800,
-    );
-    assert.equal(
-      jitter(1_000, () => 1),
-      1_200,
-    );
-    assert.equal(
-      jitter(1_000, () => 0.5),
-      1_000,
-    );
   });
 });

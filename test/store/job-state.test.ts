@@ -12,7 +12,6 @@ import {
   sourcesOf,
   stateForResult,
 } from "../../src/store/job-state.js";
-import { JOB_STATES as METRIC_JOB_STATES } from "../../src/telemetry/metrics.js";
 
 /** The design's transitions, written out independently of the implementation. */
 const ALLOWED: ReadonlySet<string> = new Set([
@@ -77,9 +76,5 @@ describe("job state machine", () => {
 
   it("every requeue it decides on is a transition the table allows", () => {
     for (const s of JOB_STATES) if (afterLostOwner(s, false) === "requeue") assert.ok(canTransition(s, "queued"), s);
-  });
-
-  it("knows the same states as the metrics", () => {
-    assert.deepEqual([...JOB_STATES], [...METRIC_JOB_STATES]);
   });
 });

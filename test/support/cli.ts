@@ -141,3 +141,55 @@ export async function registerForgejoWithCli(
   assert.ok(existsSync(file), reg.stdout);
   return file;
 }
+
+/** What `gnomon github register` is given; `labels` left out: no --labels (a usage error). */
+export interface GitHubRegisterArgs {
+  readonly url: string;
+  readonly token: string;
+  readonly labels?: string;
+  readonly name?: string;
+  readonly ephemeral?: boolean;
+  /** --credentials-dir */
+  readonly dir: string;
+}
+
+/** The command line of `gnomon github register`, non-interactive, for runGnomon. */
+export function githubRegisterArgs(o: GitHubRegisterArgs): string[] {
+  return [
+    "github",
+    "register",
+    "--url",
+    o.url,
+    "--token",
+    o.token,
+    ...(o.name !== undefined ? ["--name", o.name] : []),
+    ...(o.labels !== undefined ? ["--labels", o.labels] : []),
+    ...(o.ephemeral ? ["--ephemeral"] : []),
+    "--credentials-dir",
+    o.dir,
+  ];
+}
+
+/**
+ * `gnomon github register` through the shipped bundle against a (fake) GitHub with a fresh
+ * registration token, into `dir` (a fresh folder by default); fails the test unless it succeeds.
+ * Returns the credentials folder and what the command printed.
+ */
+export async function registerGitHubWithCli(
+  github: { readonly repoUrl: string; registrationToken(): string },
+  o: Partial<Omit<GitHubRegisterArgs, "url" | "token">> & { readonly env?: NodeJS.ProcessEnv } = {},
+): Promise<{ readonly dir: string; readonly stdout: string }> {
+  const dir = o.dir ?? join(mkdtempSync(join(tmpdir(), "gnomon-github-reg-")), "github");
+  const reg = await runGnomon(
+    githubRegisterArgs({
+      ...o,
+      labels: o.labels ?? "debian-12",
+      url: github.repoUrl,
+      token: github.registrationToken(),
+      dir,
+    }),
+    o.env ? { env: o.env } : {},
+  );
+  assert.equal(reg.code, 0, reg.stderr);
+  return { dir, stdout: reg.stdout };
+}

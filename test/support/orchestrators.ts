@@ -20,6 +20,7 @@ import { type Logger, rootLogger } from "../../src/telemetry/log.js";
 import { createMetrics, type Metrics } from "../../src/telemetry/metrics.js";
 import { loadCatalog } from "../../src/vm/catalog.js";
 import type { NodeRuntimes } from "../../src/vm/node-runtime.js";
+import { testNodeRuntimes } from "./node-runtimes.js";
 import { SAMPLE_CLUSTER_KEY } from "./samples.js";
 import { TEST_IMAGES_DIR, TEST_RUN_DIR } from "./test-image.js";
 
@@ -48,7 +49,7 @@ export interface TestOrchestratorOptions {
   readonly actionCache?: ActionCache;
   /** The Actions cache its jobs get (as `gnomon up` gives them by default); default none. */
   readonly cache?: CacheService;
-  /** Node.js runtimes for JavaScript actions; default none (only what images have). */
+  /** Node.js runtimes for JavaScript actions; default the tests' cache of gnomon's pinned releases, as `gnomon up` has. */
   readonly nodeRuntimes?: NodeRuntimes;
   /**
    * Allow debug SSH (as orchestrator.debugSsh.enabled): an endpoint on 127.0.0.1, a free port, with
@@ -104,7 +105,7 @@ export async function startOrchestrator(
     hostWorkDir: mkdtempSync(join(tmpdir(), "gnomon-host-jobs-")),
     egress: opts.egress ?? DEFAULT_EGRESS,
     actionCache,
-    nodeRuntimes: opts.nodeRuntimes,
+    nodeRuntimes: opts.nodeRuntimes ?? testNodeRuntimes(),
   });
   const provisioner = opts.provisioner?.(vms) ?? vms;
   // As `gnomon orchestrator` starts it: after the store, before the orchestrator, stopped after it.

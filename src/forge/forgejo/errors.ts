@@ -1,17 +1,7 @@
 // Forgejo error classes, one per decision a caller makes (stop the daemon, fail the task, retry),
 // and the classification of connect-rpc failures. Messages say what happened and what to do.
 import { Code, ConnectError } from "@connectrpc/connect";
-
-/** Converts anything thrown into an Error, keeping Errors as they are. */
-export function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
-}
-
-/** True when `err` is the result of an abort (a stop, a cancelled wait), not a failure. */
-export function isAbort(err: unknown): boolean {
-  if (err instanceof ConnectError) return err.code === Code.Canceled;
-  return err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError");
-}
+import { isAbort } from "../../lifecycle/abort.js";
 
 /** The connect code of an error, `undefined` when it did not come from a call. */
 export function codeOf(err: unknown): Code | undefined {

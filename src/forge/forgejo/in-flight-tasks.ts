@@ -2,11 +2,11 @@
 // power cut) is followed by one that ends those tasks on Forgejo at once, with a line in their
 // logs saying what happened, instead of leaving them "running" until Forgejo's stale-task reaper
 // fails them minutes later without a word. Their jobs are stopped on the orchestrators too.
+import { retry } from "../../lifecycle/retry.js";
 import type { Logger } from "../../telemetry/log.js";
 import { InFlightFile } from "../in-flight-file.js";
 import type { ForgejoClient } from "./client.js";
 import { isTransient } from "./errors.js";
-import { retry } from "./retry.js";
 
 export interface InFlightTask {
   readonly taskId: string;
@@ -43,7 +43,7 @@ export async function failLostTask(
   // Forgejo briefly down is waited out for a minute; the task is its stale-task reaper's after that.
   const within = AbortSignal.any([signal, AbortSignal.timeout(60_000)]);
   const call = <T>(fn: () => Promise<T>) =>
-    retry(fn, { intervals: { baseMs: 500, maxMs: 10_000 }, signal: within, retryable: isTransient });
+    retry(fn, { backoff: { baseMs: 500, maxMs: 10_000 }, signal: within, retryable: isTransient });
   try {
     const { ackIndex } = await call(() =>
       client.updateLog({ taskId, index: 0, rows: [], noMore: false }, { signal: within }),

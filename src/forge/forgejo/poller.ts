@@ -4,20 +4,15 @@
 // with jitter, an outage is logged when it starts and when it ends, and fatal errors end the loop.
 import { randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
+import { isAbort, pause } from "../../lifecycle/abort.js";
+import { type Intervals, nextDelayMs } from "../../lifecycle/backoff.js";
 import type { Slot } from "../../lifecycle/slots.js";
+import { toError } from "../../lifecycle/to-error.js";
 import type { Logger } from "../../telemetry/log.js";
-import { type Intervals, nextDelayMs } from "../backoff.js";
+import { Outage } from "../outage.js";
 import type { TaskCapacity } from "./capacity.js";
 import type { ForgejoClient, ForgejoTask } from "./client.js";
-import {
-  asError,
-  codeOf,
-  ForgejoUnreachableError,
-  isAbort,
-  type RegisterAgain,
-  RunnerUnregisteredError,
-} from "./errors.js";
-import { pause } from "./retry.js";
+import { codeOf, ForgejoUnreachableError, type RegisterAgain, RunnerUnregisteredError } from "./errors.js";
 
 export type PollerState = "waiting-for-slot" | "fetching" | "waiting" | "stopped";
 
@@ -56,18 +51,20 @@ export class Poller {
   #tasksVersion = 0n;
   #versionSetAt = 0;
   #requestKey = randomUUID();
-  #streak = 0;
-  #outageSince: number | undefined;
-  #outageError: Error | undefined;
+  /** Failing FetchTask calls: logged when they start and end; the backoff grows with its streak. */
+  readonly #outage: Outage;
 
   constructor(options: PollerOptions) {
     this.#o = options;
+    this.#outage = new Outage(options.log, {
+      failing: "fetching tasks from forgejo failed; retrying with backoff",
+      back: "fetching tasks from forgejo works again",
+    });
   }
 
   /** Since when FetchTask has been failing, with its latest error; undefined while it works. */
   get outage(): { readonly since: number; readonly error: Error } | undefined {
-    if (this.#outageSince === undefined || this.#outageError === undefined) return undefined;
-    return { since: this.#outageSince, error: this.#outageError };
+    return this.#outage.current;
   }
 
   /** Makes the next FetchTask look at the job queue (after a task finished, new work may be waiting). */
@@ -106,7 +103,7 @@ export class Poller {
         lastCallAt = Date.now();
         const got = await this.#fetchOnce(slots.length, signal);
         if (got.kind === "tasks") {
-          this.#recovered();
+          this.#outage.recovered();
           const held = got.tasks.slice(0, slots.length);
           for (const [i, task] of held.entries()) o.handOff(task, slots[i]!);
           for (const s of slots.slice(held.length)) s.release();
@@ -120,17 +117,12 @@ export class Poller {
         if (got.kind === "stopped") break;
         if (got.kind === "fatal") throw got.error;
         if (got.kind === "empty") {
-          this.#recovered();
+          this.#outage.recovered();
           continue; // the interval above paces the next call
         }
-        this.#streak += 1;
-        this.#outageError = got.error;
-        if (this.#streak === 1) {
-          this.#outageSince = Date.now();
-          o.log.warn({ err: got.error }, "fetching tasks from forgejo failed; retrying with backoff");
-        }
+        this.#outage.failed(got.error);
         o.onState?.("waiting");
-        await pause(nextDelayMs(this.#intervals(), this.#streak, o.random), signal);
+        await pause(nextDelayMs(this.#intervals(), this.#outage.streak, o.random), signal);
       }
     } finally {
       o.onState?.("stopped");
@@ -139,17 +131,6 @@ export class Poller {
 
   #intervals(): Intervals {
     return { baseMs: this.#o.fetchIntervalMs, maxMs: Math.max(this.#o.fetchIntervalMs, this.#o.fetchIntervalMaxMs) };
-  }
-
-  #recovered(): void {
-    if (this.#streak > 0 && this.#outageSince !== undefined)
-      this.#o.log.info(
-        { failures: this.#streak, outageMs: Date.now() - this.#outageSince },
-        "fetching tasks from forgejo works again",
-      );
-    this.#streak = 0;
-    this.#outageSince = undefined;
-    this.#outageError = undefined;
   }
 
   async #fetchOnce(capacity: number, signal: AbortSignal): Promise<Outcome> {
@@ -180,7 +161,7 @@ export class Poller {
 
   /** Keeps the request key on every failure, so Forgejo 15+ can replay tasks whose answer was lost. */
   #classify(err: unknown, signal: AbortSignal): Outcome {
-    if (signal.aborted || isAbort(err)) return { kind: "stopped" };
+    if (signal.aborted || isAbort(err) || codeOf(err) === Code.Canceled) return { kind: "stopped" };
     const o = this.#o;
     switch (codeOf(err)) {
       case Code.DeadlineExceeded:
@@ -207,7 +188,7 @@ export class Poller {
           ),
         };
       default:
-        return { kind: "transient", error: asError(err) };
+        return { kind: "transient", error: toError(err) };
     }
   }
 }

@@ -2,11 +2,11 @@
 // and declaring its labels at every start. Turns the server's refusals into sentences that name
 // the instance and the fix.
 import { Code, ConnectError } from "@connectrpc/connect";
+import { toError } from "../../lifecycle/to-error.js";
 import type { Logger } from "../../telemetry/log.js";
 import type { ForgejoClient, RunnerRecord } from "./client.js";
 import { type RunnerCredentials, writeCredentials } from "./credentials-file.js";
 import {
-  asError,
   codeOf,
   ForgejoUnreachableError,
   type RegisterAgain,
@@ -27,7 +27,7 @@ export interface RegisterInput {
 }
 
 function unreachable(instance: string, err: unknown): ForgejoUnreachableError {
-  const e = asError(err);
+  const e = toError(err);
   const said = e instanceof ConnectError ? e.rawMessage : e.message;
   const cause = e.cause instanceof Error && !said.includes(e.cause.message) ? `: ${e.cause.message}` : "";
   const problem =
@@ -64,7 +64,7 @@ export async function registerRunner(input: RegisterInput): Promise<RunnerCreden
     )
       throw new RegistrationRefusedError(
         client.instance,
-        err instanceof ConnectError ? err.rawMessage : asError(err).message,
+        err instanceof ConnectError ? err.rawMessage : toError(err).message,
         {
           cause: err,
         },

@@ -6,13 +6,16 @@
 // falls silent (orchestrator-silence.ts) is ended here as failed, saying so, and a Cancel goes out.
 import { Code } from "@connectrpc/connect";
 import type { JobEvent, JobResult } from "../../contract/job-event.js";
+import { pause } from "../../lifecycle/abort.js";
+import type { Intervals } from "../../lifecycle/backoff.js";
+import { retry } from "../../lifecycle/retry.js";
+import { toError } from "../../lifecycle/to-error.js";
 import type { Logger } from "../../telemetry/log.js";
-import type { Intervals } from "../backoff.js";
+import type { Reporter } from "../held-jobs.js";
 import { OrchestratorSilence, silenceReason } from "../orchestrator-silence.js";
 import type { ForgejoClient, TaskResult } from "./client.js";
-import { asError, codeOf, isTransient, LogsLostError, type RegisterAgain, RunnerUnregisteredError } from "./errors.js";
+import { codeOf, isTransient, LogsLostError, type RegisterAgain, RunnerUnregisteredError } from "./errors.js";
 import { LogsIncompleteError, shipLog } from "./log-shipper.js";
-import { pause, retry } from "./retry.js";
 import type { TaskRecord } from "./task-record.js";
 
 export interface ReporterOptions {
@@ -45,9 +48,12 @@ export interface ReporterOptions {
   readonly now?: () => number;
 }
 
+/** How long the last report of a task abandoned by a stop may take. */
+const ABANDONED_FINAL_TIMEOUT_MS = 15_000;
+
 type Remote = { readonly result: TaskResult; readonly atMs: number } | undefined;
 
-export class TaskReporter {
+export class TaskReporter implements Reporter<void> {
   readonly done: Promise<void>;
   readonly #o: ReporterOptions;
   readonly #now: () => number;
@@ -77,6 +83,11 @@ export class TaskReporter {
 
   get taskId(): bigint {
     return this.#o.record.taskId;
+  }
+
+  /** The JobRequest id: the key of the job's events on the bus. */
+  get jobId(): string {
+    return this.#o.jobId;
   }
 
   /** Why the job was asked to stop, once it was (Forgejo ended the task, a stop, the watchdog). */
@@ -116,8 +127,11 @@ export class TaskReporter {
     this.#cancelGraceMs = limits.cancelGraceMs;
   }
 
-  /** Cancels the job on the bus and ends the task here as cancelled (a stop whose deadline passed). */
-  abandon(reason: string, finalTimeoutMs: number): void {
+  /**
+   * Cancels the job on the bus and ends the task here as cancelled (a stop whose deadline passed);
+   * its last report gets `finalTimeoutMs` at most.
+   */
+  abandon(reason: string, finalTimeoutMs = ABANDONED_FINAL_TIMEOUT_MS): void {
     this.#cancel(reason);
     this.endHere("cancelled", reason, finalTimeoutMs);
   }
@@ -239,12 +253,12 @@ export class TaskReporter {
             noMore: true,
             signal: AbortSignal.any([signal, AbortSignal.timeout(callTimeoutMs)]),
           }),
-        { intervals: this.#o.retryIntervals, signal, retryable, onRetry },
+        { backoff: this.#o.retryIntervals, signal, retryable, onRetry },
       );
     } catch (err) {
       if (this.#fatalIf(err)) return;
       if (err instanceof LogsLostError) log.error({ err, taskId }, "forgejo lost log rows of the task");
-      else log.error({ err: asError(err), taskId }, "the task's last log rows could not be sent to forgejo");
+      else log.error({ err: toError(err), taskId }, "the task's last log rows could not be sent to forgejo");
     }
     try {
       let rounds = 0;
@@ -260,7 +274,7 @@ export class TaskReporter {
           if (missing.length > 0) log.warn({ taskId, missing }, "forgejo did not accept some job outputs");
         },
         {
-          intervals: this.#o.retryIntervals,
+          backoff: this.#o.retryIntervals,
           signal,
           retryable: (e) => e instanceof OutputsPendingError || retryable(e),
           onRetry,
@@ -271,7 +285,7 @@ export class TaskReporter {
     } catch (err) {
       if (this.#fatalIf(err)) return;
       log.error(
-        { err: asError(err), taskId },
+        { err: toError(err), taskId },
         "the task's final state could not be sent to forgejo; it will show as failed there",
       );
     }
@@ -299,7 +313,7 @@ export class TaskReporter {
     this.#failures += 1;
     if (this.#failures === 1)
       this.#o.log.warn(
-        { err: asError(err), taskId: String(this.#o.record.taskId), what },
+        { err: toError(err), taskId: String(this.#o.record.taskId), what },
         "reporting to forgejo failed; retrying",
       );
   }

@@ -1,26 +1,27 @@
-// The forgejo-runner role as a Service: declares its labels, polls for tasks while there is room,
-// turns each task into a JobRequest on the bus, and reports the job's events back through one
-// TaskReporter per task. Stopping takes no new tasks, lets running ones finish until the deadline,
-// then cancels them and still sends their last words.
+// The forgejo-runner role as a Service: declares its labels, polls for tasks while there is room
+// (poller.ts), turns each task into a JobRequest on the bus, and reports the job's events back
+// through one TaskReporter per task, held in the shared skeleton (../held-jobs.ts). Stopping takes
+// no new tasks, lets running ones finish until the deadline, then cancels them and still sends
+// their last words.
 import type { JobRequest } from "../../contract/job-request.js";
+import { retry } from "../../lifecycle/retry.js";
 import { deferred, type Service, type ServiceStatus } from "../../lifecycle/service.js";
 import type { Slot } from "../../lifecycle/slots.js";
-import type { EventDelivery, JobBus, Subscription } from "../../queue/bus.js";
+import { toError } from "../../lifecycle/to-error.js";
+import type { JobBus } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
-import type { InFlightFile } from "../in-flight-file.js";
+import { HeldJobs } from "../held-jobs.js";
 import { LogMasker } from "../log-masker.js";
-import { OrphanJobs } from "../orphan-jobs.js";
 import { unservedNotice, warnUnservedLabels } from "../unserved-labels.js";
 import type { TaskCapacity } from "./capacity.js";
 import { type ForgejoClient, type ForgejoTask, forgejoClient } from "./client.js";
 import type { RunnerCredentials } from "./credentials-file.js";
-import { asError, isTransient, JobSkippedError, type RegisterAgain } from "./errors.js";
+import { isTransient, JobSkippedError, type RegisterAgain } from "./errors.js";
 import { failLostTask, type InFlightTask, inFlightTasksFile } from "./in-flight-tasks.js";
 import type { RunnerLabel } from "./labels.js";
 import { Poller, type PollerState } from "./poller.js";
 import { declareRunner } from "./registration.js";
 import { TaskReporter } from "./reporter.js";
-import { retry } from "./retry.js";
 import { TaskRecord } from "./task-record.js";
 import { jobIdForTask, payloadStepCount, taskMaskValues, toJobRequest } from "./to-job-request.js";
 
@@ -83,23 +84,24 @@ export class ForgejoRunner implements Service {
   readonly #client: ForgejoClient;
   readonly #poller: Poller;
   readonly #polling = new AbortController();
-  readonly #reporters = new Map<string, TaskReporter>();
+  readonly #held: HeldJobs<TaskReporter, InFlightTask>;
   readonly #ended = deferred<Error | undefined>();
-  #subscription: Subscription | undefined;
   #loop: Promise<void> = Promise.resolve();
   #declared = false;
   #started = false;
   #over = false;
   #stopping: Promise<void> | undefined;
   #fatal: Error | undefined;
-  readonly #orphans: OrphanJobs;
-  readonly #inFlight: InFlightFile<InFlightTask> | undefined;
   #leftovers: InFlightTask[] = [];
 
   constructor(options: ForgejoRunnerOptions) {
     this.#o = options;
-    this.#orphans = new OrphanJobs(options.bus, options.log);
-    this.#inFlight = options.inFlightFile ? inFlightTasksFile(options.inFlightFile, options.log) : undefined;
+    this.#held = new HeldJobs({
+      bus: options.bus,
+      log: options.log,
+      inFlight: options.inFlightFile ? inFlightTasksFile(options.inFlightFile, options.log) : undefined,
+      jobIdOf: (task) => task.jobId,
+    });
     const c = options.credentials;
     this.name = `forgejo-runner ${c.name} (${c.address})`;
     this.replyTo = replyToFor(c.uuid);
@@ -131,12 +133,12 @@ export class ForgejoRunner implements Service {
 
   /** Tasks being reported right now. */
   get activeTasks(): number {
-    return this.#reporters.size;
+    return this.#held.size;
   }
 
   status(): ServiceStatus {
     const where = this.#o.credentials.address;
-    const tasks = `${this.#reporters.size} task${this.#reporters.size === 1 ? "" : "s"}`;
+    const tasks = `${this.#held.size} task${this.#held.size === 1 ? "" : "s"}`;
     // A fatal error first: a runner deleted on the server says to register again, until it ends.
     if (this.#fatal) return { state: "stopped", detail: this.#fatal.message };
     if (this.#over) return { state: "stopped", detail: "stopped" };
@@ -155,16 +157,16 @@ export class ForgejoRunner implements Service {
 
   async start(): Promise<void> {
     // What a process that died left; dealt with once Forgejo answers (see #endLeftovers).
-    this.#leftovers = (await this.#inFlight?.leftovers()) ?? [];
-    this.#subscription = await this.#o.bus.consumeEvents(this.replyTo, (d) => this.#onEvent(d));
+    this.#leftovers = await this.#held.leftovers();
+    await this.#held.listen(this.replyTo);
     try {
       await this.#declare(this.#polling.signal);
     } catch (err) {
       if (!isTransient(err)) {
-        await this.#subscription.cancel();
+        await this.#held.close();
         throw err;
       }
-      this.#o.log.warn({ err: asError(err) }, "forgejo is not answering yet; declaring again before the first fetch");
+      this.#o.log.warn({ err: toError(err) }, "forgejo is not answering yet; declaring again before the first fetch");
     }
     await warnUnservedLabels(this.#o.bus, this.queues, this.#o.log);
     this.#started = true;
@@ -184,7 +186,7 @@ export class ForgejoRunner implements Service {
     try {
       if (!this.#declared)
         await retry(() => this.#declare(signal), {
-          intervals: { baseMs: this.#o.fetchIntervalMs, maxMs: this.#o.fetchIntervalMaxMs },
+          backoff: { baseMs: this.#o.fetchIntervalMs, maxMs: this.#o.fetchIntervalMaxMs },
           signal,
           retryable: isTransient,
         });
@@ -192,19 +194,18 @@ export class ForgejoRunner implements Service {
       await this.#poller.run(signal);
     } catch (err) {
       if (signal.aborted) return; // a stop (or #end itself) ended the loop
-      this.#end(asError(err));
+      this.#end(toError(err));
     }
   }
 
-  /** Ends the tasks a previous process held when it died, and stops their jobs. */
+  /** Ends the tasks a previous process held when it died, and stops their jobs, before taking new ones. */
   async #endLeftovers(signal: AbortSignal): Promise<void> {
     const leftovers = this.#leftovers;
     this.#leftovers = [];
-    for (const task of leftovers) {
-      this.#orphans.stop(task.jobId);
+    await this.#held.endLeftovers(leftovers, async (task) => {
       await failLostTask(this.#client, task, signal, this.#o.log);
-    }
-    if (leftovers.length > 0) await this.#inFlight?.clear();
+      return "ended"; // or left to Forgejo's stale-task reaper: either way no later process can do more
+    });
   }
 
   /** A fatal error: stop polling, cancel what runs (its reports cannot reach Forgejo), end. */
@@ -213,9 +214,9 @@ export class ForgejoRunner implements Service {
     this.#fatal = err;
     this.#o.log.error({ err }, "forgejo runner stopped");
     this.#polling.abort(err);
-    for (const r of this.#reporters.values()) r.abandon(err.message, 1_000);
-    void Promise.allSettled([...this.#reporters.values()].map((r) => r.done)).then(async () => {
-      await this.#subscription?.cancel().catch(() => {});
+    for (const r of this.#held.reporters()) r.abandon(err.message, 1_000);
+    void this.#held.settled().then(async () => {
+      await this.#held.close();
       this.#ended.resolve(err);
     });
   }
@@ -233,7 +234,7 @@ export class ForgejoRunner implements Service {
   #handOff(task: ForgejoTask, slot: Slot): void {
     const o = this.#o;
     const jobId = jobIdForTask(o.credentials.address, task.id);
-    if (this.#reporters.has(jobId)) {
+    if (this.#held.holds(jobId)) {
       slot.release(); // Forgejo replayed a task we already hold (a repeated request key)
       return;
     }
@@ -250,7 +251,8 @@ export class ForgejoRunner implements Service {
       registerAgain: this.#registerAgain(),
       reportIntervalMs: o.reportIntervalMs,
       callTimeoutMs: 30_000,
-      retryIntervals: { baseMs: 100, maxMs: 15_000 },
+      // The last report is retried at most ~3 s apart: a Forgejo that is back learns the job's end within seconds.
+      retryIntervals: { baseMs: 100, maxMs: 3_200 },
       finalTimeoutMs: o.finalTimeoutMs ?? 10 * 60_000,
       cancelGraceMs: o.cancelGraceMs ?? 6 * 60_000,
       orchestratorSilenceMs: o.orchestratorSilenceMs,
@@ -259,15 +261,11 @@ export class ForgejoRunner implements Service {
       onFatal: (err) => this.#end(err),
       log,
     });
-    this.#reporters.set(jobId, reporter);
-    void this.#inFlight?.add({ taskId: String(task.id), jobId });
-    void reporter.done.finally(() => {
-      this.#reporters.delete(jobId);
-      // A job ended here without its result may run on: its later events stop it again.
-      this.#orphans.ended(jobId, reporter.cancelReason);
-      void this.#inFlight?.remove(jobId);
-      slot.release();
-      this.#poller.lookAgain();
+    // Once the task is reported: a new task may be waiting, so the next FetchTask looks at the queue.
+    this.#held.hold(reporter, {
+      entry: { taskId: String(task.id), jobId },
+      slot,
+      ended: () => this.#poller.lookAgain(),
     });
     void this.#queue(task, reporter, record, log, now);
   }
@@ -293,7 +291,7 @@ export class ForgejoRunner implements Service {
         return;
       }
       log.warn({ err }, "task cannot run; failing it on forgejo");
-      reporter.endHere("failure", asError(err).message);
+      reporter.endHere("failure", toError(err).message);
       return;
     }
     const { timeoutMinutes, cancelTimeoutMinutes } = request.spec;
@@ -313,7 +311,7 @@ export class ForgejoRunner implements Service {
       await o.bus.publishJob(request);
     } catch (err) {
       log.error({ err }, "could not queue the job");
-      reporter.endHere("failure", `gnomon could not queue the job: ${asError(err).message}`);
+      reporter.endHere("failure", `gnomon could not queue the job: ${toError(err).message}`);
       return;
     }
     log.info({ runsOn: request.runsOn }, "task taken; job queued");
@@ -330,30 +328,18 @@ export class ForgejoRunner implements Service {
         .catch((err) => log.warn({ err }, "could not publish the cancellation of the job"));
   }
 
-  #onEvent(delivery: EventDelivery): void {
-    const reporter = this.#reporters.get(delivery.event.jobId);
-    if (reporter) reporter.apply(delivery.event);
-    else this.#orphans.onEvent(delivery.event);
-    delivery.ack().catch((err) => this.#o.log.warn({ err }, "could not acknowledge a job event"));
-  }
-
   stop(deadline: AbortSignal): Promise<void> {
     this.#stopping ??= this.#stop(deadline);
     return this.#stopping;
   }
 
+  /** The two-phase stop: no new task at once (Forgejo cancels a task through UpdateTask answers), then the drain. */
   async #stop(deadline: AbortSignal): Promise<void> {
     this.#polling.abort();
     await this.#loop;
-    const all = () => Promise.allSettled([...this.#reporters.values()].map((r) => r.done));
-    if (this.#reporters.size > 0 && !deadline.aborted) {
-      this.#o.log.info({ tasks: this.#reporters.size }, "waiting for running tasks to finish");
-      await Promise.race([all(), new Promise((r) => deadline.addEventListener("abort", r, { once: true }))]);
-    }
-    for (const r of this.#reporters.values())
-      r.abandon("gnomon was stopped before the job finished, so the job was cancelled.", 15_000);
-    await all();
-    await this.#subscription?.cancel().catch(() => {});
+    await this.#held.drain(deadline, "gnomon was stopped before the job finished, so the job was cancelled.");
+    await this.#held.settled();
+    await this.#held.close();
     this.#ended.resolve(this.#fatal);
   }
 }

@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { JobRequest } from "../../contract/job-request.js";
 import { sealSecrets } from "../../contract/sealed-secrets.js";
+import { toError } from "../../lifecycle/to-error.js";
 import { boundedToJs, parseBoundedYaml } from "../../workflow/bounded-yaml.js";
 import { DOCUMENT_LIMITS, nestsDeeperThan } from "../../workflow/document-limits.js";
 import { WorkflowError } from "../../workflow/errors.js";
@@ -199,7 +200,7 @@ export async function toJobRequest(task: ForgejoTask, cx: ConversionContext): Pr
     leg = planSingleJob(single, planCtx);
   } catch (err) {
     if (err instanceof JobSkippedError) throw err;
-    throw new TaskRejectedError(`The workflow of job "${payload.jobKey}" cannot be run: ${(err as Error).message}`, {
+    throw new TaskRejectedError(`The workflow of job "${payload.jobKey}" cannot be run: ${toError(err).message}`, {
       cause: err,
     });
   }

@@ -2,13 +2,14 @@
 // timeline records, step logs and the live console on the plan hub with the job's token, and the
 // JobCompleted plan event. Logs are appended from the line count GitHub acknowledged, so a retried
 // upload resumes instead of repeating lines. Live lines go out on their own, never behind a retry.
+
+import { retry } from "../../lifecycle/retry.js";
 import { type RunnerTokens, sendAuthed } from "./auth.js";
-import { describeDetail, JobGoneError } from "./errors.js";
+import { describeDetail, isTransient, JobGoneError } from "./errors.js";
 import { apiError, type HttpCall, type HttpClient, readJson } from "./http.js";
 import type { ChannelTimings, JobChannel } from "./job-channel.js";
 import { hasLogHere, type JobReport, type ReportRecord, toTaskResult } from "./job-report.js";
 import { LOCATION, type Locations } from "./locations.js";
-import { withRetries } from "./retry.js";
 import type { GitHubJob } from "./to-job-request.js";
 import { TaskAgentJobRequest, TaskLog, type TimelineIssue, type TimelineRecordBody, vssList } from "./wire.js";
 
@@ -385,9 +386,10 @@ export class ClassicChannel implements JobChannel {
   }
 
   #retry<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
-    return withRetries(fn, {
+    return retry(fn, {
       attempts: this.#o.timings.uploadAttempts,
-      delayMs: (n) => this.#o.timings.uploadRetryMs * n,
+      backoff: (n) => this.#o.timings.uploadRetryMs * n,
+      retryable: isTransient,
       signal,
     });
   }

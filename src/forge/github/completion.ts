@@ -3,13 +3,14 @@
 // completion until the job's lock runs out. Logs that never arrive do not stop the completion; the
 // job then says which are missing (an annotation) and so does the daemon's log. It never waits past
 // its deadline, and the caller keeps the lock renewed meanwhile.
+
+import type { Intervals } from "../../lifecycle/backoff.js";
+import { retryUntil } from "../../lifecycle/retry.js";
 import type { Logger } from "../../telemetry/log.js";
-import type { Intervals } from "../backoff.js";
-import { JobGoneError } from "./errors.js";
+import { Outage } from "../outage.js";
+import { isTransient, JobGoneError } from "./errors.js";
 import type { JobChannel } from "./job-channel.js";
 import type { JobReport } from "./job-report.js";
-import { Outage } from "./outage.js";
-import { isTransient, retryUntil } from "./retry.js";
 
 export interface CompletionTimings {
   /** How long after the job's end its last logs may still be retried before it is completed without them. */
@@ -51,6 +52,7 @@ export async function completeOnGitHub(o: CompletionOptions): Promise<Completion
   const flushed = await retryUntil((signal) => channel.flush(report, signal), {
     until: () => Math.min(flushUntil, o.until()),
     backoff: timings.completeRetry,
+    retryable: isTransient,
     signal: o.signal,
     onFailure: (err) => o.reporting.failed(err),
     onSuccess: () => o.reporting.recovered(),

@@ -221,14 +221,11 @@ export class JobMessageLimitError extends Error {
   }
 }
 
-export function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
-}
-
-export function isAbort(err: unknown): boolean {
-  return err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError");
-}
-
 function truncate(s: string, n: number): string {
   return s.length > n ? `${s.slice(0, n)}…` : s;
+}
+
+/** Network failures and 5xx/429/408 answers; everything else is an answer that will not change. */
+export function isTransient(err: unknown): boolean {
+  return err instanceof GitHubUnreachableError || (err instanceof GitHubApiError && err.retryable);
 }

@@ -2,8 +2,9 @@
 // caller's signal, error bodies classified by the service that wrote them, answers parsed by zod.
 // It never retries (callers decide) and never logs bodies (they carry tokens).
 import type { z } from "zod";
+import { issuesText } from "../../contract/codec.js";
+import { redactUrl } from "../../telemetry/redact.js";
 import { type ApiErrorDetail, GitHubApiError, GitHubProtocolError, GitHubUnreachableError } from "./errors.js";
-import { redactUrl } from "./urls.js";
 import { BrokerErrorBody, OAuthErrorBody, RunServiceErrorBody, VssErrorBody } from "./wire.js";
 
 export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -128,11 +129,7 @@ function parseBody<S extends z.ZodType>(what: string, res: HttpAnswer, schema: S
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
-    const first = parsed.error.issues
-      .slice(0, 3)
-      .map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`)
-      .join("; ");
-    throw new GitHubProtocolError(what, redactUrl(res.url), first);
+    throw new GitHubProtocolError(what, redactUrl(res.url), issuesText(parsed.error));
   }
   return parsed.data;
 }

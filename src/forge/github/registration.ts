@@ -3,14 +3,16 @@
 // The RSA key is generated here; nothing is written to disk (the caller stores the result).
 import { hostname, release, type } from "node:os";
 import type { z } from "zod";
+import { randomBetween } from "../../lifecycle/backoff.js";
+import { retry } from "../../lifecycle/retry.js";
+import { redactUrl } from "../../telemetry/redact.js";
 import { RunnerTokens, sendAuthed } from "./auth.js";
 import { describeRunner, oauthCredentials, type Registration } from "./credentials.js";
-import { GitHubApiError, RegistrationError } from "./errors.js";
+import { GitHubApiError, isTransient, RegistrationError } from "./errors.js";
 import { ensureOk, type HttpCall, type HttpClient, readJson } from "./http.js";
 import { LOCATION, Locations } from "./locations.js";
-import { isTransient, randomBetween, withRetries } from "./retry.js";
 import { generateRunnerKey, publicKeyParts, publicKeyXml } from "./rsa-key.js";
-import { type GitHubScope, parseGitHubUrl, redactUrl } from "./urls.js";
+import { type GitHubScope, parseGitHubUrl } from "./urls.js";
 import {
   type AgentLabel,
   RunnerAdminResponse,
@@ -464,14 +466,14 @@ const defaultRetryDelay = () => randomBetween(1_000, 5_000);
 
 /** The official runner retries configuration calls 3 times, 1–5 s apart, except on 404. */
 async function restSend(opts: RegisterOptions, call: Omit<HttpCall, "timeoutMs">) {
-  return withRetries(
+  return retry(
     async () => {
       const full: HttpCall = { ...call, timeoutMs: TIMEOUT_MS, signal: opts.signal };
       return ensureOk(full, await opts.http.send(full));
     },
     {
       attempts: 3,
-      delayMs: opts.retryDelayMs ?? defaultRetryDelay,
+      backoff: opts.retryDelayMs ?? defaultRetryDelay,
       retryable: isTransient,
       signal: opts.signal,
     },

@@ -3,9 +3,10 @@
 // the lock is shorter than two intervals; failures are retried with backoff until the lock has been
 // expired for a grace period, then the job is lost.
 import { setTimeout as sleep } from "node:timers/promises";
+import { randomBetween } from "../../lifecycle/backoff.js";
+import { retry } from "../../lifecycle/retry.js";
 import { JobGoneError, LockLostError } from "./errors.js";
 import type { JobChannel } from "./job-channel.js";
-import { randomBetween } from "./retry.js";
 
 export interface RenewTimings {
   readonly intervalMs: number;
@@ -42,15 +43,12 @@ export function nextRenewalInMs(lockedUntilMs: number, nowMs: number, intervalMs
 
 /** The renewal before the job is handed on; rejects with the last error when all attempts fail. */
 export async function firstRenewal(channel: JobChannel, t: RenewTimings, signal: AbortSignal): Promise<Date> {
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      return await channel.renew(signal);
-    } catch (err) {
-      signal.throwIfAborted();
-      if (err instanceof JobGoneError || attempt >= t.firstAttempts) throw err;
-      await sleep(randomBetween(...t.firstRetryMs), undefined, { signal });
-    }
-  }
+  return retry(() => channel.renew(signal), {
+    attempts: t.firstAttempts,
+    backoff: () => randomBetween(...t.firstRetryMs),
+    retryable: (err) => !(err instanceof JobGoneError),
+    signal,
+  });
 }
 
 export interface RenewLoop {

@@ -2,9 +2,10 @@
 // uploads to the signed blob URLs it hands out. All with the job's access token, none retried here.
 
 import { z } from "zod";
+import { redactUrl } from "../../telemetry/redact.js";
 import { GitHubApiError } from "./errors.js";
 import { apiError, type HttpCall, type HttpClient, readJson } from "./http.js";
-import { joinUrl, redactUrl } from "./urls.js";
+import { joinUrl } from "./urls.js";
 import { SignedLogUrl } from "./wire.js";
 
 const RECEIVER = "twirp/results.services.receiver.Receiver/";

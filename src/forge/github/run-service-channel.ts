@@ -2,15 +2,16 @@
 // step progress and logs through the Results service, live lines over the FeedStream WebSocket.
 // Step logs go up once the step has finished (one block, idempotent on retry). Step updates carry a
 // change order that also stays above those of a runner process that held the job before.
+
+import { retry } from "../../lifecycle/retry.js";
 import { type Logger, rootLogger } from "../../telemetry/log.js";
-import { JobGoneError } from "./errors.js";
+import { isTransient, JobGoneError } from "./errors.js";
 import { apiError, type HttpCall, type HttpClient, readJson } from "./http.js";
 import type { ChannelTimings, JobChannel } from "./job-channel.js";
 import type { JobReport, ReportIssue, ReportRecord } from "./job-report.js";
 import { hasLogHere, toTaskResult } from "./job-report.js";
 import { LiveFeed } from "./live-feed.js";
 import { ResultsClient, type ResultsStep } from "./results.js";
-import { withRetries } from "./retry.js";
 import type { GitHubJob } from "./to-job-request.js";
 import { joinUrl } from "./urls.js";
 import {
@@ -220,9 +221,10 @@ export class RunServiceChannel implements JobChannel {
   }
 
   #retry<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
-    return withRetries(fn, {
+    return retry(fn, {
       attempts: this.#o.timings.uploadAttempts,
-      delayMs: (n) => this.#o.timings.uploadRetryMs * n,
+      backoff: (n) => this.#o.timings.uploadRetryMs * n,
+      retryable: isTransient,
       signal,
     });
   }

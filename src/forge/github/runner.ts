@@ -1,66 +1,35 @@
 // The github-runner role as a Service: one registration, its message session (broker on github.com,
-// classic queue on GHES), a capacity-gated poll loop that acquires jobs and hands them to HeldJobs,
-// and the bus subscription that brings their JobEvents back. It never holds a job it cannot start.
-import { setTimeout as sleep } from "node:timers/promises";
+// classic queue on GHES), the capacity-gated poll (poller.ts) that acquires jobs, and one
+// JobReporter per job, held in the shared skeleton (../held-jobs.ts) that brings their JobEvents back.
+// It never holds a job it cannot start. Stopping takes no new jobs but polls on while jobs are held
+// (GitHub sends their cancellations as messages), lets them finish until the deadline, then cancels
+// them and still completes them on GitHub.
 import { deferred, type Service, type ServiceStatus } from "../../lifecycle/service.js";
 import type { Slot } from "../../lifecycle/slots.js";
-import type { JobBus, Subscription } from "../../queue/bus.js";
+import { toError } from "../../lifecycle/to-error.js";
+import type { JobBus } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
-import { type Intervals, nextDelayMs, OUTAGE_RETRY_MAX_MS } from "../backoff.js";
-import type { InFlightFile } from "../in-flight-file.js";
+import { HeldJobs } from "../held-jobs.js";
 import { LogMasker } from "../log-masker.js";
-import { OrphanJobs } from "../orphan-jobs.js";
 import { warnUnservedLabels } from "../unserved-labels.js";
-import { RunnerTokens, sendAuthed } from "./auth.js";
+import { RunnerTokens } from "./auth.js";
 import { ClassicChannel } from "./classic-channel.js";
 import { describeRunner, oauthCredentials, type Registration, usesBroker } from "./credentials.js";
-import {
-  asError,
-  GitHubApiError,
-  RegistrationLostError,
-  RunnerVersionDeprecatedError,
-  SessionConflictError,
-} from "./errors.js";
-import { HeldJob, type HeldJobTimings } from "./held-job.js";
-import { completeLostJob, type HeldJobRecord, heldJobRecord, heldJobsFile, jobOfRecord } from "./held-jobs.js";
-import { apiError, type HttpCall, HttpClient } from "./http.js";
+import { RegistrationLostError, RunnerVersionDeprecatedError } from "./errors.js";
+import { HttpClient } from "./http.js";
+import { completeLostJob, type InFlightJob, inFlightJob, inFlightJobsFile, jobOfInFlight } from "./in-flight-jobs.js";
 import { DEFAULT_CHANNEL_TIMINGS, type JobChannel } from "./job-channel.js";
 import { Locations } from "./locations.js";
+import { type CapacityGate, Poller, type PollerState, type PollTimings } from "./poller.js";
 import { osDescription } from "./registration.js";
 import { DEFAULT_RENEW_TIMINGS } from "./renewer.js";
+import { JobReporter, type JobReporterTimings } from "./reporter.js";
 import { RunServiceChannel } from "./run-service-channel.js";
-import {
-  BrokerSession,
-  ClassicSession,
-  type MessageSource,
-  type ReceivedMessage,
-  type RunnerStatus,
-  SessionExpiredError,
-  type SessionIdentity,
-} from "./session.js";
+import { BrokerSession, ClassicSession, type MessageSource, type SessionIdentity } from "./session.js";
 import { describeJob, type GitHubJob, type JobFlow, toJobRequest } from "./to-job-request.js";
-import { joinUrl, redactUrl } from "./urls.js";
-import { AgentJobRequestMessage, BrokerMigrationMessage, JobCancelMessage, RunnerJobRequestRef } from "./wire.js";
+import type { AgentJobRequestMessage } from "./wire.js";
 
-/** Where capacity comes from: the runner's own slot pool now, the fleet's free VMs for its label later. */
-export interface CapacityGate {
-  /** Waits for capacity; rejects with the signal's reason when it aborts first. */
-  acquire(signal: AbortSignal): Promise<Slot>;
-  /** Capacity now, or undefined. */
-  tryAcquire(): Slot | undefined;
-}
-
-export interface GitHubRunnerTimings extends HeldJobTimings {
-  /**
-   * Backoff after failed polls. The official runner waits 15–30 s, then 30–60 s; capped at 10 s
-   * here so that a GitHub that is back is polled again, and queued jobs start, within seconds.
-   */
-  readonly pollErrors: Intervals;
-  /** Backoff after an acquire GitHub refused with 404/409/422. */
-  readonly acquireThrottle: Intervals;
-  /** Retry interval and give-up time while another process holds the session (official: 30 s, 4 min). */
-  readonly sessionConflictRetryMs: number;
-  readonly sessionConflictGiveUpMs: number;
+export interface GitHubRunnerTimings extends JobReporterTimings, PollTimings {
   /** Client timeout of one long poll; GitHub holds it ~50 s. */
   readonly pollTimeoutMs: number;
 }
@@ -73,7 +42,7 @@ export const DEFAULT_TIMINGS: GitHubRunnerTimings = {
   finalFlushMs: 120_000,
   completeRetry: { baseMs: 5_000, maxMs: 30_000 },
   orchestratorSilenceMs: 50_000,
-  pollErrors: { baseMs: 5_000, maxMs: OUTAGE_RETRY_MAX_MS },
+  pollErrors: { baseMs: 5_000, maxMs: 10_000 },
   acquireThrottle: { baseMs: 2_000, maxMs: 60_000 },
   sessionConflictRetryMs: 30_000,
   sessionConflictGiveUpMs: 4 * 60_000,
@@ -98,6 +67,7 @@ export interface GitHubRunnerOptions {
    * this one dies mid-job. Default: none.
    */
   readonly inFlightFile?: string;
+  readonly onPollerState?: (s: PollerState) => void;
 }
 
 export function platformLabels(): { os: string; arch: string } {
@@ -124,28 +94,21 @@ export class GitHubRunner implements Service {
   readonly #o: GitHubRunnerOptions;
   readonly #t: GitHubRunnerTimings;
   readonly #log: Logger;
-  readonly #orphans: OrphanJobs;
-  readonly #heldJobs: InFlightFile<HeldJobRecord> | undefined;
+  readonly #held: HeldJobs<JobReporter, InFlightJob>;
   readonly #http: HttpClient;
   readonly #identity: SessionIdentity;
   readonly #tokens: RunnerTokens;
   readonly #brokerTokens: RunnerTokens;
   #source!: MessageSource;
-  readonly #held = new Map<string, HeldJob>();
+  #poller: Poller | undefined;
+  /** Aborts when the runner takes no more work: polling, and ending what a previous process left. */
   readonly #polling = new AbortController();
   readonly #done = deferred<Error | undefined>();
-  #currentPoll: AbortController | undefined;
-  #events: Subscription | undefined;
   #started = false;
   #stopping = false;
-  #jobsTaken = 0;
   /** How an ephemeral (or JIT) registration was used up; GitHub does not give it another job. */
   #ephemeralEnd: EphemeralEnd | undefined;
-  /** Completing the jobs a previous process left; awaited before the runner counts as stopped. */
-  #leftovers: Promise<void> = Promise.resolve();
   #locations: Locations | undefined;
-  /** Calls to GitHub failing since, with the latest error (for status()); undefined while they work. */
-  #outage: { readonly what: string; readonly since: number; readonly error: Error } | undefined;
   /** Set once `done` settled: how the runner ended. */
   #ended: { readonly error: Error | undefined } | undefined;
 
@@ -160,8 +123,12 @@ export class GitHubRunner implements Service {
     const reg = opts.registration;
     this.replyTo = replyToFor(reg);
     this.#log = opts.log.child({ forge: "github", runner: describeRunner(reg) });
-    this.#orphans = new OrphanJobs(opts.bus, this.#log);
-    this.#heldJobs = opts.inFlightFile ? heldJobsFile(opts.inFlightFile, this.#log) : undefined;
+    this.#held = new HeldJobs({
+      bus: opts.bus,
+      log: this.#log,
+      inFlight: opts.inFlightFile ? inFlightJobsFile(opts.inFlightFile, this.#log) : undefined,
+      jobIdOf: (job) => job.contractId,
+    });
     const { os, arch } = platformLabels();
     this.#http = new HttpClient({
       userAgent: `GitHubActionsRunner-${os.toLowerCase()}-${arch.toLowerCase()}/${opts.runnerVersion} gnomon/${opts.gnomonVersion}`,
@@ -208,6 +175,34 @@ export class GitHubRunner implements Service {
         });
   }
 
+  #createPoller(): Poller {
+    return new Poller({
+      source: this.#source,
+      capacity: this.#o.capacity,
+      timings: this.#t,
+      http: this.#http,
+      brokerTokens: this.#brokerTokens,
+      runnerOS: this.#identity.os,
+      ephemeral: this.#o.registration.settings.ephemeral,
+      holding: () => this.#held.size,
+      handOff: (message, flow, slot) => this.#handOff(message, flow, slot),
+      cancel: (githubJobId, timeoutMs) => {
+        const reporter = this.#held.reporters().find((r) => r.job.jobId === githubJobId);
+        if (reporter) reporter.cancelFromGitHub(timeoutMs);
+        else this.#log.debug({ jobId: githubJobId }, "cancellation for a job this runner does not hold");
+      },
+      invalidateTokens: () => {
+        this.#tokens.invalidate();
+        this.#brokerTokens.invalidate();
+      },
+      onJobLost: () => {
+        this.#ephemeralEnd = "job-lost";
+      },
+      log: this.#log,
+      onState: this.#o.onPollerState,
+    });
+  }
+
   get done(): Promise<Error | undefined> {
     return this.#done.promise;
   }
@@ -223,17 +218,13 @@ export class GitHubRunner implements Service {
     }
     if (this.#stopping) return { state: "stopping", detail: `taking no jobs; ${jobs} still running` };
     if (!this.#started) return { state: "starting", detail: `opening the message session of ${describeRunner(reg)}` };
-    const outage = this.#outage;
+    const outage = this.#poller?.outage;
     if (outage)
       return {
         state: "degraded",
         detail: `${outage.what} at ${where} fails since ${new Date(outage.since).toISOString()}: ${outage.error.message}`,
       };
     return { state: "ready", detail: `${describeRunner(reg)} listening for jobs at ${where}; ${jobs} running` };
-  }
-
-  #failing(what: string, err: unknown): void {
-    this.#outage = { what, since: this.#outage?.since ?? Date.now(), error: asError(err) };
   }
 
   /** Jobs held right now. */
@@ -249,11 +240,6 @@ export class GitHubRunner implements Service {
   /** How the ephemeral registration was used up: its one job ran, or GitHub gave it to another runner. */
   get ephemeralEnd(): EphemeralEnd | undefined {
     return this.#ephemeralEnd;
-  }
-
-  /** An ephemeral registration that has been handed its one job: GitHub deletes it once that job ends. */
-  #usedEphemeral(): boolean {
-    return this.#o.registration.settings.ephemeral && (this.#jobsTaken > 0 || this.#ephemeralEnd !== undefined);
   }
 
   /** The token exchanges made so far (each one a fresh JWT assertion). */
@@ -273,41 +259,39 @@ export class GitHubRunner implements Service {
     if (!usesBroker(reg)) {
       this.#locations = await Locations.discover(this.#http, reg.settings.serverUrl, this.#polling.signal).catch(
         (err) => {
-          this.#log.warn({ err: asError(err) }, "could not read the Actions service locations; using the known routes");
+          this.#log.warn({ err: toError(err) }, "could not read the Actions service locations; using the known routes");
           return Locations.fallback(reg.settings.serverUrl);
         },
       );
     }
-    const leftovers = (await this.#heldJobs?.leftovers()) ?? [];
+    const leftovers = await this.#held.leftovers();
     this.#source = this.#createSource();
     // A registration that is gone or a refused version should stop `run` at once, with its sentence.
-    const first = await this.#openSession().catch((err: unknown) => asError(err));
+    const first = await this.#source.open(this.#polling.signal).catch((err: unknown) => toError(err));
     if (first instanceof RegistrationLostError || first instanceof RunnerVersionDeprecatedError) {
       this.#done.resolve(first);
       throw first;
     }
-    if (first) this.#failing("opening the message session", first);
-    this.#events = await this.#o.bus.consumeEvents(this.replyTo, (d) => {
-      const job = this.#held.get(d.event.jobId);
-      if (job) job.onEvent(d);
-      else {
-        // A job this process does not hold: the process that took it died. Stop it in its VM.
-        this.#orphans.onEvent(d.event);
-        void d.ack().catch(() => {});
-      }
-    });
+    await this.#held.listen(this.replyTo);
     this.#log.info(
       { flow: usesBroker(reg) ? "broker" : "classic", labels: reg.settings.labels },
       first ? "github runner started; the session will be retried" : "github runner listening for jobs",
     );
     await warnUnservedLabels(this.#o.bus, this.queues, this.#log);
-    if (leftovers.length > 0) this.#leftovers = this.#endLeftovers(leftovers);
-    void this.#pollLoop(first === undefined).then(
+    if (leftovers.length > 0) void this.#endLeftovers(leftovers);
+    this.#poller = this.#createPoller();
+    if (first !== undefined) this.#poller.sessionFailed(first);
+    if (this.#stopping) this.#poller.drain(); // stopped while starting
+    void this.#poller.run(this.#polling.signal, first === undefined).then(
       () => this.#finish(undefined),
-      (err: unknown) => this.#finish(asError(err)),
+      (err: unknown) => this.#finish(toError(err)),
     );
   }
 
+  /**
+   * The two-phase stop: no new job at once, but the poll goes on while jobs are held (it brings
+   * their cancellations); when the deadline aborts, the jobs still held are cancelled and completed.
+   */
   async stop(deadline: AbortSignal): Promise<void> {
     if (!this.#started) {
       this.#done.resolve(undefined);
@@ -316,288 +300,24 @@ export class GitHubRunner implements Service {
     if (!this.#stopping) {
       this.#stopping = true;
       this.#log.info({ held: this.#held.size }, "github runner stopping: taking no new jobs");
-      if (this.#held.size === 0) this.#polling.abort();
-      const onDeadline = () => {
-        for (const job of this.#held.values()) job.shutdown("the gnomon runner was stopped before the job finished");
-      };
-      if (deadline.aborted) onDeadline();
-      else deadline.addEventListener("abort", onDeadline, { once: true });
+      this.#poller?.drain();
+      void this.#held.drain(deadline, "the gnomon runner was stopped before the job finished");
     }
     await this.#done.promise;
   }
 
   async #finish(err: Error | undefined): Promise<void> {
     this.#polling.abort();
-    await Promise.all([...this.#held.values()].map((j) => j.run()));
-    await this.#leftovers;
-    await this.#heldJobs?.settled();
+    await this.#held.settled();
     const close = AbortSignal.timeout(30_000);
     await this.#source.close(close).catch((e: unknown) => {
       // An ephemeral runner's registration may already be gone (spec 5.5).
-      if (!this.#o.registration.settings.ephemeral) this.#log.warn({ err: asError(e) }, "could not close the session");
+      if (!this.#o.registration.settings.ephemeral) this.#log.warn({ err: toError(e) }, "could not close the session");
     });
-    await this.#events?.cancel().catch(() => {});
+    await this.#held.close();
     if (err) this.#log.error({ err }, "github runner stopped");
     else this.#log.info("github runner stopped");
     this.#done.resolve(err);
-  }
-
-  async #openSession(): Promise<void> {
-    await this.#source.open(this.#polling.signal);
-  }
-
-  /** Opens the session, riding out conflicts (another process's stale session) for a while. */
-  async #ensureSession(): Promise<void> {
-    const conflictSince = this.#now();
-    let streak = 0;
-    for (;;) {
-      try {
-        await this.#openSession();
-        this.#outage = undefined;
-        this.#log.info({ sessionId: this.#source.sessionId }, "message session opened");
-        return;
-      } catch (err) {
-        this.#polling.signal.throwIfAborted();
-        if (err instanceof RegistrationLostError || err instanceof RunnerVersionDeprecatedError) throw err;
-        if (err instanceof SessionConflictError) {
-          if (this.#now() - conflictSince > this.#t.sessionConflictGiveUpMs) throw err;
-          this.#log.warn("another session is open for this runner; retrying");
-          await sleep(this.#t.sessionConflictRetryMs, undefined, { signal: this.#polling.signal });
-          continue;
-        }
-        streak += 1;
-        this.#failing("opening the message session", err);
-        if (streak === 1) this.#log.warn({ err: asError(err) }, "could not open the message session; retrying");
-        await sleep(nextDelayMs(this.#t.pollErrors, streak), undefined, { signal: this.#polling.signal });
-      }
-    }
-  }
-
-  #now(): number {
-    return Date.now();
-  }
-
-  /** True while the loop should go on: not stopped, or stopping with jobs still held (cancellations may come). */
-  #keepPolling(): boolean {
-    if (this.#polling.signal.aborted) return false;
-    if (this.#ephemeralEnd !== undefined) return false;
-    if (this.#stopping && this.#held.size === 0) return false;
-    return true;
-  }
-
-  async #pollLoop(sessionOpen: boolean): Promise<void> {
-    let open = sessionOpen;
-    let streak = 0;
-    let acquireStreak = 0;
-    try {
-      while (this.#keepPolling()) {
-        if (!open) {
-          await this.#ensureSession();
-          open = true;
-        }
-        const status: RunnerStatus = this.#held.size > 0 ? "Busy" : "Online";
-        let slot: Slot | undefined;
-        if (status === "Online") {
-          if (this.#stopping || this.#usedEphemeral()) break;
-          slot = await this.#o.capacity.acquire(this.#polling.signal);
-        }
-        const poll = new AbortController();
-        this.#currentPoll = poll;
-        const signal = AbortSignal.any([this.#polling.signal, poll.signal]);
-        let msg: ReceivedMessage | undefined;
-        try {
-          msg = await this.#source.poll(status, signal);
-        } catch (err) {
-          slot?.release();
-          if (this.#polling.signal.aborted) break;
-          if (poll.signal.aborted) continue; // status changed: poll again with the new one
-          if (err instanceof SessionExpiredError) {
-            this.#log.info("the message session expired; opening a new one");
-            open = false;
-            continue;
-          }
-          if (err instanceof RegistrationLostError || err instanceof RunnerVersionDeprecatedError) throw err;
-          if (err instanceof SessionConflictError) {
-            open = false;
-            continue;
-          }
-          streak += 1;
-          this.#failing("polling for jobs", err);
-          if (streak === 1)
-            this.#log.warn({ err: asError(err) }, "polling GitHub for jobs failed; retrying with backoff");
-          await sleep(nextDelayMs(this.#t.pollErrors, streak), undefined, { signal: this.#polling.signal }).catch(
-            () => {},
-          );
-          continue;
-        } finally {
-          this.#currentPoll = undefined;
-        }
-        if (streak > 0) this.#log.info("polling GitHub works again");
-        streak = 0;
-        this.#outage = undefined;
-        if (!msg) {
-          slot?.release();
-          continue;
-        }
-        const outcome = await this.#handle(msg, status, slot);
-        if (outcome === "throttle") {
-          acquireStreak += 1;
-          await sleep(nextDelayMs(this.#t.acquireThrottle, acquireStreak), undefined, {
-            signal: this.#polling.signal,
-          }).catch(() => {});
-        } else if (outcome === "job") acquireStreak = 0;
-        else if (outcome === "shutdown") break;
-      }
-    } catch (err) {
-      if (err instanceof RegistrationLostError && this.#usedEphemeral()) {
-        // GitHub deletes an ephemeral registration when its job completes, and may answer a poll
-        // with that before this process has seen the completion's answer: the expected end, not a
-        // lost registration. A job still held completes with its own token.
-        this.#log.info(
-          { held: this.#held.size },
-          "github removed the ephemeral registration after its job; no more polling",
-        );
-        return;
-      }
-      if (this.#polling.signal.aborted && !(err instanceof RegistrationLostError)) return;
-      throw err;
-    }
-  }
-
-  /** Handles one message; the slot (if any) is consumed by a started job or released. */
-  async #handle(
-    msg: ReceivedMessage,
-    status: RunnerStatus,
-    slot: Slot | undefined,
-  ): Promise<"job" | "throttle" | "shutdown" | "other"> {
-    const type = msg.messageType.toLowerCase();
-    let keepMessage = false;
-    let consumed = false;
-    try {
-      switch (type) {
-        case "runnerjobrequest":
-        case "pipelineagentjobrequest": {
-          const canTake = !this.#stopping && !this.#usedEphemeral();
-          const take = canTake ? (slot ?? this.#o.capacity.tryAcquire()) : undefined;
-          if (!take) {
-            // Leave the job to GitHub, which gives it to another runner (official: the message is not deleted).
-            keepMessage = true;
-            this.#log.info("a job arrived while this runner has no free capacity; leaving it to GitHub");
-            return "other";
-          }
-          const result =
-            type === "runnerjobrequest" ? await this.#acquireJob(msg, status) : parseJobMessage(msg.body, "classic");
-          if (result === "gone" && this.#o.registration.settings.ephemeral) {
-            // GitHub used the registration up with this assignment (actions/runner#4617): it never
-            // gives this runner another job, so polling on would only keep a runner nobody can use.
-            if (take !== slot) take.release();
-            this.#ephemeralEnd = "job-lost";
-            this.#log.warn(
-              "github gave this ephemeral runner's one job to another runner or dropped it; the registration is used up, so the runner ends",
-            );
-            return "shutdown";
-          }
-          if (result === "skip" || result === "gone") {
-            if (take !== slot) take.release();
-            return "throttle";
-          }
-          if (!result.ok) {
-            if (take !== slot) take.release();
-            this.#log.error({ reason: result.reason }, "could not read a job message from GitHub; skipping it");
-            return "other";
-          }
-          consumed = true;
-          if (take !== slot) slot?.release();
-          this.#startJob(result.message, result.flow, take);
-          return "job";
-        }
-        case "jobcancellation": {
-          const parsed = JobCancelMessage.safeParse(safeJson(msg.body));
-          if (!parsed.success) return "other";
-          const id = parsed.data.jobId.toLowerCase();
-          const job = [...this.#held.values()].find((j) => j.job.jobId === id);
-          if (job) job.cancelFromGitHub(parsed.data.timeout ?? undefined);
-          else this.#log.debug({ jobId: id }, "cancellation for a job this runner does not hold");
-          return "other";
-        }
-        case "brokermigration": {
-          keepMessage = true; // replaced by what the broker returns (spec 5.4)
-          const parsed = BrokerMigrationMessage.safeParse(safeJson(msg.body));
-          if (!parsed.success || !this.#source.pollBroker) return "other";
-          const next = await this.#source.pollBroker(parsed.data.brokerBaseUrl, status, this.#polling.signal);
-          if (!next || next.messageType.toLowerCase() === "brokermigration") return "other";
-          consumed = true;
-          return await this.#handle(next, status, slot);
-        }
-        case "forcetokenrefresh":
-          this.#tokens.invalidate();
-          this.#brokerTokens.invalidate();
-          return "other";
-        case "runnershutdown":
-          keepMessage = true;
-          this.#log.info("github asked this runner to shut down");
-          return "shutdown";
-        case "agentrefresh":
-        case "runnerrefresh":
-          this.#log.info(
-            "github offered a runner update; gnomon does not update itself, so keep github.runnerVersion current instead",
-          );
-          return "other";
-        default:
-          this.#log.debug({ messageType: msg.messageType }, "ignoring a message type gnomon does not handle");
-          return "other";
-      }
-    } finally {
-      if (!consumed) slot?.release();
-      if (!keepMessage)
-        await this.#source.done(msg, AbortSignal.timeout(30_000)).catch((err: unknown) => {
-          this.#log.warn({ err: asError(err) }, "could not delete a handled message");
-        });
-    }
-  }
-
-  /** The job message, "gone" when GitHub says the assignment is no longer this runner's (404/409), or "skip". */
-  async #acquireJob(msg: ReceivedMessage, status: RunnerStatus): Promise<ParsedJob | "gone" | "skip"> {
-    const ref = RunnerJobRequestRef.safeParse(safeJson(msg.body));
-    if (!ref.success) return { ok: false, reason: "the job reference is not readable" };
-    const r = ref.data;
-    if (r.should_acknowledge) {
-      try {
-        await this.#source.acknowledge(r.runner_request_id, status, this.#polling.signal);
-      } catch (err) {
-        this.#log.debug({ err: asError(err) }, "best-effort acknowledge of the job request failed");
-      }
-    }
-    if (!r.run_service_url)
-      return {
-        ok: false,
-        reason: "the job reference names no run service (an early GitHub rollout stage gnomon does not support)",
-      };
-    const call: HttpCall = {
-      what: "acquire the job",
-      method: "POST",
-      url: joinUrl(r.run_service_url, "acquirejob"),
-      json: {
-        jobMessageId: r.runner_request_id,
-        runnerOS: this.#identity.os,
-        ...(r.billing_owner_id ? { billingOwnerId: r.billing_owner_id } : {}),
-      },
-      timeoutMs: 60_000,
-      signal: this.#polling.signal,
-    };
-    try {
-      const res = await sendAuthed(this.#http, this.#brokerTokens, call);
-      if (res.status === 404 || res.status === 409 || res.status === 422) {
-        this.#log.debug({ status: res.status, url: redactUrl(res.url) }, "job already taken or gone; skipping it");
-        return res.status === 422 ? "skip" : "gone";
-      }
-      if (res.status < 200 || res.status > 299) throw apiError(call.what, res);
-      return parseJobMessage(res.text, "run-service");
-    } catch (err) {
-      if (err instanceof GitHubApiError || !this.#polling.signal.aborted)
-        this.#log.warn({ err: asError(err) }, "could not acquire a job; skipping it");
-      return "skip";
-    }
   }
 
   #channelFor(job: GitHubJob): JobChannel {
@@ -620,47 +340,41 @@ export class GitHubRunner implements Service {
   }
 
   /**
-   * Completes the jobs a previous process held when it stopped, and stops them in their VMs. Each
-   * stays in the file until it is dealt with, so a job this process could not finish in time (it
-   * was stopped too) is still there for the next one.
+   * Completes the jobs a previous process held when it stopped, and stops them in their VMs. A job
+   * this process could not finish in time (it was stopped too) stays on disk for the next one.
    */
-  async #endLeftovers(leftovers: readonly HeldJobRecord[]): Promise<void> {
-    for (const record of leftovers) void this.#heldJobs?.add(record);
-    await Promise.all(
-      leftovers.map(async (record) => {
-        const job = jobOfRecord(record);
-        this.#orphans.stop(job.contractId);
-        const result = await completeLostJob(record, {
-          channel: this.#channelFor(job),
-          signal: this.#polling.signal,
-          log: this.#log,
-          timings: this.#t,
-        });
-        if (result !== "aborted") await this.#heldJobs?.remove(record.contractId);
-      }),
-    );
+  #endLeftovers(leftovers: readonly InFlightJob[]): Promise<void> {
+    return this.#held.endLeftovers(leftovers, async (entry) => {
+      const job = jobOfInFlight(entry);
+      const result = await completeLostJob(entry, {
+        channel: this.#channelFor(job),
+        signal: this.#polling.signal,
+        log: this.#log,
+        timings: this.#t,
+      });
+      return result === "aborted" ? "kept" : "ended";
+    });
   }
 
-  #startJob(message: AgentJobRequestMessage, flow: JobFlow, slot: Slot): void {
+  /** Starts reporting a job the poller acquired; false when it cannot be reported (the slot is released). */
+  #handOff(message: AgentJobRequestMessage, flow: JobFlow, slot: Slot): boolean {
     const described = describeJob(message, flow);
     if (!described.ok) {
       this.#log.error({ reason: described.reason }, "cannot report on this job; leaving it to GitHub");
       slot.release();
-      return;
+      return false;
     }
     const job = described.job;
     const reg = this.#o.registration;
     const log = this.#log.child({ jobId: job.contractId, githubJobId: job.jobId, label: reg.settings.labels[0] });
-    const masker = new LogMasker(job.maskValues, job.maskPatterns);
-    const channel = this.#channelFor(job);
-    const held = new HeldJob({
+    const reporter = new JobReporter({
       job,
-      channel,
+      channel: this.#channelFor(job),
       bus: this.#o.bus,
-      masker,
+      masker: new LogMasker(job.maskValues, job.maskPatterns),
       log,
       timings: this.#t,
-      onProgress: (progress) => void this.#heldJobs?.add(heldJobRecord(job, progress)),
+      onProgress: (progress) => this.#held.remember(inFlightJob(job, progress)),
       toRequest: () =>
         toJobRequest(message, job, {
           instance: reg.settings.gitHubUrl || reg.settings.serverUrlV2 || reg.settings.serverUrl,
@@ -671,53 +385,34 @@ export class GitHubRunner implements Service {
           now: new Date().toISOString(),
         }),
     });
-    this.#held.set(held.id, held);
-    void this.#heldJobs?.add(heldJobRecord(job));
-    this.#jobsTaken += 1;
-    log.info({ flow, name: job.displayName }, "github job acquired");
-    void held.run().then((end) => {
-      this.#held.delete(held.id);
-      this.#orphans.ended(held.id, held.cancelReason);
-      const outcome = held.report.outcome;
-      if (end === "cut-short" && outcome) {
+    this.#held.hold(reporter, {
+      entry: inFlightJob(job),
+      slot,
+      keep: (end) => {
+        const outcome = reporter.report.outcome;
+        if (end !== "cut-short" || !outcome) return undefined;
         // The lock still holds: the next process completes the job with the result it had.
-        const { result, outputs, reason } = outcome;
-        void this.#heldJobs?.add(heldJobRecord(job, held.report.progress(), { result, outputs, reason }));
         log.warn("the runner stopped before GitHub accepted the job's completion; the next start completes it");
-      } else void this.#heldJobs?.remove(held.id);
-      slot.release();
-      log.info({ result: outcome?.result, end }, "github job done");
-      if (reg.settings.ephemeral) {
-        this.#ephemeralEnd = "job-done";
-        this.#polling.abort();
-      } else if (this.#stopping && this.#held.size === 0) this.#polling.abort();
-      // Poll again at once with the new status, so GitHub learns the runner is free.
-      this.#currentPoll?.abort();
+        const { result, outputs, reason } = outcome;
+        return inFlightJob(job, reporter.report.progress(), { result, outputs, reason });
+      },
+      ended: (end) => {
+        log.info({ result: reporter.report.outcome?.result, end }, "github job done");
+        if (reg.settings.ephemeral) {
+          this.#ephemeralEnd = "job-done";
+          this.#polling.abort();
+        }
+        // Poll again at once with the new status, so GitHub learns the runner is free (a drain ends here).
+        else this.#poller?.lookAgain();
+      },
     });
+    log.info({ flow, name: job.displayName }, "github job acquired");
+    return true;
   }
 }
-
-type ParsedJob = { ok: true; message: AgentJobRequestMessage; flow: JobFlow } | { ok: false; reason: string };
 
 /** job-done: the runner's one job ran; job-lost: GitHub gave it to another runner (or dropped it) first. */
 export type EphemeralEnd = "job-done" | "job-lost";
-
-function parseJobMessage(body: string, flow: JobFlow): ParsedJob {
-  const parsed = AgentJobRequestMessage.safeParse(safeJson(body));
-  if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    return { ok: false, reason: `${i?.path.join(".") || "(root)"}: ${i?.message}` };
-  }
-  return { ok: true, message: parsed.data, flow };
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text.replace(/^\uFEFF/, ""));
-  } catch {
-    return undefined;
-  }
-}
 
 export function createGitHubRunner(opts: GitHubRunnerOptions): GitHubRunner {
   return new GitHubRunner(opts);

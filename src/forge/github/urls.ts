@@ -65,13 +65,3 @@ export function parseGitHubUrl(text: string): GitHubScope {
 export function joinUrl(base: string, relative: string): URL {
   return new URL(relative, base.endsWith("/") ? base : `${base}/`);
 }
-
-/** The URL without query and fragment, for messages and logs (SAS URLs carry signatures). */
-export function redactUrl(url: string | URL): string {
-  try {
-    const u = new URL(url);
-    return `${u.origin}${u.pathname}`;
-  } catch {
-    return String(url).split("?")[0] ?? "";
-  }
-}

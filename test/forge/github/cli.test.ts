@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { startFakeGitHub } from "../../fakes/github-server.js";
-import { runGnomon } from "../../support/cli.js";
+import { githubRegisterArgs, registerGitHubWithCli, runGnomon } from "../../support/cli.js";
 import { deleteTopology, leftovers, RABBIT_URL, testPrefix } from "../../support/rabbit.js";
 
 // Never the production prefix ("gnomon"): the broker is shared with other tests and installations.
@@ -47,21 +47,7 @@ describe("gnomon github (bundled CLI)", () => {
   it("registers with the v2 flow, refuses a second registration into the same directory, and removes it", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2" });
     const dir = dirFor();
-    const reg = await runGnomon([
-      "github",
-      "register",
-      "--url",
-      fake.repoUrl,
-      "--token",
-      fake.registrationToken(),
-      "--name",
-      "gnomon-cli",
-      "--labels",
-      "debian-12,fast",
-      "--credentials-dir",
-      dir,
-    ]);
-    assert.equal(reg.code, 0, reg.stderr);
+    const reg = await registerGitHubWithCli(fake, { name: "gnomon-cli", labels: "debian-12,fast", dir });
     const [runner] = fake.runners();
     assert.ok(runner);
     assert.equal(
@@ -72,18 +58,9 @@ describe("gnomon github (bundled CLI)", () => {
     for (const f of [".runner", ".credentials", ".credentials_rsaparams"])
       assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600, `${f} is 0600`);
 
-    const again = await runGnomon([
-      "github",
-      "register",
-      "--url",
-      fake.repoUrl,
-      "--token",
-      fake.registrationToken(),
-      "--labels",
-      "debian-12",
-      "--credentials-dir",
-      dir,
-    ]);
+    const again = await runGnomon(
+      githubRegisterArgs({ url: fake.repoUrl, token: fake.registrationToken(), labels: "debian-12", dir }),
+    );
     assert.equal(again.code, 2);
     assert.match(
       again.stderr,
@@ -99,41 +76,19 @@ describe("gnomon github (bundled CLI)", () => {
 
   it("registers with the classic flow and advertises the configured runner version", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "classic" });
-    const dir = dirFor();
-    const reg = await runGnomon(
-      [
-        "github",
-        "register",
-        "--url",
-        fake.repoUrl,
-        "--token",
-        fake.registrationToken(),
-        "--labels",
-        "omnios",
-        "--credentials-dir",
-        dir,
-      ],
-      { env: { GNOMON_GITHUB_RUNNER_VERSION: "2.331.5" } },
-    );
-    assert.equal(reg.code, 0, reg.stderr);
+    const reg = await registerGitHubWithCli(fake, {
+      labels: "omnios",
+      env: { GNOMON_GITHUB_RUNNER_VERSION: "2.331.5" },
+    });
     assert.match(reg.stdout, /\(classic flow, group Default, labels self-hosted,omnios\)/);
     assert.equal(fake.runners()[0]?.version, "2.331.5");
   });
 
   it("explains a rejected token and exits 2, like forgejo register", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2" });
-    const r = await runGnomon([
-      "github",
-      "register",
-      "--url",
-      fake.repoUrl,
-      "--token",
-      "AEXPIRED",
-      "--labels",
-      "debian-12",
-      "--credentials-dir",
-      dirFor(),
-    ]);
+    const r = await runGnomon(
+      githubRegisterArgs({ url: fake.repoUrl, token: "AEXPIRED", labels: "debian-12", dir: dirFor() }),
+    );
     assert.equal(r.code, 2);
     assert.match(
       r.stderr,
@@ -142,31 +97,13 @@ describe("gnomon github (bundled CLI)", () => {
   });
 
   it("exits 2 for a missing --labels and for an endpoint that does not answer, naming what to fix", async () => {
-    const noLabels = await runGnomon([
-      "github",
-      "register",
-      "--url",
-      "https://github.com/o/r",
-      "--token",
-      "T",
-      "--credentials-dir",
-      dirFor(),
-    ]);
+    const noLabels = await runGnomon(githubRegisterArgs({ url: "https://github.com/o/r", token: "T", dir: dirFor() }));
     assert.equal(noLabels.code, 2, noLabels.stderr);
     assert.match(noLabels.stderr, /^gnomon github register: pass --labels with the runs-on label/);
     const port = await closedPort();
-    const dead = await runGnomon([
-      "github",
-      "register",
-      "--url",
-      `http://127.0.0.1:${port}/o/r`,
-      "--token",
-      "T",
-      "--labels",
-      "debian-12",
-      "--credentials-dir",
-      dirFor(),
-    ]);
+    const dead = await runGnomon(
+      githubRegisterArgs({ url: `http://127.0.0.1:${port}/o/r`, token: "T", labels: "debian-12", dir: dirFor() }),
+    );
     assert.equal(dead.code, 2, dead.stderr);
     assert.match(
       dead.stderr,
@@ -178,20 +115,7 @@ describe("gnomon github (bundled CLI)", () => {
 
   it("run stops at once with 'run gnomon github register again' when GitHub deleted the runner", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2" });
-    const dir = dirFor();
-    const reg = await runGnomon([
-      "github",
-      "register",
-      "--url",
-      fake.repoUrl,
-      "--token",
-      fake.registrationToken(),
-      "--labels",
-      "debian-12",
-      "--credentials-dir",
-      dir,
-    ]);
-    assert.equal(reg.code, 0, reg.stderr);
+    const { dir } = await registerGitHubWithCli(fake);
     fake.deleteRunner(fake.runners()[0]!.id);
     const run = await runGnomon(["github", "run", "--credentials-dir", dir], {
       env: runEnv(t),
@@ -202,21 +126,7 @@ describe("gnomon github (bundled CLI)", () => {
 
   it("run of an ephemeral runner whose one job went to another runner exits 0, says so and deletes the used-up registration", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 500 });
-    const dir = dirFor();
-    const reg = await runGnomon([
-      "github",
-      "register",
-      "--url",
-      fake.repoUrl,
-      "--token",
-      fake.registrationToken(),
-      "--labels",
-      "debian-12",
-      "--ephemeral",
-      "--credentials-dir",
-      dir,
-    ]);
-    assert.equal(reg.code, 0, reg.stderr);
+    const { dir } = await registerGitHubWithCli(fake, { ephemeral: true });
     fake.faults.acquireConflicts = 1; // another runner acquires the job GitHub assigned to this one
     fake.queueJob({ labels: ["debian-12"] });
     fake.queueJob({ labels: ["debian-12"] });
@@ -234,20 +144,7 @@ describe("gnomon github (bundled CLI)", () => {
 
   it("run says what to set when GitHub refuses the advertised version, and exits 2", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2", minRunnerVersion: "2.331.0" });
-    const dir = dirFor();
-    const reg = await runGnomon([
-      "github",
-      "register",
-      "--url",
-      fake.repoUrl,
-      "--token",
-      fake.registrationToken(),
-      "--labels",
-      "debian-12",
-      "--credentials-dir",
-      dir,
-    ]);
-    assert.equal(reg.code, 0, reg.stderr);
+    const { dir } = await registerGitHubWithCli(fake);
     const run = await runGnomon(["github", "run", "--credentials-dir", dir, "--runner-version", "2.330.0"], {
       env: runEnv(t),
     });
@@ -260,19 +157,7 @@ describe("gnomon github (bundled CLI)", () => {
 
   it("run without RabbitMQ points at amqpUrl and gnomon up", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2" });
-    const dir = dirFor();
-    await runGnomon([
-      "github",
-      "register",
-      "--url",
-      fake.repoUrl,
-      "--token",
-      fake.registrationToken(),
-      "--labels",
-      "debian-12",
-      "--credentials-dir",
-      dir,
-    ]);
+    const { dir } = await registerGitHubWithCli(fake);
     const run = await runGnomon(["github", "run", "--credentials-dir", dir]);
     assert.equal(run.code, 2);
     assert.match(run.stderr, /set amqpUrl \(AMQP_URL\), or run `gnomon up`/);

@@ -126,7 +126,6 @@ describe("github runner, broker flow, under faults", () => {
   it("leaves a job whose completion a stop cut short to the next process, which completes it with its own result", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
     const dir = await mkdtemp(join(tmpdir(), "gnomon-gh-cut-"));
-    t.after(() => rm(dir, { recursive: true, force: true }));
     const file = join(dir, "held.json");
     const a = await startRunner(t, fake, { labels: ["debian-12"], inFlightFile: file, timings: { finalFlushMs: 300 } });
     const job = fake.queueJob({ labels: ["debian-12"] });
@@ -144,6 +143,9 @@ describe("github runner, broker flow, under faults", () => {
 
     fake.faults.completeErrors = 0;
     await startRunner(t, fake, { registration: a.registration, inFlightFile: file });
+    // Removed after the runners are stopped (after-hooks run in the order they were added): a runner
+    // that holds a job writes its file until then.
+    t.after(() => rm(dir, { recursive: true, force: true }));
     await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed by the next process");
     const done = fake.job(job.jobId);
     assert.equal(done.conclusion, "canceled", "the result it had, not a crash's failure");
@@ -191,9 +193,12 @@ describe("github runner, broker flow, under faults", () => {
 
   it("continues the step updates of a job whose runner process died above that process's change order", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
-    const { a, left } = await diedHoldingAJob(t, fake, { progressOnDisk: false });
+    const { a, left, dir } = await diedHoldingAJob(t, fake, { progressOnDisk: false });
     const jobId = a.job;
     await startRunner(t, fake, { registration: a.registration, inFlightFile: left });
+    // Removed after the runners are stopped (after-hooks run in the order they were added): a runner
+    // that holds a job writes its file until then.
+    t.after(() => rm(dir, { recursive: true, force: true }));
     await fake.waitFor(() => fake.job(jobId).state === "completed", "the job completed by the successor");
     const done = fake.job(jobId);
     assert.deepEqual(
@@ -207,10 +212,13 @@ describe("github runner, broker flow, under faults", () => {
 
   it("ends a job whose runner process died with every step: finished ones as they ended, the running one failed, the rest skipped", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
-    const { a, left } = await diedHoldingAJob(t, fake, { progressOnDisk: true });
+    const { a, left, dir } = await diedHoldingAJob(t, fake, { progressOnDisk: true });
     const jobId = a.job;
     const [checkout, hello, build] = stepIds(fake, jobId);
     await startRunner(t, fake, { registration: a.registration, inFlightFile: left });
+    // Removed after the runners are stopped (after-hooks run in the order they were added): a runner
+    // that holds a job writes its file until then.
+    t.after(() => rm(dir, { recursive: true, force: true }));
     await fake.waitFor(() => fake.job(jobId).state === "completed", "the job completed by the successor");
     const done = fake.job(jobId);
     assert.equal(done.conclusion, "failed");
@@ -306,7 +314,8 @@ function logOf(step: number, lines: readonly string[]): JobEventBody {
 /**
  * A runner process that took a three-step job, finished its first step, was running the second and
  * then died: it cannot reach GitHub any more, and what its held-jobs file said is left for a
- * successor (`progressOnDisk`: once the file shows the running step). Returns that file.
+ * successor (`progressOnDisk`: once the file shows the running step). Returns that file, in `dir`
+ * (which the caller removes once its runners are stopped).
  */
 async function diedHoldingAJob(
   t: Parameters<typeof startRunner>[0],
@@ -315,9 +324,9 @@ async function diedHoldingAJob(
 ): Promise<{
   a: { job: string; registration: Awaited<ReturnType<typeof startRunner>>["registration"] };
   left: string;
+  dir: string;
 }> {
   const dir = await mkdtemp(join(tmpdir(), "gnomon-gh-died-"));
-  t.after(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, "held.json");
   let dead = false;
   const cut: typeof fetch = (input, init) =>
@@ -363,5 +372,5 @@ async function diedHoldingAJob(
   dead = true;
   const left = join(dir, "left.json");
   await copyFile(file, left);
-  return { a: { job: job.jobId, registration: a.registration }, left };
+  return { a: { job: job.jobId, registration: a.registration }, left, dir };
 }

@@ -310,7 +310,6 @@ describe("github runner, broker flow (github.com)", () => {
   it("completes at start, as failed and saying why, a job the previous process held when it died, and stops it", async (t) => {
     const fake = await startFakeGitHub(t, { flow: "v2", pollHoldMs: 300 });
     const dir = await mkdtemp(join(tmpdir(), "gnomon-gh-held-"));
-    t.after(() => rm(dir, { recursive: true, force: true }));
     const file = join(dir, "held.json");
     const a = await startRunner(t, fake, { labels: ["debian-12"], inFlightFile: file });
     const job = fake.queueJob({ labels: ["debian-12"], secrets: { MY_SECRET: SECRET } });
@@ -328,6 +327,9 @@ describe("github runner, broker flow (github.com)", () => {
     const left = join(dir, "left.json");
     await writeFile(left, onDisk);
     const b = await startRunner(t, fake, { registration: a.registration, inFlightFile: left });
+    // Removed after the runners are stopped (after-hooks run in the order they were added): a runner
+    // that holds a job writes its file until then.
+    t.after(() => rm(dir, { recursive: true, force: true }));
     await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed by the successor");
     assert.equal(fake.job(job.jobId).conclusion, "failed");
     const logs = [...fake.job(job.jobId).stepLogs.values()].map((l) => l.content).join("\n");

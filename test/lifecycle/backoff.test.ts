@@ -1,10 +1,12 @@
-// The shared poll backoff: doubling from the base, capped, with ±20 % jitter that never passes the
-// cap; and the pollers' defaults, which poll a forge that is back again within 10 s.
+// The one backoff of every retry loop: doubling from the base up to the cap, with ±20 % jitter that
+// never passes the cap; the broker's reconnect default; and the forge pollers' defaults, which poll
+// a forge that is back again within 10 s.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { loadConfig } from "../../src/config/load.js";
-import { backoffMs, jitter, nextDelayMs } from "../../src/forge/backoff.js";
 import { DEFAULT_TIMINGS } from "../../src/forge/github/runner.js";
+import { backoffMs, jitter, nextDelayMs, randomBetween } from "../../src/lifecycle/backoff.js";
+import { DEFAULT_RECONNECT_BACKOFF } from "../../src/queue/amqp-connection.js";
 
 describe("backoffMs", () => {
   const intervals = { baseMs: 2_000, maxMs: 60_000 };
@@ -25,8 +27,13 @@ describe("backoffMs", () => {
     assert.equal(backoffMs({ baseMs: 100, maxMs: 150 }, 3), 150);
   });
 
-  it("stops doubling after five steps so that huge streaks cannot overflow", () => {
-    assert.equal(backoffMs({ baseMs: 1, maxMs: Number.MAX_SAFE_INTEGER }, 10_000), 32);
+  it("doubles up to the maximum however far it is, and huge streaks cannot overflow", () => {
+    assert.deepEqual(
+      [1, 2, 3, 4, 5, 30].map((n) => backoffMs({ baseMs: 100, maxMs: 1_000 }, n)),
+      [100, 200, 400, 800, 1_000, 1_000],
+    );
+    assert.equal(backoffMs({ baseMs: 100, maxMs: 15_000 }, 9), 15_000, "past 32 × base when the maximum is");
+    assert.equal(backoffMs({ baseMs: 1, maxMs: Number.MAX_SAFE_INTEGER }, 10_000), 2 ** 30);
   });
 });
 
@@ -42,6 +49,10 @@ describe("jitter", () => {
     );
     assert.equal(
       jitter(1_000, () => 0.999_999),
+      1_200,
+    );
+    assert.equal(
+      jitter(1_000, () => 1),
       1_200,
     );
   });
@@ -89,5 +100,31 @@ describe("poll backoff after a forge outage", () => {
 
   it("polls a GitHub that is back again within 10 s, however long the outage was (default timings)", () => {
     assert.ok(worstCase(DEFAULT_TIMINGS.pollErrors) <= 10_000);
+  });
+});
+
+describe("randomBetween", () => {
+  it("spans the range from its minimum to its maximum", () => {
+    assert.equal(
+      randomBetween(1_000, 5_000, () => 0),
+      1_000,
+    );
+    assert.equal(
+      randomBetween(1_000, 5_000, () => 1),
+      5_000,
+    );
+    assert.equal(
+      randomBetween(1_000, 5_000, () => 0.5),
+      3_000,
+    );
+  });
+});
+
+describe("broker reconnect backoff", () => {
+  it("retries after 100 ms at first and reaches its 10 s cap after a few failures", () => {
+    assert.deepEqual(
+      [1, 2, 8, 50].map((n) => backoffMs(DEFAULT_RECONNECT_BACKOFF, n)),
+      [100, 200, 10_000, 10_000],
+    );
   });
 });

@@ -1,27 +1,30 @@
-// One job GitHub gave this runner, from acquisition to completion: the first renewal, the JobRequest
-// on the bus, the renewal loop, the job's events into its report and onto GitHub (steps and logs in
-// one loop, live lines in another, so neither waits for the other), and the completion with last
-// words. Every way out (finished, cancelled, lock lost, its orchestrator fell silent, shutdown)
-// completes the job on GitHub, renewing its lock until GitHub accepted that, and publishes a Cancel
-// when the orchestrator may still be running it.
-import { setTimeout as sleep } from "node:timers/promises";
+// Reports one job GitHub gave this runner, from acquisition to completion (Forgejo's TaskReporter for
+// GitHub): the first renewal, the JobRequest on the bus, the renewal loop, the job's events into its
+// JobReport and onto GitHub (steps and logs in one loop, live lines in another, so neither waits for
+// the other), and the completion with last words. Every way out (finished, cancelled, lock lost,
+// its orchestrator fell silent, a stop) completes the job on GitHub, renewing its lock until GitHub
+// accepted that, and publishes a Cancel when the orchestrator may still be running it.
 import type { Cancel } from "../../contract/cancel.js";
+import type { JobEvent } from "../../contract/job-event.js";
 import type { JobRequest } from "../../contract/job-request.js";
-import type { EventDelivery, JobBus } from "../../queue/bus.js";
+import { pause } from "../../lifecycle/abort.js";
+import { retry } from "../../lifecycle/retry.js";
+import { toError } from "../../lifecycle/to-error.js";
+import type { JobBus } from "../../queue/bus.js";
 import type { Logger } from "../../telemetry/log.js";
+import type { Reporter } from "../held-jobs.js";
 import type { LogMasker } from "../log-masker.js";
 import { OrchestratorSilence, silenceReason } from "../orchestrator-silence.js";
+import { Outage } from "../outage.js";
 import { unservedNotice } from "../unserved-labels.js";
 import { type CompletionTimings, completeOnGitHub, REPORTING_OUTAGE } from "./completion.js";
-import { asError, JobGoneError } from "./errors.js";
+import { JobGoneError } from "./errors.js";
 import type { ChannelTimings, JobChannel } from "./job-channel.js";
 import { JobReport, type RecordProgress } from "./job-report.js";
-import { Outage } from "./outage.js";
 import { firstRenewal, type RenewLoop, type RenewTimings, startRenewing } from "./renewer.js";
-import { withRetries } from "./retry.js";
 import type { GitHubJob, ToJobRequestResult } from "./to-job-request.js";
 
-export interface HeldJobTimings extends CompletionTimings {
+export interface JobReporterTimings extends CompletionTimings {
   readonly renew: RenewTimings;
   readonly channel: ChannelTimings;
   /** How often changed steps and new lines are sent (official: at most every 500 ms). */
@@ -32,10 +35,10 @@ export interface HeldJobTimings extends CompletionTimings {
   readonly orchestratorSilenceMs: number;
 }
 
-/** How often a held job checks that its orchestrator still speaks. */
+/** How often a reporter checks that its job's orchestrator still speaks. */
 const SILENCE_CHECK_MS = 1_000;
 
-export interface HeldJobOptions {
+export interface JobReporterOptions {
   readonly job: GitHubJob;
   readonly channel: JobChannel;
   readonly bus: JobBus;
@@ -43,7 +46,7 @@ export interface HeldJobOptions {
   readonly toRequest: () => ToJobRequestResult;
   readonly masker: LogMasker;
   readonly log: Logger;
-  readonly timings: HeldJobTimings;
+  readonly timings: JobReporterTimings;
   /** Called whenever the job's steps stand differently (what a successor process needs to end the job). */
   readonly onProgress?: (progress: readonly RecordProgress[]) => void;
   readonly now?: () => number;
@@ -54,14 +57,14 @@ export interface HeldJobOptions {
  * the completion while the job's lock still held, so the next process should complete it; `left`:
  * the first renewal failed and GitHub gives the job to another runner.
  */
-export type HeldJobEnd = "completed" | "gone" | "gave-up" | "cut-short" | "left";
+export type JobReporterEnd = "completed" | "gone" | "gave-up" | "cut-short" | "left";
 
 type Ending =
   | { readonly t: "finished" }
   | { readonly t: "cancel-timeout" }
   | { readonly t: "lost"; readonly error: Error }
   | { readonly t: "silent"; readonly reason: string }
-  | { readonly t: "shutdown"; readonly reason: string };
+  | { readonly t: "abandoned"; readonly reason: string };
 
 /** Wakes the loops that wait for news; a wait leaves no listener behind, however long the job. */
 class Doorbell {
@@ -86,10 +89,12 @@ class Doorbell {
   }
 }
 
-export class HeldJob {
+export class JobReporter implements Reporter<JobReporterEnd> {
   readonly job: GitHubJob;
   readonly report: JobReport;
-  readonly #o: HeldJobOptions;
+  /** Settles when nothing more will be sent for the job: how it ended for this process. Never rejects. */
+  readonly done: Promise<JobReporterEnd>;
+  readonly #o: JobReporterOptions;
   readonly #now: () => number;
   readonly #ended: { promise: Promise<Ending>; resolve: (e: Ending) => void };
   readonly #news = new Doorbell();
@@ -106,10 +111,10 @@ export class HeldJob {
   /** When the runner is stopping: no completion attempt starts after this. */
   #hurryUntil = Number.POSITIVE_INFINITY;
   #cancelReason: string | undefined;
-  #done: Promise<HeldJobEnd> | undefined;
   readonly #silence: OrchestratorSilence;
 
-  constructor(opts: HeldJobOptions) {
+  /** Starts reporting at once: the first renewal, then the JobRequest (see `toRequest`). */
+  constructor(opts: JobReporterOptions) {
     this.#o = opts;
     this.job = opts.job;
     this.#now = opts.now ?? Date.now;
@@ -129,10 +134,14 @@ export class HeldJob {
         resolve(e);
       },
     };
+    this.done = this.#run().catch((err): JobReporterEnd => {
+      this.#o.log.error({ err: toError(err) }, "github job handling failed");
+      return "gave-up";
+    });
   }
 
   /** The JobRequest id: the key of this job's events on the bus. */
-  get id(): string {
+  get jobId(): string {
     return this.job.contractId;
   }
 
@@ -146,21 +155,10 @@ export class HeldJob {
     return this.#renewLoop?.renewals ?? 0;
   }
 
-  /** Runs the job to its completion on GitHub; settles when nothing more will be sent. Never rejects. */
-  run(): Promise<HeldJobEnd> {
-    this.#done ??= this.#run().catch((err): HeldJobEnd => {
-      this.#o.log.error({ err: asError(err) }, "github job handling failed");
-      return "gave-up";
-    });
-    return this.#done;
-  }
-
-  /** A JobEvent for this job from the orchestrator. */
-  onEvent(delivery: EventDelivery): void {
-    const applied = this.report.apply(delivery.event);
-    void delivery.ack().catch((err) => this.#o.log.warn({ err: asError(err) }, "could not acknowledge a job event"));
-    if (!applied) return;
-    this.#silence.heard(delivery.event, this.#now());
+  /** A JobEvent for this job from the orchestrator (repeated ones are ignored). */
+  apply(event: JobEvent): void {
+    if (!this.report.apply(event)) return;
+    this.#silence.heard(event, this.#now());
     if (this.report.outcome) this.#ended.resolve({ t: "finished" });
     this.#changed();
   }
@@ -181,9 +179,9 @@ export class HeldJob {
    * The runner is stopping and its deadline passed: cancel the job and complete it, or, if it is
    * completing already, give that no longer than `finalFlushMs` from now.
    */
-  shutdown(reason: string): void {
+  abandon(reason: string): void {
     this.#hurryUntil = Math.min(this.#hurryUntil, this.#now() + this.#o.timings.finalFlushMs);
-    this.#ended.resolve({ t: "shutdown", reason });
+    this.#ended.resolve({ t: "abandoned", reason });
   }
 
   #changed(): void {
@@ -199,7 +197,7 @@ export class HeldJob {
     onProgress(progress);
   }
 
-  async #run(): Promise<HeldJobEnd> {
+  async #run(): Promise<JobReporterEnd> {
     const { job, channel, log, timings } = this.#o;
     const setupSignal = new AbortController();
     void this.#ended.promise.then(() => setupSignal.abort());
@@ -208,7 +206,7 @@ export class HeldJob {
     try {
       lockedUntil = await firstRenewal(channel, timings.renew, setupSignal.signal);
     } catch (err) {
-      log.error({ err: asError(err) }, "the first renewal of the job failed; leaving the job to GitHub");
+      log.error({ err: toError(err) }, "the first renewal of the job failed; leaving the job to GitHub");
       return "left";
     }
     const renewLoop = startRenewing(channel, job.jobId, lockedUntil, timings.renew, this.#now);
@@ -221,7 +219,7 @@ export class HeldJob {
     try {
       await channel.begin(this.report, setupSignal.signal);
     } catch (err) {
-      log.warn({ err: asError(err) }, "could not mark the job as started on GitHub");
+      log.warn({ err: toError(err) }, "could not mark the job as started on GitHub");
     }
     if (!built.ok) {
       log.error({ reason: built.reason }, "the job cannot run");
@@ -255,7 +253,7 @@ export class HeldJob {
           await this.#publishCancel(ending.reason);
           this.report.finish("failure", {}, ending.reason, at);
           break;
-        case "shutdown":
+        case "abandoned":
           await this.#publishCancel(ending.reason);
           this.report.finish("cancelled", {}, ending.reason, at);
           break;
@@ -299,13 +297,12 @@ export class HeldJob {
     const { bus, log, timings } = this.#o;
     const giveUpAt = lockedUntil.getTime() + timings.renew.graceMs;
     try {
-      await withRetries(() => bus.publishJob(request), {
-        attempts: Number.MAX_SAFE_INTEGER,
-        delayMs: (n) => Math.min(30_000, 1_000 * 2 ** Math.min(n, 5)),
+      await retry(() => bus.publishJob(request), {
+        backoff: (n) => Math.min(30_000, 1_000 * 2 ** Math.min(n, 5)),
         retryable: () => this.#now() < giveUpAt,
         signal,
         onRetry: (err, n) => {
-          if (n === 1) log.warn({ err: asError(err) }, "could not queue the job; retrying");
+          if (n === 1) log.warn({ err: toError(err) }, "could not queue the job; retrying");
         },
       });
       this.#published = true;
@@ -320,7 +317,7 @@ export class HeldJob {
       if (this.#cancelRequested) await this.#publishCancel("the job was cancelled on GitHub");
     } catch (err) {
       if (signal.aborted) return;
-      this.report.finish("failure", {}, `gnomon could not queue the job: ${asError(err).message}`, this.#now());
+      this.report.finish("failure", {}, `gnomon could not queue the job: ${toError(err).message}`, this.#now());
     }
   }
 
@@ -342,12 +339,12 @@ export class HeldJob {
 
   async #publishCancel(reason: string): Promise<void> {
     if (!this.#published) return;
-    const cancel: Cancel = { v: 1, jobId: this.id, reason: this.report.mask(reason), t: this.#now() };
+    const cancel: Cancel = { v: 1, jobId: this.jobId, reason: this.report.mask(reason), t: this.#now() };
     this.#cancelReason = cancel.reason;
     try {
-      await withRetries(() => this.#o.bus.publishCancel(cancel), { attempts: 5, delayMs: (n) => 500 * n });
+      await retry(() => this.#o.bus.publishCancel(cancel), { attempts: 5, backoff: (n) => 500 * n });
     } catch (err) {
-      this.#o.log.error({ err: asError(err) }, "could not publish the job's cancellation");
+      this.#o.log.error({ err: toError(err) }, "could not publish the job's cancellation");
     }
   }
 
@@ -367,7 +364,7 @@ export class HeldJob {
         this.#reporting.failed(err);
         this.#syncNews = true;
       }
-      await sleep(timings.reportIntervalMs, undefined, { signal: stop }).catch(() => {});
+      await pause(timings.reportIntervalMs, stop);
     }
   }
 
@@ -382,7 +379,7 @@ export class HeldJob {
       this.#liveNews = false;
       await this.#o.channel.live(this.report).catch(() => {}); // best effort by contract; never the job's end
       if (stop.aborted) return;
-      await sleep(this.#o.timings.reportIntervalMs, undefined, { signal: stop }).catch(() => {});
+      await pause(this.#o.timings.reportIntervalMs, stop);
     }
   }
 }

@@ -5,19 +5,20 @@
 // stood, so the successor reports each step as it ended; secrets and log lines are not kept.
 import { z } from "zod";
 import { JobResult, StepStage } from "../../contract/job-event.js";
+import { toError } from "../../lifecycle/to-error.js";
 import type { Logger } from "../../telemetry/log.js";
 import { InFlightFile } from "../in-flight-file.js";
 import { LogMasker } from "../log-masker.js";
+import { Outage } from "../outage.js";
 import { type CompletionResult, type CompletionTimings, completeOnGitHub, REPORTING_OUTAGE } from "./completion.js";
-import { asError, JobGoneError } from "./errors.js";
+import { JobGoneError } from "./errors.js";
 import type { JobChannel } from "./job-channel.js";
 import { JobReport, type RecordProgress } from "./job-report.js";
-import { Outage } from "./outage.js";
 import type { RenewTimings } from "./renewer.js";
 import type { GitHubJob } from "./to-job-request.js";
 
 /** What completing a job needs, without its secrets. */
-export type HeldJobRecord = Omit<GitHubJob, "maskValues" | "maskPatterns" | "feedStreamUrl"> & {
+export type InFlightJob = Omit<GitHubJob, "maskValues" | "maskPatterns" | "feedStreamUrl"> & {
   /** How the job's records stood when last saved (absent before the first event). */
   readonly progress?: readonly RecordProgress[];
   /** Set when the process stopped after the job had ended but before GitHub accepted its completion. */
@@ -32,22 +33,22 @@ export const LOST_RUNNER_NOTE =
   "the runner process that held this job stopped unexpectedly (crash, kill or power loss); its successor completed the job as failed and stopped it in its VM. Re-run the job.";
 
 /** The GitHub runner's file of held jobs (see InFlightFile), one entry per job. */
-export function heldJobsFile(path: string, log: Logger): InFlightFile<HeldJobRecord> {
-  return new InFlightFile(path, isHeldJobRecord, (r) => r.contractId, log);
+export function inFlightJobsFile(path: string, log: Logger): InFlightFile<InFlightJob> {
+  return new InFlightFile(path, isInFlightJob, (r) => r.contractId, log);
 }
 
 /** What of a job goes on disk: everything but what is secret or only useful while it runs. */
-export function heldJobRecord(
+export function inFlightJob(
   job: GitHubJob,
   progress?: readonly RecordProgress[],
-  outcome?: HeldJobRecord["outcome"],
-): HeldJobRecord {
+  outcome?: InFlightJob["outcome"],
+): InFlightJob {
   const { maskValues: _m, maskPatterns: _p, feedStreamUrl: _f, ...record } = job;
   return { ...record, ...(progress ? { progress } : {}), ...(outcome ? { outcome } : {}) };
 }
 
 /** The job as a GitHubJob again: nothing to mask but its token. */
-export function jobOfRecord(r: HeldJobRecord): GitHubJob {
+export function jobOfInFlight(r: InFlightJob): GitHubJob {
   const { progress: _p, outcome: _o, ...job } = r;
   return { ...job, feedStreamUrl: undefined, maskValues: [r.accessToken], maskPatterns: [] };
 }
@@ -66,8 +67,8 @@ export interface LostJobOptions {
  * steps still running fail, steps never started are skipped. The lock is renewed first: that says
  * whether GitHub still holds the job and how long the completion may try.
  */
-export async function completeLostJob(record: HeldJobRecord, o: LostJobOptions): Promise<CompletionResult> {
-  const job = jobOfRecord(record);
+export async function completeLostJob(record: InFlightJob, o: LostJobOptions): Promise<CompletionResult> {
+  const job = jobOfInFlight(record);
   const log = o.log.child({ jobId: job.contractId, githubJobId: job.jobId });
   const report = new JobReport(job, { masker: new LogMasker(job.maskValues), progress: record.progress ?? [] });
   let until: number;
@@ -106,7 +107,7 @@ export async function completeLostJob(record: HeldJobRecord, o: LostJobOptions):
       );
     return result;
   } catch (err) {
-    log.warn({ err: asError(err) }, "could not complete a job of the previous runner process on GitHub");
+    log.warn({ err: toError(err) }, "could not complete a job of the previous runner process on GitHub");
     return "gave-up";
   } finally {
     o.channel.dispose?.();
@@ -137,7 +138,7 @@ const SavedOutcome = z.object({
   reason: z.string().optional(),
 });
 
-function isHeldJobRecord(x: unknown): x is HeldJobRecord {
+function isInFlightJob(x: unknown): x is InFlightJob {
   if (typeof x !== "object" || x === null) return false;
   const r = x as Record<string, unknown>;
   // A damaged progress or outcome is dropped: the job is still worth completing without it.
