@@ -17,7 +17,7 @@ import type { DebugAsk } from "../../src/debug-ssh/debug-request.js";
 import { DebugSshServer, type HoldRequest } from "../../src/debug-ssh/debug-ssh-server.js";
 import type { DebugWindow } from "../../src/debug-ssh/debug-window.js";
 import { hostKeyPath, loadOrCreateHostKey } from "../../src/debug-ssh/host-key.js";
-import { type PublicKey, parsePublicKey } from "../../src/debug-ssh/ssh-keys.js";
+import type { PublicKey } from "../../src/debug-ssh/ssh-keys.js";
 import { Store } from "../../src/store/store.js";
 import { createMetrics, type Metrics } from "../../src/telemetry/metrics.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
