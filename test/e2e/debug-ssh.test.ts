@@ -9,10 +9,15 @@ import { existsSync } from "node:fs";
 import { after, before, describe, it, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import { createForgejoRunner } from "../../src/cli/forgejo.js";
+import { VERSION } from "../../src/cli/version.js";
 import { Config } from "../../src/config/schema.js";
 import type { ForgejoRunner } from "../../src/forge/forgejo/runner.js";
+import { readRegistration } from "../../src/forge/github/credentials.js";
+import { createGitHubRunner, type GitHubRunner } from "../../src/forge/github/runner.js";
+import { Slots } from "../../src/lifecycle/slots.js";
 import { type FakeForgejo, startFakeForgejo, type TaskView } from "../fakes/forgejo-server.js";
-import { registerForgejoWithCli } from "../support/cli.js";
+import { type FakeGitHubServer, startFakeGitHub } from "../fakes/github-server.js";
+import { registerForgejoWithCli, registerGitHubWithCli } from "../support/cli.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { execIn, keyPair, login, sftpRead, shellIn } from "../support/debug-ssh-client.js";
 import {
@@ -103,14 +108,14 @@ async function heldGauge(stage: Stage): Promise<number> {
   return m.values.reduce((n, v) => n + v.value, 0);
 }
 
-describe("debug SSH end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", () => {
-  before(async () => {
-    await testImage();
-    td = await createTestDatabase("postgres");
-    assert.ok(existsSync(BUNDLE), "the shipped bundle is missing: run `npm run build` first");
-  });
-  after(() => td?.drop());
+before(async () => {
+  await testImage();
+  td = await createTestDatabase("postgres");
+  assert.ok(existsSync(BUNDLE), "the shipped bundle is missing: run `npm run build` first");
+});
+after(() => td?.drop());
 
+describe("debug SSH end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", () => {
   it("holds a failed job's VM for its actor: their key logs in and reads what the step left, others are refused, fast failures throttled, and logging out ends the job failed", async (t) => {
     const { forgejo, stage } = await startForgejoStage(t, "e2e-dbg-fj");
     const [alice, bob, stray] = [keyPair(), keyPair(), keyPair()];
@@ -258,5 +263,142 @@ describe("debug SSH end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)",
       log,
     );
     assert.equal((await stage.store.jobs.get(vm.jobId))?.result, "failure");
+  });
+});
+
+interface GitHubStage {
+  readonly fake: FakeGitHubServer;
+  readonly stage: Stage;
+  readonly runner: GitHubRunner;
+}
+
+/** Renewals every 3 s of a 15 s lock: a window that stopped them would lose the job within the test. */
+const LOCK_MS = 15_000;
+
+/**
+ * The fake GitHub in the classic flow (its live console shows "Complete job"'s lines while the job
+ * runs), a stage whose orchestrator allows debug SSH, and a runner as `gnomon up` builds it.
+ */
+async function startGitHubStage(t: TestContext, name: string): Promise<GitHubStage> {
+  const fake = await startFakeGitHub(undefined, { flow: "classic", lockMs: LOCK_MS });
+  const stage = await startStage(t, { databaseUrl: td.location, name, debugSsh: {} });
+  stage.beforeTeardown(() => fake.close());
+  const { dir } = await registerGitHubWithCli(fake, { name, labels: "test" });
+  const runner = createGitHubRunner({
+    registration: readRegistration(dir),
+    bus: stage.forgeBus,
+    clusterKey: SAMPLE_CLUSTER_KEY,
+    capacity: new Slots(1),
+    runnerVersion: "2.330.0",
+    gnomonVersion: VERSION,
+    log: testLogger(),
+    timings: {
+      renew: {
+        intervalMs: 3_000,
+        firstAttempts: 3,
+        firstRetryMs: [200, 500],
+        retryMs: [500, 1_000],
+        retryLongMs: [1_000, 2_000],
+        graceMs: 0,
+      },
+    },
+  });
+  await runner.start();
+  stage.beforeTeardown(() => runner.stop(AbortSignal.timeout(20_000)));
+  return { fake, stage, runner };
+}
+
+/** A job of hubot's run, re-run by octocat with debug logging, whose one step fails. */
+function rerunWithDebugLogging(fake: FakeGitHubServer) {
+  return fake.queueJob({
+    labels: ["self-hosted", "test"],
+    steps: [{ name: "Breaks", run: FAILING_STEP }],
+    // What "Re-run jobs → Enable debug logging" puts in the job message.
+    variables: { ACTIONS_RUNNER_DEBUG: "true", ACTIONS_STEP_DEBUG: "true" },
+    github: { actor: "hubot", triggering_actor: "octocat" },
+  });
+}
+
+/** Waits for the live console to show the ssh command; its actor, port and username. */
+function liveCommandOf(
+  fake: FakeGitHubServer,
+  jobId: string,
+): Promise<{ actor: string; port: number; username: string; lines: string[] }> {
+  return fake.waitFor(
+    () => {
+      const lines = fake.job(jobId).feed.flatMap((f) => f.lines);
+      const m = lines.map((l) => COMMAND.exec(l)).find((x) => x);
+      return m && { actor: m[1]!, port: Number(m[2]), username: m[3]!, lines };
+    },
+    "the ssh command on the live console",
+    VM_JOB_MS,
+  );
+}
+
+describe("debug SSH end to end (fake GitHub, RabbitMQ, PostgreSQL, a real VM)", () => {
+  it("a re-run with debug logging holds the failed job for the user who re-ran it, renewed on GitHub, until they log out; the job then fails", async (t) => {
+    const { fake, stage, runner } = await startGitHubStage(t, "e2e-dbg-gh");
+    const [octocat, hubot] = [keyPair(), keyPair()];
+    fake.setUserKeys("octocat", [octocat.publicLine]);
+    fake.setUserKeys("hubot", [hubot.publicLine]);
+    const job = rerunWithDebugLogging(fake);
+    const vm = await nextVm(stage);
+
+    const { actor, port, username, lines } = await liveCommandOf(fake, job.jobId);
+    assert.equal(actor, "octocat", "the one who re-ran it, not the run's actor");
+    assert.ok(
+      lines.some((l) =>
+        /^debug SSH: the job failed; its VM is held for octocat for 30 minutes, until .* \(asked by debug logging \(the run was started with debug logging\)\)$/.test(
+          l,
+        ),
+      ),
+      lines.join("\n"),
+    );
+    assert.deepEqual(
+      fake.userKeyCalls.map((c) => [c.user, c.authorized]),
+      [["octocat", true]],
+      "the keys were asked for with the job's token",
+    );
+    assert.equal((await login(port, username, hubot)).outcome, "refused", "the run's actor is not the one who asked");
+    const session = await login(port, username, octocat);
+    assert.equal(session.outcome, "in");
+    const cat = await execIn(session.client, 'cat "$HOME/failure.txt"');
+    assert.equal(cat.stdout, "the cause is 42\n");
+
+    // Held: still in progress on GitHub, its lock renewed (a 15 s lock outlives nothing here).
+    const renewed = fake.job(job.jobId).renewals.length;
+    await fake.waitFor(() => fake.job(job.jobId).renewals.length >= renewed + 3, "renewals during the window", 60_000);
+    assert.equal(fake.job(job.jobId).state, "acquired");
+    assert.equal(fake.job(job.jobId).lockExpiredAt, undefined);
+
+    session.client.end();
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed", 60_000);
+    assert.equal(fake.job(job.jobId).conclusion, "failed");
+    await vmGone(stage, vm);
+    const [s] = await stage.store.debugSessions.list({ jobId: vm.jobId });
+    assert.equal(s?.actor, "octocat");
+    assert.equal(s?.endReason, "logged out");
+    await fake.waitFor(() => runner.heldJobs === 0, "the runner let go of the job");
+  });
+
+  it("ends the window when the job is cancelled on GitHub: the VM is destroyed and the job keeps its result", async (t) => {
+    const { fake, stage, runner } = await startGitHubStage(t, "e2e-dbg-gh-cancel");
+    const octocat = keyPair();
+    fake.setUserKeys("octocat", [octocat.publicLine]);
+    const job = rerunWithDebugLogging(fake);
+    const vm = await nextVm(stage);
+    const { port, username } = await liveCommandOf(fake, job.jobId);
+    const session = await login(port, username, octocat);
+    assert.equal(session.outcome, "in");
+    const closed = new Promise<void>((r) => session.client.once("close", () => r()));
+
+    fake.cancelJob(job.jobId);
+    await closed;
+    await vmGone(stage, vm, 60_000);
+    await fake.waitFor(() => fake.job(job.jobId).state === "completed", "the job completed", 60_000);
+    assert.equal(fake.job(job.jobId).conclusion, "failed", "the job's own result");
+    const [s] = await stage.store.debugSessions.list({ jobId: vm.jobId });
+    assert.match(s?.endReason ?? "", /^the job was cancelled \(/);
+    await fake.waitFor(() => runner.heldJobs === 0, "the runner let go of the job");
   });
 });

@@ -36,6 +36,7 @@ import type {
   RepoApiCall,
 } from "./github/shapes.js";
 import { exchangeToken } from "./github/token.js";
+import { FakeUsers } from "./github/users.js";
 
 export type {
   FakeFaults,
@@ -58,6 +59,7 @@ export class FakeGitHubServer {
   readonly tenantUrl: string;
   readonly #b: GitHubBooks;
   readonly #repos = new FakeRepos();
+  readonly #users = new FakeUsers();
   readonly #server: Server;
   #sockets: WebSocketServer | undefined;
 
@@ -126,6 +128,16 @@ export class FakeGitHubServer {
    */
   get git(): FakeRepos["git"] {
     return this.#repos.git;
+  }
+
+  /** Makes `user` exist with these public SSH keys (authorized_keys lines), at /api/v3/users/{user}/keys. */
+  setUserKeys(user: string, keys: readonly string[]): void {
+    this.#users.setKeys(user, keys);
+  }
+
+  /** Every request for a user's keys: the login and whether it carried a token. */
+  get userKeyCalls(): readonly { readonly user: string; readonly authorized: boolean }[] {
+    return this.#users.calls;
   }
 
   /** Every call of the repository REST API, in order. */
@@ -381,6 +393,10 @@ export class FakeGitHubServer {
     const b = this.#b;
     const m = req.method ?? "GET";
     const p = url.pathname;
+    if (p.startsWith("/api/v3/users/")) {
+      const out = this.#users.route(m, url, req.headers.authorization);
+      if (out !== undefined) return out;
+    }
     if (p.startsWith("/api/v3/")) return restRoute(b, req, url, raw);
     if (
       m === "POST" &&

@@ -94,6 +94,7 @@ export function jobMessage(
     "system.runnerGroupName": { value: "Default" },
     "DistributedTask.NewActionMetadata": { value: "true" },
   };
+  for (const [k, v] of Object.entries(script.variables ?? {})) variables[k] = { value: v };
   for (const [k, v] of Object.entries(script.secrets ?? {})) variables[k] = { value: v, isSecret: true };
   const escapeRegex = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   return {

@@ -66,6 +66,11 @@ export interface JobScript {
   readonly steps?: readonly StepScript[];
   /** Secret variables of the job (isSecret) and mask hints for them. */
   readonly secrets?: Readonly<Record<string, string>>;
+  /**
+   * Plain variables of the job message, as GitHub adds them: a re-run with debug logging sets
+   * ACTIONS_RUNNER_DEBUG and ACTIONS_STEP_DEBUG to "true" here (they reach no context).
+   */
+  readonly variables?: Readonly<Record<string, string>>;
   /** Job outputs: name → expression. */
   readonly outputs?: Readonly<Record<string, string>>;
   readonly matrix?: Readonly<Record<string, string | number | boolean>>;

@@ -151,31 +151,24 @@ describe("a GitHub job message", () => {
 
   it("says the run asked for debug logging when a re-run with debug logging set ACTIONS_*_DEBUG among its variables", async (t) => {
     const fake = await startFakeGitHub(t);
-    const job = fake.queueJob({});
-    const plain = AgentJobRequestMessage.parse(fake.jobMessage(job.jobId, "v2"));
-    const toRequest = (msg: AgentJobRequestMessage) => {
+    const toRequest = (script: Parameters<typeof fake.queueJob>[0]) => {
+      const job = fake.queueJob(script);
+      const msg = AgentJobRequestMessage.parse(fake.jobMessage(job.jobId, "v2"));
       const d = describeJob(msg, "run-service");
       assert.ok(d.ok);
       const r = toJobRequest(msg, d.job, ctx);
       assert.ok(r.ok, r.ok ? "" : r.reason);
       return r.request;
     };
-    assert.equal(toRequest(plain).debugLogging, undefined, "an ordinary run");
+    assert.equal(toRequest({}).debugLogging, undefined, "an ordinary run");
     // What GitHub sends on "re-run with debug logging": plain variables, in no context and no secret.
     for (const name of ["ACTIONS_STEP_DEBUG", "actions_runner_debug"]) {
-      const rerun = AgentJobRequestMessage.parse({
-        ...fake.jobMessage(job.jobId, "v2"),
-        variables: { ...plain.variables, [name]: { value: "true" } },
-      });
-      const req = toRequest(rerun);
+      const req = toRequest({ variables: { [name]: "true" } });
       assert.equal(req.debugLogging, true, name);
       assert.equal(req.contexts.vars[name], undefined, "it is not a repository variable");
+      assert.equal(openSecrets(req.secrets, key, req.id)[name], undefined, "nor a secret");
     }
-    const off = AgentJobRequestMessage.parse({
-      ...fake.jobMessage(job.jobId, "v2"),
-      variables: { ...plain.variables, ACTIONS_STEP_DEBUG: { value: "false" } },
-    });
-    assert.equal(toRequest(off).debugLogging, undefined);
+    assert.equal(toRequest({ variables: { ACTIONS_STEP_DEBUG: "false" } }).debugLogging, undefined);
   });
 
   it("fails with a sentence for a step kind gnomon cannot run", async (t) => {
