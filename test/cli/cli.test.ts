@@ -22,6 +22,7 @@ describe("gnomon CLI", () => {
       "github register",
       "github run",
       "images list",
+      "debug-sessions",
       "version",
     ])
       assert.match(r.stdout, new RegExp(`^  ${role} `, "m"), `--help lists ${role}`);

@@ -145,11 +145,11 @@ describe("debug SSH end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)",
     const session = await login(port, username, alice);
     assert.equal(session.outcome, "in");
     assert.ok(hostKeyRow.endsWith(`${session.hostFingerprint}; check that ssh shows this fingerprint`), hostKeyRow);
-    const cat = await execIn(session.client, 'cat "$HOME/failure.txt"; id -un');
+    const cat = await execIn(session.client, 'cat "$HOME/failure.txt"; id -un; echo "proxy ${http_proxy:+set}"');
     assert.deepEqual(
       [cat.stdout, cat.code],
-      ["the cause is 42\nrunner\n", 0],
-      "in the failed job's own VM, as its user",
+      ["the cause is 42\nrunner\nproxy set\n", 0],
+      "in the failed job's own VM, as its user, with the job's egress proxy",
     );
     const shell = await shellIn(session.client, "echo result=$((6 * 7)); exit 5\n");
     assert.match(shell.stdout, /result=42/);
