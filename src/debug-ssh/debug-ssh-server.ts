@@ -4,7 +4,6 @@
 // per source address and per job. Sessions are carried into the VM over gnomon's own connection
 // (session-proxy.ts); port, agent and X11 forwarding are refused. It never exposes a VM itself, and
 // it never decides whether a job is held: run-job asks (ask), then holds the job here (hold).
-
 import type { AddressInfo } from "node:net";
 import { hostname } from "node:os";
 import ssh2, { type AuthContext, type ClientInfo, type Connection, type Server } from "ssh2";
@@ -107,7 +106,7 @@ export class DebugSshServer implements Service {
     return (this.#server?.address() as AddressInfo | null | undefined)?.port ?? 0;
   }
 
-  /** The jobs held open now, by username. */
+  /** The ids of the jobs held open now. */
   get heldJobs(): readonly string[] {
     return [...this.#windows.values()].map((w) => w.spec.jobId);
   }
@@ -192,7 +191,8 @@ export class DebugSshServer implements Service {
         signal: AbortSignal.any([h.cancel, h.stopping]),
       });
     } catch (err) {
-      h.note(`debug SSH: ${(err as Error).message}; the VM is not held`);
+      // A cancel or a stop during the fetch is said by the job's own ending, not as a forge problem.
+      if (!h.cancel.aborted && !h.stopping.aborted) h.note(`debug SSH: ${(err as Error).message}; the VM is not held`);
       return;
     }
     if (h.cancel.aborted || h.stopping.aborted) return;

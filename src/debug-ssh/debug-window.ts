@@ -43,8 +43,6 @@ interface Login {
   readonly key: PublicKey;
   readonly startedMs: number;
   readonly counter: ByteCounter;
-  /** Resolves once its record is closed. */
-  readonly ended: Promise<void>;
 }
 
 export class DebugWindow {
@@ -96,7 +94,8 @@ export class DebugWindow {
 
   /** A login authenticated with the actor's `key`: its sessions go into the VM until it or the window ends. */
   attach(conn: Connection, key: PublicKey, source: string): void {
-    const { spec, store, log } = { spec: this.spec, store: this.#d.store, log: this.#d.log };
+    const spec = this.spec;
+    const { store, log } = this.#d;
     const id = randomUUID();
     const counter: ByteCounter = { bytesIn: 0, bytesOut: 0 };
     const recorded = store.debugSessions
@@ -113,7 +112,7 @@ export class DebugWindow {
     const ended = new Promise<void>((resolve) => {
       closeRecord = resolve;
     });
-    const login: Login = { id, source, key, startedMs: this.#d.now(), counter, ended };
+    const login: Login = { id, source, key, startedMs: this.#d.now(), counter };
     this.#logins.set(conn, login);
     this.#records.add(ended);
     void ended.then(() => this.#records.delete(ended));

@@ -18,8 +18,8 @@ type Reject = (() => void) | undefined;
 type Accept = (() => ServerChannel | undefined) | undefined;
 
 /**
- * Serves one session channel. `onVmLost` hears that the VM could not open a session (its
- * connection is gone): the window has nothing left to offer then.
+ * Serves one session channel. `onOpenFailed` hears why the VM did not open the session (an
+ * SshDisconnectedError: its connection is gone, and the window has nothing left to offer).
  */
 export function proxySession(
   session: Session,
