@@ -138,6 +138,7 @@ describe("debug SSH end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)",
     assert.equal(forgejo.taskOfJob(jobId)?.status, "running", "the job stays in progress on Forgejo while held");
     assert.equal(qemuPids(vm.id).length, 1, "its VM runs");
     assert.equal(await heldGauge(stage), 1, "counted held");
+    assert.equal(stage.orchestrator.capacity.freeVms, 0, "its VM slot stays taken");
 
     assert.equal((await login(port, username, bob)).outcome, "refused", "another user's key");
     assert.equal((await login(port, username, stray)).outcome, "refused", "a key nobody listed");
