@@ -4,6 +4,7 @@
 // keys live in memory for the window only; nothing else about the user is read.
 import { z } from "zod";
 import type { JobRequest } from "../contract/job-request.js";
+import { toError } from "../lifecycle/to-error.js";
 import { type PublicKey, parsePublicKey } from "./ssh-keys.js";
 
 /** How long the forge may take to answer. */
@@ -56,7 +57,7 @@ export async function fetchActorKeys(
       res = await call(false);
     }
   } catch (err) {
-    throw new ActorKeysError(url, (err as Error).message, { cause: err });
+    throw new ActorKeysError(url, toError(err).message, { cause: err });
   }
   if (res.status === 404) {
     await res.body?.cancel();
@@ -67,7 +68,7 @@ export async function fetchActorKeys(
     throw new ActorKeysError(url, `HTTP ${res.status}`);
   }
   const text = await readCapped(res, MAX_BODY_BYTES).catch((err: unknown) => {
-    throw new ActorKeysError(url, (err as Error).message, { cause: err });
+    throw new ActorKeysError(url, toError(err).message, { cause: err });
   });
   let body: unknown;
   try {

@@ -10,6 +10,7 @@ import ssh2, { type AuthContext, type ClientInfo, type Connection, type Server }
 import type { JobResult } from "../contract/job-event.js";
 import type { JobRequest } from "../contract/job-request.js";
 import { deferred, type Service, type ServiceStatus } from "../lifecycle/service.js";
+import { toError } from "../lifecycle/to-error.js";
 import type { Store } from "../store/store.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
 import type { DebugSshOutcome, Metrics } from "../telemetry/metrics.js";
@@ -192,7 +193,7 @@ export class DebugSshServer implements Service {
       });
     } catch (err) {
       // A cancel or a stop during the fetch is said by the job's own ending, not as a forge problem.
-      if (!h.cancel.aborted && !h.stopping.aborted) h.note(`debug SSH: ${(err as Error).message}; the VM is not held`);
+      if (!h.cancel.aborted && !h.stopping.aborted) h.note(`debug SSH: ${toError(err).message}; the VM is not held`);
       return;
     }
     if (h.cancel.aborted || h.stopping.aborted) return;

@@ -4,6 +4,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import ssh2 from "ssh2";
+import { toError } from "../lifecycle/to-error.js";
 import { fingerprintOf } from "./ssh-keys.js";
 
 export interface HostKey {
@@ -48,7 +49,8 @@ export function loadOrCreateHostKey(path: string): HostKey {
     try {
       writeFileSync(path, pair.private, { mode: 0o600, flag: "wx" });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new HostKeyError(path, String(err), { cause: err });
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST")
+        throw new HostKeyError(path, toError(err).message, { cause: err });
     }
   }
   chmodSync(path, 0o600);
@@ -56,7 +58,7 @@ export function loadOrCreateHostKey(path: string): HostKey {
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    throw new HostKeyError(path, (err as Error).message, { cause: err });
+    throw new HostKeyError(path, toError(err).message, { cause: err });
   }
   const key = ssh2.utils.parseKey(text);
   if (key instanceof Error) throw new HostKeyError(path, key.message, { cause: key });
