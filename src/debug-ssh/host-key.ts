@@ -38,16 +38,27 @@ export function hostKeyPath(dataDir: string): string {
   return join(dataDir, "debug-ssh", "host_ed25519_key");
 }
 
+/**
+ * A new ed25519 private key, OpenSSH format. ssh2 (1.17) writes a key whose public half starts with a
+ * zero byte 31 bytes long and then refuses to read it back ("Malformed OpenSSH private key"): one
+ * key in 256. Such a key is thrown away and another made.
+ */
+function newHostKey(): string {
+  for (;;) {
+    const pair = ssh2.utils.generateKeyPairSync("ed25519", { comment: "gnomon debug ssh" });
+    if (!(ssh2.utils.parseKey(pair.private) instanceof Error)) return pair.private;
+  }
+}
+
 /** Reads the host key at `path`, creating it (and its private folder) the first time. */
 export function loadOrCreateHostKey(path: string): HostKey {
   if (!existsSync(path)) {
     const dir = join(path, "..");
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     chmodSync(dir, 0o700);
-    const pair = ssh2.utils.generateKeyPairSync("ed25519", { comment: "gnomon debug ssh" });
     // wx: two processes starting at once must not both write; the second reads the first's key.
     try {
-      writeFileSync(path, pair.private, { mode: 0o600, flag: "wx" });
+      writeFileSync(path, newHostKey(), { mode: 0o600, flag: "wx" });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST")
         throw new HostKeyError(path, toError(err).message, { cause: err });

@@ -1,12 +1,12 @@
 // The debug SSH endpoint's host key: created once under the data directory, private to gnomon's
 // user, and the same key (so the same fingerprint) on every later start.
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { describe, it } from "node:test";
-import ssh2 from "ssh2";
 import { HostKeyError, hostKeyPath, loadOrCreateHostKey } from "../../src/debug-ssh/host-key.js";
+import { keyPair } from "../support/debug-ssh-client.js";
 
 describe("debug SSH host key", () => {
   it("is created once, 0600 in a 0700 folder, and read back the same on the next start", () => {
@@ -26,7 +26,7 @@ describe("debug SSH host key", () => {
     const dataDir = mkdtempSync(join(tmpdir(), "gnomon-hostkey-"));
     const path = hostKeyPath(dataDir);
     loadOrCreateHostKey(path);
-    writeFileSync(path, ssh2.utils.generateKeyPairSync("ed25519").public);
+    writeFileSync(path, keyPair().publicLine);
     assert.throws(
       () => loadOrCreateHostKey(path),
       (e: unknown) =>
@@ -36,5 +36,15 @@ describe("debug SSH host key", () => {
     );
     writeFileSync(path, "not a key");
     assert.throws(() => loadOrCreateHostKey(path), HostKeyError);
+  });
+
+  it("makes a key it can read back every time, also when the key's public half starts with a zero byte", () => {
+    // ssh2 writes such a key (one in 256) malformed; 1500 new keys miss it with odds of 0.3 %.
+    const dataDir = mkdtempSync(join(tmpdir(), "gnomon-hostkey-"));
+    const path = hostKeyPath(dataDir);
+    for (let i = 0; i < 1500; i++) {
+      rmSync(path, { force: true });
+      loadOrCreateHostKey(path);
+    }
   });
 });

@@ -13,10 +13,14 @@ export interface KeyPair {
 }
 
 export function keyPair(): KeyPair {
-  const kp = ssh2.utils.generateKeyPairSync("ed25519");
-  const key = parsePublicKey(kp.public);
-  if (!key) throw new Error("ssh2 made a key it cannot read");
-  return { privateKey: kp.private, publicLine: kp.public, key };
+  for (;;) {
+    const kp = ssh2.utils.generateKeyPairSync("ed25519");
+    // ssh2 writes one key in 256 (public half starting with a zero byte) malformed; make another.
+    if (ssh2.utils.parseKey(kp.private) instanceof Error) continue;
+    const key = parsePublicKey(kp.public);
+    if (!key) throw new Error("ssh2 made a key it cannot read");
+    return { privateKey: kp.private, publicLine: kp.public, key };
+  }
 }
 
 /** in: authenticated (the client stays open); refused: authentication failed; dropped: cut before or during it. */
