@@ -309,6 +309,22 @@ export class JobLedger {
   }
 
   /**
+   * A warm pool's VM is the job's: its record gets the job (the job's lease decides from now on
+   * whether it is an orphan), and it is counted running.
+   */
+  async vmAdopted(vmId: string): Promise<void> {
+    const d = this.#d;
+    d.metrics.vmsRunning.inc({ label: this.request.runsOn });
+    this.#vms.push(vmId);
+    await d.store.vms.assignPooled(vmId, this.request.id);
+  }
+
+  /** The job's machine is ready, `ms` after it had capacity, by the path it took (pooled, cold). */
+  vmStarted(path: string, ms: number): void {
+    this.#d.metrics.vmStartSeconds.observe({ label: this.request.runsOn, path }, ms / 1000);
+  }
+
+  /**
    * The job's machines are destroyed (or never finished booting: the provisioner destroys what it
    * started before it fails): their records go, and they are no longer counted running.
    */
