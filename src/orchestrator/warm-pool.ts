@@ -198,7 +198,7 @@ export class WarmPool {
         this.#limitedBy = undefined;
         return;
       }
-      if (this.#o.capacity.waiting > 0) return void (this.#limitedBy = "capacity");
+      if (this.#o.capacity.waiting > 0) return this.#stopShort("capacity");
       let image: ImageSpec;
       try {
         const target = await this.#o.provisioner.resolve(label);
@@ -215,10 +215,10 @@ export class WarmPool {
             { label, pooledMiB: this.#memoryMiB, vmMiB: size.memoryMiB, budgetMiB: this.#o.memoryMiB },
             "the warm pool is at its memory budget (orchestrator.pool.memoryMiB); not booting more",
           );
-        return void (this.#limitedBy = "memory");
+        return this.#stopShort("memory");
       }
       const reservation = this.#o.capacity.tryReserve(size);
-      if (!reservation) return void (this.#limitedBy = "capacity");
+      if (!reservation) return this.#stopShort("capacity");
       if (!(await this.#bootOne(label, image, reservation))) return this.#retryLater();
     }
   }
@@ -327,6 +327,10 @@ export class WarmPool {
       vm.reservation.release();
     }
     this.#o.log.info({ vm: vm.machine.id, label: vm.label, why }, "destroyed a pooled VM");
+  }
+
+  #stopShort(why: "memory" | "capacity"): void {
+    this.#limitedBy = why;
   }
 
   #retryLater(): void {

@@ -7,7 +7,7 @@ import type { TestContext } from "node:test";
 import type { CacheService } from "../../src/cache/service.js";
 import type { DebugSshPolicy } from "../../src/debug-ssh/debug-request.js";
 import type { DebugSshServer } from "../../src/debug-ssh/debug-ssh-server.js";
-import type { Orchestrator } from "../../src/orchestrator/orchestrator.js";
+import type { Orchestrator, WarmPoolSettings } from "../../src/orchestrator/orchestrator.js";
 import { AmqpBus } from "../../src/queue/amqp.js";
 import type { Store } from "../../src/store/store.js";
 import type { VmRecord } from "../../src/store/vms.js";
@@ -52,6 +52,8 @@ export interface StageOptions {
   readonly debugSsh?: Partial<DebugSshPolicy>;
   /** How long running jobs may finish when the orchestrator stops; default startOrchestrator's. */
   readonly drainTimeoutMs?: number;
+  /** Warm pools (orchestrator.pool); default none. */
+  readonly pool?: WarmPoolSettings;
 }
 
 export async function startStage(t: TestContext, o: StageOptions): Promise<Stage> {
@@ -75,6 +77,7 @@ export async function startStage(t: TestContext, o: StageOptions): Promise<Stage
     cache: o.cache,
     debugSsh: o.debugSsh,
     drainTimeoutMs: o.drainTimeoutMs,
+    pool: o.pool,
   });
   t.after(async () => {
     await forgeBus.stop(AbortSignal.timeout(5_000));

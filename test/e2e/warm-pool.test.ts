@@ -1,0 +1,181 @@
+// Warm pools (orchestrator.pool) with real VMs of the test image: the pool's memory budget, the
+// hand-over that swaps the pool key for the job's own, and jobs through the fake Forgejo that
+// start from the pool, with the pool refilled and no VM serving two jobs.
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { Client } from "ssh2";
+import { createForgejoRunner } from "../../src/cli/forgejo.js";
+import { Config } from "../../src/config/schema.js";
+import { createVmProvisioner } from "../../src/orchestrator/provisioner.js";
+import { rootLogger } from "../../src/telemetry/log.js";
+import { loadCatalog } from "../../src/vm/catalog.js";
+import { handOver } from "../../src/vm/identity.js";
+import { startFakeForgejo, type TaskView } from "../fakes/forgejo-server.js";
+import { registerForgejoWithCli } from "../support/cli.js";
+import { createTestDatabase, type TestDatabase } from "../support/db.js";
+import { qemuPids, startStage, testLogger, until } from "../support/forge-e2e.js";
+import { DEFAULT_EGRESS, startOrchestrator } from "../support/orchestrators.js";
+import { startTestBus } from "../support/rabbit.js";
+import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
+import { TEST_IMAGES_DIR, TEST_RUN_DIR, testImage } from "../support/test-image.js";
+
+const VM_JOB_MS = 240_000;
+
+let td: TestDatabase;
+
+/** Whether `privateKey` logs in as runner on the VM's forwarded port. */
+function logsIn(port: number, privateKey: Buffer): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = new Client();
+    c.once("ready", () => {
+      c.end();
+      resolve(true);
+    });
+    c.once("error", () => resolve(false));
+    c.connect({ host: "127.0.0.1", port, username: "runner", privateKey, readyTimeout: 30_000 });
+  });
+}
+
+describe("warm pools (real VMs)", () => {
+  before(async () => {
+    await testImage();
+    td = await createTestDatabase("postgres");
+  });
+  after(() => td?.drop());
+
+  it("a hand-over makes the job's key the only one the guest accepts: the pool key no longer logs in", async (t) => {
+    const provisioner = createVmProvisioner({
+      catalog: await loadCatalog(),
+      imagesDir: TEST_IMAGES_DIR,
+      runDir: TEST_RUN_DIR,
+      labels: ["test"],
+      egress: DEFAULT_EGRESS,
+    });
+    const target = await provisioner.resolve("test");
+    assert.equal(target.kind, "vm");
+    if (target.kind !== "vm") return;
+    const machine = await provisioner.preboot!(target.image, {
+      signal: AbortSignal.timeout(VM_JOB_MS),
+      log: rootLogger(),
+      onSpawn: async () => undefined,
+    });
+    t.after(() => machine.destroy());
+    const poolKey = Buffer.from(machine.ssh.privateKey);
+    assert.equal(await logsIn(machine.ssh.port, poolKey), true, "the pool key logs in before the hand-over");
+
+    const jobKey = await handOver(machine);
+    assert.deepEqual(machine.ssh.privateKey, jobKey.privateKey, "the machine logs in with the job key now");
+    assert.equal(await logsIn(machine.ssh.port, jobKey.privateKey), true, "the job key logs in");
+    assert.equal(await logsIn(machine.ssh.port, poolKey), false, "the pool key is refused");
+    assert.ok(
+      poolKey.some((b) => b !== 0),
+      "(the test's copy of the pool key is intact, so the refusal is the guest's doing)",
+    );
+  });
+
+  it("keeps within its memory budget: room for one VM, a pool of 3 holds one", async (t) => {
+    const { bus } = await startTestBus(t, "e2e-pool-mem");
+    const stage = await startOrchestrator(t, {
+      bus,
+      databaseUrl: td.location,
+      labels: ["test"],
+      maxVms: 4,
+      pool: { labels: [{ label: "test", min: 3, max: 3 }], memoryMiB: 1024, idleTtlMs: 3_600_000 },
+    });
+    const pool = stage.orchestrator.pool!;
+    const status = await until(
+      () => {
+        const s = pool.status();
+        return s.labels["test"]?.idle === 1 && s.limitedBy === "memory" ? s : undefined;
+      },
+      "the pool to hold one idle VM and stop at its memory budget",
+      VM_JOB_MS,
+    );
+    assert.deepEqual(status.labels["test"], { idle: 1, booting: 0, target: 3 });
+    assert.equal(status.memoryMiB, 1024);
+    const rows = (await stage.store.vms.listOnHost(stage.orchestrator.host)).filter(
+      (v) => v.owner === stage.orchestrator.id,
+    );
+    assert.equal(rows.length, 1, "one pooled VM recorded");
+    assert.equal(rows[0]!.jobId, "", "it has no job");
+    assert.equal(qemuPids(rows[0]!.id).length, 1, "its QEMU runs");
+    assert.equal(stage.orchestrator.capacity.usedVms, 1, "it holds host capacity like a job's VM");
+    await stage.orchestrator.stop(AbortSignal.timeout(30_000));
+    await until(() => qemuPids(rows[0]!.id).length === 0, "the pooled VM to be destroyed on stop", 30_000);
+  });
+
+  it("Forgejo: with a pool of 2, four jobs queued at once all succeed, two from the pool, each in its own VM, and the pool refills", async (t) => {
+    const forgejo = await startFakeForgejo(undefined);
+    const stage = await startStage(t, {
+      databaseUrl: td.location,
+      name: "e2e-pool-fj",
+      maxVms: 2,
+      pool: { labels: [{ label: "test", min: 2, max: 2 }], memoryMiB: 4096, idleTtlMs: 3_600_000 },
+    });
+    stage.beforeTeardown(() => forgejo.close());
+    const pool = stage.orchestrator.pool!;
+    await until(() => pool.status().labels["test"]?.idle === 2, "the pool to hold two idle VMs", VM_JOB_MS);
+    const pooledIds = (await stage.store.vms.listOnHost(stage.orchestrator.host))
+      .filter((v) => v.owner === stage.orchestrator.id)
+      .map((v) => v.id);
+    assert.equal(pooledIds.length, 2);
+
+    const file = await registerForgejoWithCli(forgejo, "linux:vm:test");
+    const config = Config.parse({ forgejo: { credentialsFile: file, fetchInterval: "500ms", capacity: 4 } });
+    const runner = createForgejoRunner(config, {
+      bus: stage.forgeBus,
+      clusterKey: SAMPLE_CLUSTER_KEY,
+      log: testLogger(),
+    });
+    await runner.start();
+    stage.beforeTeardown(() => runner.stop(AbortSignal.timeout(20_000)));
+
+    const marker = randomUUID();
+    const workflow = `name: ci\non: push\njobs:\n  build:\n    runs-on: linux\n    steps:\n      - name: Which VM\n        run: |\n          echo "boot ${marker} $(cat /proc/sys/kernel/random/boot_id)"\n`;
+    const jobs = [1, 2, 3, 4].map(() => forgejo.queueJob({ workflow }));
+    const tasks: TaskView[] = [];
+    for (const id of jobs)
+      tasks.push(
+        await forgejo.waitFor(
+          () => {
+            const v = forgejo.taskOfJob(id);
+            return v && v.status !== "running" && v.logArchived ? v : undefined;
+          },
+          `job ${id} to end`,
+          VM_JOB_MS * 2,
+        ),
+      );
+    const logs = tasks.map((task) => task.rows.join("\n"));
+    for (const [i, task] of tasks.entries()) assert.equal(task.status, "success", logs[i]);
+    const fromPool = tasks.filter((task) => task.rows.some((r) => r.includes("from the warm pool")));
+    assert.equal(fromPool.length, 2, `two jobs say they started from the pool:\n${logs.join("\n---\n")}`);
+    for (const id of pooledIds)
+      assert.equal(
+        fromPool.filter((task) => task.rows.some((r) => r.includes(`VM ${id} from the warm pool`))).length,
+        1,
+        `pooled VM ${id} served exactly one job`,
+      );
+    const boots = tasks.map((task) => task.rows.find((r) => r.startsWith(`boot ${marker} `)));
+    assert.equal(new Set(boots).size, 4, `each job ran in a VM of its own: ${boots.join(", ")}`);
+    for (const id of pooledIds) assert.equal(qemuPids(id).length, 0, `pooled VM ${id} was destroyed after its job`);
+
+    const refilled = await until(
+      async () => {
+        if (pool.status().labels["test"]?.idle !== 2) return undefined;
+        const rows = (await stage.store.vms.listOnHost(stage.orchestrator.host)).filter(
+          (v) => v.owner === stage.orchestrator.id,
+        );
+        return rows.length === 2 ? rows : undefined;
+      },
+      "the pool to refill to two idle VMs",
+      VM_JOB_MS,
+    );
+    for (const v of refilled) assert.ok(!pooledIds.includes(v.id), "a refilled VM is a new one");
+    const claims = await stage.metrics.registry.getSingleMetricAsString("gnomon_pool_claims_total");
+    assert.match(claims, /gnomon_pool_claims_total\{label="test",result="hit"\} 2/);
+    const starts = await stage.metrics.registry.getSingleMetricAsString("gnomon_vm_start_seconds");
+    assert.match(starts, /gnomon_vm_start_seconds_count\{label="test",path="pooled"\} 2/);
+    assert.match(starts, /gnomon_vm_start_seconds_count\{label="test",path="cold"\} 2/);
+  });
+});
