@@ -37,7 +37,7 @@ export interface PoolRecords {
     },
     ttlMs: number,
   ): Promise<unknown>;
-  renewPooled(owner: string, ttlMs: number): Promise<unknown>;
+  renewPooled(owner: string, ids: readonly string[], ttlMs: number): Promise<unknown>;
   delete(id: string): Promise<unknown>;
 }
 
@@ -92,6 +92,8 @@ export class WarmPool {
   readonly #targets = new Map<string, number>();
   readonly #cfg = new Map<string, PoolLabelConfig>();
   #booting: Booting | undefined;
+  /** The booting VM's id once QEMU was spawned (and recorded). */
+  #bootingId: string | undefined;
   #memoryMiB = 0;
   #limitedBy: PoolStatus["limitedBy"];
   #refilling: Promise<void> | undefined;
@@ -131,8 +133,11 @@ export class WarmPool {
     this.#unlisten = this.#o.capacity.onChange(() => queueMicrotask(() => this.#onCapacity()));
     const renewMs = Math.max(1_000, Math.floor(this.#o.recordTtlMs / 3));
     this.#renewTimer = setInterval(() => {
+      const ids = [...this.#idle.values()].flat().map((v) => v.machine.id);
+      if (this.#bootingId) ids.push(this.#bootingId);
+      if (ids.length === 0) return;
       this.#o.records
-        .renewPooled(this.#o.owner, this.#o.recordTtlMs)
+        .renewPooled(this.#o.owner, ids, this.#o.recordTtlMs)
         .catch((err: unknown) => this.#o.log.warn({ err }, "could not renew the warm pool's VM records"));
     }, renewMs);
     this.#renewTimer.unref();
@@ -230,12 +235,15 @@ export class WarmPool {
     this.#memoryMiB += reservation.size.memoryMiB;
     this.#gauge(label);
     let machine: Machine | undefined;
+    let recorded: string | undefined;
     try {
       machine = await this.#o.provisioner.preboot!(image, {
         signal: ac.signal,
         log: this.#o.log,
-        onSpawn: (vm) =>
-          this.#o.records
+        onSpawn: (vm) => {
+          recorded = vm.id;
+          this.#bootingId = vm.id;
+          return this.#o.records
             .recordPooled(
               {
                 id: vm.id,
@@ -249,10 +257,17 @@ export class WarmPool {
               },
               this.#o.recordTtlMs,
             )
-            .then(() => undefined),
+            .then(() => undefined);
+        },
       });
     } catch (err) {
+      // The machine removed what it started; its record goes too (or its expiry would be renewed forever).
+      if (recorded)
+        await this.#o.records
+          .delete(recorded)
+          .catch((e: unknown) => this.#o.log.warn({ err: e }, "could not delete a pooled VM's record"));
       this.#booting = undefined;
+      this.#bootingId = undefined;
       this.#memoryMiB -= reservation.size.memoryMiB;
       reservation.release();
       this.#gauge(label);
@@ -262,6 +277,7 @@ export class WarmPool {
       return false;
     }
     this.#booting = undefined;
+    this.#bootingId = undefined;
     // Stopped, or a job started waiting for capacity while this one booted: it goes at once.
     if (this.#stopped || ac.signal.aborted || this.#o.capacity.waiting > 0) {
       await this.#destroy({ label, machine, reservation }, "capacity is wanted by a job");
@@ -271,6 +287,14 @@ export class WarmPool {
     const timer = setTimeout(() => this.#expire(label, machine), this.#o.idleTtlMs);
     timer.unref();
     this.#idle.get(label)!.push({ label, machine, reservation, since, timer });
+    // A pooled VM whose QEMU ends while idle (a crash, a kill) leaves the pool, and another boots.
+    void machine.exited.then(() => {
+      const list = this.#idle.get(label)!;
+      const i = list.findIndex((v) => v.machine === machine);
+      if (i < 0) return;
+      const [vm] = list.splice(i, 1);
+      void this.#destroy(vm!, "its QEMU ended while idle").then(() => this.#kick());
+    });
     this.#gauge(label);
     this.#o.log.info({ vm: machine.id, label, bootMs: machine.bootMs }, "a warm pool VM is ready");
     return true;

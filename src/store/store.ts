@@ -88,7 +88,7 @@ export function bindOperations(q: Queryable) {
       listOnHost: (host: string) => listVmsOnHost(q, host),
       listOrphans: (host: string) => listOrphanVms(q, host),
       recordPooled: (vm: Omit<NewVm, "jobId">, ttlMs: number) => recordPooledVm(q, vm, ttlMs),
-      renewPooled: (owner: string, ttlMs: number) => renewPooledVms(q, owner, ttlMs),
+      renewPooled: (owner: string, ids: readonly string[], ttlMs: number) => renewPooledVms(q, owner, ids, ttlMs),
       assignPooled: (id: string, jobId: string) => assignPooledVm(q, id, jobId),
     },
     debugSessions: {

@@ -89,12 +89,17 @@ export async function recordPooledVm(q: Queryable, vm: Omit<NewVm, "jobId">, ttl
   return r.rows[0]!;
 }
 
-/** Pushes the expiry of `owner`'s pooled VMs (those without a job) `ttlMs` ahead; how many there are. */
-export async function renewPooledVms(q: Queryable, owner: string, ttlMs: number): Promise<number> {
+/** Pushes the expiry of `owner`'s pooled VMs `ids` (still without a job) `ttlMs` ahead; how many it moved. */
+export async function renewPooledVms(
+  q: Queryable,
+  owner: string,
+  ids: readonly string[],
+  ttlMs: number,
+): Promise<number> {
   const r = await q.query(
-    `update vms set pool_expires_at = now() + $2 * interval '1 millisecond'
-     where owner = $1 and job_id is null`,
-    [owner, ttlMs],
+    `update vms set pool_expires_at = now() + $3 * interval '1 millisecond'
+     where owner = $1 and id = any($2::text[]) and job_id is null`,
+    [owner, ids, ttlMs],
   );
   return r.rowCount;
 }
