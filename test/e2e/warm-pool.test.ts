@@ -3,6 +3,9 @@
 // start from the pool, with the pool refilled and no VM serving two jobs.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Client } from "ssh2";
 import { createForgejoRunner } from "../../src/cli/forgejo.js";
@@ -12,7 +15,7 @@ import { rootLogger } from "../../src/telemetry/log.js";
 import { loadCatalog } from "../../src/vm/catalog.js";
 import { handOver } from "../../src/vm/identity.js";
 import { startFakeForgejo, type TaskView } from "../fakes/forgejo-server.js";
-import { registerForgejoWithCli } from "../support/cli.js";
+import { type GnomonProcess, registerForgejoWithCli, spawnGnomon } from "../support/cli.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { qemuPids, startStage, testLogger, until } from "../support/forge-e2e.js";
 import { DEFAULT_EGRESS, startOrchestrator } from "../support/orchestrators.js";
@@ -177,5 +180,71 @@ describe("warm pools (real VMs)", () => {
     const starts = await stage.metrics.registry.getSingleMetricAsString("gnomon_vm_start_seconds");
     assert.match(starts, /gnomon_vm_start_seconds_count\{label="test",path="pooled"\} 2/);
     assert.match(starts, /gnomon_vm_start_seconds_count\{label="test",path="cold"\} 2/);
+  });
+});
+
+describe("warm pools under `gnomon up` (embedded queue and database)", () => {
+  before(() => testImage());
+
+  it("leaves no pooled VM running after a SIGTERM, nor after a SIGKILL and a restart (the reaper removes it)", async (t) => {
+    const forgejo = await startFakeForgejo(undefined);
+    const dir = mkdtempSync(join(tmpdir(), "gnomon-e2e-pool-up-"));
+    const dataDir = join(dir, "data");
+    await registerForgejoWithCli(forgejo, "linux:vm:test", dir);
+    writeFileSync(
+      join(dir, "gnomon.yaml"),
+      "orchestrator:\n  pool:\n    labels:\n      test: { min: 1 }\n    memoryMiB: 1024\n",
+    );
+    const env = {
+      GNOMON_DATA_DIR: dataDir,
+      GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
+      GNOMON_LABELS: "test",
+      GNOMON_MAX_VMS: "1",
+      GNOMON_LEASE_TTL: "5s",
+      GNOMON_LOG_LEVEL: "info",
+    };
+    const started: GnomonProcess[] = [];
+    const up = () => {
+      const p = spawnGnomon(["up"], { env, cwd: dir });
+      started.push(p);
+      return p;
+    };
+    t.after(async () => {
+      for (const p of started)
+        if (p.child.exitCode === null && p.child.signalCode === null) {
+          p.child.kill("SIGKILL");
+          await p.exited;
+        }
+      for (const pid of qemuPids(dataDir)) process.kill(pid, "SIGKILL");
+      await forgejo.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const vmsDir = join(dataDir, "vms");
+    const runFolders = () => (existsSync(vmsDir) ? readdirSync(vmsDir) : []);
+
+    const first = up();
+    const ready = await first.waitForLog(/^a warm pool VM is ready$/, VM_JOB_MS);
+    assert.equal(qemuPids(String(ready["vm"])).length, 1, "the pooled VM runs under gnomon up");
+    first.child.kill("SIGTERM");
+    assert.equal(await first.exited, 0, first.stderr());
+    assert.deepEqual(qemuPids(dataDir), [], "SIGTERM: no QEMU process is left");
+    assert.deepEqual(runFolders(), [], "SIGTERM: no VM run folder is left");
+
+    const second = up();
+    const pooled = String((await second.waitForLog(/^a warm pool VM is ready$/, VM_JOB_MS))["vm"]);
+    second.child.kill("SIGKILL");
+    await second.exited;
+    assert.ok(runFolders().includes(pooled), "a SIGKILL leaves the pooled VM's files behind");
+
+    const third = up();
+    await until(
+      () => qemuPids(pooled).length === 0 && !runFolders().includes(pooled),
+      "the restarted gnomon's reaper to remove the dead process's pooled VM",
+      120_000,
+    );
+    await third.waitForLog(/^reaped a pooled VM whose orchestrator is gone$/, 60_000);
+    third.child.kill("SIGTERM");
+    assert.equal(await third.exited, 0, third.stderr());
+    assert.deepEqual(qemuPids(dataDir), [], "no QEMU process is left");
   });
 });
