@@ -74,6 +74,8 @@ async function floor(): Promise<number> {
         `${image.machine},accel=${accel}`,
         "-cpu",
         accel === "kvm" ? "host" : "max",
+        "-smp",
+        String(image.cpus),
         "-m",
         String(image.memoryMiB),
         "-nodefaults",
@@ -96,12 +98,26 @@ async function floor(): Promise<number> {
         `user,id=n0,hostfwd=tcp:127.0.0.1:${port}-:22`,
         "-device",
         "virtio-net-pci,netdev=n0",
+        "-object",
+        "rng-random,id=rng0,filename=/dev/urandom",
+        "-device",
+        "virtio-rng-pci,rng=rng0",
       ],
-      { stdio: "ignore" },
+      { stdio: "ignore", detached: false },
     );
+    // The floor's QEMU has no parent-death signal: kill it if this script dies.
+    const killFloor = () => q.kill("SIGKILL");
+    process.once("exit", killFloor);
     try {
       for (let i = 0; i < 2_400; i++) {
         if (q.exitCode !== null) throw new Error("the floor's QEMU exited");
+        // As ../shared/floors/qemu-boot: ssh only once the guest said its SSH server started (an
+        // earlier client waits on a connection the guest never answers).
+        const serial = await readFile(join(dir, "serial.log"), "utf8").catch(() => "");
+        if (!serial.includes("ssh server started")) {
+          await sleep(20);
+          continue;
+        }
         const ok = await run("ssh", [
           "-q",
           "-i",
@@ -128,6 +144,7 @@ async function floor(): Promise<number> {
       throw new Error("the floor's guest never answered ssh");
     } finally {
       q.kill("SIGKILL");
+      process.off("exit", killFloor);
     }
   } finally {
     releasePort(port);
@@ -160,7 +177,7 @@ async function firstOutput(ws: Workspace, t0: number): Promise<number> {
     env: {},
     cwd: "/",
     signal: AbortSignal.timeout(30_000),
-    onLine: (l) => {
+    onLine: (_stream, l) => {
       if (l.includes("first") && seen === 0) seen = performance.now() - t0;
     },
   });

@@ -9,13 +9,18 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Client } from "ssh2";
 import { createForgejoRunner } from "../../src/cli/forgejo.js";
+import { VERSION } from "../../src/cli/version.js";
 import { Config } from "../../src/config/schema.js";
+import { readRegistration } from "../../src/forge/github/credentials.js";
+import { createGitHubRunner } from "../../src/forge/github/runner.js";
+import { Slots } from "../../src/lifecycle/slots.js";
 import { createVmProvisioner } from "../../src/orchestrator/provisioner.js";
 import { rootLogger } from "../../src/telemetry/log.js";
 import { loadCatalog } from "../../src/vm/catalog.js";
 import { handOver } from "../../src/vm/identity.js";
 import { startFakeForgejo, type TaskView } from "../fakes/forgejo-server.js";
-import { type GnomonProcess, registerForgejoWithCli, spawnGnomon } from "../support/cli.js";
+import { startFakeGitHub } from "../fakes/github-server.js";
+import { type GnomonProcess, registerForgejoWithCli, registerGitHubWithCli, spawnGnomon } from "../support/cli.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { qemuPids, startStage, testLogger, until } from "../support/forge-e2e.js";
 import { DEFAULT_EGRESS, startOrchestrator } from "../support/orchestrators.js";
@@ -180,6 +185,54 @@ describe("warm pools (real VMs)", () => {
     const starts = await stage.metrics.registry.getSingleMetricAsString("gnomon_vm_start_seconds");
     assert.match(starts, /gnomon_vm_start_seconds_count\{label="test",path="pooled"\} 2/);
     assert.match(starts, /gnomon_vm_start_seconds_count\{label="test",path="cold"\} 2/);
+  });
+
+  it("GitHub: with a pool of 2, four jobs queued at once all succeed, each in its own VM, the two pooled VMs serving one job each", async (t) => {
+    const fake = await startFakeGitHub(undefined, { flow: "v2" });
+    const stage = await startStage(t, {
+      databaseUrl: td.location,
+      name: "e2e-pool-gh",
+      maxVms: 2,
+      pool: { labels: [{ label: "test", min: 2, max: 2 }], memoryMiB: 4096, idleTtlMs: 3_600_000 },
+    });
+    stage.beforeTeardown(() => fake.close());
+    const pool = stage.orchestrator.pool!;
+    await until(() => pool.status().labels["test"]?.idle === 2, "the pool to hold two idle VMs", VM_JOB_MS);
+    const pooledIds = (await stage.store.vms.listOnHost(stage.orchestrator.host))
+      .filter((v) => v.owner === stage.orchestrator.id)
+      .map((v) => v.id);
+    const { dir } = await registerGitHubWithCli(fake, { name: "e2e-pool-gh", labels: "test" });
+    const runner = createGitHubRunner({
+      registration: readRegistration(dir),
+      bus: stage.forgeBus,
+      clusterKey: SAMPLE_CLUSTER_KEY,
+      capacity: new Slots(4),
+      runnerVersion: "2.330.0",
+      gnomonVersion: VERSION,
+      log: testLogger(),
+    });
+    await runner.start();
+    stage.beforeTeardown(() => runner.stop(AbortSignal.timeout(20_000)));
+
+    const marker = randomUUID();
+    const jobs = [1, 2, 3, 4].map(() =>
+      fake.queueJob({
+        labels: ["self-hosted", "test"],
+        steps: [{ name: "Which VM", run: `echo "boot ${marker} $(cat /proc/sys/kernel/random/boot_id)"` }],
+      }),
+    );
+    for (const job of jobs)
+      await fake.waitFor(() => fake.job(job.jobId).state === "completed", `job ${job.jobId} completed`, VM_JOB_MS * 2);
+    const logs = jobs.map((job) => fake.job(job.jobId).jobLog?.content ?? "");
+    for (const [i, job] of jobs.entries()) assert.equal(fake.job(job.jobId).conclusion, "succeeded", logs[i]);
+    for (const id of pooledIds)
+      assert.equal(
+        logs.filter((l) => l.includes(`VM ${id} from the warm pool`)).length,
+        1,
+        `pooled VM ${id} served exactly one job:\n${logs.join("\n---\n")}`,
+      );
+    const boots = logs.map((l) => new RegExp(`^.*boot ${marker} (\\S+)$`, "m").exec(l)?.[1]);
+    assert.equal(new Set(boots).size, 4, `each job ran in a VM of its own: ${boots.join(", ")}`);
   });
 });
 
