@@ -7,7 +7,7 @@
 // - restored: not implemented yet (snapshot restore), printed as such.
 // Each is the median of --runs runs (default 5), with its ratio to the floor's median. Runs are
 // interleaved (floor, cold, pooled, floor, …) so that load from elsewhere hits every path alike.
-// Usage: node --import tsx bench/start-paths.ts [--runs 5] [--accel tcg|kvm|auto]
+// Usage: node --import tsx bench/start-paths.ts [--runs 5] [--accel tcg|kvm|auto] [--paths floor,cold,pooled]
 import { execFile, spawn } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -27,7 +27,11 @@ import { TEST_IMAGES_DIR, TEST_RUN_DIR, testImage } from "../test/support/test-i
 
 const run = promisify(execFile);
 const { values } = parseArgs({
-  options: { runs: { type: "string", default: "5" }, accel: { type: "string", default: "auto" } },
+  options: {
+    runs: { type: "string", default: "5" },
+    accel: { type: "string", default: "auto" },
+    paths: { type: "string", default: "floor,cold,pooled" },
+  },
 });
 const RUNS = Number(values.runs);
 const accel: Accel = values.accel === "auto" ? await detectAccel(qemuBinary("x86_64")) : (values.accel as Accel);
@@ -212,15 +216,18 @@ async function pooled(): Promise<number> {
   }
 }
 
-const paths = { floor, cold, pooled } as const;
-const results: Record<keyof typeof paths, number[]> = { floor: [], cold: [], pooled: [] };
+const all = { floor, cold, pooled } as const;
+const wanted = values.paths.split(",") as (keyof typeof all)[];
+for (const w of wanted) if (!(w in all)) throw new Error(`--paths: ${w} is not one of ${Object.keys(all).join(", ")}`);
+const paths = Object.fromEntries(wanted.map((w) => [w, all[w]]));
+const results: Record<string, number[]> = Object.fromEntries(wanted.map((w) => [w, []]));
 // Warm the page cache and the build outside the measurement.
 generateKeyPairSync("ed25519");
-await cold();
+if (wanted.includes("cold")) await cold();
 for (let i = 0; i < RUNS; i++)
-  for (const [name, fn] of Object.entries(paths) as [keyof typeof paths, () => Promise<number>][]) {
+  for (const [name, fn] of Object.entries(paths)) {
     const ms = await fn();
-    results[name].push(ms);
+    results[name]?.push(ms);
     console.log(`${accel} run ${i + 1} ${name}: ${Math.round(ms)} ms`);
   }
 
@@ -229,7 +236,7 @@ const median = (xs: number[]) => {
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
-const base = median(results.floor);
+const base = results["floor"] ? median(results["floor"]) : Number.NaN;
 console.log(
   `\n${accel.toUpperCase()}, test image, median of ${RUNS} (load ${(await readFile("/proc/loadavg", "utf8")).split(" ")[0]}):`,
 );

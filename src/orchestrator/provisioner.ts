@@ -14,7 +14,7 @@ import { createHostExecutor } from "../executor/host.js";
 import { createSshExecutor, type SessionRequest, type SshExecutor } from "../executor/ssh.js";
 import type { Logger } from "../telemetry/log.js";
 import { type Catalog, type ImageSpec, resolveImage } from "../vm/catalog.js";
-import { handOver } from "../vm/identity.js";
+import { handOver, poolConnection } from "../vm/identity.js";
 import { bootMachine, type Machine, type SpawnedVm } from "../vm/machine.js";
 import type { NodeRuntimes } from "../vm/node-runtime.js";
 import type { Accel } from "../vm/qemu-args.js";
@@ -178,10 +178,10 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
           onObtaining: (what) =>
             hooks.onPhase("creating-disk", `obtaining ${what} for JavaScript actions (once per host)…`),
         });
-      const pooled = hooks.pooled ? await handOverPooled(hooks.pooled, hooks) : undefined;
+      const pooled = hooks.pooled ? await handOverPooled(hooks.pooled, target.label, hooks) : undefined;
       // The machine reports creating-disk itself (its first phase): saying it here too showed it twice.
       const machine =
-        pooled ??
+        pooled?.machine ??
         (await bootMachine(image, {
           runDir: opts.runDir,
           signal: hooks.signal,
@@ -197,13 +197,15 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
           throw err;
         }));
       let executor: SshExecutor;
-      try {
-        const client = machine.takeSshClient();
-        executor = await createSshExecutor(client ?? machine.ssh, { label: target.label, signal: hooks.signal });
-      } catch (err) {
-        await machine.destroy({ why: "boot-failed" });
-        throw err;
-      }
+      if (pooled) executor = pooled.executor;
+      else
+        try {
+          const client = machine.takeSshClient();
+          executor = await createSshExecutor(client ?? machine.ssh, { label: target.label, signal: hooks.signal });
+        } catch (err) {
+          await machine.destroy({ why: "boot-failed" });
+          throw err;
+        }
       let egress: EgressProxy | undefined;
       let noEgress = "";
       if (image.network === "nat") {
@@ -268,14 +270,23 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
 }
 
 /**
- * The pooled VM with the job's own key in it, or undefined (it is destroyed) when it would not take
- * the key: the job then boots cold, and its set-up log says why.
+ * The pooled VM with the job's own key in it and an executor on gnomon's connection to it, or
+ * undefined (it is destroyed) when it would not take the key: the job then boots cold, and its
+ * set-up log says why. The key goes in while the executor probes the guest, over one connection.
  */
-async function handOverPooled(machine: Machine, hooks: ProvisionHooks): Promise<Machine | undefined> {
+async function handOverPooled(
+  machine: Machine,
+  label: string,
+  hooks: ProvisionHooks,
+): Promise<{ machine: Machine; executor: SshExecutor } | undefined> {
+  let executor: Promise<SshExecutor> | undefined;
   try {
-    await handOver(machine, hooks.signal);
-    return machine;
+    const client = await poolConnection(machine, hooks.signal);
+    executor = createSshExecutor(client, { label, signal: hooks.signal });
+    const [, ex] = await Promise.all([handOver(machine, client, hooks.signal), executor]);
+    return { machine, executor: ex };
   } catch (err) {
+    await executor?.then((ex) => ex.close()).catch(() => undefined);
     await machine.destroy({ why: "boot-failed" }).catch(() => undefined);
     hooks.signal.throwIfAborted();
     hooks.log.warn({ err, vm: machine.id }, "a pooled VM did not take the job's key; booting one for the job");

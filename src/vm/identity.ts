@@ -1,10 +1,11 @@
 // Handing a pre-booted VM (a warm pool's) to a job. The VM booted with a pool key that exists only
 // in this process's memory; here, over the pool key's own SSH connection (a channel only gnomon
-// holds), the guest's authorized_keys is replaced by the job's fresh ephemeral key alone, that
-// connection is closed, and the machine logs in with the job key from then on. So the pool key is
-// gone from the guest before any job command runs, and nothing of the VM's time in the pool is
-// something a job could use: the VM booted fresh for this job alone and is destroyed after it.
-import { setTimeout as sleep } from "node:timers/promises";
+// holds), the guest's authorized_keys is replaced by the job's fresh ephemeral key alone and the
+// pool key is wiped from memory, so no one can log in with it again before the job's first command
+// runs. That connection is gnomon's and carries the job on (the provisioner opens the executor on
+// it while the key goes in, which saves a new login); new connections need the job key. Nothing of
+// the VM's time in the pool is something a job could use: it booted fresh for this one job, with
+// its own host key, and is destroyed after it.
 import { Client } from "ssh2";
 import type { Machine } from "./machine.js";
 import { generateJobKey, type JobKey } from "./ssh-key.js";
@@ -27,37 +28,38 @@ export function installKeyCommand(publicKey: string): string {
 }
 
 /**
- * Gives `machine` a fresh job key: installs it as the guest's only authorized key over the pool
- * key's connection (reconnecting once if that connection died while the VM was idle), then closes
- * every pool-key connection. Throws HandOverError when the guest did not take the key.
+ * Gives `machine` a fresh job key over `client` (a connection gnomon made with the pool key):
+ * installs it as the guest's only authorized key, then wipes the pool key from memory. From then on
+ * only the job key logs in; `client` stays gnomon's own connection and may carry the job. Throws
+ * HandOverError when the guest did not take the key (the caller destroys the VM).
  */
-export async function handOver(machine: Machine, signal?: AbortSignal): Promise<JobKey> {
+export async function handOver(machine: Machine, client: Client, signal?: AbortSignal): Promise<JobKey> {
   const key = generateJobKey(`gnomon-job-${machine.id}`);
-  const command = installKeyCommand(key.publicKey);
-  let client = machine.takeSshClient();
   try {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        client ??= await connect(machine, signal);
-        await run(client, command, signal);
-        break;
-      } catch (err) {
-        client?.end();
-        client = undefined;
-        if (attempt >= 2 || signal?.aborted) {
-          key.privateKey.fill(0);
-          throw err instanceof HandOverError
-            ? err
-            : new HandOverError(`the pooled VM did not take the job's key: ${(err as Error).message}`, { cause: err });
-        }
-        await sleep(100, undefined, { signal }).catch(() => undefined);
-      }
-    }
-  } finally {
-    client?.end();
+    await run(client, installKeyCommand(key.publicKey), signal);
+  } catch (err) {
+    key.privateKey.fill(0);
+    throw err instanceof HandOverError
+      ? err
+      : new HandOverError(`the pooled VM did not take the job's key: ${(err as Error).message}`, { cause: err });
   }
   machine.replaceKey(key);
   return key;
+}
+
+/**
+ * The pool key's connection made at boot, or a new one if the machine has none. Only gnomon has
+ * the key it logs in with. (A held connection that died while idle fails the hand-over: the VM is
+ * destroyed and the job boots cold.)
+ */
+export async function poolConnection(machine: Machine, signal?: AbortSignal): Promise<Client> {
+  const held = machine.takeSshClient();
+  if (held) return held;
+  try {
+    return await connect(machine, signal);
+  } catch (err) {
+    throw new HandOverError(`the pooled VM does not answer SSH: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 function connect(machine: Machine, signal?: AbortSignal): Promise<Client> {

@@ -17,7 +17,7 @@ import { Slots } from "../../src/lifecycle/slots.js";
 import { createVmProvisioner } from "../../src/orchestrator/provisioner.js";
 import { rootLogger } from "../../src/telemetry/log.js";
 import { loadCatalog } from "../../src/vm/catalog.js";
-import { handOver } from "../../src/vm/identity.js";
+import { handOver, poolConnection } from "../../src/vm/identity.js";
 import { startFakeForgejo, type TaskView } from "../fakes/forgejo-server.js";
 import { startFakeGitHub } from "../fakes/github-server.js";
 import { type GnomonProcess, registerForgejoWithCli, registerGitHubWithCli, spawnGnomon } from "../support/cli.js";
@@ -72,7 +72,9 @@ describe("warm pools (real VMs)", () => {
     const poolKey = Buffer.from(machine.ssh.privateKey);
     assert.equal(await logsIn(machine.ssh.port, poolKey), true, "the pool key logs in before the hand-over");
 
-    const jobKey = await handOver(machine);
+    const client = await poolConnection(machine);
+    t.after(() => client.end());
+    const jobKey = await handOver(machine, client);
     assert.deepEqual(machine.ssh.privateKey, jobKey.privateKey, "the machine logs in with the job key now");
     assert.equal(await logsIn(machine.ssh.port, jobKey.privateKey), true, "the job key logs in");
     assert.equal(await logsIn(machine.ssh.port, poolKey), false, "the pool key is refused");
