@@ -26,14 +26,28 @@ export type NewVm = Omit<VmRecord, "createdAt" | "pid" | "seedPath" | "sshPort" 
 const VM = `id, coalesce(job_id::text, '') as "jobId", owner, host, pid, overlay_path as "overlayPath", seed_path as "seedPath",
   ssh_port as "sshPort", qmp_socket as "qmpSocket", created_at as "createdAt"`;
 
-export async function recordVm(q: Queryable, vm: NewVm): Promise<VmRecord> {
+export function recordVm(q: Queryable, vm: NewVm): Promise<VmRecord> {
+  return insertVm(q, vm, vm.jobId, null);
+}
+
+/** Records a warm pool's VM before it has a job; its owner renews `ttlMs` (renewPooledVms) while it lives. */
+export function recordPooledVm(q: Queryable, vm: Omit<NewVm, "jobId">, ttlMs: number): Promise<VmRecord> {
+  return insertVm(q, vm, null, ttlMs);
+}
+
+async function insertVm(
+  q: Queryable,
+  vm: Omit<NewVm, "jobId">,
+  jobId: string | null,
+  poolTtlMs: number | null,
+): Promise<VmRecord> {
   const r = await q.query<VmRecord>(
-    `insert into vms (id, job_id, owner, host, pid, overlay_path, seed_path, ssh_port, qmp_socket)
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    `insert into vms (id, job_id, owner, host, pid, overlay_path, seed_path, ssh_port, qmp_socket, pool_expires_at)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + $10 * interval '1 millisecond')
      returning ${VM}`,
     [
       vm.id,
-      vm.jobId,
+      jobId,
       vm.owner,
       vm.host,
       vm.pid ?? null,
@@ -41,6 +55,7 @@ export async function recordVm(q: Queryable, vm: NewVm): Promise<VmRecord> {
       vm.seedPath ?? null,
       vm.sshPort ?? null,
       vm.qmpSocket ?? null,
+      poolTtlMs,
     ],
   );
   return r.rows[0]!;
@@ -66,27 +81,6 @@ export async function getVm(q: Queryable, id: string): Promise<VmRecord | undefi
 export async function listVmsOnHost(q: Queryable, host: string): Promise<VmRecord[]> {
   const r = await q.query<VmRecord>(`select ${VM} from vms where host = $1 order by created_at`, [host]);
   return r.rows;
-}
-
-/** Records a warm pool's VM before it has a job; its owner renews `ttlMs` (renewPooledVms) while it lives. */
-export async function recordPooledVm(q: Queryable, vm: Omit<NewVm, "jobId">, ttlMs: number): Promise<VmRecord> {
-  const r = await q.query<VmRecord>(
-    `insert into vms (id, job_id, owner, host, pid, overlay_path, seed_path, ssh_port, qmp_socket, pool_expires_at)
-     values ($1, null, $2, $3, $4, $5, $6, $7, $8, now() + $9 * interval '1 millisecond')
-     returning ${VM}`,
-    [
-      vm.id,
-      vm.owner,
-      vm.host,
-      vm.pid ?? null,
-      vm.overlayPath,
-      vm.seedPath ?? null,
-      vm.sshPort ?? null,
-      vm.qmpSocket ?? null,
-      ttlMs,
-    ],
-  );
-  return r.rows[0]!;
 }
 
 /** Pushes the expiry of `owner`'s pooled VMs `ids` (still without a job) `ttlMs` ahead; how many it moved. */

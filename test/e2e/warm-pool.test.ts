@@ -6,11 +6,9 @@ import { randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { after, before, describe, it, type TestContext } from "node:test";
 import { Client } from "ssh2";
-import { createForgejoRunner } from "../../src/cli/forgejo.js";
 import { VERSION } from "../../src/cli/version.js";
-import { Config } from "../../src/config/schema.js";
 import { readRegistration } from "../../src/forge/github/credentials.js";
 import { createGitHubRunner } from "../../src/forge/github/runner.js";
 import { Slots } from "../../src/lifecycle/slots.js";
@@ -22,7 +20,7 @@ import { startFakeForgejo, type TaskView } from "../fakes/forgejo-server.js";
 import { startFakeGitHub } from "../fakes/github-server.js";
 import { type GnomonProcess, registerForgejoWithCli, registerGitHubWithCli, spawnGnomon } from "../support/cli.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
-import { qemuPids, startStage, testLogger, until } from "../support/forge-e2e.js";
+import { qemuPids, startForgejoRunner, startStage, testLogger, until } from "../support/forge-e2e.js";
 import { DEFAULT_EGRESS, startOrchestrator } from "../support/orchestrators.js";
 import { startTestBus } from "../support/rabbit.js";
 import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
@@ -43,6 +41,23 @@ function logsIn(port: number, privateKey: Buffer): Promise<boolean> {
     c.once("error", () => resolve(false));
     c.connect({ host: "127.0.0.1", port, username: "runner", privateKey, readyTimeout: 30_000 });
   });
+}
+
+/** A stage (maxVms 2) whose orchestrator keeps a pool of 2 for `test`, once both pooled VMs are idle. */
+async function startPoolOfTwo(t: TestContext, name: string) {
+  const stage = await startStage(t, {
+    databaseUrl: td.location,
+    name,
+    maxVms: 2,
+    pool: { labels: [{ label: "test", min: 2, max: 2 }], memoryMiB: 4096, idleTtlMs: 3_600_000 },
+  });
+  const pool = stage.orchestrator.pool!;
+  await until(() => pool.status().labels["test"]?.idle === 2, "the pool to hold two idle VMs", VM_JOB_MS);
+  const pooledIds = (await stage.store.vms.listOnHost(stage.orchestrator.host))
+    .filter((v) => v.owner === stage.orchestrator.id)
+    .map((v) => v.id);
+  assert.equal(pooledIds.length, 2);
+  return { stage, pool, pooledIds };
 }
 
 describe("warm pools (real VMs)", () => {
@@ -117,29 +132,10 @@ describe("warm pools (real VMs)", () => {
 
   it("Forgejo: with a pool of 2, four jobs queued at once all succeed, two from the pool, each in its own VM, and the pool refills", async (t) => {
     const forgejo = await startFakeForgejo(undefined);
-    const stage = await startStage(t, {
-      databaseUrl: td.location,
-      name: "e2e-pool-fj",
-      maxVms: 2,
-      pool: { labels: [{ label: "test", min: 2, max: 2 }], memoryMiB: 4096, idleTtlMs: 3_600_000 },
-    });
+    const { stage, pool, pooledIds } = await startPoolOfTwo(t, "e2e-pool-fj");
     stage.beforeTeardown(() => forgejo.close());
-    const pool = stage.orchestrator.pool!;
-    await until(() => pool.status().labels["test"]?.idle === 2, "the pool to hold two idle VMs", VM_JOB_MS);
-    const pooledIds = (await stage.store.vms.listOnHost(stage.orchestrator.host))
-      .filter((v) => v.owner === stage.orchestrator.id)
-      .map((v) => v.id);
-    assert.equal(pooledIds.length, 2);
 
-    const file = await registerForgejoWithCli(forgejo, "linux:vm:test");
-    const config = Config.parse({ forgejo: { credentialsFile: file, fetchInterval: "500ms", capacity: 4 } });
-    const runner = createForgejoRunner(config, {
-      bus: stage.forgeBus,
-      clusterKey: SAMPLE_CLUSTER_KEY,
-      log: testLogger(),
-    });
-    await runner.start();
-    stage.beforeTeardown(() => runner.stop(AbortSignal.timeout(20_000)));
+    await startForgejoRunner(stage, await registerForgejoWithCli(forgejo, "linux:vm:test"), { capacity: 4 });
 
     const marker = randomUUID();
     const workflow = `name: ci\non: push\njobs:\n  build:\n    runs-on: linux\n    steps:\n      - name: Which VM\n        run: |\n          echo "boot ${marker} $(cat /proc/sys/kernel/random/boot_id)"\n`;
@@ -191,18 +187,8 @@ describe("warm pools (real VMs)", () => {
 
   it("GitHub: with a pool of 2, four jobs queued at once all succeed, each in its own VM, the two pooled VMs serving one job each", async (t) => {
     const fake = await startFakeGitHub(undefined, { flow: "v2" });
-    const stage = await startStage(t, {
-      databaseUrl: td.location,
-      name: "e2e-pool-gh",
-      maxVms: 2,
-      pool: { labels: [{ label: "test", min: 2, max: 2 }], memoryMiB: 4096, idleTtlMs: 3_600_000 },
-    });
+    const { stage, pooledIds } = await startPoolOfTwo(t, "e2e-pool-gh");
     stage.beforeTeardown(() => fake.close());
-    const pool = stage.orchestrator.pool!;
-    await until(() => pool.status().labels["test"]?.idle === 2, "the pool to hold two idle VMs", VM_JOB_MS);
-    const pooledIds = (await stage.store.vms.listOnHost(stage.orchestrator.host))
-      .filter((v) => v.owner === stage.orchestrator.id)
-      .map((v) => v.id);
     const { dir } = await registerGitHubWithCli(fake, { name: "e2e-pool-gh", labels: "test" });
     const runner = createGitHubRunner({
       registration: readRegistration(dir),

@@ -5,8 +5,11 @@
 // starts is stopped, and its queues deleted, when the test ends.
 import type { TestContext } from "node:test";
 import type { CacheService } from "../../src/cache/service.js";
+import { createForgejoRunner } from "../../src/cli/forgejo.js";
+import { Config } from "../../src/config/schema.js";
 import type { DebugSshPolicy } from "../../src/debug-ssh/debug-request.js";
 import type { DebugSshServer } from "../../src/debug-ssh/debug-ssh-server.js";
+import type { ForgejoRunner } from "../../src/forge/forgejo/runner.js";
 import type { Orchestrator, WarmPoolSettings } from "../../src/orchestrator/orchestrator.js";
 import { AmqpBus } from "../../src/queue/amqp.js";
 import type { Store } from "../../src/store/store.js";
@@ -16,6 +19,7 @@ import type { Metrics } from "../../src/telemetry/metrics.js";
 import { startOrchestrator } from "./orchestrators.js";
 import { qemuPids, until } from "./qemu-processes.js";
 import { deleteTopology, RABBIT_URL, testPrefix } from "./rabbit.js";
+import { SAMPLE_CLUSTER_KEY } from "./samples.js";
 
 let logger: Logger | undefined;
 
@@ -85,6 +89,26 @@ export async function startStage(t: TestContext, o: StageOptions): Promise<Stage
     await deleteTopology(prefix);
   });
   return { prefix, forgeBus, orchestrator, store, metrics, debugSsh, beforeTeardown: (stop) => stops.push(stop) };
+}
+
+/**
+ * The Forgejo runner role exactly as `gnomon up` builds it from configuration (with `forgejo`
+ * settings over a 500 ms fetch interval), started; stopped before the orchestrator.
+ */
+export async function startForgejoRunner(
+  stage: Stage,
+  credentialsFile: string,
+  forgejo: Record<string, unknown> = {},
+): Promise<ForgejoRunner> {
+  const config = Config.parse({ forgejo: { credentialsFile, fetchInterval: "500ms", ...forgejo } });
+  const runner = createForgejoRunner(config, {
+    bus: stage.forgeBus,
+    clusterKey: SAMPLE_CLUSTER_KEY,
+    log: testLogger(),
+  });
+  await runner.start();
+  stage.beforeTeardown(() => runner.stop(AbortSignal.timeout(20_000)));
+  return runner;
 }
 
 /** The next VM this stage's orchestrator records once QEMU is spawned (pid known), other than `seen`. */
