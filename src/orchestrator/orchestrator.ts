@@ -125,12 +125,7 @@ export class Orchestrator implements Service {
             ...pool,
             capacity: this.capacity,
             provisioner: opts.provisioner,
-            // Bound at each call: the store starts after this constructor runs.
-            records: {
-              recordPooled: (vm, ttlMs) => opts.store.vms.recordPooled(vm, ttlMs),
-              renewPooled: (owner, ids, ttlMs) => opts.store.vms.renewPooled(owner, ids, ttlMs),
-              delete: (id) => opts.store.vms.delete(id),
-            },
+            store: opts.store,
             owner: this.id,
             host: this.host,
             recordTtlMs: opts.leaseTtlMs,

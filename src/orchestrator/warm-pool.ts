@@ -49,7 +49,8 @@ export interface WarmPoolOptions {
   readonly idleTtlMs: number;
   readonly capacity: Capacity;
   readonly provisioner: Provisioner;
-  readonly records: PoolRecords;
+  /** Where its VMs are recorded for the reaper; read at each use (the store starts after the pool is made). */
+  readonly store: { readonly vms: PoolRecords };
   /** The orchestrator id and host its VM records carry. */
   readonly owner: string;
   readonly host: string;
@@ -136,7 +137,7 @@ export class WarmPool {
       const ids = [...this.#idle.values()].flat().map((v) => v.machine.id);
       if (this.#bootingId) ids.push(this.#bootingId);
       if (ids.length === 0) return;
-      this.#o.records
+      this.#o.store.vms
         .renewPooled(this.#o.owner, ids, this.#o.recordTtlMs)
         .catch((err: unknown) => this.#o.log.warn({ err }, "could not renew the warm pool's VM records"));
     }, renewMs);
@@ -243,7 +244,7 @@ export class WarmPool {
         onSpawn: (vm) => {
           recorded = vm.id;
           this.#bootingId = vm.id;
-          return this.#o.records
+          return this.#o.store.vms
             .recordPooled(
               {
                 id: vm.id,
@@ -263,7 +264,7 @@ export class WarmPool {
     } catch (err) {
       // The machine removed what it started; its record goes too (or its expiry would be renewed forever).
       if (recorded)
-        await this.#o.records
+        await this.#o.store.vms
           .delete(recorded)
           .catch((e: unknown) => this.#o.log.warn({ err: e }, "could not delete a pooled VM's record"));
       this.#booting = undefined;
@@ -343,7 +344,7 @@ export class WarmPool {
     this.#gauge(vm.label);
     try {
       await vm.machine.destroy();
-      await this.#o.records.delete(vm.machine.id);
+      await this.#o.store.vms.delete(vm.machine.id);
     } catch (err) {
       this.#o.log.warn({ err, vm: vm.machine.id }, "destroying a pooled VM failed; the reaper deals with what is left");
     } finally {

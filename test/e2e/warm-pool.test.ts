@@ -21,7 +21,8 @@ import { startFakeGitHub } from "../fakes/github-server.js";
 import { type GnomonProcess, registerForgejoWithCli, registerGitHubWithCli, spawnGnomon } from "../support/cli.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { qemuPids, startForgejoRunner, startStage, testLogger, until } from "../support/forge-e2e.js";
-import { DEFAULT_EGRESS, startOrchestrator } from "../support/orchestrators.js";
+import { jobRequestFromYaml } from "../support/job-requests.js";
+import { DEFAULT_EGRESS, EventCollector, logText, resultOf, startOrchestrator } from "../support/orchestrators.js";
 import { startTestBus } from "../support/rabbit.js";
 import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
 import { TEST_IMAGES_DIR, TEST_RUN_DIR, testImage } from "../support/test-image.js";
@@ -128,6 +129,32 @@ describe("warm pools (real VMs)", () => {
     assert.equal(stage.orchestrator.capacity.usedVms, 1, "it holds host capacity like a job's VM");
     await stage.orchestrator.stop(AbortSignal.timeout(30_000));
     await until(() => qemuPids(rows[0]!.id).length === 0, "the pooled VM to be destroyed on stop", 30_000);
+  });
+
+  it("never delays a job of another label: with the host full of pooled VMs, it destroys one to make room", async (t) => {
+    const { bus } = await startTestBus(t, "e2e-pool-room");
+    const replyTo = `runner-${randomUUID().slice(0, 8)}`;
+    const events = await EventCollector.start(t, bus, replyTo);
+    const { orchestrator } = await startOrchestrator(t, {
+      bus,
+      databaseUrl: td.location,
+      labels: ["test"],
+      hostLabels: ["local:host"],
+      maxVms: 1,
+      pool: { labels: [{ label: "test", min: 1, max: 1 }], memoryMiB: 4096, idleTtlMs: 3_600_000 },
+    });
+    await until(() => orchestrator.pool!.status().labels["test"]?.idle === 1, "the pool to hold its VM", VM_JOB_MS);
+    assert.equal(orchestrator.capacity.freeVms, 0, "the pooled VM holds the host's only VM slot");
+    const req = await jobRequestFromYaml(
+      "on: push\njobs:\n  one:\n    runs-on: local:host\n    steps:\n      - run: echo on the host\n",
+      { runsOn: "local:host", replyTo },
+    );
+    await bus.publishJob(req);
+    const got = await events.finished(req.id, VM_JOB_MS);
+    assert.equal(resultOf(got)?.result, "success", logText(got).join("\n"));
+    assert.ok(logText(got).includes("on the host"));
+    // And the pool takes the slot back once the job is gone.
+    await until(() => orchestrator.pool!.status().labels["test"]?.idle === 1, "the pool to refill", VM_JOB_MS);
   });
 
   it("Forgejo: with a pool of 2, four jobs queued at once all succeed, two from the pool, each in its own VM, and the pool refills", async (t) => {
