@@ -4,10 +4,11 @@
 // spawn=deny`, and QEMU 7.2 has no `file:` URI), copies its overlay and seed, then restores it
 // --runs times: a new overlay over the saved one, QEMU with `-incoming tcp:…` fed the state file,
 // `cont`, and the first command over a new SSH login with the saved guest's key. It prints each
-// restore's time (state streamed, first command's output) and what the guest says about itself:
-// every restore of one snapshot has the same boot id, the same "random" bytes and the clock of the
-// save, which is why restored job VMs need a fresh identity (host key, machine id, random seed,
-// clock, key) before any job code runs. Not yet in the product; this measures the mechanism.
+// restore's time (running again, first command's output) and what the guest says about itself:
+// restores of one snapshot often have the same boot id and read the same "random" bytes (until the
+// kernel reseeds from RDRAND), and keep the clock of the save, which is why restored job VMs need a
+// fresh identity (host key, machine id, random seed, clock, key) before any job code runs. Not yet
+// in the product; this measures the mechanism.
 // Usage: node --import tsx bench/snapshot-restore.ts [--runs 5]
 import { type ChildProcess, spawn } from "node:child_process";
 import { createReadStream, createWriteStream } from "node:fs";
@@ -83,16 +84,19 @@ const source = await qmp(join(vmDir, "qmp.sock"));
 const t0 = performance.now();
 await source.execute("stop");
 const savePort = await acquirePort();
-const written = new Promise<void>((resolve) => {
-  const server = createServer((s) => {
-    const w = createWriteStream(state);
-    s.pipe(w);
-    w.on("finish", () => {
-      server.close();
-      resolve();
+let written!: Promise<void>;
+await new Promise<void>((listening) => {
+  written = new Promise<void>((resolve) => {
+    const server = createServer((s) => {
+      const w = createWriteStream(state);
+      s.pipe(w);
+      w.on("finish", () => {
+        server.close();
+        resolve();
+      });
     });
+    server.listen(savePort, "127.0.0.1", () => listening());
   });
-  server.listen(savePort, "127.0.0.1");
 });
 await source.execute("migrate", { uri: `tcp:127.0.0.1:${savePort}` });
 for (;;) {
