@@ -155,13 +155,22 @@ export class Orchestrator implements Service {
       case "running":
         return {
           state: "ready",
-          detail: `running ${jobs} job${jobs === 1 ? "" : "s"}; ${this.capacity.freeVms} of ${this.#opts.budget.maxVms} VM slots free`,
+          detail: `running ${jobs} job${jobs === 1 ? "" : "s"}; ${this.capacity.freeVms} of ${this.#opts.budget.maxVms} VM slots free${this.#poolDetail()}`,
         };
       case "stopping":
         return { state: "stopping", detail: `taking no jobs; ${jobs} still running` };
       case "stopped":
         return { state: "stopped", detail: this.#startError?.message ?? "stopped" };
     }
+  }
+
+  /** "; warm pool: 2 idle, 1 booting", or nothing without a pool. */
+  #poolDetail(): string {
+    if (!this.pool) return "";
+    const counts = Object.values(this.pool.status().labels);
+    const idle = counts.reduce((n, c) => n + c.idle, 0);
+    const booting = counts.reduce((n, c) => n + c.booting, 0);
+    return `; warm pool: ${idle} idle${booting ? `, ${booting} booting` : ""}`;
   }
 
   async start(): Promise<void> {
