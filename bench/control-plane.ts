@@ -7,13 +7,13 @@
 // in the same run (--floor DIR runs it). Prints figures, asserts nothing; removes its queues,
 // database and folders.
 // Usage: node --import tsx bench/control-plane.ts [--jobs 2000] [--slots 64] [--window 256]
-//        [--runs 3] [--rss] [--floor DIR] [--count]
+//        [--runs 3] [--rss] [--floor DIR] [--count]      (--runs 0: only --rss and --floor)
 // --count also prints, per job, the SQL statements sent to PostgreSQL and the messages published
 // and acknowledged on RabbitMQ (both sides of the bus: runner and orchestrator).
 import { execFile, spawn } from "node:child_process";
-import { createRequire } from "node:module";
 import { randomBytes, randomUUID } from "node:crypto";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -293,25 +293,31 @@ async function floor(dir: string): Promise<number> {
   }
 }
 
-const load = () => loadavg().map((l) => l.toFixed(2)).join(" ");
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
 console.log(`load average at start: ${load()}`);
-await measure(Math.min(300, Math.ceil(JOBS / 10))); // warm-up: connections, prepared statements, JIT
 const rates: number[] = [];
-for (let i = 0; i < Number(values.runs); i++) {
-  const r = await measure(JOBS);
-  rates.push(r.rate);
-  console.log(
-    `run ${i + 1}: ${JOBS} jobs, ${SLOTS} slots, ${WINDOW} in flight: ${r.rate.toFixed(0)} jobs/s; ` +
-      `latency p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms; ${(r.events / JOBS).toFixed(1)} events/job` +
-      (values.count
-        ? `; per job: ${(r.wire.sql / JOBS).toFixed(1)} SQL statements, ${(r.wire.publish / JOBS).toFixed(1)} publishes, ` +
-          `${(r.wire.ack / JOBS).toFixed(1)} acks`
-        : ""),
-  );
+if (Number(values.runs) > 0) {
+  await measure(Math.min(300, Math.ceil(JOBS / 10))); // warm-up: connections, prepared statements, JIT
+  for (let i = 0; i < Number(values.runs); i++) {
+    const r = await measure(JOBS);
+    rates.push(r.rate);
+    console.log(
+      `run ${i + 1}: ${JOBS} jobs, ${SLOTS} slots, ${WINDOW} in flight: ${r.rate.toFixed(0)} jobs/s; ` +
+        `latency p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms; ${(r.events / JOBS).toFixed(1)} events/job` +
+        (values.count
+          ? `; per job: ${(r.wire.sql / JOBS).toFixed(1)} SQL statements, ${(r.wire.publish / JOBS).toFixed(1)} publishes, ` +
+            `${(r.wire.ack / JOBS).toFixed(1)} acks`
+          : ""),
+    );
+  }
 }
 rates.sort((a, b) => a - b);
 const median = rates[Math.floor(rates.length / 2)] ?? Number.NaN;
-console.log(`control_plane_jobs_per_s=${median.toFixed(0)} (median of ${rates.length}); load average ${load()}`);
+if (rates.length > 0)
+  console.log(`control_plane_jobs_per_s=${median.toFixed(0)} (median of ${rates.length}); load average ${load()}`);
 if (values.floor) {
   const f = await floor(values.floor);
   console.log(`floor_jobs_per_s=${f.toFixed(0)}; ratio ${(median / f).toFixed(2)}; load average ${load()}`);
