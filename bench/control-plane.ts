@@ -168,7 +168,7 @@ async function withDatabase<T>(fn: (url: string) => Promise<T>): Promise<T> {
 /** One measurement: N jobs through a fresh orchestrator; jobs/s and latency percentiles. */
 async function measure(
   jobs: number,
-): Promise<{ rate: number; p50: number; p99: number; events: number; wire: typeof wire }> {
+): Promise<{ rate: number; p50: number; p99: number; events: number; cpuMsPerJob: number; wire: typeof wire }> {
   return withDatabase(async (databaseUrl) => {
     const prefix = `bench-cp-${randomUUID().slice(0, 8)}`;
     const replyTo = `runner-${randomUUID().slice(0, 8)}`;
@@ -199,6 +199,7 @@ async function measure(
     const latencies: number[] = [];
     try {
       Object.assign(wire, { sql: 0, publish: 0, ack: 0, counting: true });
+      const cpu = process.cpuUsage();
       const started = performance.now();
       let next = 0;
       await Promise.all(
@@ -215,6 +216,7 @@ async function measure(
         }),
       );
       const ms = performance.now() - started;
+      const used = process.cpuUsage(cpu);
       wire.counting = false;
       latencies.sort((a, b) => a - b);
       return {
@@ -222,6 +224,9 @@ async function measure(
         p50: percentile(latencies, 50),
         p99: percentile(latencies, 99),
         events,
+        // Runner side and orchestrator both run in this process: its CPU is the control plane's
+        // own (RabbitMQ's and PostgreSQL's are not in it), and barely moved by busy neighbours.
+        cpuMsPerJob: (used.user + used.system) / 1000 / jobs,
         wire: { ...wire },
       };
     } finally {
@@ -306,7 +311,8 @@ if (Number(values.runs) > 0) {
     rates.push(r.rate);
     console.log(
       `run ${i + 1}: ${JOBS} jobs, ${SLOTS} slots, ${WINDOW} in flight: ${r.rate.toFixed(0)} jobs/s; ` +
-        `latency p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms; ${(r.events / JOBS).toFixed(1)} events/job` +
+        `latency p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms; ${(r.events / JOBS).toFixed(1)} events/job; ` +
+        `${r.cpuMsPerJob.toFixed(2)} ms CPU/job in this process` +
         (values.count
           ? `; per job: ${(r.wire.sql / JOBS).toFixed(1)} SQL statements, ${(r.wire.publish / JOBS).toFixed(1)} publishes, ` +
             `${(r.wire.ack / JOBS).toFixed(1)} acks`
