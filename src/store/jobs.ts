@@ -1,6 +1,8 @@
 // Job rows and their state changes. Every change is one guarded UPDATE (`where id = $1 and state =
 // any($n)`) whose allowed states come from job-state.ts; zero rows means the change was illegal and
-// becomes a typed error. Never read a state and then write it in two statements: that races.
+// becomes a typed error. Never read a state and then write it in two statements: that races. The
+// ledger's hot path has two compound statements that also write the job's lease (insertJobLeased,
+// finishJobReleasing), each all or nothing.
 import type { JobResult } from "../contract/job-event.js";
 import type { JobRequest, JobSource } from "../contract/job-request.js";
 import type { Queryable } from "./db.js";
