@@ -65,7 +65,7 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   fetchInterval: 2s
 #   fetchIntervalMax: 10s      # longest wait between polls while Forgejo fails
 #   fetchTimeout: 5s
-#   reportInterval: 1s
+#   reportInterval: 1s         # state and heartbeat; new log lines go sooner, on their own
 
 # github:
 #   credentialsDir: github     # written by \`gnomon github register\`.   env: GNOMON_GITHUB_CREDENTIALS

@@ -319,6 +319,7 @@ export class JobLedger {
   async vmSpawned(vm: SpawnedVm): Promise<void> {
     const d = this.#d;
     d.metrics.vmsRunning.inc({ label: this.request.runsOn });
+    this.log.info({ vm: vm.id, pid: vm.pid }, "vm started");
     this.#vms.push(vm.id);
     await d.store.vms.record({
       id: vm.id,
@@ -342,6 +343,7 @@ export class JobLedger {
     for (const id of this.#vms.splice(0)) {
       await d.store.vms.delete(id).catch((err: unknown) => this.log.warn({ err }, "could not delete the VM record"));
       d.metrics.vmsRunning.dec({ label: this.request.runsOn });
+      this.log.info({ vm: id }, "vm gone");
     }
   }
 

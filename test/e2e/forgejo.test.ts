@@ -4,7 +4,6 @@
 // What counts is what the fake Forgejo holds at the end: log rows, step states, the task's result.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,6 +18,8 @@ import { GNOMON_BIN, registerForgejoWithCli } from "../support/cli.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import {
   assertEachSaidOnce,
+  fleetUpEnv,
+  killUp,
   nextVm,
   qemuPids,
   type Stage,
@@ -28,7 +29,7 @@ import {
   until,
   vmGone,
 } from "../support/forge-e2e.js";
-import { deleteTopology, RABBIT_URL, testPrefix } from "../support/rabbit.js";
+import { deleteTopology, testPrefix } from "../support/rabbit.js";
 import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
 import { maskedLine, PRINT_SECRET_FORMS, printedForms } from "../support/secret-prints.js";
 import { TEST_IMAGES_DIR, testImage } from "../support/test-image.js";
@@ -338,24 +339,9 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
     const dataDir = join(dir, "data");
     await registerForgejoWithCli(forgejo, "linux:vm:test", dir);
 
-    const up = spawnUp(dir, {
-      AMQP_URL: RABBIT_URL,
-      DATABASE_URL: db.location,
-      GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"),
-      GNOMON_AMQP_PREFIX: prefix,
-      GNOMON_DATA_DIR: dataDir,
-      GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
-      GNOMON_LABELS: "test",
-      GNOMON_MAX_VMS: "1",
-      GNOMON_LOG_FORMAT: "json",
-      GNOMON_LOG_LEVEL: "info",
-    });
+    const up = spawnUp(dir, fleetUpEnv({ databaseUrl: db.location, prefix, dataDir }));
     t.after(async () => {
-      if (up.child.exitCode === null && up.child.signalCode === null) {
-        up.child.kill("SIGKILL");
-        await up.exit;
-      }
-      for (const pid of qemuPids(dataDir)) process.kill(pid, "SIGKILL");
+      await killUp(up.child, up.exit, dataDir);
       await forgejo.close();
       await db.drop();
       await deleteTopology(prefix);

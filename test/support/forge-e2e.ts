@@ -3,6 +3,8 @@
 // of the test's own (the forge runner's and the orchestrator's, as two processes would have), QEMU
 // processes found by what their command line names, and waits on polled state. Whatever a stage
 // starts is stopped, and its queues deleted, when the test ends.
+import type { ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import type { TestContext } from "node:test";
 import type { CacheService } from "../../src/cache/service.js";
 import type { DebugSshPolicy } from "../../src/debug-ssh/debug-request.js";
@@ -16,6 +18,7 @@ import type { Metrics } from "../../src/telemetry/metrics.js";
 import { startOrchestrator } from "./orchestrators.js";
 import { qemuPids, until } from "./qemu-processes.js";
 import { deleteTopology, RABBIT_URL, testPrefix } from "./rabbit.js";
+import { TEST_IMAGES_DIR } from "./test-image.js";
 
 let logger: Logger | undefined;
 
@@ -82,6 +85,34 @@ export async function startStage(t: TestContext, o: StageOptions): Promise<Stage
     await deleteTopology(prefix);
   });
   return { prefix, forgeBus, orchestrator, store, metrics, debugSsh, beforeTeardown: (stop) => stops.push(stop) };
+}
+
+/**
+ * The settings of a `gnomon up` that is one host of a fleet: the test RabbitMQ under `prefix`, its
+ * own database, the offline test image for the label "test", room for one VM, JSON logs.
+ */
+export function fleetUpEnv(o: { databaseUrl: string; prefix: string; dataDir: string }): Record<string, string> {
+  return {
+    AMQP_URL: RABBIT_URL,
+    DATABASE_URL: o.databaseUrl,
+    GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"),
+    GNOMON_AMQP_PREFIX: o.prefix,
+    GNOMON_DATA_DIR: o.dataDir,
+    GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
+    GNOMON_LABELS: "test",
+    GNOMON_MAX_VMS: "1",
+    GNOMON_LOG_FORMAT: "json",
+    GNOMON_LOG_LEVEL: "info",
+  };
+}
+
+/** When a test ends: a `gnomon up` it left running is killed, and so is any QEMU under its data directory. */
+export async function killUp(child: ChildProcess, exited: Promise<unknown>, dataDir: string): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    child.kill("SIGKILL");
+    await exited;
+  }
+  for (const pid of qemuPids(dataDir)) process.kill(pid, "SIGKILL");
 }
 
 /** The next VM this stage's orchestrator records once QEMU is spawned (pid known), other than `seen`. */
