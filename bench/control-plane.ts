@@ -19,6 +19,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
+import amqplib from "amqplib";
 import pg from "pg";
 import type { JobRequest } from "../src/contract/job-request.js";
 import { sealSecrets } from "../src/contract/sealed-secrets.js";
@@ -244,9 +245,17 @@ async function deleteQueues(prefix: string): Promise<void> {
   const { stdout } = await run("rabbitmqctl", ["-q", "list_queues", "name"]).catch(() => ({ stdout: "" }));
   for (const q of stdout.split("\n").filter((n) => n.startsWith(prefix)))
     await run("rabbitmqctl", ["-q", "delete_queue", q]).catch(() => undefined);
+  // Exchanges over AMQP itself: rabbitmqadmin needs the management plugin, which may be off.
   const ex = await run("rabbitmqctl", ["-q", "list_exchanges", "name"]).catch(() => ({ stdout: "" }));
-  for (const e of ex.stdout.split("\n").filter((n) => n.startsWith(prefix)))
-    await run("rabbitmqadmin", ["delete", "exchange", `name=${e}`]).catch(() => undefined);
+  const names = ex.stdout.split("\n").filter((n) => n.startsWith(prefix));
+  if (names.length === 0) return;
+  const conn = await amqplib.connect(values.amqp!);
+  try {
+    const ch = await conn.createChannel();
+    for (const e of names) await ch.deleteExchange(e);
+  } finally {
+    await conn.close();
+  }
 }
 
 /** RSS in MiB of a gnomon command once it is idle (ready, then 5 s of nothing to do). */
