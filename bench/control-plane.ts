@@ -7,15 +7,19 @@
 // in the same run (--floor DIR runs it). Prints figures, asserts nothing; removes its queues,
 // database and folders.
 // Usage: node --import tsx bench/control-plane.ts [--jobs 2000] [--slots 64] [--window 256]
-//        [--runs 3] [--rss] [--floor DIR]
+//        [--runs 3] [--rss] [--floor DIR] [--count]      (--runs 0: only --rss and --floor)
+// --count also prints, per job, the SQL statements sent to PostgreSQL and the messages published
+// and acknowledged on RabbitMQ (both sides of the bus: runner and orchestrator).
 import { execFile, spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { createRequire } from "node:module";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
+import amqplib from "amqplib";
 import pg from "pg";
 import type { JobRequest } from "../src/contract/job-request.js";
 import { sealSecrets } from "../src/contract/sealed-secrets.js";
@@ -40,6 +44,7 @@ const { values } = parseArgs({
     window: { type: "string", default: "256" },
     runs: { type: "string", default: "3" },
     rss: { type: "boolean", default: false },
+    count: { type: "boolean", default: false },
     floor: { type: "string" },
     amqp: { type: "string", default: process.env["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672" },
     db: { type: "string", default: process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test" },
@@ -51,6 +56,25 @@ const WINDOW = Number(values.window);
 const LABEL = "bench";
 const KEY = randomBytes(32);
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
+
+/** What went over the wire while counting (--count): SQL statements, AMQP publishes and acks. */
+const wire = { sql: 0, publish: 0, ack: 0, counting: false };
+if (values.count) {
+  const countOn = (proto: Record<string, unknown>, method: string, field: "sql" | "publish" | "ack"): void => {
+    const original = proto[method] as (...args: unknown[]) => unknown;
+    proto[method] = function (this: unknown, ...args: unknown[]) {
+      if (wire.counting) wire[field] += 1;
+      return original.apply(this, args);
+    };
+  };
+  countOn(pg.Client.prototype as unknown as Record<string, unknown>, "query", "sql");
+  // amqplib's channel class (not exported), by its file: both the plain and the confirm channel.
+  const { Channel } = createRequire(import.meta.url)(join(ROOT, "node_modules/amqplib/lib/channel_model.js")) as {
+    Channel: { prototype: Record<string, unknown> };
+  };
+  countOn(Channel.prototype, "publish", "publish");
+  countOn(Channel.prototype, "ack", "ack");
+}
 
 /** A machine that is there at once: steps run in no time and say one line; files live in memory. */
 function noopExecutor(): Executor {
@@ -143,7 +167,9 @@ async function withDatabase<T>(fn: (url: string) => Promise<T>): Promise<T> {
 }
 
 /** One measurement: N jobs through a fresh orchestrator; jobs/s and latency percentiles. */
-async function measure(jobs: number): Promise<{ rate: number; p50: number; p99: number; events: number }> {
+async function measure(
+  jobs: number,
+): Promise<{ rate: number; p50: number; p99: number; events: number; cpuMsPerJob: number; wire: typeof wire }> {
   return withDatabase(async (databaseUrl) => {
     const prefix = `bench-cp-${randomUUID().slice(0, 8)}`;
     const replyTo = `runner-${randomUUID().slice(0, 8)}`;
@@ -173,6 +199,8 @@ async function measure(jobs: number): Promise<{ rate: number; p50: number; p99: 
     });
     const latencies: number[] = [];
     try {
+      Object.assign(wire, { sql: 0, publish: 0, ack: 0, counting: true });
+      const cpu = process.cpuUsage();
       const started = performance.now();
       let next = 0;
       await Promise.all(
@@ -189,8 +217,19 @@ async function measure(jobs: number): Promise<{ rate: number; p50: number; p99: 
         }),
       );
       const ms = performance.now() - started;
+      const used = process.cpuUsage(cpu);
+      wire.counting = false;
       latencies.sort((a, b) => a - b);
-      return { rate: (jobs / ms) * 1000, p50: percentile(latencies, 50), p99: percentile(latencies, 99), events };
+      return {
+        rate: (jobs / ms) * 1000,
+        p50: percentile(latencies, 50),
+        p99: percentile(latencies, 99),
+        events,
+        // Runner side and orchestrator both run in this process: its CPU is the control plane's
+        // own (RabbitMQ's and PostgreSQL's are not in it), and barely moved by busy neighbours.
+        cpuMsPerJob: (used.user + used.system) / 1000 / jobs,
+        wire: { ...wire },
+      };
     } finally {
       await sub.cancel();
       await orchestrator.stop(AbortSignal.timeout(30_000));
@@ -206,9 +245,17 @@ async function deleteQueues(prefix: string): Promise<void> {
   const { stdout } = await run("rabbitmqctl", ["-q", "list_queues", "name"]).catch(() => ({ stdout: "" }));
   for (const q of stdout.split("\n").filter((n) => n.startsWith(prefix)))
     await run("rabbitmqctl", ["-q", "delete_queue", q]).catch(() => undefined);
+  // Exchanges over AMQP itself: rabbitmqadmin needs the management plugin, which may be off.
   const ex = await run("rabbitmqctl", ["-q", "list_exchanges", "name"]).catch(() => ({ stdout: "" }));
-  for (const e of ex.stdout.split("\n").filter((n) => n.startsWith(prefix)))
-    await run("rabbitmqadmin", ["delete", "exchange", `name=${e}`]).catch(() => undefined);
+  const names = ex.stdout.split("\n").filter((n) => n.startsWith(prefix));
+  if (names.length === 0) return;
+  const conn = await amqplib.connect(values.amqp!);
+  try {
+    const ch = await conn.createChannel();
+    for (const e of names) await ch.deleteExchange(e);
+  } finally {
+    await conn.close();
+  }
 }
 
 /** RSS in MiB of a gnomon command once it is idle (ready, then 5 s of nothing to do). */
@@ -219,23 +266,26 @@ async function idleRss(args: readonly string[], env: NodeJS.ProcessEnv, ready: R
     env: { ...process.env, GNOMON_DATA_DIR: dataDir, GNOMON_LOG_FORMAT: "json", ...env },
     stdio: ["ignore", "ignore", "pipe"],
   });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
   try {
     let err = "";
-    await new Promise<void>((resolve, reject) => {
-      child.stderr.on("data", (b: Buffer) => {
-        err += b.toString();
-        if (ready.test(err)) resolve();
-      });
-      child.once("exit", (code) =>
-        reject(new Error(`gnomon ${args.join(" ")} exited with ${code}: ${err.slice(-500)}`)),
-      );
-    });
+    await Promise.race([
+      new Promise<void>((resolve) =>
+        child.stderr.on("data", (b: Buffer) => {
+          err += b.toString();
+          if (ready.test(err)) resolve();
+        }),
+      ),
+      exited.then((code) => {
+        throw new Error(`gnomon ${args.join(" ")} exited with ${code}: ${err.slice(-500)}`);
+      }),
+    ]);
     await sleep(5_000);
     const status = readFileSync(`/proc/${child.pid}/status`, "utf8");
     return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
   } finally {
     child.kill("SIGTERM");
-    await new Promise((r) => child.once("exit", r));
+    await exited;
     rmSync(dataDir, { recursive: true, force: true });
   }
 }
@@ -257,32 +307,46 @@ async function floor(dir: string): Promise<number> {
   }
 }
 
-await measure(Math.min(300, Math.ceil(JOBS / 10))); // warm-up: connections, prepared statements, JIT
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
+console.log(`load average at start: ${load()}`);
 const rates: number[] = [];
-for (let i = 0; i < Number(values.runs); i++) {
-  const r = await measure(JOBS);
-  rates.push(r.rate);
-  console.log(
-    `run ${i + 1}: ${JOBS} jobs, ${SLOTS} slots, ${WINDOW} in flight: ${r.rate.toFixed(0)} jobs/s; ` +
-      `latency p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms; ${(r.events / JOBS).toFixed(1)} events/job`,
-  );
+if (Number(values.runs) > 0) {
+  await measure(Math.min(300, Math.ceil(JOBS / 10))); // warm-up: connections, prepared statements, JIT
+  for (let i = 0; i < Number(values.runs); i++) {
+    const r = await measure(JOBS);
+    rates.push(r.rate);
+    console.log(
+      `run ${i + 1}: ${JOBS} jobs, ${SLOTS} slots, ${WINDOW} in flight: ${r.rate.toFixed(0)} jobs/s; ` +
+        `latency p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms; ${(r.events / JOBS).toFixed(1)} events/job; ` +
+        `${r.cpuMsPerJob.toFixed(2)} ms CPU/job in this process` +
+        (values.count
+          ? `; per job: ${(r.wire.sql / JOBS).toFixed(1)} SQL statements, ${(r.wire.publish / JOBS).toFixed(1)} publishes, ` +
+            `${(r.wire.ack / JOBS).toFixed(1)} acks`
+          : ""),
+    );
+  }
 }
 rates.sort((a, b) => a - b);
 const median = rates[Math.floor(rates.length / 2)] ?? Number.NaN;
-console.log(`control_plane_jobs_per_s=${median.toFixed(0)} (median of ${rates.length})`);
+if (rates.length > 0)
+  console.log(`control_plane_jobs_per_s=${median.toFixed(0)} (median of ${rates.length}); load average ${load()}`);
 if (values.floor) {
   const f = await floor(values.floor);
-  console.log(`floor_jobs_per_s=${f.toFixed(0)}; ratio ${(median / f).toFixed(2)}`);
+  console.log(`floor_jobs_per_s=${f.toFixed(0)}; ratio ${(median / f).toFixed(2)}; load average ${load()}`);
 }
 if (values.rss) {
   const embedded = await idleRss(["up"], { AMQP_URL: "", DATABASE_URL: "" }, /orchestrator ready/);
   console.log(`idle_rss_up_embedded_mib=${embedded.toFixed(0)}`);
+  const prefix = `bench-rss-${randomUUID().slice(0, 8)}`;
   const fleet = await withDatabase((db) =>
     idleRss(
       ["orchestrator"],
-      { AMQP_URL: values.amqp, DATABASE_URL: db, GNOMON_AMQP_PREFIX: `bench-rss-${randomUUID().slice(0, 8)}` },
+      { AMQP_URL: values.amqp, DATABASE_URL: db, GNOMON_AMQP_PREFIX: prefix, GNOMON_CLUSTER_KEY: KEY.toString("hex") },
       /orchestrator ready/,
     ),
-  );
+  ).finally(() => deleteQueues(prefix));
   console.log(`idle_rss_orchestrator_rabbitmq_postgres_mib=${fleet.toFixed(0)}`);
 }

@@ -6,9 +6,10 @@
 // it never decides whether a job is held: run-job asks (ask), then holds the job here (hold).
 import type { AddressInfo } from "node:net";
 import { hostname } from "node:os";
-import ssh2, { type AuthContext, type ClientInfo, type Connection, type Server } from "ssh2";
+import type { AuthContext, ClientInfo, Connection, Server } from "ssh2";
 import type { JobResult } from "../contract/job-event.js";
 import type { JobRequest } from "../contract/job-request.js";
+import { ssh2 } from "../executor/ssh2-module.js";
 import { deferred, type Service, type ServiceStatus } from "../lifecycle/service.js";
 import { toError } from "../lifecycle/to-error.js";
 import type { Store } from "../store/store.js";
@@ -123,7 +124,7 @@ export class DebugSshServer implements Service {
     const m = /^(.*):(\d+)$/.exec(this.#o.listen);
     if (!m) throw new DebugSshListenError(this.#o.listen, "is not host:port");
     const host = m[1]!.replace(/^\[|\]$/g, "") || undefined;
-    const server = new ssh2.Server(
+    const server = new (ssh2().Server)(
       { hostKeys: [this.#o.hostKey.privateKey], ident: "gnomon-debug-ssh" },
       (conn, info) => this.#onConnection(conn, info),
     );

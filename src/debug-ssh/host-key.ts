@@ -3,7 +3,7 @@
 // window. It is never a VM's host key, and never leaves this host but as its public half.
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import ssh2 from "ssh2";
+import { ssh2 } from "../executor/ssh2-module.js";
 import { toError } from "../lifecycle/to-error.js";
 import { fingerprintOf } from "./ssh-keys.js";
 
@@ -45,8 +45,8 @@ export function hostKeyPath(dataDir: string): string {
  */
 function newHostKey(): string {
   for (;;) {
-    const pair = ssh2.utils.generateKeyPairSync("ed25519", { comment: "gnomon debug ssh" });
-    if (!(ssh2.utils.parseKey(pair.private) instanceof Error)) return pair.private;
+    const pair = ssh2().utils.generateKeyPairSync("ed25519", { comment: "gnomon debug ssh" });
+    if (!(ssh2().utils.parseKey(pair.private) instanceof Error)) return pair.private;
   }
 }
 
@@ -71,7 +71,7 @@ export function loadOrCreateHostKey(path: string): HostKey {
   } catch (err) {
     throw new HostKeyError(path, toError(err).message, { cause: err });
   }
-  const key = ssh2.utils.parseKey(text);
+  const key = ssh2().utils.parseKey(text);
   if (key instanceof Error) throw new HostKeyError(path, key.message, { cause: key });
   if (!key.isPrivateKey()) throw new HostKeyError(path, "it holds a public key, not a private one");
   const blob = key.getPublicSSH();

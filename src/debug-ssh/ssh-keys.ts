@@ -1,10 +1,8 @@
 // SSH public keys as the debug SSH endpoint handles them: parsed from authorized_keys-style lines
 // (what the forges publish) with ssh2's parser, and named by the SHA256 fingerprint OpenSSH prints.
 import { createHash } from "node:crypto";
-import ssh2, { type ParsedKey } from "ssh2";
-
-// ssh2 is CommonJS: Node finds only some of its exports by name, so utils comes off the module.
-const { utils } = ssh2;
+import type { ParsedKey } from "ssh2";
+import { ssh2 } from "../executor/ssh2-module.js";
 
 export interface PublicKey {
   /** "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256" … */
@@ -24,7 +22,7 @@ export function fingerprintOf(blob: Buffer): string {
 
 /** A public key from one "type base64 [comment]" line; undefined when ssh2 cannot read it. */
 export function parsePublicKey(line: string): PublicKey | undefined {
-  const key: ParsedKey | Error = utils.parseKey(line.trim());
+  const key: ParsedKey | Error = ssh2().utils.parseKey(line.trim());
   if (key instanceof Error || key.isPrivateKey()) return undefined;
   const blob = key.getPublicSSH();
   return {

@@ -7,7 +7,7 @@ import { lstat, readdir, readlink } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { type Duplex, Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Client, type ClientChannel, type SFTPWrapper } from "ssh2";
+import type { Client, ClientChannel, SFTPWrapper } from "ssh2";
 import { create as createTar } from "tar";
 import {
   type Executor,
@@ -22,6 +22,7 @@ import {
   type UploadOptions,
 } from "./executor.js";
 import { LineSplitter } from "./lines.js";
+import { ssh2 } from "./ssh2-module.js";
 
 /** Where to connect; the VM layer's SshEndpoint has this shape. */
 export interface SshTarget {
@@ -141,7 +142,7 @@ export function remoteCommand(argv: readonly string[], env: Readonly<Record<stri
 /** Opens an authenticated connection, pinning the host key when the target has one. */
 export function connectSsh(target: SshTarget, opts: { readyTimeoutMs?: number; signal?: AbortSignal } = {}) {
   return new Promise<Client>((resolve, reject) => {
-    const client = new Client();
+    const client = new (ssh2().Client)();
     const onAbort = () => {
       client.end();
       reject(opts.signal?.reason);
@@ -174,8 +175,9 @@ export function connectSsh(target: SshTarget, opts: { readyTimeoutMs?: number; s
  * creates the work, temp and tool-cache directories under the home directory.
  */
 export async function createSshExecutor(conn: Client | SshTarget, opts: SshExecutorOptions = {}): Promise<SshExecutor> {
-  const client = conn instanceof Client ? conn : await connectSsh(conn, opts);
-  const where = conn instanceof Client ? (opts.address ?? "vm") : `${conn.host}:${conn.port}`;
+  const open = conn instanceof ssh2().Client;
+  const client = open ? conn : await connectSsh(conn, opts);
+  const where = open ? (opts.address ?? "vm") : `${conn.host}:${conn.port}`;
   const ex = new SshExecutor(client, `ssh:${opts.label ?? "vm"}@${where}`, opts);
   try {
     await ex.probe(opts.signal);

@@ -125,7 +125,13 @@ export class JobLedger {
   #state: LedgerState = "new";
   #job: Job | undefined;
   #events: EventStream | undefined;
+  /** This orchestrator holds the job's lease: from lease() until it is released. */
   #leaseHeld = false;
+  /** The lease is this orchestrator's in the store (taken with the first record, or by lease()), not released yet. */
+  #leaseTaken = false;
+  /** The lease was taken with the job's first record, and a Cancel recorded meanwhile read with it. */
+  #leasedOnRecord = false;
+  #cancelReason: string | undefined;
   #keeper: LeaseKeeper | undefined;
   /** The jobs-by-state gauge's state this job is counted in now. */
   #counted: string | undefined;
@@ -153,12 +159,23 @@ export class JobLedger {
     return this.#keeper?.lost ?? this.#notLost;
   }
 
-  /** Records the job as queued; an existing row (a redelivery) is kept as it is. */
+  /**
+   * Records the job as queued; an existing row (a redelivery) is kept as it is. A first delivery's
+   * lease is taken in the same statement (lease() then has nothing left to do), and a Cancel
+   * recorded while it waited is read with it.
+   */
   async record(): Promise<Recorded> {
     this.#expect("record", ["new"]);
+    const { store, orchestratorId, leaseTtlMs } = this.#d;
     let job: Job;
     try {
-      job = (await this.#d.store.jobs.insert(this.request)).job;
+      const taken = await store.jobs.insertLeased(this.request, orchestratorId, leaseTtlMs);
+      if (taken) {
+        this.#leaseTaken = true;
+        this.#leasedOnRecord = true;
+        this.#cancelReason = taken.cancelReason ?? undefined;
+      }
+      job = taken?.job ?? (await store.jobs.insert(this.request)).job;
     } catch (err) {
       const error = toError(err);
       // The database is down, not the message bad: the job can come back later.
@@ -186,10 +203,17 @@ export class JobLedger {
     this.#expect("take the lease", ["recorded"]);
     const { store, orchestratorId, leaseTtlMs } = this.#d;
     const id = this.request.id;
+    if (this.#leasedOnRecord) {
+      // Taken with the job's first record: it was queued and nobody else's.
+      this.#leaseHeld = true;
+      this.#state = "leased";
+      return { kind: "held" };
+    }
     for (;;) {
       const got = await store.leases.acquire(id, orchestratorId, leaseTtlMs);
       if (got.acquired) {
         this.#leaseHeld = true;
+        this.#leaseTaken = true;
         this.#state = "leased";
         const fresh = (await store.jobs.get(id)) ?? this.#job;
         if (fresh) this.#job = fresh;
@@ -221,6 +245,7 @@ export class JobLedger {
 
   /** The reason of a Cancel that came while the job still waited in the queue, if one did. */
   async cancelledEarly(): Promise<string | undefined> {
+    if (this.#leasedOnRecord) return this.#cancelReason;
     const c = await this.#d.store.cancellations.get(this.request.id).catch(() => undefined);
     return c?.reason;
   }
@@ -456,19 +481,30 @@ export class JobLedger {
     const d = this.#d;
     const id = this.request.id;
     const label = this.request.runsOn;
+    const events = this.#events;
+    // The seq after job-finished, recorded with the result; a heartbeat sneaking in before it is
+    // sent makes the recorded one lag, which is recorded again after the flush.
+    let seqRecorded: number | undefined;
     try {
-      await d.store.jobs.finish(id, { result, reason, outputs });
+      if (this.#leaseTaken && events) {
+        // The result, its seq and the lease's release in one statement: renewing stops just before.
+        this.#keeper?.stop();
+        const nextSeq = events.nextSeq + (events.finished ? 0 : 1);
+        await d.store.jobs.finishReleasing(id, { result, reason, outputs }, d.orchestratorId, nextSeq);
+        seqRecorded = nextSeq;
+        this.#leaseHeld = false;
+        this.#leaseTaken = false;
+      } else await d.store.jobs.finish(id, { result, reason, outputs });
     } catch (err) {
       this.log.warn({ err }, "could not record the job's result");
     }
     // Counted before the forge can learn the result, so /metrics never lags behind what it shows.
     d.metrics.jobsFinished.inc({ result, label });
     d.metrics.jobDurationSeconds.observe({ label, result }, (Date.now() - this.#acceptedAt) / 1000);
-    const events = this.#events;
     if (events) {
       if (!events.finished) events.emit({ kind: "job-finished", result, outputs: { ...outputs }, reason });
       await events.flush();
-      await d.store.jobs.recordEventSeq(id, events.nextSeq).catch(() => undefined);
+      if (seqRecorded !== events.nextSeq) await d.store.jobs.recordEventSeq(id, events.nextSeq).catch(() => undefined);
     }
     await this.#release();
     await this.#delivery.ack();
@@ -498,8 +534,9 @@ export class JobLedger {
   async #release(): Promise<void> {
     this.#keeper?.stop();
     this.#events?.stopHeartbeat();
-    if (!this.#leaseHeld) return;
     this.#leaseHeld = false;
+    if (!this.#leaseTaken) return;
+    this.#leaseTaken = false;
     await this.#d.store.leases.release(this.request.id, this.#d.orchestratorId).catch(() => undefined);
   }
 

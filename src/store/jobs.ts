@@ -1,6 +1,8 @@
 // Job rows and their state changes. Every change is one guarded UPDATE (`where id = $1 and state =
 // any($n)`) whose allowed states come from job-state.ts; zero rows means the change was illegal and
-// becomes a typed error. Never read a state and then write it in two statements: that races.
+// becomes a typed error. Never read a state and then write it in two statements: that races. The
+// ledger's hot path has two compound statements that also write the job's lease (insertJobLeased,
+// finishJobReleasing), each all or nothing.
 import type { JobResult } from "../contract/job-event.js";
 import type { JobRequest, JobSource } from "../contract/job-request.js";
 import type { Queryable } from "./db.js";
@@ -57,17 +59,7 @@ export async function insertJob(q: Queryable, request: JobRequest): Promise<Inse
      values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)
      on conflict (id) do nothing
      returning ${JOB}`,
-    [
-      request.id,
-      request.runsOn,
-      request.source.forge,
-      request.source.instance,
-      request.source.runner,
-      JSON.stringify(request.source.ref),
-      request.replyTo,
-      request.queuedAt,
-      request.startBy ?? null,
-    ],
+    insertParams(request),
   );
   const created = r.rows[0];
   if (created) return { job: created, created: true };
@@ -77,6 +69,63 @@ export async function insertJob(q: Queryable, request: JobRequest): Promise<Inse
   const now = `${request.source.forge} ${request.source.instance} runs-on "${request.runsOn}"`;
   if (was !== now) throw new JobIdConflictError(request.id, was, now);
   return { job: existing, created: false };
+}
+
+export interface Taken {
+  /** The job, queued, as this statement recorded it. */
+  readonly job: Job;
+  /** The reason of a Cancel recorded for it while it waited in the queue, if one was. */
+  readonly cancelReason: string | null;
+}
+
+/**
+ * The first delivery of a job in one statement: records it as queued, takes its lease for `owner`
+ * for `ttlMs`, and reads a Cancel recorded for it meanwhile. Undefined when the job was recorded
+ * before (a redelivery): then nothing changed, and the caller takes the long way (insertJob, then
+ * acquireLease). A job this statement created had no lease and no owner, so the lease is ours and
+ * the job queued: nothing else needs reading. Of two deliveries racing, the second waits for the
+ * first's row and then finds it (undefined).
+ */
+export async function insertJobLeased(
+  q: Queryable,
+  request: JobRequest,
+  owner: string,
+  ttlMs: number,
+): Promise<Taken | undefined> {
+  if (!Number.isInteger(ttlMs) || ttlMs < 1) throw new RangeError(`ttlMs must be a whole number ≥ 1, got ${ttlMs}`);
+  const r = await q.query<Job & { cancelReason: string | null }>(
+    `with job as (
+       insert into jobs (id, runs_on, forge, instance, runner, source_ref, reply_to, queued_at, start_by)
+       values ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)
+       on conflict (id) do nothing
+       returning *
+     ), lease as (
+       insert into leases (job_id, owner, expires_at)
+       select id, $10, now() + $11::integer * interval '1 millisecond' from job
+       returning job_id
+     )
+     select ${JOB}, (select c.reason from cancellations c where c.job_id = $1) as "cancelReason"
+     from job join lease on lease.job_id = job.id`,
+    [...insertParams(request), owner, ttlMs],
+  );
+  const row = r.rows[0];
+  if (!row) return undefined;
+  const { cancelReason, ...job } = row;
+  return { job, cancelReason };
+}
+
+function insertParams(request: JobRequest): unknown[] {
+  return [
+    request.id,
+    request.runsOn,
+    request.source.forge,
+    request.source.instance,
+    request.source.runner,
+    JSON.stringify(request.source.ref),
+    request.replyTo,
+    request.queuedAt,
+    request.startBy ?? null,
+  ];
 }
 
 export async function getJob(q: Queryable, id: string): Promise<Job | undefined> {
@@ -151,6 +200,39 @@ export async function finishJob(q: Queryable, id: string, finish: Finish): Promi
     [id, sourcesOf(to), to, finish.result, JSON.stringify(finish.outputs ?? {}), finish.reason ?? null],
   );
   return r.rows[0] ?? refuse(q, id, to);
+}
+
+/**
+ * The end of a job its owner ran, in one statement: finishJob's guarded change, its next event seq
+ * recorded (it only grows), and the lease `owner` holds on it released. When the change is illegal
+ * nothing happens at all (IllegalTransitionError, as finishJob): the lease stays held.
+ * `leaseReleased` is false when `owner` no longer held it (taken over meanwhile).
+ */
+export async function finishJobReleasing(
+  q: Queryable,
+  id: string,
+  finish: Finish,
+  owner: string,
+  nextSeq: number,
+): Promise<{ readonly job: Job; readonly leaseReleased: boolean }> {
+  const to = stateForResult(finish.result);
+  const r = await q.query<Job & { leaseReleased: boolean }>(
+    `with job as (
+       update jobs set state = $3, result = $4, outputs = $5::jsonb, failure_reason = $6, finished_at = now(),
+         updated_at = now(), event_seq = greatest(event_seq, $7)
+       where id = $1 and state = any($2::text[])
+       returning *
+     ), released as (
+       delete from leases where job_id = $1 and owner = $8 and exists (select 1 from job)
+       returning job_id
+     )
+     select ${JOB}, exists (select 1 from released) as "leaseReleased" from job`,
+    [id, sourcesOf(to), to, finish.result, JSON.stringify(finish.outputs ?? {}), finish.reason ?? null, nextSeq, owner],
+  );
+  const row = r.rows[0];
+  if (!row) return refuse(q, id, to);
+  const { leaseReleased, ...job } = row;
+  return { job, leaseReleased };
 }
 
 /**

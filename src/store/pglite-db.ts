@@ -8,6 +8,7 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, rename, rm, rmdir } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
+import { setFlagsFromString } from "node:v8";
 import type { PGlite, Results, Transaction } from "@electric-sql/pglite";
 import { type Slot, Slots } from "../lifecycle/slots.js";
 import { type Logger, rootLogger } from "../telemetry/log.js";
@@ -74,6 +75,7 @@ async function startInstance(dir: string, opts: PgliteDbOptions): Promise<Instan
   await mkdir(dirname(dir), { recursive: true, mode: 0o700 });
   const lock = lockDataDir(`${dir}.lock`, dir);
   try {
+    baselineWasmOnly();
     const { PGlite } = await import("@electric-sql/pglite");
     const startParams = [...PGlite.defaultStartParams, "-c", `shared_buffers=${sharedBuffers}`];
     if (!existsSync(join(dir, "PG_VERSION"))) await initInChild(dir, startParams, log);
@@ -91,6 +93,17 @@ async function startInstance(dir: string, opts: PgliteDbOptions): Promise<Instan
           { cause: err },
         );
   }
+}
+
+/**
+ * PostgreSQL's WebAssembly compiled by V8's baseline compiler (Liftoff) only, never optimised
+ * (TurboFan) as well: ~55 MB less idle RSS for an embedded gnomon (208 → 153 MB measured for PGlite
+ * alone, shared_buffers=4MB), and no slower for this schema's short statements (1 100–1 600 against
+ * 1 900–2 000 statements/s measured, TurboFan's compiles competing for the CPU). It is a process-wide
+ * V8 setting for WebAssembly compiled from now on; no other WebAssembly in gnomon is on a hot path.
+ */
+function baselineWasmOnly(): void {
+  setFlagsFromString("--liftoff-only");
 }
 
 // Runs as CommonJS in a plain `node -e`: no tsx, no bundle, only the PGlite package.

@@ -19,8 +19,10 @@ import {
   assignJob,
   type Finish,
   finishJob,
+  finishJobReleasing,
   getJob,
   insertJob,
+  insertJobLeased,
   markFirstStepStarted,
   markProvisioning,
   markRunning,
@@ -60,12 +62,15 @@ export function bindOperations(q: Queryable) {
   return {
     jobs: {
       insert: (request: JobRequest) => insertJob(q, request),
+      insertLeased: (request: JobRequest, owner: string, ttlMs: number) => insertJobLeased(q, request, owner, ttlMs),
       get: (id: string) => getJob(q, id),
       assign: (id: string, orchestrator: string) => assignJob(q, id, orchestrator),
       markProvisioning: (id: string) => markProvisioning(q, id),
       markRunning: (id: string) => markRunning(q, id),
       markFirstStepStarted: (id: string) => markFirstStepStarted(q, id),
       finish: (id: string, finish: Finish) => finishJob(q, id, finish),
+      finishReleasing: (id: string, finish: Finish, owner: string, nextSeq: number) =>
+        finishJobReleasing(q, id, finish, owner, nextSeq),
       requeue: (id: string) => requeueJob(q, id),
       recordEventSeq: (id: string, nextSeq: number) => recordEventSeq(q, id, nextSeq),
     },

@@ -8,11 +8,12 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
 import { copyFile, mkdir, rm } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Client } from "ssh2";
+import type { Client } from "ssh2";
 import { toError } from "../lifecycle/to-error.js";
 import type { Logger } from "../telemetry/log.js";
 import { detectAccel } from "./accel.js";
@@ -372,7 +373,8 @@ class QemuMachine implements Machine {
   }
 
   #login(sock: Socket, timeoutMs: number): Promise<"ready" | "auth-failed" | "refused"> {
-    const client = new Client();
+    // ssh2 loaded on first use (it costs ~15 MB; see executor/ssh2-module.ts, which this stage may not import).
+    const client = new (createRequire(import.meta.url)("ssh2") as typeof import("ssh2")).Client();
     return new Promise((resolve) => {
       let settled = false;
       const settle = (v: "ready" | "auth-failed" | "refused") => {
