@@ -3,7 +3,7 @@
 // and booted per test file with guaranteed teardown. KVM is used when it works, TCG otherwise.
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { buildRecipe } from "../../src/vm/build-recipe.js";
+import { buildRecipe } from "../../src/images/build-recipe.js";
 import { type ImageSpec, loadCatalog, resolveImage } from "../../src/vm/catalog.js";
 import { bootMachine, type Machine, type MachineOptions } from "../../src/vm/machine.js";
 

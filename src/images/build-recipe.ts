@@ -1,8 +1,9 @@
 // Builds a recipe image offline from Debian packages: resolve and download the .debs, unpack them
 // into a merged-/usr root, add the recipe's files, the login user and a few kernel modules, then
 // write an ext4 disk (mke2fs -d, no mounts, no root tricks), a qcow2 of it, the kernel and a tiny
-// busybox initrd. The result is cached under <imagesDir>/<recipe>/<hash>/ and reused until the
-// recipe's files change. Never touches the host outside the images folder.
+// busybox initrd. The result is cached under <imagesDir>/<recipe>/<hash>/ with its manifest
+// (src/vm/built-image.ts, what the VM layer reads) and reused until the recipe's files change;
+// <imagesDir>/<recipe>/current points at it. Never touches the host outside the images folder.
 import { constants as fsc } from "node:fs";
 import {
   chmod,
@@ -13,6 +14,7 @@ import {
   open,
   readdir,
   readFile,
+  readlink,
   rename,
   rm,
   stat,
@@ -22,16 +24,28 @@ import {
 import { dirname, join, relative } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { gzipSync } from "node:zlib";
+import {
+  BUILT_IMAGE_VERSION,
+  type BuiltImage,
+  type BuiltImageManifest,
+  CURRENT_LINK,
+  MANIFEST_FILE,
+  readBuiltImage,
+  recipeBuildsDir,
+} from "../vm/built-image.js";
+import { shippedImagesDir } from "../vm/shipped-images.js";
+import { runTool } from "../vm/tool.js";
 import { type CpioEntry, cpioArchive } from "./cpio.js";
-import { fetchPackages, resolveClosure, showPackages, unpackDeb } from "./debian-packages.js";
+import { fetchPackages, resolveClosure, sha256File, showPackages, unpackDeb } from "./debian-packages.js";
 import { RecipeError } from "./errors.js";
 import { loadOrder, type ModuleInfo, moduleName, modulesDep, parseModuleDepends } from "./kernel-modules.js";
 import { listFiles, loadRecipe, type Recipe, recipeHash } from "./recipe.js";
-import { shippedImagesDir } from "./shipped-images.js";
-import { runTool } from "./tool.js";
 
-/** Bump when a change to this builder changes the images it makes: every recipe is rebuilt. */
-export const BUILDER_VERSION = 1;
+/**
+ * Bump when a change to this builder changes the images it makes: every recipe is rebuilt.
+ * 2: the manifest of src/vm/built-image.ts and the current link.
+ */
+export const BUILDER_VERSION = 2;
 
 const STEPS = 8;
 
@@ -40,34 +54,6 @@ export interface BuildProgress {
   readonly steps: number;
   readonly title: string;
   readonly detail?: string;
-}
-
-export interface BuiltImage {
-  readonly recipe: string;
-  readonly hash: string;
-  readonly dir: string;
-  readonly kernel: string;
-  readonly initrd: string;
-  /** The root disk, qcow2, used read-only as the backing file of every VM's overlay. */
-  readonly disk: string;
-  readonly manifest: BuildManifest;
-}
-
-export interface BuildManifest {
-  readonly recipe: string;
-  readonly hash: string;
-  readonly builderVersion: number;
-  readonly builtAt: string;
-  readonly buildMs: number;
-  readonly kernelVersion: string;
-  readonly packages: readonly string[];
-  readonly bytes: {
-    readonly disk: number;
-    readonly kernel: number;
-    readonly initrd: number;
-    readonly rootFiles: number;
-  };
-  readonly warnings: readonly string[];
 }
 
 export interface BuildOptions {
@@ -85,7 +71,7 @@ export function recipesDir(): string {
 }
 
 function outputDir(imagesDir: string, recipe: string, hash: string): string {
-  return join(imagesDir, recipe, hash.slice(0, 16));
+  return join(recipeBuildsDir(imagesDir, recipe), hash.slice(0, 16));
 }
 
 /** The built image for the recipe as it is now, or undefined when it has not been built. */
@@ -96,39 +82,25 @@ export async function findBuiltImage(
 ): Promise<{ hash: string; dir: string; image: BuiltImage | undefined }> {
   const hash = await recipeHash(join(fromDir, recipe), BUILDER_VERSION);
   const dir = outputDir(imagesDir, recipe, hash);
-  try {
-    const manifest = JSON.parse(await readFile(join(dir, "manifest.json"), "utf8")) as BuildManifest;
-    return { hash, dir, image: imageAt(recipe, hash, dir, manifest) };
-  } catch {
-    return { hash, dir, image: undefined };
-  }
-}
-
-function imageAt(recipe: string, hash: string, dir: string, manifest: BuildManifest): BuiltImage {
-  return {
-    recipe,
-    hash,
-    dir,
-    kernel: join(dir, "vmlinuz"),
-    initrd: join(dir, "initrd.img"),
-    disk: join(dir, "disk.qcow2"),
-    manifest,
-  };
+  const image = await readBuiltImage(dir);
+  return { hash, dir, image: image?.manifest.recipeDigest === hash ? image : undefined };
 }
 
 /** Builds the recipe unless an image of its current inputs exists; `built` says which happened. */
 export async function buildRecipe(recipe: string, opts: BuildOptions): Promise<{ image: BuiltImage; built: boolean }> {
   const from = opts.recipesDir ?? recipesDir();
-  const existing = await findBuiltImage(recipe, opts.imagesDir, from);
-  if (existing.image && !opts.force) return { image: existing.image, built: false };
-  await mkdir(join(opts.imagesDir, recipe), { recursive: true });
-  const release = await takeLock(join(opts.imagesDir, recipe, ".build.lock"), opts.signal);
+  const builds = recipeBuildsDir(opts.imagesDir, recipe);
+  await mkdir(builds, { recursive: true });
+  const release = await takeLock(join(builds, ".build.lock"), opts.signal);
   try {
-    // Another process may have built it while we waited for the lock.
-    const again = await findBuiltImage(recipe, opts.imagesDir, from);
-    if (again.image && !opts.force) return { image: again.image, built: false };
-    const image = await build(recipe, join(from, recipe), again.hash, again.dir, opts);
-    await removeOtherBuilds(join(opts.imagesDir, recipe), again.dir);
+    const found = await findBuiltImage(recipe, opts.imagesDir, from);
+    if (found.image && !opts.force) {
+      await pointCurrentAt(builds, found.dir);
+      return { image: found.image, built: false };
+    }
+    const image = await build(recipe, join(from, recipe), found.hash, found.dir, opts);
+    await pointCurrentAt(builds, found.dir);
+    await removeOtherBuilds(builds, found.dir);
     return { image, built: true };
   } finally {
     await release();
@@ -237,13 +209,18 @@ async function build(
     await runTool("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", "-c", raw, join(tmpOut, "disk.qcow2")], {
       signal,
     });
-    const manifest: BuildManifest = {
+    const manifest: BuiltImageManifest = {
+      v: BUILT_IMAGE_VERSION,
       recipe: recipeName,
-      hash,
+      recipeDigest: hash,
       builderVersion: BUILDER_VERSION,
       builtAt: new Date().toISOString(),
       buildMs: Date.now() - started,
+      arch: "x86_64",
+      files: { disk: "disk.qcow2", kernel: "vmlinuz", initrd: "initrd.img" },
+      kernelCmdline: recipe.kernelCmdline,
       kernelVersion: kernel.version,
+      diskSha256: await sha256File(join(tmpOut, "disk.qcow2")),
       packages: all.map((p) => `${p.name}=${p.version}`),
       bytes: {
         disk: (await stat(join(tmpOut, "disk.qcow2"))).size,
@@ -253,10 +230,12 @@ async function build(
       },
       warnings,
     };
-    await writeFile(join(tmpOut, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+    await writeFile(join(tmpOut, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
     await rm(outDir, { recursive: true, force: true });
     await rename(tmpOut, outDir);
-    return imageAt(recipeName, hash, outDir, manifest);
+    const image = await readBuiltImage(outDir);
+    if (!image) throw new RecipeError(recipeName, `the build in ${outDir} has no readable ${MANIFEST_FILE}`);
+    return image;
   } finally {
     await rm(work, { recursive: true, force: true });
     await rm(`${outDir}.tmp-${process.pid}`, { recursive: true, force: true });
@@ -459,10 +438,21 @@ async function initrdImage(
   return gzipSync(cpioArchive(entries), { level: 1 });
 }
 
+/** Points <recipe>/current at a build, atomically (a new link renamed over the old one). */
+async function pointCurrentAt(builds: string, dir: string): Promise<void> {
+  const link = join(builds, CURRENT_LINK);
+  const target = relative(builds, dir);
+  if ((await readlink(link).catch(() => undefined)) === target) return;
+  const tmp = `${link}.tmp-${process.pid}`;
+  await rm(tmp, { force: true });
+  await symlink(target, tmp);
+  await rename(tmp, link);
+}
+
 async function removeOtherBuilds(recipeDir: string, keep: string): Promise<void> {
   for (const e of await readdir(recipeDir)) {
     const p = join(recipeDir, e);
-    if (p === keep || e.startsWith(".")) continue;
+    if (p === keep || e === CURRENT_LINK || e.startsWith(".")) continue;
     // A VM still running on an old base keeps its open file; new VMs use the new build.
     await rm(p, { recursive: true, force: true });
   }
