@@ -39,6 +39,7 @@ import { type CpioEntry, cpioArchive } from "./cpio.js";
 import { fetchPackages, resolveClosure, sha256File, showPackages, unpackDeb } from "./debian-packages.js";
 import { RecipeError } from "./errors.js";
 import { loadOrder, type ModuleInfo, moduleName, modulesDep, parseModuleDepends } from "./kernel-modules.js";
+import { clampMtimes, mmdebstrapRoot } from "./mmdebstrap.js";
 import { listFiles, loadRecipe, type Recipe, recipeHash } from "./recipe.js";
 
 /**
@@ -125,58 +126,26 @@ async function build(
   await rm(work, { recursive: true, force: true });
   const root = join(work, "root");
   const kroot = join(work, "kernel");
-  await mkdir(root, { recursive: true });
   await mkdir(kroot, { recursive: true });
   const warnings: string[] = [];
-  if (process.getuid?.() !== 0)
-    warnings.push(
-      `built as uid ${process.getuid?.()}: the image's files belong to that uid, not root (mke2fs -d copies owners); setuid programs in it will not work`,
-    );
+  const debCache = join(opts.imagesDir, ".cache", "debs");
   try {
-    progress(1, "resolving packages", `${recipe.packages.length} requested`);
-    const rules = { exclude: new Set(recipe.exclude), provides: recipe.provides };
-    const pkgs = await resolveClosure(recipeName, recipe.packages, rules, signal);
-    const kernelPkg = await resolveKernel(recipeName, recipe.kernel, signal);
-    progress(1, "resolving packages", `${pkgs.length} packages with dependencies, kernel ${kernelPkg.name}`);
-
-    const cache = join(opts.imagesDir, ".cache", "debs");
-    const all = [...pkgs, kernelPkg];
-    const debs = await fetchPackages(
-      recipeName,
-      all,
-      cache,
-      (done, total) => progress(2, "downloading packages", `${done}/${total}`),
-      signal,
-    );
-
-    for (const [i, deb] of debs.slice(0, -1).entries()) {
-      await unpackDeb(deb, root, signal);
-      if ((i + 1) % 10 === 0 || i === pkgs.length - 1) progress(3, "unpacking packages", `${i + 1}/${pkgs.length}`);
-    }
-    progress(4, "unpacking the kernel", kernelPkg.name);
-    await unpackDeb(debs.at(-1)!, kroot, signal);
-    const kernel = await kernelParts(recipeName, kroot);
-
-    progress(5, "assembling the root file system");
-    await mergeUsr(root);
-    await strip(root, recipe.strip);
-    await linkApplets(root, recipe.busyboxApplets);
-    await cp(join(recipeDir, "rootfs"), root, { recursive: true, force: true, verbatimSymlinks: true });
-    await finishTree(root, recipe);
-    const extra = await installModules(recipeName, root, kernel, recipe.modules.extra);
-    if (extra.missing.length) warnings.push(`kernel modules not found: ${extra.missing.join(", ")}`);
-    try {
-      await runTool("ldconfig", ["-r", root], { signal });
-    } catch (err) {
-      warnings.push(`ldconfig -r failed, the guest uses ld.so's default paths: ${(err as Error).message}`);
-    }
+    const ctx: RootContext = { recipeName, recipeDir, recipe, root, kroot, debCache, progress, warnings, signal };
+    const { packages, kernel } =
+      recipe.builder === "mmdebstrap"
+        ? await mmdebstrapTree({
+            ...ctx,
+            epoch: buildEpoch(),
+            mmdebstrapCache: join(opts.imagesDir, ".cache", "mmdebstrap"),
+          })
+        : await unpackedTree(ctx);
     const rootFiles = await treeBytes(root);
 
     progress(6, "writing the initrd", `${recipe.modules.boot.length} boot modules`);
     const tmpOut = `${outDir}.tmp-${process.pid}`;
     await rm(tmpOut, { recursive: true, force: true });
     await mkdir(tmpOut, { recursive: true });
-    const initrd = await initrdImage(recipeName, recipeDir, root, kernel, recipe.modules.boot);
+    const initrd = await initrdImage(recipeName, recipeDir, kernel, recipe.modules.boot);
     await writeFile(join(tmpOut, "initrd.img"), initrd);
     await copyFile(kernel.vmlinuz, join(tmpOut, "vmlinuz"));
 
@@ -196,13 +165,17 @@ async function build(
         "-O",
         "^has_journal",
         "-E",
-        "lazy_itable_init=0,root_owner=0:0",
+        // The UUID and directory hash seed from the recipe, the times from the build's epoch: the
+        // same files give the same file system.
+        `lazy_itable_init=0,root_owner=0:0,hash_seed=${uuidOf(hash)}`,
+        "-U",
+        uuidOf(hash),
         "-d",
         root,
         raw,
         `${recipe.diskSizeMiB}M`,
       ],
-      { signal },
+      { signal, env: { ...process.env, E2FSPROGS_FAKE_TIME: String(buildEpoch()) } },
     );
 
     progress(8, "converting to qcow2");
@@ -221,7 +194,7 @@ async function build(
       kernelCmdline: recipe.kernelCmdline,
       kernelVersion: kernel.version,
       diskSha256: await sha256File(join(tmpOut, "disk.qcow2")),
-      packages: all.map((p) => `${p.name}=${p.version}`),
+      packages: [...packages],
       bytes: {
         disk: (await stat(join(tmpOut, "disk.qcow2"))).size,
         kernel: (await stat(join(tmpOut, "vmlinuz"))).size,
@@ -242,6 +215,132 @@ async function build(
   }
 }
 
+interface RootContext {
+  readonly recipeName: string;
+  readonly recipeDir: string;
+  readonly recipe: Recipe;
+  readonly root: string;
+  /** Where the kernel package (and for mmdebstrap busybox for the initrd) is unpacked. */
+  readonly kroot: string;
+  readonly debCache: string;
+  readonly progress: (step: number, title: string, detail?: string) => void;
+  readonly warnings: string[];
+  readonly signal?: AbortSignal;
+}
+
+interface RootTree {
+  /** "name=version" of what is in the image. */
+  readonly packages: readonly string[];
+  readonly kernel: KernelParts;
+}
+
+/** builder: unpack. The packages' files unpacked by gnomon, no maintainer scripts, busybox init. */
+async function unpackedTree(c: RootContext): Promise<RootTree> {
+  const { recipe, recipeName, root, progress, signal } = c;
+  await mkdir(root, { recursive: true });
+  if (process.getuid?.() !== 0)
+    c.warnings.push(
+      `built as uid ${process.getuid?.()}: the image's files belong to that uid, not root (mke2fs -d copies owners); setuid programs in it will not work`,
+    );
+  progress(1, "resolving packages", `${recipe.packages.length} requested`);
+  const rules = { exclude: new Set(recipe.exclude), provides: recipe.provides };
+  const pkgs = await resolveClosure(recipeName, recipe.packages, rules, signal);
+  const kernelPkg = await resolveKernel(recipeName, recipe.kernel, signal);
+  progress(1, "resolving packages", `${pkgs.length} packages with dependencies, kernel ${kernelPkg.name}`);
+  const all = [...pkgs, kernelPkg];
+  const debs = await fetchPackages(
+    recipeName,
+    all,
+    c.debCache,
+    (done, total) => progress(2, "downloading packages", `${done}/${total}`),
+    signal,
+  );
+  for (const [i, deb] of debs.slice(0, -1).entries()) {
+    await unpackDeb(deb, root, signal);
+    if ((i + 1) % 10 === 0 || i === pkgs.length - 1) progress(3, "unpacking packages", `${i + 1}/${pkgs.length}`);
+  }
+  progress(4, "unpacking the kernel", kernelPkg.name);
+  await unpackDeb(debs.at(-1)!, c.kroot, signal);
+  const kernel = await kernelParts(recipeName, c.kroot, join(root, "usr", "bin", "busybox"));
+
+  progress(5, "assembling the root file system");
+  await mergeUsr(root);
+  await strip(root, recipe.strip);
+  await linkApplets(root, recipe.busyboxApplets);
+  await cp(join(c.recipeDir, "rootfs"), root, { recursive: true, force: true, verbatimSymlinks: true });
+  await finishTree(root, recipe);
+  await guestModules(c, kernel);
+  try {
+    await runTool("ldconfig", ["-r", root], { signal });
+  } catch (err) {
+    c.warnings.push(`ldconfig -r failed, the guest uses ld.so's default paths: ${(err as Error).message}`);
+  }
+  return { packages: all.map((p) => `${p.name}=${p.version}`), kernel };
+}
+
+/** builder: mmdebstrap. Debian installs the packages (mmdebstrap.ts); the kernel is unpacked beside. */
+async function mmdebstrapTree(c: RootContext & { epoch: number; mmdebstrapCache: string }): Promise<RootTree> {
+  const { recipe, recipeName, root, progress, signal } = c;
+  progress(1, "resolving the kernel", recipe.kernel);
+  const kernelPkg = await resolveKernel(recipeName, recipe.kernel, signal);
+  const busybox = (await showPackages(["busybox-static"], signal)).get("busybox-static");
+  if (!busybox) throw new RecipeError(recipeName, "busybox-static (for the initrd) is not in the Debian archive");
+  const debs = await fetchPackages(
+    recipeName,
+    [kernelPkg, busybox],
+    c.debCache,
+    (done, total) => progress(2, "downloading the kernel and the initrd's busybox", `${done}/${total}`),
+    signal,
+  );
+  progress(3, "installing packages with mmdebstrap", `${recipe.packages.length} requested, ${recipe.suite}`);
+  const packages = await mmdebstrapRoot({
+    recipeName,
+    recipeDir: c.recipeDir,
+    recipe,
+    root,
+    debCache: join(c.mmdebstrapCache, recipeName),
+    epoch: c.epoch,
+    onLine: (line) => progress(3, "installing packages with mmdebstrap", line),
+    signal,
+  });
+  progress(4, "unpacking the kernel", kernelPkg.name);
+  for (const deb of debs) await unpackDeb(deb, c.kroot, signal);
+  const kernel = await kernelParts(recipeName, c.kroot, join(c.kroot, "bin", "busybox"));
+  progress(5, "assembling the root file system");
+  await strip(root, recipe.strip);
+  await guestModules(c, kernel);
+  await runTool("chroot", [root, "depmod", kernel.version], { signal });
+  await clampMtimes(root, c.epoch, signal);
+  return { packages: [...packages, `${kernelPkg.name}=${kernelPkg.version}`].sort(), kernel };
+}
+
+/** The kernel's modules in the guest: all of them (allModules) or modules.extra with their closure. */
+async function guestModules(c: RootContext, kernel: KernelParts): Promise<void> {
+  if (c.recipe.allModules) {
+    await cp(kernel.modulesDir, join(c.root, "usr", "lib", "modules", kernel.version), { recursive: true });
+    return;
+  }
+  const extra = await installModules(c.recipeName, c.root, kernel, c.recipe.modules.extra);
+  if (extra.missing.length) c.warnings.push(`kernel modules not found: ${extra.missing.join(", ")}`);
+}
+
+/**
+ * The build's timestamp: SOURCE_DATE_EPOCH when set, else a fixed one, so that the same packages
+ * give the same files, times included (docs/images.md says how far that goes).
+ */
+function buildEpoch(): number {
+  const env = Number(process.env["SOURCE_DATE_EPOCH"]);
+  return Number.isInteger(env) && env > 0 ? env : FIXED_EPOCH;
+}
+
+/** A UUID made of the first 128 bits of a hex digest. */
+function uuidOf(hex: string): string {
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}
+
+/** 2025-01-01T00:00:00Z. */
+const FIXED_EPOCH = 1_735_689_600;
+
 async function resolveKernel(recipe: string, meta: string, signal?: AbortSignal) {
   const found = await showPackages([meta], signal);
   const pkg = found.get(meta);
@@ -257,12 +356,14 @@ async function resolveKernel(recipe: string, meta: string, signal?: AbortSignal)
 interface KernelParts {
   readonly version: string;
   readonly vmlinuz: string;
+  /** busybox-static's binary, the initrd's only program. */
+  readonly busybox: string;
   readonly modulesDir: string;
   readonly index: Map<string, ModuleInfo>;
   readonly builtin: Set<string>;
 }
 
-async function kernelParts(recipe: string, kroot: string): Promise<KernelParts> {
+async function kernelParts(recipe: string, kroot: string, busybox: string): Promise<KernelParts> {
   const boot = await readdir(join(kroot, "boot"));
   const vmlinuz = boot.find((f) => f.startsWith("vmlinuz-"));
   if (!vmlinuz) throw new RecipeError(recipe, "the kernel package has no boot/vmlinuz-*");
@@ -281,7 +382,7 @@ async function kernelParts(recipe: string, kroot: string): Promise<KernelParts> 
   } catch {
     // no modules.builtin: treat nothing as built in
   }
-  return { version, vmlinuz: join(kroot, "boot", vmlinuz), modulesDir, index, builtin };
+  return { version, vmlinuz: join(kroot, "boot", vmlinuz), busybox, modulesDir, index, builtin };
 }
 
 /** Bytes of the regular files below `dir`, each hard-linked file once. */
@@ -409,13 +510,12 @@ async function installModules(
 async function initrdImage(
   recipe: string,
   recipeDir: string,
-  root: string,
   kernel: KernelParts,
   boot: readonly string[],
 ): Promise<Buffer> {
   const { order, missing } = loadOrder(boot, kernel.index, kernel.builtin);
   if (missing.length) throw new RecipeError(recipe, `boot modules not in the kernel package: ${missing.join(", ")}`);
-  const busybox = await readFile(join(root, "usr", "bin", "busybox")).catch(() => undefined);
+  const busybox = await readFile(kernel.busybox).catch(() => undefined);
   if (!busybox) throw new RecipeError(recipe, "the initrd needs busybox-static among the packages");
   const entries: CpioEntry[] = [
     ...["bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"].map((path) => ({ kind: "dir" as const, path })),
