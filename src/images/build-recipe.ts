@@ -91,6 +91,9 @@ export async function findBuiltImage(
 export async function buildRecipe(recipe: string, opts: BuildOptions): Promise<{ image: BuiltImage; built: boolean }> {
   const from = opts.recipesDir ?? recipesDir();
   const builds = recipeBuildsDir(opts.imagesDir, recipe);
+  // Up to date and in use: no lock (another process may be building something else meanwhile).
+  const ready = await findBuiltImage(recipe, opts.imagesDir, from);
+  if (ready.image && !opts.force && (await isCurrent(builds, ready.dir))) return { image: ready.image, built: false };
   await mkdir(builds, { recursive: true });
   const release = await takeLock(join(builds, ".build.lock"), opts.signal);
   try {
@@ -177,6 +180,8 @@ async function build(
       ],
       { signal, env: { ...process.env, E2FSPROGS_FAKE_TIME: String(buildEpoch()) } },
     );
+
+    await settleCtimes(root, raw, buildEpoch(), signal);
 
     progress(8, "converting to qcow2");
     await runTool("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", "-c", raw, join(tmpOut, "disk.qcow2")], {
@@ -331,6 +336,27 @@ async function guestModules(c: RootContext, kernel: KernelParts): Promise<void> 
 function buildEpoch(): number {
   const env = Number(process.env["SOURCE_DATE_EPOCH"]);
   return Number.isInteger(env) && env > 0 ? env : FIXED_EPOCH;
+}
+
+/**
+ * mke2fs -d copies each file's ctime from the build tree, where it is the time of the build (no
+ * program can set a ctime); debugfs sets them all to the epoch, so that two builds of the same
+ * files give the same disk.
+ */
+async function settleCtimes(root: string, raw: string, epoch: number, signal?: AbortSignal): Promise<void> {
+  const { stdout } = await runTool("find", [root, "-mindepth", "1", "-printf", "%P\\0"], { signal });
+  const paths = ["", ...stdout.split("\0").filter(Boolean)];
+  const commands = paths
+    .filter((p) => !/["\n\\]/.test(p))
+    .map((p) => `set_inode_field "/${p}" ctime @${epoch}\n`)
+    .join("");
+  const file = `${raw}.debugfs`;
+  await writeFile(file, commands);
+  try {
+    await runTool("debugfs", ["-w", "-f", file, raw], { signal });
+  } finally {
+    await rm(file, { force: true });
+  }
 }
 
 /** A UUID made of the first 128 bits of a hex digest. */
@@ -538,11 +564,15 @@ async function initrdImage(
   return gzipSync(cpioArchive(entries), { level: 1 });
 }
 
+async function isCurrent(builds: string, dir: string): Promise<boolean> {
+  return (await readlink(join(builds, CURRENT_LINK)).catch(() => undefined)) === relative(builds, dir);
+}
+
 /** Points <recipe>/current at a build, atomically (a new link renamed over the old one). */
 async function pointCurrentAt(builds: string, dir: string): Promise<void> {
+  if (await isCurrent(builds, dir)) return;
   const link = join(builds, CURRENT_LINK);
   const target = relative(builds, dir);
-  if ((await readlink(link).catch(() => undefined)) === target) return;
   const tmp = `${link}.tmp-${process.pid}`;
   await rm(tmp, { force: true });
   await symlink(target, tmp);

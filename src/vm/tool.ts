@@ -12,6 +12,7 @@ const PACKAGE_OF: Readonly<Record<string, string>> = {
   "apt-cache": "apt",
   "dpkg-deb": "dpkg",
   mke2fs: "e2fsprogs",
+  debugfs: "e2fsprogs",
   "mkfs.fat": "dosfstools",
   mcopy: "mtools",
   genisoimage: "genisoimage",
