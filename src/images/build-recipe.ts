@@ -339,21 +339,24 @@ function buildEpoch(): number {
 }
 
 /**
- * mke2fs -d copies each file's ctime from the build tree, where it is the time of the build (no
- * program can set a ctime); debugfs sets them all to the epoch, so that two builds of the same
- * files give the same disk.
+ * mke2fs -d copies each file's ctime and atime from the build tree, where they are times of the
+ * build (no program can set a ctime, and reading a folder sets its atime); debugfs sets them all
+ * to the epoch, so that two builds of the same files give the same disk.
  */
 async function settleCtimes(root: string, raw: string, epoch: number, signal?: AbortSignal): Promise<void> {
   const { stdout } = await runTool("find", [root, "-mindepth", "1", "-printf", "%P\\0"], { signal });
   const paths = ["", ...stdout.split("\0").filter(Boolean)];
   const commands = paths
-    .filter((p) => !/["\n\\]/.test(p))
-    .map((p) => `set_inode_field "/${p}" ctime @${epoch}\n`)
+    .filter((p) => !/["\n]/.test(p)) // debugfs takes a backslash as it is, not a quote or a newline
+    .map((p) => `set_inode_field "/${p}" ctime @${epoch}\nset_inode_field "/${p}" atime @${epoch}\n`)
     .join("");
   const file = `${raw}.debugfs`;
   await writeFile(file, commands);
   try {
-    await runTool("debugfs", ["-w", "-f", file, raw], { signal });
+    await runTool("debugfs", ["-w", "-f", file, raw], {
+      signal,
+      env: { ...process.env, E2FSPROGS_FAKE_TIME: String(epoch) },
+    });
   } finally {
     await rm(file, { force: true });
   }
