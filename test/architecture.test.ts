@@ -169,7 +169,13 @@ describe("architecture", () => {
 
   it("in the orchestrator only the job ledger settles a job's delivery and moves its row, besides the reaper's and a Cancel's bookkeeping", () => {
     const settles = new Set(["orchestrator/job-ledger.ts", "orchestrator/orchestrator.ts"]);
-    const movesJobs = new Set(["orchestrator/job-ledger.ts", "orchestrator/lease-keeper.ts", "orchestrator/reaper.ts"]);
+    // The warm pool writes only the rows of the VMs it holds, which no job has yet.
+    const movesJobs = new Set([
+      "orchestrator/job-ledger.ts",
+      "orchestrator/lease-keeper.ts",
+      "orchestrator/reaper.ts",
+      "orchestrator/warm-pool.ts",
+    ]);
     const bad: string[] = [];
     for (const file of files(join(SRC, "orchestrator"))) {
       const path = relative(SRC, file);

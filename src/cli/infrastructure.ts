@@ -134,6 +134,14 @@ export async function createOrchestrator(
     throw new UsageError(
       `orchestrator.labels names ${unknown.join(", ")}, which no image in ${catalog.path} serves; add an image for it (docs/images.md) or remove it`,
     );
+  const poolLabels = Object.entries(o.pool.labels).map(([label, size]) => ({ label, ...size }));
+  const unpooled = poolLabels.filter((p) => !provisioner.labels.includes(p.label) || p.label.endsWith(":host"));
+  if (unpooled.length > 0)
+    throw new UsageError(
+      `orchestrator.pool.labels names ${unpooled.map((p) => p.label).join(", ")}, which this orchestrator serves no VM for; ` +
+        `pool only labels of orchestrator.labels that run in VMs (served here: ${provisioner.labels.join(", ")})`,
+    );
+  const memoryMiB = o.memoryMiB || Math.floor((totalmem() / 1024 / 1024) * 0.75);
   return new Orchestrator({
     bus: deps.bus,
     store: deps.store,
@@ -141,8 +149,9 @@ export async function createOrchestrator(
     budget: {
       maxVms: o.maxVms,
       cpus: o.cpus || availableParallelism(),
-      memoryMiB: o.memoryMiB || Math.floor((totalmem() / 1024 / 1024) * 0.75),
+      memoryMiB,
     },
+    pool: { labels: poolLabels, memoryMiB: o.pool.memoryMiB || Math.floor(memoryMiB / 4), idleTtlMs: o.pool.idleTtl },
     clusterKey: deps.clusterKey,
     leaseTtlMs: o.leaseTtl,
     heartbeatIntervalMs: o.heartbeatInterval,

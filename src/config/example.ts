@@ -57,6 +57,10 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #     maxWindow: 2h       # the longest a run may ask for (variable GNOMON_DEBUG_SSH_MINUTES).   env: GNOMON_DEBUG_SSH_MAX_WINDOW
 #     mode: on-failure    # on-failure or always: what a run asking without saying gets.   env: GNOMON_DEBUG_SSH_MODE
 #     onDebugLogging: true # a run with debug logging on (re-run with debug logging) asks for it.   env: GNOMON_DEBUG_SSH_ON_DEBUG_LOGGING
+#   pool:                 # warm pools: VMs booted ahead of jobs, handed out in well under a second (docs/configuration.md)
+#     labels: {}          # label: { min: idle VMs kept, max: most kept after misses }, e.g. { test: { min: 2, max: 4 } }
+#     memoryMiB: 0        # memory all pooled VMs may hold; 0 = a quarter of the VM memory budget
+#     idleTtl: 30m        # an idle pooled VM older than this is replaced by a fresh one
 
 # forgejo:
 #   credentialsFile: .runner   # written by \`gnomon forgejo register\`.   env: GNOMON_FORGEJO_CREDENTIALS
@@ -65,7 +69,7 @@ export const CONFIG_EXAMPLE = `# gnomon.yaml: configuration for gnomon. Every se
 #   fetchInterval: 2s
 #   fetchIntervalMax: 10s      # longest wait between polls while Forgejo fails
 #   fetchTimeout: 5s
-#   reportInterval: 1s
+#   reportInterval: 1s         # state and heartbeat; new log lines go sooner, on their own
 
 # github:
 #   credentialsDir: github     # written by \`gnomon github register\`.   env: GNOMON_GITHUB_CREDENTIALS

@@ -150,6 +150,37 @@ export const DebugSshConfig = z
       });
   });
 
+/** One label's warm pool: `min` idle VMs kept ready; after a miss one more, up to `max`. */
+const PoolLabelConfig = z
+  .object({
+    min: z.number().int().min(0),
+    max: z.number().int().min(0).optional(),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.max !== undefined && c.max < c.min)
+      ctx.addIssue({
+        code: "custom",
+        path: ["max"],
+        input: undefined,
+        message: `is less than min (${c.min})`,
+        params: { fix: "make max at least min, or leave it out (it defaults to min)" },
+      });
+  })
+  .transform((c) => ({ min: c.min, max: c.max ?? c.min }));
+
+/** Warm pools of pre-booted VMs per label (docs/configuration.md#warm-pools). */
+export const PoolConfig = z
+  .object({
+    /** label → its pool size; no entry: that label's VMs boot for their job. */
+    labels: z.record(z.string().min(1), PoolLabelConfig).default({}),
+    /** Memory all pooled VMs may hold together; 0 = a quarter of the host's VM memory budget. */
+    memoryMiB: z.number().int().min(0).default(0),
+    /** An idle pooled VM older than this is destroyed and replaced by a fresh one. */
+    idleTtl: duration("30m", { text: "10s", why: "a shorter one spends the host's CPUs on boots nobody uses" }),
+  })
+  .strict();
+
 export const OrchestratorConfig = z
   .object({
     /** Most VMs this host runs at once. */
@@ -181,6 +212,7 @@ export const OrchestratorConfig = z
     actionCache: ActionCacheConfig.default(ActionCacheConfig.parse({})),
     cache: CacheConfig.default(CacheConfig.parse({})),
     debugSsh: DebugSshConfig.default(DebugSshConfig.parse({})),
+    pool: PoolConfig.default(PoolConfig.parse({})),
   })
   .strict();
 

@@ -26,7 +26,7 @@ export class JobLog {
     opts: JobLogOptions = {},
   ) {
     this.now = opts.now ?? Date.now;
-    this.flushIntervalMs = opts.flushIntervalMs ?? 200;
+    this.flushIntervalMs = opts.flushIntervalMs ?? 100;
   }
 
   /** One output line of a step (null: the job's own lines), masked now. */

@@ -51,6 +51,16 @@ export class Capacity {
     return this.#vms;
   }
 
+  /** Jobs waiting in reserve() now: a warm pool gives its idle VMs' capacity up to them. */
+  get waiting(): number {
+    return this.#waiters.length;
+  }
+
+  /** Reserves at once if nobody waits and it fits, else nothing: a warm pool never queues for capacity. */
+  tryReserve(size: Size): Reservation | undefined {
+    return this.wouldWait(size) ? undefined : this.#take(size);
+  }
+
   /** Whether reserve(size) would wait now: VMs, CPUs or memory in use, or others waiting first. */
   wouldWait(size: Size): boolean {
     return this.#waiters.length > 0 || !this.#available(size);

@@ -294,6 +294,7 @@ export class JobLedger {
   async vmSpawned(vm: SpawnedVm): Promise<void> {
     const d = this.#d;
     d.metrics.vmsRunning.inc({ label: this.request.runsOn });
+    this.log.info({ vm: vm.id, pid: vm.pid }, "vm started");
     this.#vms.push(vm.id);
     await d.store.vms.record({
       id: vm.id,
@@ -309,6 +310,22 @@ export class JobLedger {
   }
 
   /**
+   * A warm pool's VM is the job's: its record gets the job (the job's lease decides from now on
+   * whether it is an orphan), and it is counted running.
+   */
+  async vmAdopted(vmId: string): Promise<void> {
+    const d = this.#d;
+    d.metrics.vmsRunning.inc({ label: this.request.runsOn });
+    this.#vms.push(vmId);
+    await d.store.vms.assignPooled(vmId, this.request.id);
+  }
+
+  /** The job's machine is ready, `ms` after it had capacity, by the path it took (pooled, cold). */
+  vmStarted(path: string, ms: number): void {
+    this.#d.metrics.vmStartSeconds.observe({ label: this.request.runsOn, path }, ms / 1000);
+  }
+
+  /**
    * The job's machines are destroyed (or never finished booting: the provisioner destroys what it
    * started before it fails): their records go, and they are no longer counted running.
    */
@@ -317,6 +334,7 @@ export class JobLedger {
     for (const id of this.#vms.splice(0)) {
       await d.store.vms.delete(id).catch((err: unknown) => this.log.warn({ err }, "could not delete the VM record"));
       d.metrics.vmsRunning.dec({ label: this.request.runsOn });
+      this.log.info({ vm: id }, "vm gone");
     }
   }
 

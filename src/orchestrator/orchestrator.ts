@@ -17,6 +17,7 @@ import type { JobServiceDeps } from "./job-services.js";
 import type { Provisioner } from "./provisioner.js";
 import { Reaper } from "./reaper.js";
 import { JobCancelledError, type JobOptions, runJob } from "./run-job.js";
+import { type PoolLabelConfig, WarmPool } from "./warm-pool.js";
 
 export interface OrchestratorOptions {
   readonly bus: JobBus;
@@ -45,6 +46,17 @@ export interface OrchestratorOptions {
   readonly services?: JobServiceDeps;
   /** The debug SSH endpoint, when this host allows debug SSH (docs/debug-ssh.md); absent: no job is held. */
   readonly debugSsh?: Pick<DebugSshServer, "ask" | "hold">;
+  /** Warm pools of pre-booted VMs (orchestrator.pool); absent or no labels: none. */
+  readonly pool?: WarmPoolSettings;
+}
+
+export interface WarmPoolSettings {
+  readonly labels: readonly PoolLabelConfig[];
+  /** Memory all pooled VMs may hold together, MiB. */
+  readonly memoryMiB: number;
+  readonly idleTtlMs: number;
+  /** Wait after a failed pool boot; default 30 s. */
+  readonly retryMs?: number;
 }
 
 /** Nothing to serve: no job could ever reach this orchestrator. A setting to fix, not an outage. */
@@ -80,6 +92,8 @@ export class Orchestrator implements Service {
   readonly #ended = deferred<Error | undefined>();
   readonly #running = new Map<string, Running>();
   readonly #reaper: Reaper;
+  /** Pre-booted VMs per label; undefined when none are configured. */
+  readonly pool: WarmPool | undefined;
   #consumer: JobConsumer | undefined;
   #cancels: Subscription | undefined;
   #stopping: Promise<void> | undefined;
@@ -104,6 +118,21 @@ export class Orchestrator implements Service {
       runDir: opts.provisioner.runDir,
       isRunningHere: (jobId) => this.#running.has(jobId),
     });
+    const pool = opts.pool;
+    this.pool =
+      pool && pool.labels.length > 0
+        ? new WarmPool({
+            ...pool,
+            capacity: this.capacity,
+            provisioner: opts.provisioner,
+            store: opts.store,
+            owner: this.id,
+            host: this.host,
+            recordTtlMs: opts.leaseTtlMs,
+            metrics: opts.metrics,
+            log: this.#log.child({ component: "warm-pool" }),
+          })
+        : undefined;
   }
 
   /** Labels this orchestrator consumes. */
@@ -126,13 +155,22 @@ export class Orchestrator implements Service {
       case "running":
         return {
           state: "ready",
-          detail: `running ${jobs} job${jobs === 1 ? "" : "s"}; ${this.capacity.freeVms} of ${this.#opts.budget.maxVms} VM slots free`,
+          detail: `running ${jobs} job${jobs === 1 ? "" : "s"}; ${this.capacity.freeVms} of ${this.#opts.budget.maxVms} VM slots free${this.#poolDetail()}`,
         };
       case "stopping":
         return { state: "stopping", detail: `taking no jobs; ${jobs} still running` };
       case "stopped":
         return { state: "stopped", detail: this.#startError?.message ?? "stopped" };
     }
+  }
+
+  /** "; warm pool: 2 idle, 1 booting", or nothing without a pool. */
+  #poolDetail(): string {
+    if (!this.pool) return "";
+    const counts = Object.values(this.pool.status().labels);
+    const idle = counts.reduce((n, c) => n + c.idle, 0);
+    const booting = counts.reduce((n, c) => n + c.booting, 0);
+    return `; warm pool: ${idle} idle${booting ? `, ${booting} booting` : ""}`;
   }
 
   async start(): Promise<void> {
@@ -156,6 +194,7 @@ export class Orchestrator implements Service {
     // never hands this host more jobs than it has VM slots, and free slots are what it may take.
     this.#consumer = await this.#opts.bus.consumeJobs(labels, this.#opts.budget.maxVms, (d) => this.#onJob(d));
     this.#reaper.start();
+    this.pool?.start();
     this.#log.info(
       {
         labels,
@@ -176,6 +215,8 @@ export class Orchestrator implements Service {
     this.#phase = "stopping";
     await this.#consumer?.setPrefetch(0).catch(() => undefined);
     this.#reaper.stop();
+    // Pooled VMs go first: no job will take them now, and their capacity lets waiting jobs start.
+    await this.pool?.stop();
     // Jobs still waiting for a slot (or for another orchestrator's lease) go back to the queue
     // now: this host will not start them, another one can.
     for (const r of this.#running.values()) r.handBack.abort();
@@ -241,6 +282,7 @@ export class Orchestrator implements Service {
         jobOptions: this.#opts.jobOptions,
         services: this.#opts.services,
         debugSsh: this.#opts.debugSsh,
+        pool: this.pool,
       },
       handBack.signal,
     )

@@ -14,7 +14,8 @@ import { createHostExecutor } from "../executor/host.js";
 import { createSshExecutor, type SessionRequest, type SshExecutor } from "../executor/ssh.js";
 import type { Logger } from "../telemetry/log.js";
 import { type Catalog, type ImageSpec, resolveImage } from "../vm/catalog.js";
-import { bootMachine, type SpawnedVm } from "../vm/machine.js";
+import { handOver, poolConnection } from "../vm/identity.js";
+import { bootMachine, type Machine, type SpawnedVm } from "../vm/machine.js";
 import type { NodeRuntimes } from "../vm/node-runtime.js";
 import type { Accel } from "../vm/qemu-args.js";
 import type { Size } from "./capacity.js";
@@ -39,7 +40,12 @@ export interface Workspace {
    * VMs have it: a host label runs on this machine, which nobody may enter through gnomon.
    */
   readonly openSession?: (req: SessionRequest) => Promise<ClientChannel>;
+  /** How its machine started: handed out of a warm pool, or booted for the job (cold). Absent: no VM. */
+  readonly path?: StartPath;
 }
+
+/** How a job's VM started, for its set-up log and gnomon_vm_start_seconds. */
+export type StartPath = "pooled" | "cold";
 
 export interface ProvisionHooks {
   readonly signal: AbortSignal;
@@ -56,6 +62,20 @@ export interface ProvisionHooks {
   readonly javascript?: boolean;
   /** How long delivering Node.js took, per stage (node-delivery.ts), for the metrics. */
   onNodeTimed?(stage: "obtain" | "locate", ms: number): void;
+  /**
+   * A warm pool's idle VM of the target's image to hand to the job instead of booting one
+   * (warm-pool.ts); it is the job's from here, destroyed with its workspace. If it cannot take the
+   * job's key, it is destroyed and the job boots cold, with a line saying so.
+   */
+  readonly pooled?: Machine;
+}
+
+/** What a warm pool needs to boot a VM that waits for a job. */
+export interface PrebootHooks {
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+  /** QEMU started: record it so a crash of this process still gets it reaped. */
+  onSpawn(vm: SpawnedVm): Promise<void>;
 }
 
 /** What a label resolves to on this host. */
@@ -75,6 +95,8 @@ export interface Provisioner {
   resolve(label: string): Promise<Target>;
   sizeOf(target: Target): Size;
   provision(target: Target, hooks: ProvisionHooks): Promise<Workspace>;
+  /** Boots a VM of `image` with a key of its own, for a warm pool; absent: this host pools nothing. */
+  preboot?(image: ImageSpec, hooks: PrebootHooks): Promise<Machine>;
 }
 
 export interface VmProvisionerOptions {
@@ -156,29 +178,34 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
           onObtaining: (what) =>
             hooks.onPhase("creating-disk", `obtaining ${what} for JavaScript actions (once per host)…`),
         });
+      const pooled = hooks.pooled ? await handOverPooled(hooks.pooled, target.label, hooks) : undefined;
       // The machine reports creating-disk itself (its first phase): saying it here too showed it twice.
-      const machine = await bootMachine(image, {
-        runDir: opts.runDir,
-        signal: hooks.signal,
-        logger: hooks.log,
-        accel: opts.accel,
-        onSpawn: (vm) => hooks.onSpawn(vm),
-        // "ready" is reported below, once the executor is connected too.
-        onPhase: (step) => step !== "ready" && hooks.onPhase(step, phaseMessage(step, image)),
-        readOnlyDisks: node?.disks,
-      }).catch((err: unknown) => {
-        const tail = (err as { serialTail?: readonly string[] }).serialTail;
-        if (tail && hooks.onSerialTail) hooks.onSerialTail(tail);
-        throw err;
-      });
+      const machine =
+        pooled?.machine ??
+        (await bootMachine(image, {
+          runDir: opts.runDir,
+          signal: hooks.signal,
+          logger: hooks.log,
+          accel: opts.accel,
+          onSpawn: (vm) => hooks.onSpawn(vm),
+          // "ready" is reported below, once the executor is connected too.
+          onPhase: (step) => step !== "ready" && hooks.onPhase(step, phaseMessage(step, image)),
+          readOnlyDisks: node?.disks,
+        }).catch((err: unknown) => {
+          const tail = (err as { serialTail?: readonly string[] }).serialTail;
+          if (tail && hooks.onSerialTail) hooks.onSerialTail(tail);
+          throw err;
+        }));
       let executor: SshExecutor;
-      try {
-        const client = machine.takeSshClient();
-        executor = await createSshExecutor(client ?? machine.ssh, { label: target.label, signal: hooks.signal });
-      } catch (err) {
-        await machine.destroy({ why: "boot-failed" });
-        throw err;
-      }
+      if (pooled) executor = pooled.executor;
+      else
+        try {
+          const client = machine.takeSshClient();
+          executor = await createSshExecutor(client ?? machine.ssh, { label: target.label, signal: hooks.signal });
+        } catch (err) {
+          await machine.destroy({ why: "boot-failed" });
+          throw err;
+        }
       let egress: EgressProxy | undefined;
       let noEgress = "";
       if (image.network === "nat") {
@@ -209,10 +236,10 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
         hooks.log.warn({ err }, "the guest refused the forge forwards; the job cannot reach its forge on this host");
         forgeNote = `; it cannot reach its forge on this host: ${err.message}`;
       }
-      hooks.onPhase(
-        "ready",
-        `${image.name} is up after ${(machine.bootMs / 1000).toFixed(1)} s (${machine.accel.toUpperCase()})${noEgress}${forgeNote}`,
-      );
+      const started = pooled
+        ? `${image.name} VM ${machine.id} from the warm pool (pre-booted in ${(machine.bootMs / 1000).toFixed(1)} s, ${machine.accel.toUpperCase()}), given this job's own key`
+        : `${image.name} is up after ${(machine.bootMs / 1000).toFixed(1)} s (${machine.accel.toUpperCase()}, cold boot)`;
+      hooks.onPhase("ready", `${started}${noEgress}${forgeNote}`);
       return {
         executor,
         describe: `${image.name} VM ${machine.id} (pid ${machine.pid})`,
@@ -221,6 +248,7 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
         actionCache: opts.actionCache,
         node: node?.locator(executor, hooks.signal),
         openSession: (req) => executor.openSession(req),
+        path: pooled ? "pooled" : "cold",
         async destroy() {
           await forge?.close();
           await egress?.close();
@@ -229,7 +257,45 @@ export function createVmProvisioner(opts: VmProvisionerOptions): Provisioner {
         },
       };
     },
+    preboot(image, hooks) {
+      return bootMachine(image, {
+        runDir: opts.runDir,
+        signal: hooks.signal,
+        logger: hooks.log,
+        accel: opts.accel,
+        onSpawn: (vm) => hooks.onSpawn(vm),
+      });
+    },
   };
+}
+
+/**
+ * The pooled VM with the job's own key in it and an executor on gnomon's connection to it, or
+ * undefined (it is destroyed) when it would not take the key: the job then boots cold, and its
+ * set-up log says why. The key goes in while the executor probes the guest, over one connection.
+ */
+async function handOverPooled(
+  machine: Machine,
+  label: string,
+  hooks: ProvisionHooks,
+): Promise<{ machine: Machine; executor: SshExecutor } | undefined> {
+  let executor: Promise<SshExecutor> | undefined;
+  try {
+    const client = await poolConnection(machine, hooks.signal);
+    executor = createSshExecutor(client, { label, signal: hooks.signal });
+    const [, ex] = await Promise.all([handOver(machine, client, hooks.signal), executor]);
+    return { machine, executor: ex };
+  } catch (err) {
+    await executor?.then((ex) => ex.close()).catch(() => undefined);
+    await machine.destroy({ why: "boot-failed" }).catch(() => undefined);
+    hooks.signal.throwIfAborted();
+    hooks.log.warn({ err, vm: machine.id }, "a pooled VM did not take the job's key; booting one for the job");
+    hooks.onPhase(
+      "creating-disk",
+      `the warm pool's VM could not be handed over (${(err as Error).message}); booting a fresh one`,
+    );
+    return undefined;
+  }
 }
 
 /**

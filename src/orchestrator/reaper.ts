@@ -93,11 +93,12 @@ export class Reaper {
       }
       for (const path of files.paths) await rm(path, { recursive: true, force: true }).catch(() => undefined);
       await store.vms.delete(vm.id);
-      const job = await store.jobs.get(vm.jobId);
-      metrics.vmsReaped.inc({ label: job?.runsOn ?? "unknown" });
+      // A pooled VM (no job yet) is reaped once its pool stopped renewing it.
+      const job = vm.jobId ? await store.jobs.get(vm.jobId) : undefined;
+      metrics.vmsReaped.inc({ label: job?.runsOn ?? (vm.jobId ? "unknown" : "pooled") });
       log.warn(
-        { vm: vm.id, jobId: vm.jobId, pid: vm.pid, owner: vm.owner, wasAlive },
-        "reaped a VM whose orchestrator is gone",
+        { vm: vm.id, jobId: vm.jobId || undefined, pid: vm.pid, owner: vm.owner, wasAlive },
+        vm.jobId ? "reaped a VM whose orchestrator is gone" : "reaped a pooled VM whose orchestrator is gone",
       );
       killed += 1;
     }

@@ -19,6 +19,7 @@ import { forgeEndpointsOf } from "./forge-endpoints.js";
 import { type Ending, JobLedger, STORE_DOWN_REQUEUE_DELAY_MS } from "./job-ledger.js";
 import { type JobServiceDeps, type JobServices, servedWith, startJobServices } from "./job-services.js";
 import type { Provisioner, Target, Workspace } from "./provisioner.js";
+import type { PooledVm, WarmPool } from "./warm-pool.js";
 
 export interface RunJobDeps {
   readonly orchestratorId: string;
@@ -41,6 +42,8 @@ export interface RunJobDeps {
   readonly services?: JobServiceDeps;
   /** Debug SSH (docs/debug-ssh.md): whether a run asked for it, and holding its VM for its actor. Absent: off. */
   readonly debugSsh?: Pick<DebugSshServer, "ask" | "hold">;
+  /** This host's warm pools (orchestrator.pool); absent: every VM boots for its job. */
+  readonly pool?: Pick<WarmPool, "claim">;
 }
 
 /** What a job may change about how the engine runs it. */
@@ -176,21 +179,36 @@ class JobRun {
       return failure(messageOf(err));
     }
     const size = provisioner.sizeOf(target);
+    const javascript = mayRunJavaScript(req.spec);
+    // A pooled VM comes with its capacity. Jobs that may run JavaScript actions boot cold: Node.js
+    // runtime disks are attached at boot.
+    let pooled: PooledVm | undefined;
+    if (target.kind === "vm" && !javascript) pooled = this.#d.pool?.claim(target.label);
+    if (pooled) this.#reservation = pooled.reservation;
+    else
+      try {
+        // Memory and CPUs count too: a host with free VM slots can still be out of memory.
+        if (capacity.wouldWait(size)) this.#ledger.waitingForCapacity();
+        this.#reservation = await capacity.reserve(req.runsOn, size, AbortSignal.any([signal, this.#handBack]));
+      } catch (err) {
+        if (this.#handBack.aborted && !signal.aborted) return { kind: "hand-back" };
+        return signal.aborted ? this.#cancelled() : failure(messageOf(err));
+      }
+    const startedAt = Date.now();
     try {
-      // Memory and CPUs count too: a host with free VM slots can still be out of memory.
-      if (capacity.wouldWait(size)) this.#ledger.waitingForCapacity();
-      this.#reservation = await capacity.reserve(req.runsOn, size, AbortSignal.any([signal, this.#handBack]));
+      await this.#ledger.provisioning();
+      if (pooled) await this.#ledger.vmAdopted(pooled.machine.id);
     } catch (err) {
-      if (this.#handBack.aborted && !signal.aborted) return { kind: "hand-back" };
-      return signal.aborted ? this.#cancelled() : failure(messageOf(err));
+      await pooled?.machine.destroy();
+      throw err;
     }
-    await this.#ledger.provisioning();
     try {
       this.#workspace = await provisioner.provision(target, {
         signal,
         log: this.#log,
         forgeEndpoints: forgeEndpointsOf(req),
-        javascript: mayRunJavaScript(req.spec),
+        javascript,
+        pooled: pooled?.machine,
         onNodeTimed: (stage, ms) => this.#ledger.nodeTimed(stage, ms),
         onPhase: (phase, message) => this.#ledger.bootPhase(phase, message),
         onSpawn: (vm) => this.#ledger.vmSpawned(vm),
@@ -199,7 +217,8 @@ class JobRun {
       if (signal.aborted) return this.#cancelled();
       return failure(`the machine for runs-on "${req.runsOn}" could not be started: ${messageOf(err)}`);
     }
-    this.#log.info({ machine: this.#workspace.describe }, "machine ready");
+    this.#log.info({ machine: this.#workspace.describe, path: this.#workspace.path }, "machine ready");
+    if (this.#workspace.path) this.#ledger.vmStarted(this.#workspace.path, Date.now() - startedAt);
     // The services gnomon gives the job (the Actions cache), served into its machine; the
     // workspace's destroy() revokes them first.
     this.#services = await startJobServices(this.#req, this.#workspace.executor, this.#d.services ?? {}, this.#log);

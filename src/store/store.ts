@@ -29,7 +29,18 @@ import {
 } from "./jobs.js";
 import { acquireLease, getLease, listExpiredLeases, releaseLease, renewLease } from "./leases.js";
 import { migrate } from "./migrate.js";
-import { deleteVm, getVm, listOrphanVms, listVmsOnHost, type NewVm, recordVm, setVmPid } from "./vms.js";
+import {
+  assignPooledVm,
+  deleteVm,
+  getVm,
+  listOrphanVms,
+  listVmsOnHost,
+  type NewVm,
+  recordPooledVm,
+  recordVm,
+  renewPooledVms,
+  setVmPid,
+} from "./vms.js";
 
 export interface StoreOptions {
   /** PostgreSQL shared by the fleet; absent: the embedded database in `<dataDir>/pglite`. */
@@ -76,6 +87,9 @@ export function bindOperations(q: Queryable) {
       get: (id: string) => getVm(q, id),
       listOnHost: (host: string) => listVmsOnHost(q, host),
       listOrphans: (host: string) => listOrphanVms(q, host),
+      recordPooled: (vm: Omit<NewVm, "jobId">, ttlMs: number) => recordPooledVm(q, vm, ttlMs),
+      renewPooled: (owner: string, ids: readonly string[], ttlMs: number) => renewPooledVms(q, owner, ids, ttlMs),
+      assignPooled: (id: string, jobId: string) => assignPooledVm(q, id, jobId),
     },
     debugSessions: {
       start: (session: NewDebugSession) => startDebugSession(q, session),

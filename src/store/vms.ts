@@ -5,6 +5,7 @@ import type { Queryable } from "./db.js";
 
 export interface VmRecord {
   readonly id: string;
+  /** Empty while the VM waits in a warm pool, before any job has it. */
   readonly jobId: string;
   /** The orchestrator id that created it (and holds, or held, the job's lease). */
   readonly owner: string;
@@ -22,17 +23,31 @@ export interface VmRecord {
 export type NewVm = Omit<VmRecord, "createdAt" | "pid" | "seedPath" | "sshPort" | "qmpSocket"> &
   Partial<Pick<VmRecord, "pid" | "seedPath" | "sshPort" | "qmpSocket">>;
 
-const VM = `id, job_id as "jobId", owner, host, pid, overlay_path as "overlayPath", seed_path as "seedPath",
+const VM = `id, coalesce(job_id::text, '') as "jobId", owner, host, pid, overlay_path as "overlayPath", seed_path as "seedPath",
   ssh_port as "sshPort", qmp_socket as "qmpSocket", created_at as "createdAt"`;
 
-export async function recordVm(q: Queryable, vm: NewVm): Promise<VmRecord> {
+export function recordVm(q: Queryable, vm: NewVm): Promise<VmRecord> {
+  return insertVm(q, vm, vm.jobId, null);
+}
+
+/** Records a warm pool's VM before it has a job; its owner renews `ttlMs` (renewPooledVms) while it lives. */
+export function recordPooledVm(q: Queryable, vm: Omit<NewVm, "jobId">, ttlMs: number): Promise<VmRecord> {
+  return insertVm(q, vm, null, ttlMs);
+}
+
+async function insertVm(
+  q: Queryable,
+  vm: Omit<NewVm, "jobId">,
+  jobId: string | null,
+  poolTtlMs: number | null,
+): Promise<VmRecord> {
   const r = await q.query<VmRecord>(
-    `insert into vms (id, job_id, owner, host, pid, overlay_path, seed_path, ssh_port, qmp_socket)
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    `insert into vms (id, job_id, owner, host, pid, overlay_path, seed_path, ssh_port, qmp_socket, pool_expires_at)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + $10 * interval '1 millisecond')
      returning ${VM}`,
     [
       vm.id,
-      vm.jobId,
+      jobId,
       vm.owner,
       vm.host,
       vm.pid ?? null,
@@ -40,6 +55,7 @@ export async function recordVm(q: Queryable, vm: NewVm): Promise<VmRecord> {
       vm.seedPath ?? null,
       vm.sshPort ?? null,
       vm.qmpSocket ?? null,
+      poolTtlMs,
     ],
   );
   return r.rows[0]!;
@@ -67,19 +83,47 @@ export async function listVmsOnHost(q: Queryable, host: string): Promise<VmRecor
   return r.rows;
 }
 
+/** Pushes the expiry of `owner`'s pooled VMs `ids` (still without a job) `ttlMs` ahead; how many it moved. */
+export async function renewPooledVms(
+  q: Queryable,
+  owner: string,
+  ids: readonly string[],
+  ttlMs: number,
+): Promise<number> {
+  const r = await q.query(
+    `update vms set pool_expires_at = now() + $3 * interval '1 millisecond'
+     where owner = $1 and id = any($2::text[]) and job_id is null`,
+    [owner, ids, ttlMs],
+  );
+  return r.rowCount;
+}
+
+/** A pooled VM is handed to a job: from now on the job's lease decides whether it is an orphan. */
+export async function assignPooledVm(q: Queryable, id: string, jobId: string): Promise<boolean> {
+  const r = await q.query("update vms set job_id = $2, pool_expires_at = null where id = $1 and job_id is null", [
+    id,
+    jobId,
+  ]);
+  return r.rowCount > 0;
+}
+
 /**
  * VMs on `host` whose owner no longer holds a live lease on their job: the owner died (lease
- * expired), gave the job up, or lost it to a takeover. The reaper on `host` kills and deletes them.
+ * expired), gave the job up, or lost it to a takeover; and pooled VMs (no job) whose pool stopped
+ * renewing them. The reaper on `host` kills and deletes them.
  */
 export async function listOrphanVms(q: Queryable, host: string): Promise<VmRecord[]> {
   const r = await q.query<VmRecord>(
-    `select v.id, v.job_id as "jobId", v.owner, v.host, v.pid, v.overlay_path as "overlayPath",
+    `select v.id, coalesce(v.job_id::text, '') as "jobId", v.owner, v.host, v.pid, v.overlay_path as "overlayPath",
             v.seed_path as "seedPath", v.ssh_port as "sshPort", v.qmp_socket as "qmpSocket", v.created_at as "createdAt"
      from vms v
      where v.host = $1
-       and not exists (
-         select 1 from leases l where l.job_id = v.job_id and l.owner = v.owner and l.expires_at > now()
-       )
+       and case
+         when v.job_id is null then v.pool_expires_at <= now()
+         else not exists (
+           select 1 from leases l where l.job_id = v.job_id and l.owner = v.owner and l.expires_at > now()
+         )
+       end
      order by v.created_at`,
     [host],
   );

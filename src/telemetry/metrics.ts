@@ -37,6 +37,12 @@ export interface Metrics {
   readonly debugSshHeldJobs: Gauge<"label">;
   /** Logins to the debug SSH endpoint, by outcome (DEBUG_SSH_OUTCOMES). */
   readonly debugSshSessions: Counter<"outcome">;
+  /** Seconds from a job having its capacity to its machine being ready, by how it started: pooled, cold. */
+  readonly vmStartSeconds: Histogram<"label" | "path">;
+  /** Warm pool VMs by label and state: idle (ready for a job) or booting. */
+  readonly poolVms: Gauge<"label" | "state">;
+  /** Jobs that asked a warm pool for a VM, by result: hit (handed one) or miss (none idle). */
+  readonly poolClaims: Counter<"label" | "result">;
 }
 
 export type CacheLookupResult = "hit" | "miss";
@@ -154,6 +160,25 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       name: "gnomon_debug_ssh_sessions_total",
       help: "Logins to the debug SSH endpoint, by outcome: accepted, refused, throttled",
       labelNames: ["outcome"],
+      registers,
+    }),
+    vmStartSeconds: new Histogram({
+      name: "gnomon_vm_start_seconds",
+      help: "Time from a job having its VM capacity to its machine being ready, by path: pooled (from the warm pool) or cold (booted for it)",
+      labelNames: ["label", "path"],
+      buckets: [0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 60, 300],
+      registers,
+    }),
+    poolVms: new Gauge({
+      name: "gnomon_pool_vms",
+      help: "Warm pool VMs on this host, by label and state (idle: ready for a job; booting)",
+      labelNames: ["label", "state"],
+      registers,
+    }),
+    poolClaims: new Counter({
+      name: "gnomon_pool_claims_total",
+      help: "Jobs of a pooled label that asked the warm pool for a VM, by result: hit or miss",
+      labelNames: ["label", "result"],
       registers,
     }),
   };

@@ -26,7 +26,7 @@ import { type Accel, qemuArgs, qemuBinary, type RunPaths } from "./qemu-args.js"
 import { QmpClient } from "./qmp.js";
 import { seedDocuments, writeSeed } from "./seed.js";
 import { SerialConsole } from "./serial-console.js";
-import { generateJobKey } from "./ssh-key.js";
+import { generateJobKey, type JobKey } from "./ssh-key.js";
 import { packageOf } from "./tool.js";
 
 /** What happens before and during boot, for provisioning events; the names match the contract's. */
@@ -87,6 +87,11 @@ export interface Machine {
   serialTail(n?: number): string[];
   /** The authenticated SSH connection made during boot; the first caller owns it, later ones get undefined. */
   takeSshClient(): Client | undefined;
+  /**
+   * The login key becomes `key` (a pooled VM handed to a job, vm/identity.ts); the old private key
+   * is wiped. The guest must already accept `key`: this changes only what gnomon logs in with.
+   */
+  replaceKey(key: JobKey): void;
   /** QMP quit (after an optional ACPI power-down grace), then SIGKILL; removes overlay and seed. Idempotent. */
   destroy(opts?: { graceMs?: number; why?: StopReason }): Promise<void>;
 }
@@ -124,7 +129,7 @@ class QemuMachine implements Machine {
   readonly #log: Logger | undefined;
   readonly #dir: string;
   readonly #paths: RunPaths;
-  readonly #key = generateJobKey(`gnomon-vm-${this.id}`);
+  #key = generateJobKey(`gnomon-vm-${this.id}`);
   readonly #serial: SerialConsole;
   #state: VmState = { t: "creating" };
   #accel: Accel = "tcg";
@@ -186,6 +191,12 @@ class QemuMachine implements Machine {
 
   serialTail(n?: number): string[] {
     return this.#serial.tail(n);
+  }
+
+  replaceKey(key: JobKey): void {
+    const old = this.#key;
+    this.#key = key;
+    old.privateKey.fill(0);
   }
 
   takeSshClient(): Client | undefined {

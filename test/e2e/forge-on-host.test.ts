@@ -16,9 +16,7 @@ import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
-import { createForgejoRunner } from "../../src/cli/forgejo.js";
 import { VERSION } from "../../src/cli/version.js";
-import { Config } from "../../src/config/schema.js";
 import { readRegistration } from "../../src/forge/github/credentials.js";
 import { createGitHubRunner } from "../../src/forge/github/runner.js";
 import { Slots } from "../../src/lifecycle/slots.js";
@@ -26,7 +24,7 @@ import { type FakeForgejo, startFakeForgejo, type TaskView } from "../fakes/forg
 import { startFakeGitHub } from "../fakes/github-server.js";
 import { registerForgejoWithCli, runGnomon } from "../support/cli.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
-import { type Stage, startStage, testLogger } from "../support/forge-e2e.js";
+import { startForgejoRunner, startStage, testLogger } from "../support/forge-e2e.js";
 import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
 import { testImage } from "../support/test-image.js";
 
@@ -380,18 +378,6 @@ jobs:
     assert.match(log, fetchedLine("gnomon-test/say@v1", actions.say));
   });
 });
-
-/** The Forgejo runner role as `gnomon up` builds it, started; stopped before the orchestrator. */
-async function startForgejoRunner(stage: Stage, credentialsFile: string): Promise<void> {
-  const config = Config.parse({ forgejo: { credentialsFile, fetchInterval: "500ms" } });
-  const runner = createForgejoRunner(config, {
-    bus: stage.forgeBus,
-    clusterKey: SAMPLE_CLUSTER_KEY,
-    log: testLogger(),
-  });
-  await runner.start();
-  stage.beforeTeardown(() => runner.stop(AbortSignal.timeout(20_000)));
-}
 
 function finished(forgejo: FakeForgejo, jobId: number): Promise<TaskView> {
   return forgejo.waitFor(

@@ -4,32 +4,29 @@
 // What counts is what the fake Forgejo holds at the end: log rows, step states, the task's result.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
-import { createForgejoRunner } from "../../src/cli/forgejo.js";
-import { Config } from "../../src/config/schema.js";
 import { LOST_RUNNER_LINE } from "../../src/forge/forgejo/in-flight-tasks.js";
-import type { ForgejoRunner } from "../../src/forge/forgejo/runner.js";
 import { type FakeForgejo, startFakeForgejo, type TaskView } from "../fakes/forgejo-server.js";
 import { GNOMON_BIN, registerForgejoWithCli } from "../support/cli.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import {
   assertEachSaidOnce,
+  fleetUpEnv,
+  killUp,
   nextVm,
   qemuPids,
   type Stage,
   type StageOptions,
+  startForgejoRunner,
   startStage,
-  testLogger,
   until,
   vmGone,
 } from "../support/forge-e2e.js";
-import { deleteTopology, RABBIT_URL, testPrefix } from "../support/rabbit.js";
-import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
+import { deleteTopology, testPrefix } from "../support/rabbit.js";
 import { maskedLine, PRINT_SECRET_FORMS, printedForms } from "../support/secret-prints.js";
 import { TEST_IMAGES_DIR, testImage } from "../support/test-image.js";
 
@@ -55,23 +52,6 @@ function workflow(
     .map(([k, v]) => `      ${k}: ${v}\n`)
     .join("");
   return `name: ci\non: push\njobs:\n  build:\n    runs-on: ${runsOn}\n${outs ? `    outputs:\n${outs}` : ""}    steps:\n${body}\n`;
-}
-
-/** The Forgejo runner role exactly as `gnomon up` builds it from configuration, started. */
-async function startRunner(
-  stage: Stage,
-  credentialsFile: string,
-  forgejo: Record<string, unknown> = {},
-): Promise<ForgejoRunner> {
-  const config = Config.parse({ forgejo: { credentialsFile, fetchInterval: "500ms", ...forgejo } });
-  const runner = createForgejoRunner(config, {
-    bus: stage.forgeBus,
-    clusterKey: SAMPLE_CLUSTER_KEY,
-    log: testLogger(),
-  });
-  await runner.start();
-  stage.beforeTeardown(() => runner.stop(AbortSignal.timeout(20_000)));
-  return runner;
 }
 
 /** The fake Forgejo and the stage; the fake closes after the runner stopped (its last reports need it). */
@@ -117,7 +97,7 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
   it("runs a two-step workflow in a VM: Forgejo holds every line in order, both step states and success", async (t) => {
     const { forgejo, stage } = await startForgejoStage(t, "e2e-fj-ok");
     const file = await registerForgejoWithCli(forgejo, "linux:vm:test");
-    const runner = await startRunner(stage, file);
+    const runner = await startForgejoRunner(stage, file);
     const jobId = forgejo.queueJob({
       workflow: workflow(
         "linux",
@@ -196,7 +176,7 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
   it("ends a failing workflow as failure, with the failing step marked and the steps after it not run", async (t) => {
     const { forgejo, stage } = await startForgejoStage(t, "e2e-fj-fail");
     const file = await registerForgejoWithCli(forgejo, "linux:vm:test");
-    await startRunner(stage, file);
+    await startForgejoRunner(stage, file);
     const jobId = forgejo.queueJob({
       workflow: workflow("linux", [
         { name: "Fine", run: "echo fine" },
@@ -234,7 +214,7 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
   it("stops the job in its VM when the task is cancelled on Forgejo, and no QEMU process of it is left", async (t) => {
     const { forgejo, stage } = await startForgejoStage(t, "e2e-fj-cancel");
     const file = await registerForgejoWithCli(forgejo, "linux:vm:test");
-    const runner = await startRunner(stage, file);
+    const runner = await startForgejoRunner(stage, file);
     const jobId = forgejo.queueJob({
       workflow: workflow("linux", [
         { name: "Wait", run: 'echo "sleeping"\nsleep 600\necho "woke up"' },
@@ -282,7 +262,7 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
     const jobs = [1, 2, 3].map((n) =>
       forgejo.queueJob({ workflow: workflow("local", [{ name: `job ${n}`, run: `echo "job ${n}"\nsleep 2` }]) }),
     );
-    await startRunner(stage, file, { capacity: 1 });
+    await startForgejoRunner(stage, file, { capacity: 1 });
 
     const tasks: TaskView[] = [];
     for (const j of jobs) tasks.push(await finished(forgejo, j, 60_000));
@@ -310,7 +290,7 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
     const forms = printedForms(secret);
     const { forgejo, stage } = await startForgejoStage(t, "e2e-fj-forms", { hostLabels: ["local:host"] });
     const file = await registerForgejoWithCli(forgejo, "local:host");
-    await startRunner(stage, file);
+    await startForgejoRunner(stage, file);
     const script = PRINT_SECRET_FORMS.trimEnd()
       .split("\n")
       .map((l) => `          ${l}`)
@@ -338,24 +318,9 @@ describe("forgejo end to end (fake Forgejo, RabbitMQ, PostgreSQL, a real VM)", (
     const dataDir = join(dir, "data");
     await registerForgejoWithCli(forgejo, "linux:vm:test", dir);
 
-    const up = spawnUp(dir, {
-      AMQP_URL: RABBIT_URL,
-      DATABASE_URL: db.location,
-      GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"),
-      GNOMON_AMQP_PREFIX: prefix,
-      GNOMON_DATA_DIR: dataDir,
-      GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
-      GNOMON_LABELS: "test",
-      GNOMON_MAX_VMS: "1",
-      GNOMON_LOG_FORMAT: "json",
-      GNOMON_LOG_LEVEL: "info",
-    });
+    const up = spawnUp(dir, fleetUpEnv({ databaseUrl: db.location, prefix, dataDir }));
     t.after(async () => {
-      if (up.child.exitCode === null && up.child.signalCode === null) {
-        up.child.kill("SIGKILL");
-        await up.exit;
-      }
-      for (const pid of qemuPids(dataDir)) process.kill(pid, "SIGKILL");
+      await killUp(up.child, up.exit, dataDir);
       await forgejo.close();
       await db.drop();
       await deleteTopology(prefix);

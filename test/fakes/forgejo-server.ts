@@ -93,6 +93,11 @@ export interface TaskView {
   /** Rows as the server stores them: content only (it prefixes the time when rendering). */
   readonly rows: string[];
   readonly rowTimes: number[];
+  /** When the server stored each row (its clock, ms): what a log viewer could show from then on. */
+  readonly rowsStoredMs: number[];
+  /** UpdateLog and UpdateTask calls of this task the server holds right now, and the most it ever held at once. */
+  callsInFlight: number;
+  maxCallsInFlight: number;
   logArchived: boolean;
   /** Whether the log was archived (final UpdateLog with no_more stored) when the final UpdateTask came. */
   archivedAtFinal?: boolean;
@@ -615,8 +620,10 @@ export class FakeForgejo {
             }),
           }),
       fetchTask: wrap("FetchTask", (req, ctx) => this.#fetchTask(req.tasksVersion, req.taskCapacity, ctx)),
-      updateTask: wrap("UpdateTask", (req, ctx) => this.#updateTask(req, ctx)),
-      updateLog: wrap("UpdateLog", (req, ctx) => this.#updateLog(req, ctx)),
+      updateTask: wrap("UpdateTask", (req, ctx) =>
+        this.#held("UpdateTask", req.state?.id, () => this.#updateTask(req, ctx)),
+      ),
+      updateLog: wrap("UpdateLog", (req, ctx) => this.#held("UpdateLog", req.taskId, () => this.#updateLog(req, ctx))),
     });
   }
 
@@ -710,6 +717,26 @@ export class FakeForgejo {
     }
   }
 
+  /**
+   * Applies a call of a task at once and answers it when slowNext says, counting it among the
+   * task's calls in flight meanwhile.
+   */
+  async #held<T>(method: FakeMethod, taskId: bigint | undefined, apply: () => T): Promise<T> {
+    const own = taskId === undefined ? undefined : this.#tasks.get(Number(taskId));
+    if (own) {
+      own.callsInFlight += 1;
+      own.maxCallsInFlight = Math.max(own.maxCallsInFlight, own.callsInFlight);
+    }
+    try {
+      const out = apply();
+      this.#changed(); // waiters see what a slow call applied while it is held
+      await this.#slow(method);
+      return out;
+    } finally {
+      if (own) own.callsInFlight -= 1;
+    }
+  }
+
   /** Waits as slowNext said for this call of `method`, if it did. */
   async #slow(method: FakeMethod): Promise<void> {
     const slow = this.#slowNext.get(method);
@@ -771,6 +798,9 @@ export class FakeForgejo {
       outputs: new Map(),
       rows: [],
       rowTimes: [],
+      rowsStoredMs: [],
+      callsInFlight: 0,
+      maxCallsInFlight: 0,
       logArchived: false,
     };
     this.#tasks.set(t.id, t);
@@ -909,11 +939,13 @@ export class FakeForgejo {
     const index = Number(req.index);
     if (req.rows.length === 0 || index > ack || index + req.rows.length <= ack) return { ackIndex: BigInt(ack) };
     if (t.logArchived) throw new ConnectError("log file has been archived", Code.AlreadyExists);
+    const now = Date.now();
     for (const row of req.rows.slice(ack - index)) {
       t.rows.push(row.content.length > 65_536 ? row.content.slice(0, 65_536) : row.content);
       t.rowTimes.push(ms(row.time) ?? 0);
+      t.rowsStoredMs.push(now);
     }
-    t.updatedMs = Date.now();
+    t.updatedMs = now;
     if (req.noMore) t.logArchived = true;
     return { ackIndex: BigInt(t.rows.length) };
   }

@@ -5,6 +5,25 @@ import { Capacity, DoesNotFitError } from "../../src/orchestrator/capacity.js";
 const small = { cpus: 1, memoryMiB: 512 };
 
 describe("host capacity", () => {
+  it("tryReserve (a warm pool's) takes only what nobody waits for, and never queues", async () => {
+    const c = new Capacity({ maxVms: 2, cpus: 4, memoryMiB: 1024 });
+    const pooled = c.tryReserve(small);
+    assert.ok(pooled, "free capacity is taken at once");
+    assert.equal(c.usedVms, 1);
+    const job = await c.reserve("l", small);
+    assert.equal(c.tryReserve(small), undefined, "full: nothing, and nothing waits");
+    assert.equal(c.waiting, 0);
+    const ac = new AbortController();
+    const waiting = c.reserve("l", small, ac.signal);
+    assert.equal(c.waiting, 1);
+    job.release();
+    const got = await waiting;
+    pooled.release();
+    assert.equal(c.waiting, 0);
+    assert.ok(c.tryReserve(small), "free again once the pooled VM gave its place up");
+    got.release();
+  });
+
   it("counts free VMs for the queue prefetch", async () => {
     const c = new Capacity({ maxVms: 2, cpus: 4, memoryMiB: 4096 });
     assert.equal(c.freeVms, 2);

@@ -6,7 +6,18 @@ import { after, before, describe, it } from "node:test";
 import type { Db } from "../../src/store/db.js";
 import { insertJob } from "../../src/store/jobs.js";
 import { acquireLease, releaseLease } from "../../src/store/leases.js";
-import { deleteVm, getVm, listOrphanVms, listVmsOnHost, type NewVm, recordVm, setVmPid } from "../../src/store/vms.js";
+import {
+  assignPooledVm,
+  deleteVm,
+  getVm,
+  listOrphanVms,
+  listVmsOnHost,
+  type NewVm,
+  recordPooledVm,
+  recordVm,
+  renewPooledVms,
+  setVmPid,
+} from "../../src/store/vms.js";
 import { BACKENDS, createTestDatabase, expireLease, type TestDatabase } from "../support/db.js";
 import { sampleJobRequest } from "../support/samples.js";
 
@@ -94,6 +105,47 @@ for (const backend of BACKENDS) {
       );
       await deleteVm(td.db, vm.id);
       assert.deepEqual(await listOrphanVms(td.db, host), []);
+    });
+
+    it("a pooled VM (no job yet) is an orphan only once its pool stopped renewing it; given a job, its lease decides", async () => {
+      const host = `host-${randomUUID().slice(0, 8)}`;
+      const pooled = (id: string) => ({
+        id,
+        owner: "orch-pool",
+        host,
+        pid: 4242,
+        overlayPath: `/var/lib/gnomon/vms/${id}/disk.qcow2`,
+        seedPath: `/var/lib/gnomon/vms/${id}/seed.iso`,
+        sshPort: 40_123,
+        qmpSocket: `/var/lib/gnomon/vms/${id}/qmp.sock`,
+      });
+      const live = await recordPooledVm(td.db, pooled(randomUUID()), TTL_MS);
+      assert.equal(live.jobId, "", "a pooled VM has no job");
+      const lapsed = await recordPooledVm(td.db, pooled(randomUUID()), 1);
+      await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(
+        (await listOrphanVms(td.db, host)).map((v) => v.id),
+        [lapsed.id],
+        "only the one whose expiry passed",
+      );
+      // Renewing moves only the VMs named, of that owner.
+      assert.equal(await renewPooledVms(td.db, "orch-pool", [lapsed.id], TTL_MS), 1);
+      assert.equal(await renewPooledVms(td.db, "orch-other", [live.id], TTL_MS), 0);
+      assert.deepEqual(await listOrphanVms(td.db, host), []);
+
+      // Handed to a job: the job's lease decides from then on, the pool's expiry no longer.
+      const { job } = await insertJob(td.db, sampleJobRequest());
+      assert.ok((await acquireLease(td.db, job.id, "orch-pool", TTL_MS)).acquired);
+      assert.equal(await assignPooledVm(td.db, live.id, job.id), true);
+      assert.equal(await assignPooledVm(td.db, live.id, job.id), false, "a VM is handed out once");
+      assert.equal((await getVm(td.db, live.id))?.jobId, job.id);
+      assert.equal(await renewPooledVms(td.db, "orch-pool", [live.id], TTL_MS), 0, "no longer the pool's");
+      assert.deepEqual(await listOrphanVms(td.db, host), []);
+      await expireLease(td.db, job.id);
+      assert.deepEqual(
+        (await listOrphanVms(td.db, host)).map((v) => v.id),
+        [live.id],
+      );
     });
   });
 }

@@ -3,11 +3,16 @@
 // of the test's own (the forge runner's and the orchestrator's, as two processes would have), QEMU
 // processes found by what their command line names, and waits on polled state. Whatever a stage
 // starts is stopped, and its queues deleted, when the test ends.
+import type { ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import type { TestContext } from "node:test";
 import type { CacheService } from "../../src/cache/service.js";
+import { createForgejoRunner } from "../../src/cli/forgejo.js";
+import { Config } from "../../src/config/schema.js";
 import type { DebugSshPolicy } from "../../src/debug-ssh/debug-request.js";
 import type { DebugSshServer } from "../../src/debug-ssh/debug-ssh-server.js";
-import type { Orchestrator } from "../../src/orchestrator/orchestrator.js";
+import type { ForgejoRunner } from "../../src/forge/forgejo/runner.js";
+import type { Orchestrator, WarmPoolSettings } from "../../src/orchestrator/orchestrator.js";
 import { AmqpBus } from "../../src/queue/amqp.js";
 import type { Store } from "../../src/store/store.js";
 import type { VmRecord } from "../../src/store/vms.js";
@@ -16,6 +21,8 @@ import type { Metrics } from "../../src/telemetry/metrics.js";
 import { startOrchestrator } from "./orchestrators.js";
 import { qemuPids, until } from "./qemu-processes.js";
 import { deleteTopology, RABBIT_URL, testPrefix } from "./rabbit.js";
+import { SAMPLE_CLUSTER_KEY } from "./samples.js";
+import { TEST_IMAGES_DIR } from "./test-image.js";
 
 let logger: Logger | undefined;
 
@@ -52,6 +59,8 @@ export interface StageOptions {
   readonly debugSsh?: Partial<DebugSshPolicy>;
   /** How long running jobs may finish when the orchestrator stops; default startOrchestrator's. */
   readonly drainTimeoutMs?: number;
+  /** Warm pools (orchestrator.pool); default none. */
+  readonly pool?: WarmPoolSettings;
 }
 
 export async function startStage(t: TestContext, o: StageOptions): Promise<Stage> {
@@ -75,6 +84,7 @@ export async function startStage(t: TestContext, o: StageOptions): Promise<Stage
     cache: o.cache,
     debugSsh: o.debugSsh,
     drainTimeoutMs: o.drainTimeoutMs,
+    pool: o.pool,
   });
   t.after(async () => {
     await forgeBus.stop(AbortSignal.timeout(5_000));
@@ -82,6 +92,54 @@ export async function startStage(t: TestContext, o: StageOptions): Promise<Stage
     await deleteTopology(prefix);
   });
   return { prefix, forgeBus, orchestrator, store, metrics, debugSsh, beforeTeardown: (stop) => stops.push(stop) };
+}
+
+/**
+ * The Forgejo runner role exactly as `gnomon up` builds it from configuration (with `forgejo`
+ * settings over a 500 ms fetch interval), started; stopped before the orchestrator.
+ */
+export async function startForgejoRunner(
+  stage: Stage,
+  credentialsFile: string,
+  forgejo: Record<string, unknown> = {},
+): Promise<ForgejoRunner> {
+  const config = Config.parse({ forgejo: { credentialsFile, fetchInterval: "500ms", ...forgejo } });
+  const runner = createForgejoRunner(config, {
+    bus: stage.forgeBus,
+    clusterKey: SAMPLE_CLUSTER_KEY,
+    log: testLogger(),
+  });
+  await runner.start();
+  stage.beforeTeardown(() => runner.stop(AbortSignal.timeout(20_000)));
+  return runner;
+}
+
+/**
+ * The settings of a `gnomon up` that is one host of a fleet: the test RabbitMQ under `prefix`, its
+ * own database, the offline test image for the label "test", room for one VM, JSON logs.
+ */
+export function fleetUpEnv(o: { databaseUrl: string; prefix: string; dataDir: string }): Record<string, string> {
+  return {
+    AMQP_URL: RABBIT_URL,
+    DATABASE_URL: o.databaseUrl,
+    GNOMON_CLUSTER_KEY: randomBytes(32).toString("hex"),
+    GNOMON_AMQP_PREFIX: o.prefix,
+    GNOMON_DATA_DIR: o.dataDir,
+    GNOMON_IMAGES_DIR: TEST_IMAGES_DIR,
+    GNOMON_LABELS: "test",
+    GNOMON_MAX_VMS: "1",
+    GNOMON_LOG_FORMAT: "json",
+    GNOMON_LOG_LEVEL: "info",
+  };
+}
+
+/** When a test ends: a `gnomon up` it left running is killed, and so is any QEMU under its data directory. */
+export async function killUp(child: ChildProcess, exited: Promise<unknown>, dataDir: string): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    child.kill("SIGKILL");
+    await exited;
+  }
+  for (const pid of qemuPids(dataDir)) process.kill(pid, "SIGKILL");
 }
 
 /** The next VM this stage's orchestrator records once QEMU is spawned (pid known), other than `seen`. */

@@ -12,7 +12,7 @@ import { DebugSshServer } from "../../src/debug-ssh/debug-ssh-server.js";
 import { hostKeyPath, loadOrCreateHostKey } from "../../src/debug-ssh/host-key.js";
 import { type EgressPolicy, egressPolicy } from "../../src/egress/policy.js";
 import { ActionCache } from "../../src/orchestrator/action-cache.js";
-import { Orchestrator } from "../../src/orchestrator/orchestrator.js";
+import { Orchestrator, type WarmPoolSettings } from "../../src/orchestrator/orchestrator.js";
 import { createVmProvisioner, type Provisioner } from "../../src/orchestrator/provisioner.js";
 import type { JobBus } from "../../src/queue/bus.js";
 import { Store } from "../../src/store/store.js";
@@ -56,6 +56,8 @@ export interface TestOrchestratorOptions {
    * this policy over the configuration's defaults; default off.
    */
   readonly debugSsh?: Partial<DebugSshPolicy>;
+  /** Warm pools (orchestrator.pool); default none. */
+  readonly pool?: WarmPoolSettings;
 }
 
 /** The debug SSH policy of a default configuration. */
@@ -135,6 +137,7 @@ export async function startOrchestrator(
     log: opts.log,
     services: { cache: opts.cache },
     debugSsh,
+    pool: opts.pool,
   });
   await orchestrator.start();
   t.after(async () => {

@@ -1,9 +1,11 @@
 // Reports one task to Forgejo from the moment it is fetched: every reportInterval the new log rows
 // (UpdateLog) and then the full state (UpdateTask, also the heartbeat that keeps Forgejo's zombie
-// reaper away while the VM boots). It learns forge-side cancellation from UpdateTask answers and
-// asks for a Cancel; at the end it sends the last rows with no_more until acknowledged and only then
-// the final UpdateTask. Calls for one task are never in flight together. A job whose orchestrator
-// falls silent (orchestrator-silence.ts) is ended here as failed, saying so, and a Cancel goes out.
+// reaper away while the VM boots); in between, new rows go on their own shortly after they arrive
+// (report-schedule.ts: a brief wait for company, a least time between UpdateLog calls). It learns
+// forge-side cancellation from UpdateTask answers and asks for a Cancel; at the end it sends the
+// last rows with no_more until acknowledged and only then the final UpdateTask. Calls for one task
+// are never in flight together. A job whose orchestrator falls silent (orchestrator-silence.ts) is
+// ended here as failed, saying so, and a Cancel goes out.
 import { Code } from "@connectrpc/connect";
 import type { JobEvent, JobResult } from "../../contract/job-event.js";
 import { pause } from "../../lifecycle/abort.js";
@@ -16,6 +18,7 @@ import { OrchestratorSilence, silenceReason } from "../orchestrator-silence.js";
 import type { ForgejoClient, TaskResult } from "./client.js";
 import { codeOf, isTransient, LogsLostError, type RegisterAgain, RunnerUnregisteredError } from "./errors.js";
 import { LogsIncompleteError, shipLog } from "./log-shipper.js";
+import { nextReportStep, type ReportTimings } from "./report-schedule.js";
 import type { TaskRecord } from "./task-record.js";
 
 export interface ReporterOptions {
@@ -28,6 +31,10 @@ export interface ReporterOptions {
   readonly registerAgain: RegisterAgain;
   /** forgejo-runner's report_interval: 1 s. */
   readonly reportIntervalMs: number;
+  /** How long a new row waits for more before it goes on its own (default LOG_DELAY_MS). */
+  readonly logDelayMs?: number;
+  /** The least time between two UpdateLog calls (default LOG_INTERVAL_MS). */
+  readonly logIntervalMs?: number;
   /** Deadline of each periodic call. */
   readonly callTimeoutMs: number;
   /** Backoff of the final report's retries. */
@@ -51,6 +58,11 @@ export interface ReporterOptions {
 /** How long the last report of a task abandoned by a stop may take. */
 const ABANDONED_FINAL_TIMEOUT_MS = 15_000;
 
+/** A row waits this long for others of its burst, so a burst goes in one call. */
+export const LOG_DELAY_MS = 50;
+/** At most one UpdateLog per this long, so a chatty job makes at most 10 a second (and 1 UpdateTask). */
+export const LOG_INTERVAL_MS = 100;
+
 type Remote = { readonly result: TaskResult; readonly atMs: number } | undefined;
 
 export class TaskReporter implements Reporter<void> {
@@ -69,10 +81,21 @@ export class TaskReporter implements Reporter<void> {
   /** Cuts the final report short when a stop (endHere with a limit) gives it less time than it took. */
   readonly #finalCut = new AbortController();
   readonly #silence: OrchestratorSilence;
+  readonly #timings: ReportTimings;
+  /** When the oldest row not sent yet was added; undefined while none waits. */
+  #rowsWaitingSinceMs: number | undefined;
+  /** The row count up to which rows were handed to an UpdateLog. */
+  #sentEnd = 0;
+  #lastLogMs: number | undefined;
 
   constructor(options: ReporterOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
+    this.#timings = {
+      reportIntervalMs: options.reportIntervalMs,
+      logDelayMs: options.logDelayMs ?? LOG_DELAY_MS,
+      logIntervalMs: options.logIntervalMs ?? LOG_INTERVAL_MS,
+    };
     this.#finalTimeoutMs = options.finalTimeoutMs;
     this.#cancelGraceMs = options.cancelGraceMs;
     this.#silence = new OrchestratorSilence(options.orchestratorSilenceMs);
@@ -95,11 +118,12 @@ export class TaskReporter implements Reporter<void> {
     return this.#cancelReason;
   }
 
-  /** Applies a job event (duplicates are ignored); a result starts the final report at once. */
+  /** Applies a job event (duplicates are ignored); a result starts the final report at once, new rows the wait for their UpdateLog. */
   apply(event: JobEvent): void {
     const fresh = this.#o.record.apply(event);
     if (fresh) this.#silence.heard(event, this.#now());
     if (fresh && this.#o.record.finished) this.#wakeUp();
+    else if (fresh && this.#noteWaitingRows()) this.#wakeUp();
   }
 
   /**
@@ -140,17 +164,74 @@ export class TaskReporter implements Reporter<void> {
     this.#wake.abort();
   }
 
+  /**
+   * True when rows wait that were not handed to an UpdateLog and no earlier row waits already:
+   * the wait for their own UpdateLog starts now.
+   */
+  #noteWaitingRows(): boolean {
+    if (this.#rowsWaitingSinceMs !== undefined || this.#o.record.rowCount <= this.#sentEnd) return false;
+    this.#rowsWaitingSinceMs = this.#now();
+    return true;
+  }
+
   async #run(): Promise<void> {
-    const { record, reportIntervalMs } = this.#o;
+    const { record } = this.#o;
+    let reportDueMs = this.#now();
     while (!record.finished && !this.#fatal) {
-      await this.#tick();
-      if (this.#fatal) return;
-      this.#checkDeadlines();
-      if (record.finished) break;
-      if (this.#wake.signal.aborted) this.#wake = new AbortController();
-      await pause(reportIntervalMs, this.#wake.signal);
+      this.#noteWaitingRows(); // rows the runner logged itself
+      const step = nextReportStep(
+        {
+          nowMs: this.#now(),
+          reportDueMs,
+          rowsWaitingSinceMs: this.#rowsWaitingSinceMs,
+          lastLogMs: this.#lastLogMs,
+          failing: this.#failures > 0,
+        },
+        this.#timings,
+      );
+      if (step.t === "report") {
+        await this.#tick();
+        if (this.#fatal) return;
+        this.#checkDeadlines();
+        reportDueMs = this.#now() + this.#timings.reportIntervalMs;
+      } else if (step.t === "log") {
+        await this.#shipRows();
+        if (this.#fatal) return;
+      } else {
+        if (this.#wake.signal.aborted) this.#wake = new AbortController();
+        await pause(step.ms, this.#wake.signal);
+      }
     }
     if (!this.#fatal) await this.#final();
+  }
+
+  /** New rows, alone (between two full reports). A failure leaves them to the next full report. */
+  async #shipRows(): Promise<void> {
+    try {
+      await this.#ship(AbortSignal.timeout(this.#o.callTimeoutMs));
+    } catch (err) {
+      this.#failed(err, "log upload");
+    }
+  }
+
+  /** UpdateLog of the rows not acknowledged yet; rows added meanwhile wait for the next. */
+  async #ship(signal: AbortSignal): Promise<void> {
+    const { record, client } = this.#o;
+    if (record.rowCount > record.ackedRows) this.#lastLogMs = this.#now();
+    this.#sentEnd = record.rowCount;
+    this.#rowsWaitingSinceMs = undefined;
+    try {
+      const shipped = await shipLog(record, client, { noMore: false, signal });
+      if (shipped === "archived" && !this.#logClosed) {
+        this.#logClosed = true;
+        this.#o.log.info({ taskId: String(record.taskId) }, "forgejo closed the task's log; later lines are dropped");
+      }
+    } finally {
+      // Rows added meanwhile started their wait in apply(); rows the server did not take wait on
+      // (for the next full report, when the call failed).
+      this.#sentEnd = record.ackedRows;
+      this.#noteWaitingRows();
+    }
   }
 
   /** One periodic report: new rows, then the state. Failures wait for the next tick. */
@@ -159,11 +240,7 @@ export class TaskReporter implements Reporter<void> {
     const report = record.report(); // taken first: a result that arrives meanwhile waits for #final
     const signal = AbortSignal.timeout(this.#o.callTimeoutMs);
     try {
-      const shipped = await shipLog(record, client, { noMore: false, signal });
-      if (shipped === "archived" && !this.#logClosed) {
-        this.#logClosed = true;
-        this.#o.log.info({ taskId: String(record.taskId) }, "forgejo closed the task's log; later lines are dropped");
-      }
+      await this.#ship(signal);
       const res = await client.updateTask(report, record.unsentOutputs(), { signal });
       record.outputsAccepted(res.sentOutputs);
       this.#recovered();

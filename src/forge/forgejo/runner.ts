@@ -39,6 +39,10 @@ export interface ForgejoRunnerOptions {
   readonly fetchIntervalMaxMs: number;
   readonly fetchTimeoutMs: number;
   readonly reportIntervalMs: number;
+  /** How long a new log row waits for more before its UpdateLog (default: the reporter's LOG_DELAY_MS). */
+  readonly logDelayMs?: number;
+  /** The least time between two UpdateLog calls of a task (default: the reporter's LOG_INTERVAL_MS). */
+  readonly logIntervalMs?: number;
   /** A job whose orchestrator sent nothing this long (orchestratorSilence) is ended as failed. */
   readonly orchestratorSilenceMs: number;
   /** Default: a client for credentials.address. */
@@ -250,6 +254,8 @@ export class ForgejoRunner implements Service {
       runnerName: this.#runnerName(),
       registerAgain: this.#registerAgain(),
       reportIntervalMs: o.reportIntervalMs,
+      logDelayMs: o.logDelayMs,
+      logIntervalMs: o.logIntervalMs,
       callTimeoutMs: 30_000,
       // The last report is retried at most ~3 s apart: a Forgejo that is back learns the job's end within seconds.
       retryIntervals: { baseMs: 100, maxMs: 3_200 },
