@@ -22,6 +22,7 @@ const mayImport: Record<string, readonly string[]> = {
   executor: ["lifecycle", "telemetry"],
   engine: ["contract", "executor", "workflow"],
   vm: ["lifecycle", "telemetry"],
+  images: ["vm", "lifecycle", "telemetry"],
   egress: ["telemetry"],
   cache: ["lifecycle", "telemetry"],
   "debug-ssh": ["contract", "executor", "store", "lifecycle", "telemetry"],
@@ -201,6 +202,26 @@ describe("architecture", () => {
       walk(root, "");
     }
     assert.deepEqual(bad, []);
+  });
+
+  it("the job path never loads the image builder: nothing the orchestrator or the VM layer loads is in images/", () => {
+    const bad: string[] = [];
+    const seen = new Set<string>();
+    const walk = (path: string, via: string) => {
+      if (seen.has(path)) return;
+      seen.add(path);
+      for (const m of read(path).matchAll(/(?:from|import)\s*\(?\s*["'](\.{1,2}\/[^"']+)["']/g)) {
+        const dep = relative(SRC, join(SRC, path, "..", m[1]!)).replace(/\.js$/, ".ts");
+        if (stageOf(join(SRC, dep)) === "images") bad.push(`${via}${path} → ${dep}`);
+        else if (existsSync(join(SRC, dep))) walk(dep, `${via}${path} → `);
+      }
+    };
+    for (const stage of ["orchestrator", "vm"])
+      for (const file of files(join(SRC, stage))) walk(relative(SRC, file), "");
+    assert.deepEqual(bad, []);
+    // …and resolves a recipe image from its build's manifest, without reading the recipe.
+    for (const file of files(join(SRC, "vm")))
+      assert.doesNotMatch(code(relative(SRC, file)), /recipe\.yaml|recipesDir|recipeHash/, relative(SRC, file));
   });
 
   it("gnomon exec leaves needs, if: and fail-fast to workflow/run-schedule.ts", () => {

@@ -2,11 +2,12 @@
 // offline recipe builds, and verified, resumable downloads. Never boots a VM; the orchestrator does.
 import { join } from "node:path";
 import type { Config } from "../config/schema.js";
+import { buildRecipe } from "../images/build-recipe.js";
+import { type PullProgress, pullImage } from "../images/pull.js";
+import { withRecipeDigests } from "../images/recipe-digests.js";
 import type { Logger } from "../telemetry/log.js";
-import { buildRecipe } from "../vm/build-recipe.js";
 import { type Catalog, catalogStatus, type ImageEntry, imageNameFor, loadCatalog } from "../vm/catalog.js";
 import { DELIVERED_PLATFORM, NODE_MAJORS, type NodeMajor, NodeRuntimes, nodePlatformOf } from "../vm/node-runtime.js";
-import { type PullProgress, pullImage } from "../vm/pull.js";
 import { type Command, UsageError } from "./command.js";
 import { EXIT } from "./exit-codes.js";
 
@@ -25,8 +26,12 @@ export function nodeRuntimes(config: Readonly<Config>, logger?: Logger): NodeRun
   });
 }
 
-function catalogOf(config: Readonly<Config>): Promise<Catalog> {
-  return loadCatalog(config.images.catalog || undefined);
+/**
+ * The configured catalog with the digests of the recipes gnomon ships now, so that a recipe image
+ * built from another recipe resolves as stale. Every process that resolves labels loads it so.
+ */
+export async function catalogOf(config: Readonly<Config>): Promise<Catalog> {
+  return withRecipeDigests(await loadCatalog(config.images.catalog || undefined));
 }
 
 function abortOn(stopRequested: Promise<void>): AbortSignal {
@@ -83,7 +88,7 @@ the image's own (the majors it declares), or none.`,
         r.labels.join(", "),
         r.os,
         r.source,
-        r.present ? "yes" : "no",
+        r.present ? "yes" : r.stale ? "stale" : "no",
         r.bytes !== undefined ? formatBytes(r.bytes) : "-",
         nodeColumn(r.node),
       ]),

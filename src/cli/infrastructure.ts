@@ -20,9 +20,8 @@ import { MemoryBus } from "../queue/memory.js";
 import { Store } from "../store/store.js";
 import type { Logger } from "../telemetry/log.js";
 import type { Metrics } from "../telemetry/metrics.js";
-import { loadCatalog } from "../vm/catalog.js";
 import { UsageError } from "./command.js";
-import { imagesDir, nodeRuntimes } from "./images.js";
+import { catalogOf, imagesDir, nodeRuntimes } from "./images.js";
 
 export function createBus(config: Readonly<Config>, log: Logger, role: string): JobBus {
   return config.amqpUrl ? amqpBus(config.amqpUrl, config, log, role) : new MemoryBus({ log });
@@ -118,7 +117,7 @@ export async function createOrchestrator(
     throw new UsageError(
       `orchestrator.labels has ${hostLabels.join(", ")}, which would run jobs on this host without a VM; set orchestrator.allowHostLabels (GNOMON_ALLOW_HOST_LABELS=true) only if you trust every workflow`,
     );
-  const catalog = await loadCatalog(config.images.catalog || undefined);
+  const catalog = await catalogOf(config);
   const provisioner = createVmProvisioner({
     catalog,
     imagesDir: imagesDir(config),

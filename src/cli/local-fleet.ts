@@ -17,9 +17,8 @@ import { MemoryBus } from "../queue/memory.js";
 import { Store } from "../store/store.js";
 import type { Logger } from "../telemetry/log.js";
 import { createMetrics, type Metrics } from "../telemetry/metrics.js";
-import { loadCatalog } from "../vm/catalog.js";
 import type { PlannedJob } from "../workflow/job-plan.js";
-import { imagesDir, nodeRuntimes } from "./images.js";
+import { catalogOf, imagesDir, nodeRuntimes } from "./images.js";
 import { createActionCache } from "./infrastructure.js";
 
 /** How long a cancelled job may take to run its cleanup steps before exec stops waiting. */
@@ -141,7 +140,7 @@ export class LocalFleet {
   async #makeProvisioner(): Promise<Provisioner> {
     const c = this.#config;
     return createVmProvisioner({
-      catalog: await loadCatalog(c.images.catalog || undefined),
+      catalog: await catalogOf(c),
       imagesDir: imagesDir(c),
       runDir: join(c.dataDir, "vms"),
       egress: egressPolicy(c.orchestrator.egress),

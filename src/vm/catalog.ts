@@ -1,15 +1,16 @@
 // The image catalog (images/catalog.yaml or the file in config images.catalog): its zod schema,
 // loading it, and resolving a runs-on label to an ImageSpec with the files on this host. Resolution
-// reads the file system but never downloads or builds; a missing image is an ImageMissingError
-// that says which command fetches it.
+// reads the file system but never downloads, builds or reads a recipe: a recipe image is what its
+// build's manifest says (built-image.ts). A missing image is an ImageMissingError that says which
+// command fetches it; a recipe image built from another recipe than the one the catalog was given
+// (recipeDigests, computed once by the CLI, src/images/recipe-digests.ts) a StaleImageError.
 import { existsSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { findBuiltImage, recipesDir } from "./build-recipe.js";
-import { CatalogError, ImageMissingError, UnknownLabelError } from "./errors.js";
-import { loadRecipe } from "./recipe.js";
+import { currentBuild, recipeBuildsDir } from "./built-image.js";
+import { CatalogError, ImageMissingError, StaleImageError, UnknownLabelError } from "./errors.js";
 import type { SeedFormat } from "./seed.js";
 import { shippedImagesDir } from "./shipped-images.js";
 
@@ -108,6 +109,11 @@ export interface Catalog {
   readonly images: ReadonlyMap<string, ImageEntry>;
   /** runs-on label → image name. */
   readonly labels: ReadonlyMap<string, string>;
+  /**
+   * Recipe name → the digest of the recipe gnomon ships now. Where given, a build of another
+   * digest is stale; where absent, the current build is used as it is.
+   */
+  readonly recipeDigests?: ReadonlyMap<string, string>;
 }
 
 export type OsFamily = ImageEntry["os"];
@@ -207,24 +213,26 @@ export interface ImageFiles {
 }
 
 /** The files of an image on this host, or an ImageMissingError that names the command to run. */
-export async function imageFiles(
-  catalog: Catalog,
-  name: string,
-  imagesDir: string,
-  fromRecipes: string = recipesDir(),
-): Promise<ImageFiles> {
+export async function imageFiles(catalog: Catalog, name: string, imagesDir: string): Promise<ImageFiles> {
   const entry = catalog.images.get(name);
   if (!entry) throw new UnknownLabelError(name, [...catalog.labels.keys()].sort(), catalog.path);
   const src = entry.source;
   if ("recipe" in src) {
-    const built = await findBuiltImage(src.recipe, resolve(imagesDir), fromRecipes);
-    if (!built.image) throw new ImageMissingError(name, built.dir, `build it with \`gnomon images build ${name}\``);
-    const recipe = await loadRecipe(join(fromRecipes, src.recipe));
+    const built = await currentBuild(resolve(imagesDir), src.recipe);
+    if (!built)
+      throw new ImageMissingError(
+        name,
+        recipeBuildsDir(resolve(imagesDir), src.recipe),
+        `build it with \`gnomon images build ${name}\``,
+      );
+    const want = catalog.recipeDigests?.get(src.recipe);
+    if (want !== undefined && want !== built.manifest.recipeDigest)
+      throw new StaleImageError(name, built.dir, built.manifest.recipeDigest, want);
     return {
-      disk: built.image.disk,
-      kernel: built.image.kernel,
-      initrd: built.image.initrd,
-      cmdline: entry.kernelCmdline ?? recipe.kernelCmdline,
+      disk: built.disk,
+      kernel: built.kernel,
+      initrd: built.initrd,
+      cmdline: entry.kernelCmdline ?? built.manifest.kernelCmdline,
     };
   }
   if ("path" in src) {
@@ -239,15 +247,10 @@ export async function imageFiles(
 }
 
 /** Resolves a runs-on label (or image name) to a bootable ImageSpec. */
-export async function resolveImage(
-  catalog: Catalog,
-  labelOrName: string,
-  imagesDir: string,
-  fromRecipes?: string,
-): Promise<ImageSpec> {
+export async function resolveImage(catalog: Catalog, labelOrName: string, imagesDir: string): Promise<ImageSpec> {
   const name = imageNameFor(catalog, labelOrName);
   const entry = catalog.images.get(name)!;
-  const files = await imageFiles(catalog, name, imagesDir, fromRecipes);
+  const files = await imageFiles(catalog, name, imagesDir);
   let boot: BootSpec;
   if (entry.boot === "direct") {
     if (!files.kernel || !files.initrd)
@@ -285,24 +288,27 @@ export interface ImageStatus {
   readonly os: OsFamily;
   readonly source: "recipe" | "path" | "url";
   readonly present: boolean;
+  /** A recipe image whose build is of another recipe than the catalog's (present is false). */
+  readonly stale?: true;
   /** Bytes on disk of the image's files, when present. */
   readonly bytes?: number;
   readonly path?: string;
 }
 
 /** For `gnomon images list`: every catalog image and whether it is on this host. */
-export async function catalogStatus(catalog: Catalog, imagesDir: string, fromRecipes?: string): Promise<ImageStatus[]> {
+export async function catalogStatus(catalog: Catalog, imagesDir: string): Promise<ImageStatus[]> {
   const out: ImageStatus[] = [];
   for (const [name, entry] of catalog.images) {
     const source = "recipe" in entry.source ? "recipe" : "path" in entry.source ? "path" : "url";
     try {
-      const files = await imageFiles(catalog, name, imagesDir, fromRecipes);
+      const files = await imageFiles(catalog, name, imagesDir);
       let bytes = 0;
       for (const f of [files.disk, files.kernel, files.initrd]) if (f) bytes += (await stat(f)).size;
       out.push({ name, labels: entry.labels, os: entry.os, source, present: true, bytes, path: files.disk });
     } catch (err) {
       if (!(err instanceof ImageMissingError)) throw err;
-      out.push({ name, labels: entry.labels, os: entry.os, source, present: false, path: err.path });
+      const stale = err instanceof StaleImageError ? { stale: true as const } : {};
+      out.push({ name, labels: entry.labels, os: entry.os, source, present: false, ...stale, path: err.path });
     }
   }
   return out;

@@ -92,14 +92,34 @@ export class UnknownLabelError extends Error {
 }
 
 export class ImageMissingError extends Error {
-  override readonly name = "ImageMissingError";
-  readonly code = "vm.image-missing";
+  override readonly name: string = "ImageMissingError";
+  readonly code: string = "vm.image-missing";
   constructor(
     readonly image: string,
     readonly path: string,
     readonly fix: string,
   ) {
     super(`The disk image of "${image}" is not on this host (${path}); ${fix}.`);
+  }
+}
+
+/**
+ * A recipe image built from another recipe than the catalog's now (gnomon was upgraded, or the
+ * recipe edited): it counts as missing, and the message says to rebuild it.
+ */
+export class StaleImageError extends ImageMissingError {
+  override readonly name = "StaleImageError";
+  override readonly code = "vm.image-stale";
+  constructor(
+    image: string,
+    path: string,
+    readonly builtDigest: string,
+    readonly recipeDigest: string,
+  ) {
+    super(image, path, `rebuild it with \`gnomon images build ${image}\``);
+    this.message =
+      `The disk image of "${image}" on this host (${path}) was built from another recipe ` +
+      `(${builtDigest.slice(0, 12)}; the recipe is now ${recipeDigest.slice(0, 12)}); rebuild it with \`gnomon images build ${image}\`.`;
   }
 }
 
@@ -113,45 +133,6 @@ export class CatalogError extends Error {
     super(
       `The image catalog ${path} is invalid:\n  ${problems.join("\n  ")}\nFix it; docs/images.md describes every field.`,
     );
-  }
-}
-
-export class RecipeError extends Error {
-  override readonly name = "RecipeError";
-  readonly code = "vm.recipe-failed";
-  constructor(
-    readonly recipe: string,
-    message: string,
-    options?: ErrorOptions,
-  ) {
-    super(`Recipe "${recipe}": ${message}`, options);
-  }
-}
-
-export class ChecksumMismatchError extends Error {
-  override readonly name = "ChecksumMismatchError";
-  readonly code = "vm.checksum-mismatch";
-  constructor(
-    readonly url: string,
-    readonly expected: string,
-    readonly actual: string,
-  ) {
-    super(
-      `The download of ${url} has checksum ${actual}, but the catalog expects ${expected}. ` +
-        `The partial file was deleted; if the image was re-published, update its checksum in the catalog, then pull again.`,
-    );
-  }
-}
-
-export class DownloadError extends Error {
-  override readonly name = "DownloadError";
-  readonly code = "vm.download-failed";
-  constructor(
-    readonly url: string,
-    detail: string,
-    options?: ErrorOptions,
-  ) {
-    super(`Downloading ${url} failed: ${detail}. Run the same pull again: it resumes where it stopped.`, options);
   }
 }
 

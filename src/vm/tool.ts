@@ -12,12 +12,14 @@ const PACKAGE_OF: Readonly<Record<string, string>> = {
   "apt-cache": "apt",
   "dpkg-deb": "dpkg",
   mke2fs: "e2fsprogs",
+  debugfs: "e2fsprogs",
   "mkfs.fat": "dosfstools",
   mcopy: "mtools",
   genisoimage: "genisoimage",
   ldconfig: "libc-bin",
   zstd: "zstd",
   xz: "xz-utils",
+  mmdebstrap: "mmdebstrap",
 };
 
 export interface ToolOptions {
@@ -26,6 +28,8 @@ export interface ToolOptions {
   readonly signal?: AbortSignal;
   /** Exit codes that count as success; default [0]. */
   readonly okCodes?: readonly number[];
+  /** Each line the program writes to stderr, as it comes (progress of a long build step). */
+  readonly onStderrLine?: (line: string) => void;
 }
 
 export interface ToolResult {
@@ -49,7 +53,14 @@ export function runTool(program: string, args: readonly string[], opts: ToolOpti
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on("data", (b: Buffer) => out.push(b));
-    child.stderr.on("data", (b: Buffer) => err.push(b));
+    let partial = "";
+    child.stderr.on("data", (b: Buffer) => {
+      err.push(b);
+      if (!opts.onStderrLine) return;
+      const lines = (partial + b.toString("utf8")).split("\n");
+      partial = lines.pop() ?? "";
+      for (const line of lines) opts.onStderrLine(line);
+    });
     child.on("error", (e: NodeJS.ErrnoException) => {
       if (e.code === "ENOENT") reject(new ToolMissingError(program, packageOf(program), { cause: e }));
       else if (e.name === "AbortError") reject(opts.signal?.reason ?? e);

@@ -22,7 +22,15 @@ ${extra}`;
 describe("image catalog", () => {
   it("ships a valid catalog with the test image and the real cloud images", async () => {
     const c = await loadCatalog();
-    for (const name of ["test", "debian-12", "ubuntu-24.04", "omnios-r151054", "omnios-r151056", "openindiana-hipster"])
+    for (const name of [
+      "test",
+      "debian-12",
+      "debian-12-genericcloud",
+      "ubuntu-24.04",
+      "omnios-r151054",
+      "omnios-r151056",
+      "openindiana-hipster",
+    ])
       assert.ok(c.images.has(name), `${name} is in the catalog`);
     assert.equal(c.labels.get("ubuntu-latest"), "ubuntu-24.04");
     assert.equal(c.images.get("omnios-r151056")?.os, "illumos");

@@ -6,9 +6,15 @@ import { mkdtemp, readFile, readlink, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { cpioArchive } from "../../src/vm/cpio.js";
-import { parseDepends, parseStanzas, pickAlternative } from "../../src/vm/debian-control.js";
-import { loadOrder, type ModuleInfo, moduleName, modulesDep, parseModuleDepends } from "../../src/vm/kernel-modules.js";
+import { cpioArchive } from "../../src/images/cpio.js";
+import { parseDepends, parseStanzas, pickAlternative } from "../../src/images/debian-control.js";
+import {
+  loadOrder,
+  type ModuleInfo,
+  moduleName,
+  modulesDep,
+  parseModuleDepends,
+} from "../../src/images/kernel-modules.js";
 
 describe("Debian control data", () => {
   it("parses stanzas with folded fields", () => {

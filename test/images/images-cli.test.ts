@@ -84,9 +84,9 @@ describe("gnomon images", () => {
   });
 
   it("sends URL images to pull and recipe images to build, and exits 2 for a name to change", async () => {
-    const build = await runGnomon(["images", "build", "debian-12"]);
+    const build = await runGnomon(["images", "build", "ubuntu-24.04"]);
     assert.equal(build.code, 2);
-    assert.match(build.stderr, /not built from a recipe; download it with `gnomon images pull debian-12`/);
+    assert.match(build.stderr, /not built from a recipe; download it with `gnomon images pull ubuntu-24.04`/);
     const pull = await runGnomon(["images", "pull", "test"], { env: { GNOMON_IMAGES_DIR: TEST_IMAGES_DIR } });
     assert.equal(pull.code, 2);
     assert.match(pull.stderr, /use `gnomon images build test`/);

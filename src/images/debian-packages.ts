@@ -5,9 +5,9 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, mkdtemp, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { runTool } from "../vm/tool.js";
 import { type ClosureRules, parseDepends, parseStanzas, pickAlternative, type Stanza } from "./debian-control.js";
 import { RecipeError } from "./errors.js";
-import { runTool } from "./tool.js";
 
 export interface DebPackage {
   readonly name: string;

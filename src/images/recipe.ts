@@ -13,6 +13,34 @@ export const Recipe = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/),
     description: z.string().default(""),
+    /**
+     * How the root file system is made. unpack: gnomon unpacks the packages' files itself (no
+     * maintainer scripts, no root); mmdebstrap: Debian's mmdebstrap installs them as dpkg does
+     * (maintainer scripts, services enabled), as root, then the recipe's customize script runs.
+     */
+    builder: z.enum(["unpack", "mmdebstrap"]).default("unpack"),
+    /** mmdebstrap: the Debian suite and the apt source lines (the image keeps them). */
+    suite: z
+      .string()
+      .regex(/^[a-z]+$/)
+      .optional(),
+    sources: z
+      .array(
+        z
+          .string()
+          .regex(
+            /^deb (\[[^\]]*\] )?https?:\/\/\S+ \S+ .+$/,
+            "must be a one-line apt source: deb URL SUITE COMPONENTS",
+          ),
+      )
+      .default([]),
+    /** mmdebstrap: a script of the recipe's folder run in the finished root (chroot) to trim and configure it. */
+    customize: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]+$/)
+      .optional(),
+    /** Every module of the kernel in the guest (udev loads what the machine needs), not only modules.extra. */
+    allModules: z.boolean().default(false),
     packages: z.array(Name).min(1),
     exclude: z.array(Name).default([]),
     provides: z.record(z.string(), Name).default({}),
@@ -25,7 +53,10 @@ export const Recipe = z
     kernelCmdline: z.string(),
     diskSizeMiB: z.number().int().min(256),
   })
-  .strict();
+  .strict()
+  .refine((r) => r.builder !== "mmdebstrap" || (r.suite !== undefined && r.sources.length > 0), {
+    message: "builder: mmdebstrap needs suite and sources",
+  });
 export type Recipe = z.infer<typeof Recipe>;
 
 export async function loadRecipe(dir: string): Promise<Recipe> {

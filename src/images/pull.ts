@@ -9,9 +9,10 @@ import { basename, dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createGunzip } from "node:zlib";
-import { type Catalog, imageNameFor, pulledImagePath } from "./catalog.js";
-import { CatalogError, ChecksumMismatchError, DownloadError } from "./errors.js";
-import { runTool } from "./tool.js";
+import { type Catalog, imageNameFor, pulledImagePath } from "../vm/catalog.js";
+import { CatalogError } from "../vm/errors.js";
+import { runTool } from "../vm/tool.js";
+import { ChecksumMismatchError, DownloadError } from "./errors.js";
 
 export type PullStage = "checksum" | "download" | "verify" | "decompress" | "done";
 

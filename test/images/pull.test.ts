@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { gzipSync } from "node:zlib";
+import { ChecksumMismatchError } from "../../src/images/errors.js";
+import { type PullProgress, parseChecksumFile, pullImage } from "../../src/images/pull.js";
 import { parseCatalog, resolveImage } from "../../src/vm/catalog.js";
-import { ChecksumMismatchError } from "../../src/vm/errors.js";
-import { type PullProgress, parseChecksumFile, pullImage } from "../../src/vm/pull.js";
 
 interface Served {
   readonly body: Buffer;
