@@ -40,6 +40,7 @@ export const OPERATOR_ERROR_CODES: readonly string[] = [
   "vm.catalog-invalid", // the image catalog file
   "vm.unknown-label", // an image name the catalog does not have
   "vm.image-missing", // pull or build the image first
+  "vm.image-stale", // built from another recipe: build the image again
   "vm.tool-missing", // install QEMU or an image tool
   "orchestrator.no-labels", // nothing to serve: the catalog or orchestrator.labels
   "telemetry.metrics-listen", // orchestrator.metricsListen cannot be listened on

@@ -34,6 +34,9 @@ describe("exit codes", () => {
       .map((f) => readFileSync(f, "utf8"))
       .join("\n");
     for (const code of OPERATOR_ERROR_CODES)
-      assert.ok(text.includes(`readonly code = "${code}"`), `no error class has code "${code}"`);
+      assert.ok(
+        text.includes(`readonly code = "${code}"`) || text.includes(`readonly code: string = "${code}"`),
+        `no error class has code "${code}"`,
+      );
   });
 });

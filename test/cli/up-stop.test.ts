@@ -69,6 +69,18 @@ async function runningTask(forgejo: FakeForgejo, up: Up, jobId: number): Promise
     });
 }
 
+/** The exit code, or a failure with gnomon's log when it has not exited within `ms` (a hung stop). */
+function exitWithin(up: Up, ms: number): Promise<number | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`gnomon up did not exit ${ms} ms after the stop:\n${up.stderr().slice(-6_000)}`)),
+      ms,
+    );
+  });
+  return Promise.race([up.exit, hung]).finally(() => clearTimeout(timer));
+}
+
 function ended(forgejo: FakeForgejo, jobId: number, timeoutMs: number): Promise<TaskView> {
   return forgejo.waitFor(
     () => {
@@ -89,7 +101,7 @@ describe("gnomon up, stopping", () => {
     up.kill("SIGTERM");
     const stoppedAt = Date.now();
     const later = forgejo.queueJob({ workflow: LONG_JOB });
-    const code = await up.exit;
+    const code = await exitWithin(up, 90_000);
     const tookMs = Date.now() - stoppedAt;
     assert.equal(code, 0, up.stderr().slice(-3_000));
     assert.ok(tookMs >= 3_000, `the job got its drain time (exited after ${tookMs} ms)`);
@@ -116,7 +128,7 @@ describe("gnomon up, stopping", () => {
     );
     up.kill("SIGTERM");
     const forcedAt = Date.now();
-    const code = await up.exit;
+    const code = await exitWithin(up, 90_000);
     const tookMs = Date.now() - forcedAt;
     assert.ok(tookMs < 20_000, `exited ${tookMs} ms after the second SIGTERM`);
     const task = forgejo.taskOfJob(jobId);
