@@ -4,6 +4,7 @@
 // keys live in memory for the window only; nothing else about the user is read.
 import { z } from "zod";
 import type { JobRequest } from "../contract/job-request.js";
+import { withTimeout } from "../lifecycle/abort.js";
 import { toError } from "../lifecycle/to-error.js";
 import { type PublicKey, parsePublicKey } from "./ssh-keys.js";
 
@@ -45,7 +46,7 @@ export async function fetchActorKeys(
     }
     if (withToken && opts.token)
       headers["authorization"] = opts.forge === "github" ? `Bearer ${opts.token}` : `token ${opts.token}`;
-    const signal = AbortSignal.any([AbortSignal.timeout(KEYS_FETCH_TIMEOUT_MS), ...(opts.signal ? [opts.signal] : [])]);
+    const signal = withTimeout(KEYS_FETCH_TIMEOUT_MS, opts.signal);
     return fetch(url, { headers, signal, redirect: "follow" });
   };
   let res: Response;

@@ -6,6 +6,7 @@ import { randomUUID } from "node:crypto";
 import { posix } from "node:path";
 import type { StepSpec } from "../contract/job-request.js";
 import { FileNotFoundError } from "../executor/executor.js";
+import { withTimeout } from "../lifecycle/abort.js";
 import {
   coerceString,
   evaluateBoolean,
@@ -79,7 +80,7 @@ export async function runStep(frame: Frame, step: StepSpec, top: boolean): Promi
   const job = frame.job;
   const index = frame.index;
   // hashFiles() may list and read a large workspace: GitHub allows it 120 s too.
-  const setupSignal = AbortSignal.any([job.signal, AbortSignal.timeout(120_000)]);
+  const setupSignal = withTimeout(120_000, job.signal);
 
   let env: Record<string, string> = frame.baseEnv();
   let stepEnv: Record<string, string> = {};

@@ -9,6 +9,7 @@ import { basename, dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createGunzip } from "node:zlib";
+import { withTimeout } from "../lifecycle/abort.js";
 import { type Catalog, imageNameFor, pulledImagePath } from "../vm/catalog.js";
 import { CatalogError } from "../vm/errors.js";
 import { runTool } from "../vm/tool.js";
@@ -133,7 +134,7 @@ async function vendorChecksum(checksumUrl: string, imageUrl: string, opts: PullO
   opts.onProgress?.({ stage: "checksum", receivedBytes: 0 });
   let res: Response;
   try {
-    res = await fetch(checksumUrl, { signal: withTimeout(opts.signal, 30_000) });
+    res = await fetch(checksumUrl, { signal: withTimeout(30_000, opts.signal) });
   } catch (err) {
     throw new DownloadError(checksumUrl, (err as Error).message, { cause: err });
   }
@@ -142,10 +143,6 @@ async function vendorChecksum(checksumUrl: string, imageUrl: string, opts: PullO
   const found = parseChecksumFile(await res.text(), file);
   if (!found) throw new DownloadError(checksumUrl, `it lists no sha256 or sha512 checksum for ${file}`);
   return found;
-}
-
-function withTimeout(signal: AbortSignal | undefined, ms: number): AbortSignal {
-  return signal ? AbortSignal.any([signal, AbortSignal.timeout(ms)]) : AbortSignal.timeout(ms);
 }
 
 /** Downloads `url` into `part`, continuing an existing part; retries transient failures. */

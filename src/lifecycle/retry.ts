@@ -4,6 +4,7 @@
 // an outage as long as the job's lock lasts). Waits only through an AbortSignal, so a stop always
 // interrupts it; never logs (callers say what failed, through onRetry and onFailure).
 import { setTimeout as sleep } from "node:timers/promises";
+import { withTimeout } from "./abort.js";
 import { type Intervals, nextDelayMs } from "./backoff.js";
 import { toError } from "./to-error.js";
 
@@ -71,7 +72,7 @@ export async function retryUntil<T>(
   for (let attempt = 1; ; attempt += 1) {
     if (o.signal.aborted) return { t: "aborted" };
     const left = o.until() - now();
-    const signal = left > 0 ? AbortSignal.any([o.signal, AbortSignal.timeout(left)]) : o.signal;
+    const signal = left > 0 ? withTimeout(left, o.signal) : o.signal;
     try {
       const value = await fn(signal);
       o.onSuccess?.();

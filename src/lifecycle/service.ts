@@ -1,5 +1,6 @@
 // The shape of every long-lived part of gnomon: start, a two-phase stop, and a `done` promise.
 // Only main.ts touches process signals; everything else is stopped through this interface.
+import { withTimeout } from "./abort.js";
 
 /**
  * Where a service is in its life, as an operator acts on it (temporalio's worker `State`, reduced):
@@ -82,7 +83,7 @@ export async function runServices(
   }
   const forced = new AbortController();
   void forceRequested?.then(() => forced.abort(new ForcedStopError()));
-  const deadline = AbortSignal.any([AbortSignal.timeout(stopTimeoutMs), forced.signal]);
+  const deadline = withTimeout(stopTimeoutMs, forced.signal);
   for (const layer of [...started].reverse()) await Promise.all(layer.map((s) => s.stop(deadline)));
   return why;
 }

@@ -7,6 +7,7 @@ import { hostname } from "node:os";
 import type { Cancel } from "../contract/cancel.js";
 import type { JobRequest } from "../contract/job-request.js";
 import type { DebugSshServer } from "../debug-ssh/debug-ssh-server.js";
+import { withTimeout } from "../lifecycle/abort.js";
 import { deferred, ForcedStopError, type Service, type ServiceStatus } from "../lifecycle/service.js";
 import type { JobBus, JobConsumer, JobDelivery, Subscription } from "../queue/bus.js";
 import type { Store } from "../store/store.js";
@@ -225,7 +226,7 @@ export class Orchestrator implements Service {
         { jobs: this.#running.size, drainMs: this.#opts.drainTimeoutMs },
         "stopping: letting running jobs finish",
       );
-      const drain = AbortSignal.any([deadline, AbortSignal.timeout(this.#opts.drainTimeoutMs)]);
+      const drain = withTimeout(this.#opts.drainTimeoutMs, deadline);
       const all = Promise.all([...this.#running.values()].map((r) => r.done));
       await Promise.race([all, new Promise((r) => drain.addEventListener("abort", r, { once: true }))]);
       if (this.#running.size > 0) {

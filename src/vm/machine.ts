@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Client } from "ssh2";
+import { withTimeout } from "../lifecycle/abort.js";
 import { toError } from "../lifecycle/to-error.js";
 import type { Logger } from "../telemetry/log.js";
 import { detectAccel } from "./accel.js";
@@ -326,11 +327,7 @@ class QemuMachine implements Machine {
       if (result === "ready") return;
       if (result === "refused") this.#advance("network");
       if (result === "auth-failed") this.#advance("ssh");
-      const wake = AbortSignal.any([
-        this.#exitedAc.signal,
-        AbortSignal.timeout(Math.max(1, deadline - Date.now())),
-        ...(signal ? [signal] : []),
-      ]);
+      const wake = withTimeout(Math.max(1, deadline - Date.now()), this.#exitedAc.signal, signal);
       await sleep(PROBE_INTERVAL_MS, undefined, { signal: wake }).catch(() => undefined);
     }
   }

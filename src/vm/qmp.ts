@@ -2,6 +2,7 @@
 // power down, or quit QEMU. Commands are correlated by id; events are passed to a listener. It
 // controls one QEMU and never decides when to; machine.ts does.
 import { connect, type Socket } from "node:net";
+import { withTimeout } from "../lifecycle/abort.js";
 
 export interface QmpStatus {
   readonly status: string;
@@ -38,7 +39,7 @@ export class QmpClient {
     const greeting = new Promise<void>((resolve, reject) => {
       client.#pending.set("greeting", { resolve: () => resolve(), reject });
     });
-    const timer = AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(signal ? [signal] : [])]);
+    const timer = withTimeout(timeoutMs, signal);
     const onAbort = () => client.close();
     timer.addEventListener("abort", onAbort, { once: true });
     try {

@@ -2,6 +2,8 @@
 // power cut) is followed by one that ends those tasks on Forgejo at once, with a line in their
 // logs saying what happened, instead of leaving them "running" until Forgejo's stale-task reaper
 // fails them minutes later without a word. Their jobs are stopped on the orchestrators too.
+
+import { withTimeout } from "../../lifecycle/abort.js";
 import { retry } from "../../lifecycle/retry.js";
 import type { Logger } from "../../telemetry/log.js";
 import { InFlightFile } from "../in-flight-file.js";
@@ -41,7 +43,7 @@ export async function failLostTask(
   const taskId = BigInt(task.taskId);
   const now = Date.now();
   // Forgejo briefly down is waited out for a minute; the task is its stale-task reaper's after that.
-  const within = AbortSignal.any([signal, AbortSignal.timeout(60_000)]);
+  const within = withTimeout(60_000, signal);
   const call = <T>(fn: () => Promise<T>) =>
     retry(fn, { backoff: { baseMs: 500, maxMs: 10_000 }, signal: within, retryable: isTransient });
   try {

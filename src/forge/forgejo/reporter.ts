@@ -8,7 +8,7 @@
 // ended here as failed, saying so, and a Cancel goes out.
 import { Code } from "@connectrpc/connect";
 import type { JobEvent, JobResult } from "../../contract/job-event.js";
-import { pause } from "../../lifecycle/abort.js";
+import { pause, withTimeout } from "../../lifecycle/abort.js";
 import type { Intervals } from "../../lifecycle/backoff.js";
 import { retry } from "../../lifecycle/retry.js";
 import { toError } from "../../lifecycle/to-error.js";
@@ -318,7 +318,7 @@ export class TaskReporter implements Reporter<void> {
   async #final(): Promise<void> {
     const { record, client, log } = this.#o;
     const taskId = String(record.taskId);
-    const signal = AbortSignal.any([AbortSignal.timeout(this.#finalTimeoutMs), this.#finalCut.signal]);
+    const signal = withTimeout(this.#finalTimeoutMs, this.#finalCut.signal);
     const retryable = (err: unknown) =>
       err instanceof LogsIncompleteError || (isTransient(err) && codeOf(err) !== Code.Unauthenticated);
     const onRetry = (err: unknown) => this.#failed(err, "final report");
@@ -328,7 +328,7 @@ export class TaskReporter implements Reporter<void> {
         () =>
           shipLog(record, client, {
             noMore: true,
-            signal: AbortSignal.any([signal, AbortSignal.timeout(callTimeoutMs)]),
+            signal: withTimeout(callTimeoutMs, signal),
           }),
         { backoff: this.#o.retryIntervals, signal, retryable, onRetry },
       );
@@ -342,7 +342,7 @@ export class TaskReporter implements Reporter<void> {
       await retry(
         async () => {
           const res = await client.updateTask(record.report(), record.unsentOutputs(), {
-            signal: AbortSignal.any([signal, AbortSignal.timeout(callTimeoutMs)]),
+            signal: withTimeout(callTimeoutMs, signal),
           });
           record.outputsAccepted(res.sentOutputs);
           rounds += 1;
