@@ -20,7 +20,7 @@ const mayImport: Record<string, readonly string[]> = {
   store: ["contract", "lifecycle", "telemetry"],
   workflow: ["contract"],
   executor: ["lifecycle", "telemetry"],
-  engine: ["contract", "executor", "workflow"],
+  engine: ["contract", "executor", "workflow", "lifecycle"],
   vm: ["lifecycle", "telemetry"],
   images: ["vm", "lifecycle", "telemetry"],
   egress: ["telemetry"],
