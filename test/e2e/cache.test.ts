@@ -16,7 +16,7 @@ import { type FakeForgejo, type FakeForgejoOptions, startFakeForgejo, type TaskV
 import { registerForgejoWithCli } from "../support/cli.js";
 import { createTestDatabase, type TestDatabase } from "../support/db.js";
 import { startFakeInternet } from "../support/fake-internet.js";
-import { nextVm, type Stage, startStage, testLogger, vmGone } from "../support/forge-e2e.js";
+import { nextVm, type Stage, startForgejoRunner, startStage, testLogger, vmGone } from "../support/forge-e2e.js";
 import { RELEASED_ACTIONS } from "../support/released-actions.js";
 import { SAMPLE_CLUSTER_KEY } from "../support/samples.js";
 import { testImage } from "../support/test-image.js";
@@ -212,13 +212,7 @@ async function cacheStage(t: TestContext, name: string, forgejoOptions: FakeForg
   const stage: Stage = await startStage(t, { databaseUrl: td.location, name, cache });
   stage.beforeTeardown(() => forgejo.close());
   const file = await registerForgejoWithCli(forgejo, "linux:vm:test");
-  const runner = createForgejoRunner(Config.parse({ forgejo: { credentialsFile: file, fetchInterval: "500ms" } }), {
-    bus: stage.forgeBus,
-    clusterKey: SAMPLE_CLUSTER_KEY,
-    log: testLogger(),
-  });
-  await runner.start();
-  stage.beforeTeardown(() => runner.stop(AbortSignal.timeout(20_000)));
+  const runner = await startForgejoRunner(stage, file);
   const run = async (input: Parameters<FakeForgejo["queueJob"]>[0]): Promise<TaskView> => {
     const jobId = forgejo.queueJob(input);
     const vm = await nextVm(stage);

@@ -25,6 +25,7 @@ import {
   qemuPids,
   type Stage,
   type StageOptions,
+  startForgejoRunner,
   startStage,
   testLogger,
   until,
@@ -66,13 +67,7 @@ async function startForgejoStage(t: TestContext, name: string, o: Partial<StageO
   const stage = await startStage(t, { databaseUrl: td.location, name, debugSsh: {}, ...o });
   stage.beforeTeardown(() => forgejo.close());
   const file = await registerForgejoWithCli(forgejo, "linux:vm:test");
-  const runner = createForgejoRunner(Config.parse({ forgejo: { credentialsFile: file, fetchInterval: "500ms" } }), {
-    bus: stage.forgeBus,
-    clusterKey: SAMPLE_CLUSTER_KEY,
-    log: testLogger(),
-  });
-  await runner.start();
-  stage.beforeTeardown(() => runner.stop(AbortSignal.timeout(20_000)));
+  const runner = await startForgejoRunner(stage, file);
   return { forgejo, stage, runner };
 }
 
